@@ -1,0 +1,416 @@
+//! The hub: the latest frame of each named stream, and who is watching it.
+//!
+//! Each stream is a `watch` slot holding only its newest frame. Publishing
+//! replaces the frame; a viewer that was busy sending when two frames arrived
+//! sees only the second, so a slow viewer skips ahead and nothing is ever queued
+//! for it. The slot also counts demand (viewers plus waiting snapshot requests)
+//! so a source can stay idle while nobody watches, and it holds the per-viewer
+//! counters that `/stats.json` reports.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::frame::Frame;
+
+/// The stream fed by `--source`.
+pub const CAMERA: &str = "camera";
+/// Named streams are created on demand by viewers and uploaders; this bounds them.
+pub const MAX_STREAMS: usize = 32;
+
+/// Whether a stream currently has a picture source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// Nothing has fed this stream yet (a named stream before its first upload).
+    Waiting,
+    Live,
+    /// The source went away; the reason is shown to viewers.
+    Offline(Arc<str>),
+}
+
+impl StreamStatus {
+    pub fn label(&self) -> &'static str {
+        match self {
+            StreamStatus::Waiting => "waiting",
+            StreamStatus::Live => "live",
+            StreamStatus::Offline(_) => "offline",
+        }
+    }
+}
+
+/// What a viewer sees of a stream at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Increases with every published frame; viewers compare it to spot news.
+    pub seq: u64,
+    pub frame: Option<Arc<Frame>>,
+    pub status: StreamStatus,
+}
+
+/// Counters of one connected viewer, readable while it is blocked in a send.
+#[derive(Debug, Default)]
+pub struct ViewerStats {
+    /// Bytes handed to this viewer's socket and not yet written out.
+    pub pending_bytes: AtomicUsize,
+    pub frames_sent: AtomicU64,
+    /// Frames that were replaced before this viewer was ready for them.
+    pub frames_skipped: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Stream {
+    name: String,
+    state: watch::Sender<Snapshot>,
+    demand: watch::Sender<usize>,
+    viewers: Mutex<Vec<Arc<ViewerStats>>>,
+    uploading: AtomicBool,
+    frames_published: AtomicU64,
+}
+
+impl Stream {
+    fn new(name: &str) -> Stream {
+        Stream {
+            name: name.to_owned(),
+            state: watch::Sender::new(Snapshot {
+                seq: 0,
+                frame: None,
+                status: StreamStatus::Waiting,
+            }),
+            demand: watch::Sender::new(0),
+            viewers: Mutex::new(Vec::new()),
+            uploading: AtomicBool::new(false),
+            frames_published: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Makes `frame` the newest picture, replacing (not queueing behind) the last one.
+    pub fn publish(&self, frame: Frame) {
+        let frame = Arc::new(frame);
+        self.frames_published.fetch_add(1, Ordering::Relaxed);
+        self.state.send_modify(|s| {
+            s.seq += 1;
+            s.frame = Some(frame);
+            s.status = StreamStatus::Live;
+        });
+    }
+
+    /// Marks the source as gone. The last frame stays for snapshots, but viewers
+    /// are told the picture is no longer live.
+    pub fn set_offline(&self, reason: &str) {
+        self.state.send_if_modified(|s| {
+            if matches!(&s.status, StreamStatus::Offline(r) if &**r == reason) {
+                return false;
+            }
+            s.status = StreamStatus::Offline(reason.into());
+            true
+        });
+    }
+
+    pub fn current(&self) -> Snapshot {
+        self.state.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.state.subscribe()
+    }
+
+    /// Registers a viewer; it counts as demand until the guard is dropped.
+    pub fn watch(self: &Arc<Self>) -> ViewerGuard {
+        let stats = Arc::new(ViewerStats::default());
+        self.viewers.lock().unwrap().push(stats.clone());
+        ViewerGuard {
+            _demand: self.demand(),
+            stream: self.clone(),
+            stats,
+        }
+    }
+
+    /// Counts as demand while held, for work that needs a fresh frame once
+    /// (a snapshot request while nobody watches).
+    pub fn demand(self: &Arc<Self>) -> DemandGuard {
+        self.demand.send_modify(|n| *n += 1);
+        DemandGuard {
+            stream: self.clone(),
+        }
+    }
+
+    pub fn demand_count(&self) -> usize {
+        *self.demand.borrow()
+    }
+
+    /// Waits until somebody wants frames. Sources call this before opening a device.
+    pub async fn wanted(&self) {
+        let mut rx = self.demand.subscribe();
+        let _ = rx.wait_for(|n| *n > 0).await;
+    }
+
+    /// Waits until nobody has wanted frames for `grace`; returns at once if `grace` is zero
+    /// and nobody watches.
+    pub async fn unwanted_for(&self, grace: Duration) {
+        let mut rx = self.demand.subscribe();
+        loop {
+            let _ = rx.wait_for(|n| *n == 0).await;
+            match tokio::time::timeout(grace, rx.wait_for(|n| *n > 0)).await {
+                Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Claims the single uploader slot of this stream.
+    pub fn claim_upload(self: &Arc<Self>) -> Option<UploadGuard> {
+        self.uploading
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| UploadGuard {
+                stream: self.clone(),
+            })
+    }
+
+    pub fn stats(&self) -> StreamStats {
+        let viewers = self.viewers.lock().unwrap();
+        let snapshot = self.state.borrow();
+        StreamStats {
+            name: self.name.clone(),
+            status: snapshot.status.label(),
+            viewers: viewers.len(),
+            uploading: self.uploading.load(Ordering::Relaxed),
+            frames_published: self.frames_published.load(Ordering::Relaxed),
+            last_frame_unix_ms: snapshot.frame.as_ref().map(|f| f.ready_unix_ms),
+            width: snapshot.frame.as_ref().map(|f| f.width),
+            height: snapshot.frame.as_ref().map(|f| f.height),
+            frame_bytes: snapshot.frame.as_ref().map(|f| f.jpeg.len()),
+            pending_bytes_max: viewers
+                .iter()
+                .map(|v| v.pending_bytes.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0),
+            pending_bytes_total: viewers
+                .iter()
+                .map(|v| v.pending_bytes.load(Ordering::Relaxed))
+                .sum(),
+            frames_sent: viewers
+                .iter()
+                .map(|v| v.frames_sent.load(Ordering::Relaxed))
+                .sum(),
+            frames_skipped: viewers
+                .iter()
+                .map(|v| v.frames_skipped.load(Ordering::Relaxed))
+                .sum(),
+        }
+    }
+}
+
+/// One stream's figures for `/stats.json` and `/healthz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamStats {
+    pub name: String,
+    pub status: &'static str,
+    pub viewers: usize,
+    pub uploading: bool,
+    pub frames_published: u64,
+    pub last_frame_unix_ms: Option<u64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub frame_bytes: Option<usize>,
+    /// The most bytes any one viewer of this stream has waiting to be written.
+    pub pending_bytes_max: usize,
+    pub pending_bytes_total: usize,
+    /// Sent and skipped over the viewers connected now.
+    pub frames_sent: u64,
+    pub frames_skipped: u64,
+}
+
+pub struct DemandGuard {
+    stream: Arc<Stream>,
+}
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        self.stream.demand.send_modify(|n| *n -= 1);
+    }
+}
+
+pub struct ViewerGuard {
+    _demand: DemandGuard,
+    stream: Arc<Stream>,
+    pub stats: Arc<ViewerStats>,
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.stream
+            .viewers
+            .lock()
+            .unwrap()
+            .retain(|v| !Arc::ptr_eq(v, &self.stats));
+    }
+}
+
+pub struct UploadGuard {
+    stream: Arc<Stream>,
+}
+
+impl UploadGuard {
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        self.stream.set_offline("broadcaster disconnected");
+        self.stream.uploading.store(false, Ordering::Release);
+    }
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamError {
+    BadName,
+    TooMany,
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamError::BadName => {
+                f.write_str("stream names are 1-32 characters of a-z, 0-9, _ and -")
+            }
+            StreamError::TooMany => write!(f, "too many streams (at most {MAX_STREAMS})"),
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+/// All streams by name.
+#[derive(Debug, Default)]
+pub struct Hub {
+    streams: Mutex<BTreeMap<String, Arc<Stream>>>,
+}
+
+pub fn valid_stream_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    /// The stream called `name`, created if it does not exist yet.
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>, StreamError> {
+        if !valid_stream_name(name) {
+            return Err(StreamError::BadName);
+        }
+        let mut streams = self.streams.lock().unwrap();
+        if let Some(stream) = streams.get(name) {
+            return Ok(stream.clone());
+        }
+        if streams.len() >= MAX_STREAMS {
+            // Make room by forgetting a stream nobody uses and nothing feeds.
+            let idle = streams
+                .iter()
+                .find(|(n, s)| {
+                    n.as_str() != CAMERA
+                        && Arc::strong_count(s) == 1
+                        && !s.uploading.load(Ordering::Acquire)
+                })
+                .map(|(n, _)| n.clone());
+            match idle {
+                Some(n) => {
+                    streams.remove(&n);
+                }
+                None => return Err(StreamError::TooMany),
+            }
+        }
+        let stream = Arc::new(Stream::new(name));
+        streams.insert(name.to_owned(), stream.clone());
+        Ok(stream)
+    }
+
+    /// The stream called `name` if it exists; never creates one.
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.lock().unwrap().get(name).cloned()
+    }
+
+    pub fn stats(&self) -> Vec<StreamStats> {
+        let streams: Vec<_> = self.streams.lock().unwrap().values().cloned().collect();
+        streams.iter().map(|s| s.stats()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8) -> Frame {
+        Frame::from_jpeg(vec![n; 10], 2, 2)
+    }
+
+    #[test]
+    fn keeps_only_the_newest_frame() {
+        let hub = Hub::new();
+        let s = hub.stream("x").unwrap();
+        let mut rx = s.subscribe();
+        s.publish(frame(1));
+        s.publish(frame(2));
+        let seen = rx.borrow_and_update().clone();
+        assert_eq!(seen.seq, 2);
+        assert_eq!(seen.frame.unwrap().jpeg[0], 2);
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn names_are_checked_and_streams_bounded() {
+        let hub = Hub::new();
+        assert_eq!(hub.stream("Bad Name").unwrap_err(), StreamError::BadName);
+        assert_eq!(hub.stream("").unwrap_err(), StreamError::BadName);
+        let held: Vec<_> = (0..MAX_STREAMS)
+            .map(|i| hub.stream(&format!("s{i}")).unwrap())
+            .collect();
+        assert_eq!(hub.stream("one-more").unwrap_err(), StreamError::TooMany);
+        drop(held);
+        assert!(
+            hub.stream("one-more").is_ok(),
+            "an unused stream makes room"
+        );
+    }
+
+    #[test]
+    fn one_uploader_per_stream_and_offline_when_it_leaves() {
+        let hub = Hub::new();
+        let s = hub.stream("x").unwrap();
+        let first = s.claim_upload().expect("first uploader");
+        assert!(s.claim_upload().is_none());
+        s.publish(frame(1));
+        drop(first);
+        assert!(matches!(s.current().status, StreamStatus::Offline(_)));
+        assert!(s.current().frame.is_some(), "last good frame is kept");
+        assert!(s.claim_upload().is_some());
+    }
+
+    #[test]
+    fn viewers_count_as_demand() {
+        let hub = Hub::new();
+        let s = hub.stream(CAMERA).unwrap();
+        assert_eq!(s.demand_count(), 0);
+        let v = s.watch();
+        assert_eq!(s.demand_count(), 1);
+        assert_eq!(s.stats().viewers, 1);
+        drop(v);
+        assert_eq!(s.demand_count(), 0);
+        assert_eq!(s.stats().viewers, 0);
+    }
+}

@@ -1,0 +1,23 @@
+//! kindercam: a classroom camera server for small Linux boards.
+//!
+//! A frame's path through the daemon, by file:
+//! `source/` captures or draws it, `encode.rs` turns it into JPEG, `frame.rs`
+//! makes its data URL once, `hub.rs` holds the newest one per stream and fans it
+//! out, and `ws/video.rs` sends it to each viewer. `ws/upload.rs` is the other way
+//! in (a browser's camera), `ws/chat.rs` the chat relay, `http.rs` the pages.
+//! `server.rs` binds and runs all of it under one `Shutdown`.
+
+pub mod canvas;
+pub mod config;
+pub mod encode;
+pub mod frame;
+pub mod http;
+pub mod hub;
+pub mod jpeg;
+pub mod server;
+pub mod shutdown;
+pub mod source;
+pub mod ws;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,255 @@
+//! The WebSocket opening handshake, done here rather than inside tungstenite so
+//! that the route is known before any WebSocket state exists: each route then gets
+//! its own message limits, and refusals (unknown path, full server, bad request)
+//! are plain HTTP answers sent before upgrading.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::hub::{self, CAMERA};
+
+/// Request heads larger than this are refused with 431.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+const MAX_HEADERS: usize = 48;
+
+/// Where an upgraded connection goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Chat,
+    Video { stream: String, binary: bool },
+    Upload { stream: String },
+}
+
+impl Route {
+    /// Maps a request target (path and query) to a route; `None` means 404.
+    pub fn parse(target: &str) -> Option<Route> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let binary = query.split('&').any(|kv| kv == "format=binary");
+        let named = |rest: &str| hub::valid_stream_name(rest).then(|| rest.to_owned());
+        match path {
+            "/chat" => Some(Route::Chat),
+            "/video" => Some(Route::Video {
+                stream: CAMERA.to_owned(),
+                binary,
+            }),
+            _ => {
+                if let Some(rest) = path.strip_prefix("/video/") {
+                    named(rest).map(|stream| Route::Video { stream, binary })
+                } else if let Some(rest) = path.strip_prefix("/upload/") {
+                    named(rest).map(|stream| Route::Upload { stream })
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// A parsed upgrade request.
+#[derive(Debug)]
+pub struct Upgrade {
+    pub route: Route,
+    accept_key: String,
+    /// Bytes the client sent after the head; they belong to the WebSocket stream.
+    pub leftover: Vec<u8>,
+}
+
+/// Why a handshake was refused; each maps to one HTTP status.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    BadRequest(&'static str),
+    HeadTooLarge,
+    WrongVersion,
+    Busy,
+}
+
+impl Refusal {
+    fn status(&self) -> (u16, &'static str) {
+        match self {
+            Refusal::NotFound => (404, "Not Found"),
+            Refusal::BadRequest(_) => (400, "Bad Request"),
+            Refusal::HeadTooLarge => (431, "Request Header Fields Too Large"),
+            Refusal::WrongVersion => (426, "Upgrade Required"),
+            Refusal::Busy => (503, "Service Unavailable"),
+        }
+    }
+
+    fn body(&self) -> &'static str {
+        match self {
+            Refusal::NotFound => {
+                "no such WebSocket endpoint: use /chat, /video, /video/NAME or /upload/NAME\n"
+            }
+            Refusal::BadRequest(why) => why,
+            Refusal::HeadTooLarge => "request head too large\n",
+            Refusal::WrongVersion => "only WebSocket version 13 is supported\n",
+            Refusal::Busy => "too many connections; try again shortly\n",
+        }
+    }
+
+    /// Writes the HTTP refusal; errors are ignored because the peer is being dropped anyway.
+    pub async fn send<S: AsyncWrite + Unpin>(&self, stream: &mut S) {
+        let (code, reason) = self.status();
+        let body = self.body();
+        let extra = match self {
+            Refusal::WrongVersion => "Sec-WebSocket-Version: 13\r\n",
+            Refusal::Busy => "Retry-After: 5\r\n",
+            _ => "",
+        };
+        let response = format!(
+            "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Reads the request head, at most `MAX_HEAD_BYTES`. Time limits are the caller's.
+pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Upgrade, Refusal> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_len = loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| Refusal::BadRequest("connection error\n"))?;
+        if n == 0 {
+            return Err(Refusal::BadRequest("connection closed during handshake\n"));
+        }
+        let search_from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = find_head_end(&buf[search_from..]) {
+            break search_from + pos;
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Err(Refusal::HeadTooLarge);
+        }
+    };
+    if head_len > MAX_HEAD_BYTES {
+        return Err(Refusal::HeadTooLarge);
+    }
+    let mut upgrade = parse_head(&buf[..head_len])?;
+    upgrade.leftover = buf[head_len..].to_vec();
+    Ok(upgrade)
+}
+
+/// Index just past the blank line that ends the head.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+fn parse_head(head: &[u8]) -> Result<Upgrade, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Err(Refusal::HeadTooLarge),
+        _ => return Err(Refusal::BadRequest("malformed HTTP request\n")),
+    }
+    if request.method != Some("GET") {
+        return Err(Refusal::BadRequest("a WebSocket handshake must be a GET\n"));
+    }
+    let route = Route::parse(request.path.unwrap_or("")).ok_or(Refusal::NotFound)?;
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return Err(Refusal::BadRequest(
+            "this port only speaks WebSocket; the pages are on the HTTP port\n",
+        ));
+    }
+    if header("sec-websocket-version") != Some("13") {
+        return Err(Refusal::WrongVersion);
+    }
+    let key = header("sec-websocket-key")
+        .filter(|k| !k.is_empty())
+        .ok_or(Refusal::BadRequest("missing Sec-WebSocket-Key\n"))?;
+    Ok(Upgrade {
+        route,
+        accept_key: derive_accept_key(key.as_bytes()),
+        leftover: Vec::new(),
+    })
+}
+
+impl Upgrade {
+    /// Completes the handshake with `101 Switching Protocols`.
+    pub async fn accept<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        timeout: Duration,
+    ) -> std::io::Result<()> {
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            self.accept_key
+        );
+        tokio::time::timeout(timeout, stream.write_all(response.as_bytes()))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake write timed out")
+            })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_path() {
+        assert_eq!(Route::parse("/chat"), Some(Route::Chat));
+        assert_eq!(
+            Route::parse("/video"),
+            Some(Route::Video {
+                stream: "camera".into(),
+                binary: false
+            })
+        );
+        assert_eq!(
+            Route::parse("/video/room-2?format=binary"),
+            Some(Route::Video {
+                stream: "room-2".into(),
+                binary: true
+            })
+        );
+        assert_eq!(
+            Route::parse("/upload/x"),
+            Some(Route::Upload { stream: "x".into() })
+        );
+        assert_eq!(Route::parse("/upload/"), None);
+        assert_eq!(Route::parse("/upload/UPPER"), None);
+        assert_eq!(Route::parse("/video/../etc"), None);
+        assert_eq!(Route::parse("/"), None);
+    }
+
+    #[test]
+    fn accepts_a_real_upgrade_and_computes_rfc_key() {
+        let head = b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let up = parse_head(head).unwrap();
+        // The example from RFC 6455 section 1.3.
+        assert_eq!(up.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn refuses_plain_http_and_old_versions() {
+        let plain = b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(matches!(parse_head(plain), Err(Refusal::BadRequest(_))));
+        let v8 = b"GET /chat HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a\r\nSec-WebSocket-Version: 8\r\n\r\n";
+        assert_eq!(parse_head(v8).unwrap_err(), Refusal::WrongVersion);
+        let post = b"POST /chat HTTP/1.1\r\n\r\n";
+        assert!(matches!(parse_head(post), Err(Refusal::BadRequest(_))));
+    }
+}

@@ -1,0 +1,210 @@
+//! The browser-camera source: a staff page sends JPEG data URLs to `/upload/NAME`
+//! and each good one becomes the newest frame of stream NAME.
+//!
+//! Every upload is checked (prefix, base64, JPEG structure, size) off the async
+//! threads before it can reach a viewer. A bad one is answered with an error and
+//! dropped; the connection and the stream's last good frame stay. The client's own
+//! text is kept as the frame's data URL, so a good upload is never re-encoded.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::frame::{Frame, DATA_URL_PREFIX};
+use crate::hub::{Hub, Stream, CAMERA};
+use crate::jpeg;
+use crate::shutdown::Shutdown;
+
+/// Checks an uploaded data URL and turns it into a frame.
+pub fn frame_from_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Frame, String> {
+    if text.len() > max_bytes {
+        return Err(format!(
+            "upload too large ({} bytes, at most {max_bytes})",
+            text.len()
+        ));
+    }
+    let Some(b64) = text.strip_prefix(DATA_URL_PREFIX) else {
+        return Err(format!(
+            "an upload must be a data URL starting with {DATA_URL_PREFIX}"
+        ));
+    };
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("invalid base64: {e}"))?;
+    let info = jpeg::inspect(&jpeg).map_err(|e| e.to_string())?;
+    Ok(Frame::from_parts(
+        Bytes::from(jpeg),
+        text,
+        info.width,
+        info.height,
+    ))
+}
+
+/// Checks an uploaded binary JPEG and turns it into a frame.
+pub fn frame_from_jpeg(data: Bytes, max_bytes: usize) -> Result<Frame, String> {
+    if data.len() > max_bytes {
+        return Err(format!(
+            "upload too large ({} bytes, at most {max_bytes})",
+            data.len()
+        ));
+    }
+    let info = jpeg::inspect(&data).map_err(|e| e.to_string())?;
+    Ok(Frame::from_jpeg(data.to_vec(), info.width, info.height))
+}
+
+/// Serves one uploader until it leaves or the daemon shuts down.
+pub async fn serve<S>(
+    mut ws: WebSocketStream<S>,
+    hub: &Hub,
+    name: &str,
+    max_bytes: usize,
+    mut shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if name == CAMERA {
+        let why = format!("stream \"{CAMERA}\" is fed by the camera; broadcast to another name");
+        return refuse(ws, &why, "reserved").await;
+    }
+    let stream: Arc<Stream> = match hub.stream(name) {
+        Ok(stream) => stream,
+        Err(e) => return refuse(ws, &e.to_string(), "refused").await,
+    };
+    let Some(slot) = stream.claim_upload() else {
+        let why = format!("another device is already broadcasting to stream \"{name}\"");
+        return refuse(ws, &why, "busy").await;
+    };
+    tracing::info!(stream = name, "broadcaster connected");
+    let mut accepted = 0u64;
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.wait() => {
+                let _ = ws.close(Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() })).await;
+                break;
+            }
+            incoming = ws.next() => incoming,
+        };
+        let checked = match incoming {
+            Some(Ok(Message::Text(text))) => {
+                tokio::task::spawn_blocking(move || frame_from_data_url(text, max_bytes)).await
+            }
+            Some(Ok(Message::Binary(data))) => {
+                tokio::task::spawn_blocking(move || frame_from_jpeg(data, max_bytes)).await
+            }
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => continue,
+            Some(Err(WsError::Capacity(_))) => {
+                let reason = "upload far over the size limit";
+                let _ = ws.send(error_message(reason, "too_large")).await;
+                let _ = ws
+                    .close(Some(CloseFrame {
+                        code: CloseCode::Size,
+                        reason: reason.into(),
+                    }))
+                    .await;
+                break;
+            }
+            Some(Err(_)) => break,
+        };
+        let reply = match checked {
+            Ok(Ok(frame)) => {
+                accepted += 1;
+                let bytes = frame.jpeg.len();
+                slot.stream().publish(frame);
+                let viewers = slot.stream().stats().viewers;
+                Message::Text(
+                    serde_json::json!({"type": "ack", "frames": accepted, "bytes": bytes, "viewers": viewers})
+                        .to_string()
+                        .into(),
+                )
+            }
+            Ok(Err(why)) => {
+                tracing::debug!(stream = name, error = %why, "upload refused");
+                error_message(&why, "bad_frame")
+            }
+            Err(_) => error_message("internal error while checking the frame", "internal"),
+        };
+        if ws.send(reply).await.is_err() {
+            break;
+        }
+    }
+    tracing::info!(stream = name, frames = accepted, "broadcaster left");
+}
+
+/// Tells the client why in a message it can show, then closes with 1008.
+async fn refuse<S>(mut ws: WebSocketStream<S>, why: &str, code: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::info!(error = why, "broadcaster refused");
+    let _ = ws.send(error_message(why, code)).await;
+    let reason: String = why.chars().take(100).collect(); // close reasons are capped at 123 bytes
+    let _ = ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Policy,
+            reason: reason.into(),
+        }))
+        .await;
+}
+
+fn error_message(why: &str, code: &str) -> Message {
+    Message::Text(
+        serde_json::json!({"type": "error", "code": code, "message": why})
+            .to_string()
+            .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg() -> Vec<u8> {
+        let mut enc = crate::encode::Encoder::new(80).unwrap();
+        enc.encode_rgb(&vec![90u8; 48 * 32 * 3], 48, 32).unwrap()
+    }
+
+    fn data_url(bytes: &[u8]) -> Utf8Bytes {
+        format!(
+            "{DATA_URL_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+        .into()
+    }
+
+    #[test]
+    fn good_upload_keeps_the_clients_text() {
+        let url = data_url(&jpeg());
+        let frame = frame_from_data_url(url.clone(), 1 << 20).unwrap();
+        assert_eq!((frame.width, frame.height), (48, 32));
+        assert_eq!(frame.data_url, url);
+    }
+
+    #[test]
+    fn refuses_each_kind_of_bad_upload() {
+        let max = 1 << 20;
+        let png = data_url(b"\x89PNG\r\n\x1a\n rest of a png file that is long enough to pass the size check...........................................................");
+        assert!(frame_from_data_url(png, max).unwrap_err().contains("SOI"));
+        assert!(frame_from_data_url("hello".into(), max)
+            .unwrap_err()
+            .contains("data URL"));
+        let bad64: Utf8Bytes = format!("{DATA_URL_PREFIX}!!!notbase64").into();
+        assert!(frame_from_data_url(bad64, max)
+            .unwrap_err()
+            .contains("base64"));
+        let j = jpeg();
+        assert!(frame_from_data_url(data_url(&j[..j.len() / 2]), max)
+            .unwrap_err()
+            .contains("incomplete"));
+        assert!(frame_from_data_url(data_url(&j), 100)
+            .unwrap_err()
+            .contains("too large"));
+    }
+}
