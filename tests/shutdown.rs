@@ -1,0 +1,330 @@
+//! The real `kindercam` binary: SIGTERM and SIGINT close every WebSocket with 1001
+//! and exit 0 promptly; bad config is refused at start; `--help` lists the flags.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{expect_close, recv_frame, recv_json, TempDir, Ws, WAIT};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kindercam");
+
+/// A running binary; killed on drop if a test fails half-way.
+struct Daemon {
+    child: Child,
+    http: SocketAddr,
+    ws: SocketAddr,
+    _state: TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary with a clean environment: no `KINDERCAM_*` variables from the
+/// caller's shell, logs at warn, and no login needed (allowed on loopback).
+fn kindercam_command() -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("KINDERCAM_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("KINDERCAM_LOG", "warn")
+        .env("KINDERCAM_AUTH", "off");
+    command
+}
+
+/// Starts the binary on loopback port 0 and learns both ports from its start line.
+fn spawn_daemon(extra: &[&str]) -> Daemon {
+    let state = TempDir::new("daemon");
+    let mut command = kindercam_command();
+    let mut child = command
+        .args(["--http-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"])
+        .args(["--state-dir", state.path().to_str().unwrap()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start kindercam");
+    // Read stdout on a thread so the wait for the start line has a deadline.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let (http, ws) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("kindercam printed no start line within {WAIT:?}");
+        });
+        if let Some(ports) = parse_start_line(&line) {
+            break ports;
+        }
+    };
+    Daemon {
+        child,
+        http,
+        ws,
+        _state: state,
+    }
+}
+
+/// "kindercam: open http://127.0.0.1:PORT/ in a browser (WebSocket on 127.0.0.1:PORT)"
+fn parse_start_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let rest = line.split("http://").nth(1)?;
+    let http = rest.split('/').next()?.parse().ok()?;
+    let ws = line
+        .split("WebSocket on ")
+        .nth(1)?
+        .trim_end_matches(')')
+        .parse()
+        .ok()?;
+    Some((http, ws))
+}
+
+/// Waits for the process to exit, at most `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+async fn connect(addr: SocketAddr, path: &str) -> Ws {
+    let url = format!("ws://{addr}{path}");
+    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("handshake in time")
+        .expect("connect")
+        .0
+}
+
+async fn signal_closes_everything_with_1001(signal: &str) {
+    let mut daemon = spawn_daemon(&["--interval-ms", "100", "--width", "160", "--height", "120"]);
+    let mut chat = connect(daemon.ws, "/chat").await;
+    let join = recv_json(&mut chat).await;
+    assert_eq!(join["event"], "join", "{join}");
+    let mut video = connect(daemon.ws, "/video").await;
+    recv_frame(&mut video).await;
+    let health = common::http_get(daemon.http, "/healthz").await;
+    assert_eq!(health.status, 200);
+
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &daemon.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let signalled = Instant::now();
+
+    let (chat_code, video_code) = tokio::join!(expect_close(&mut chat), expect_close(&mut video));
+    assert_eq!(chat_code, 1001, "chat close code after SIG{signal}");
+    assert_eq!(video_code, 1001, "video close code after SIG{signal}");
+
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = wait_exit(&mut daemon.child, Duration::from_secs(5));
+        (exit, daemon)
+    })
+    .await
+    .unwrap()
+    .0;
+    let took = signalled.elapsed();
+    let exit = exit.unwrap_or_else(|| panic!("still running 5 s after SIG{signal}"));
+    assert!(exit.success(), "exit status after SIG{signal}: {exit}");
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown after SIG{signal} took {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_sockets_with_1001_and_exits_0() {
+    signal_closes_everything_with_1001("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_closes_sockets_with_1001_and_exits_0() {
+    signal_closes_everything_with_1001("INT").await;
+}
+
+#[test]
+fn bad_config_is_refused_at_start_with_the_reason() {
+    let out = kindercam_command()
+        .args(["--quality", "0", "--http-listen", "127.0.0.1:0"])
+        .args(["--ws-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kindercam");
+    assert!(!out.status.success(), "exit status {}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--quality") && stderr.contains("1 and 100"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let mut child = kindercam_command()
+        .arg("--help")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run kindercam --help");
+    let mut help = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut help)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    for flag in [
+        "--http-listen",
+        "--ws-listen",
+        "--source",
+        "--interval-ms",
+        "--width",
+        "--height",
+        "--quality",
+        "--state-dir",
+        "--config",
+        "--web-dir",
+        "--max-connections",
+        "--max-chat-bytes",
+        "--max-upload-bytes",
+        "--handshake-timeout-ms",
+        "--chat-history",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+}
+
+async fn connect_with(addr: SocketAddr, path: &str, header: (&'static str, String)) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert(header.0, header.1.parse().unwrap());
+    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("handshake in time")
+        .expect("connect")
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_a_code_and_reloading_ends_that_roles_sessions_and_sockets() {
+    use base64::Engine;
+    let basic = |code: &str| {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("x:{code}"));
+        format!("Basic {token}")
+    };
+    let dir = TempDir::new("reload");
+    let config = dir.path().join("kindercam.toml");
+    std::fs::write(
+        &config,
+        "viewer_code = \"parents-1111\"\nstaff_code = \"teachers-2222\"\n",
+    )
+    .unwrap();
+    let daemon = spawn_daemon(&["--auth", "on", "--config", config.to_str().unwrap()]);
+
+    let login = common::http_request(
+        daemon.http,
+        "POST",
+        "/login",
+        &[],
+        "name=Ana&code=parents-1111",
+    )
+    .await;
+    assert_eq!(login.status, 303);
+    let cookie = login
+        .header("Set-Cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut parent = connect_with(daemon.ws, "/chat", ("Cookie", cookie.clone())).await;
+    let mut teacher = connect_with(
+        daemon.ws,
+        "/chat",
+        ("Authorization", basic("teachers-2222")),
+    )
+    .await;
+
+    // The family leaves the daycare: a new viewer code, then `systemctl reload`.
+    std::fs::write(
+        &config,
+        "viewer_code = \"parents-3333\"\nstaff_code = \"teachers-2222\"\n",
+    )
+    .unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+
+    assert_eq!(
+        expect_close(&mut parent).await,
+        1008,
+        "the old session's socket closes"
+    );
+    let old_cookie = common::http_request(
+        daemon.http,
+        "GET",
+        "/config.json",
+        &[("Cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(old_cookie.status, 401);
+    let old_code = common::http_request(
+        daemon.http,
+        "GET",
+        "/config.json",
+        &[("Authorization", &basic("parents-1111"))],
+        "",
+    )
+    .await;
+    assert_eq!(old_code.status, 401);
+    let new_code = common::http_request(
+        daemon.http,
+        "GET",
+        "/config.json",
+        &[("Authorization", &basic("parents-3333"))],
+        "",
+    )
+    .await;
+    assert_eq!(new_code.status, 200);
+    // Staff, whose code did not change, keep chatting.
+    common::send_json(
+        &mut teacher,
+        &serde_json::json!({"name": "Profe", "message": "sigo aquí"}),
+    )
+    .await;
+    let echoed =
+        common::recv_json_until(&mut teacher, "own message", |v| v["type"] == "usermsg").await;
+    assert_eq!(echoed["message"], "sigo aquí");
+}
