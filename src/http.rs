@@ -1,10 +1,12 @@
-//! The HTTP server on `--http-listen` (tiny_http, on its own threads): the pages
-//! embedded from `web/`, `/config.json` for the pages, `/healthz`, `/stats.json`
-//! and `/snapshot.jpg`. Only the fixed routes and the embedded files exist; with
-//! `--web-dir`, files are read from that directory and nothing outside it.
+//! The HTTP handlers (tiny_http, on its own threads, behind `http_guard`): the
+//! pages embedded from `web/`, login and logout, `/config.json` for the pages,
+//! `/healthz`, `/stats.json` and `/snapshot.jpg`. Only the fixed routes and the
+//! embedded files exist; with `--web-dir`, files are read from that directory and
+//! nothing outside it. Everything but `/login`, `/healthz` and static scripts and
+//! styles needs a session or the access code.
 
-use std::io::Cursor;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Cursor, Read};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,7 +16,9 @@ use anyhow::Context;
 use bytes::Bytes;
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
+use crate::auth::{Access, LoginError, Principal, Role};
 use crate::config::Config;
+use crate::http_guard::PEER_HEADER;
 use crate::hub::{Hub, StreamStatus, CAMERA};
 use crate::shutdown::Shutdown;
 use crate::ws::WsContext;
@@ -28,6 +32,8 @@ mod embedded {
 const WORKERS: usize = 4;
 /// How long a snapshot waits for an idle source to produce a fresh frame.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
+/// Login and logout forms are a few fields.
+const MAX_FORM_BYTES: usize = 4096;
 
 type Reply = Response<Cursor<Bytes>>;
 
@@ -35,16 +41,30 @@ pub struct HttpContext {
     pub config: Arc<Config>,
     pub hub: Arc<Hub>,
     pub ws: Arc<WsContext>,
+    pub access: Arc<Access>,
+    /// The listeners' real ports (tests bind port 0): our pages' origin, for CSRF
+    /// checks, and where the pages find the WebSocket server.
+    pub http_port: u16,
+    pub ws_port: u16,
     pub started: Instant,
     pub runtime: tokio::runtime::Handle,
 }
 
-/// Binds the listener now, so that a taken port fails at start, not later.
-pub fn bind(addr: SocketAddr) -> anyhow::Result<tiny_http::Server> {
-    let listener =
-        TcpListener::bind(addr).with_context(|| format!("cannot listen for HTTP on {addr}"))?;
-    tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| anyhow::anyhow!("cannot start the HTTP server on {addr}: {e}"))
+/// Starts tiny_http on a private Unix socket in `dir` (mode 0700). Only the guard
+/// in `http_guard` connects to it; the network never reaches tiny_http directly.
+pub fn bind_backend(dir: &Path) -> anyhow::Result<(tiny_http::Server, PathBuf)> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let path = dir.join("http.sock");
+    let server = tiny_http::Server::http_unix(&path)
+        .map_err(|e| anyhow::anyhow!("cannot start the HTTP backend on {}: {e}", path.display()))?;
+    Ok((server, path))
 }
 
 /// Starts the worker threads; they return after shutdown.
@@ -62,7 +82,16 @@ pub fn spawn(
                 .spawn(move || {
                     while !shutdown.is_triggered() {
                         match server.recv_timeout(Duration::from_millis(200)) {
-                            Ok(Some(request)) => respond(request, &ctx),
+                            Ok(Some(request)) => {
+                                // A bug in one handler must not cost the port a worker
+                                // for good; the client simply gets no answer.
+                                let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    respond(request, &ctx)
+                                }));
+                                if handled.is_err() {
+                                    tracing::error!("HTTP handler panicked; request dropped");
+                                }
+                            }
                             Ok(None) => {}
                             Err(e) => tracing::warn!(error = %e, "HTTP receive failed"),
                         }
@@ -73,52 +102,212 @@ pub fn spawn(
         .collect()
 }
 
-fn respond(request: Request, ctx: &HttpContext) {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let url = request.url().to_owned();
-    let peer = request.remote_addr().copied();
-    let host = request
+/// What a handler needs from a request, read once.
+struct Incoming<'a> {
+    method: Method,
+    path: &'a str,
+    query: &'a str,
+    peer: String,
+    host: Option<String>,
+    origin: Option<String>,
+    cookie: Option<String>,
+    authorization: Option<String>,
+    accepts_html: bool,
+    sec_fetch_site: Option<String>,
+    sec_fetch_mode: Option<String>,
+}
+
+fn header_value(request: &Request, name: &str) -> Option<String> {
+    request
         .headers()
         .iter()
-        .find(|h| h.field.equiv("Host"))
-        .map(|h| h.value.as_str().to_owned());
-    let reply = route(&method, &url, host.as_deref(), ctx);
-    let status = reply.status_code().0;
-    let reply = if method == Method::Head {
-        // Same headers, no body.
-        let headers = reply.headers().to_vec();
-        Response::new(
-            reply.status_code(),
-            headers,
-            Cursor::new(Bytes::new()),
-            Some(0),
-            None,
-        )
-    } else {
-        reply
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str().to_owned())
+}
+
+fn respond(mut request: Request, ctx: &HttpContext) {
+    let started = Instant::now();
+    let url = request.url().to_owned();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let incoming = Incoming {
+        method: request.method().clone(),
+        path,
+        query,
+        peer: header_value(&request, PEER_HEADER).unwrap_or_else(|| "-".into()),
+        host: header_value(&request, "Host"),
+        origin: header_value(&request, "Origin"),
+        cookie: header_value(&request, "Cookie"),
+        authorization: header_value(&request, "Authorization"),
+        accepts_html: header_value(&request, "Accept").is_some_and(|a| a.contains("text/html")),
+        sec_fetch_site: header_value(&request, "Sec-Fetch-Site"),
+        sec_fetch_mode: header_value(&request, "Sec-Fetch-Mode"),
     };
+    let body = if incoming.method == Method::Post {
+        let mut body = String::new();
+        // The guard already refused bodies over its limit; this is belt and braces.
+        let _ = request
+            .as_reader()
+            .take(MAX_FORM_BYTES as u64)
+            .read_to_string(&mut body);
+        body
+    } else {
+        String::new()
+    };
+    // tiny_http leaves out the body of a HEAD reply itself, keeping its length.
+    let reply = route(&incoming, &body, ctx);
+    let status = reply.status_code().0;
     if let Err(e) = request.respond(reply) {
         tracing::debug!(error = %e, "HTTP client went away before the reply was sent");
     }
-    tracing::debug!(?peer, %method, %url, status, ms = started.elapsed().as_millis() as u64, "HTTP");
+    tracing::debug!(peer = %incoming.peer, method = %incoming.method, path = %incoming.path, status,
+        ms = started.elapsed().as_millis() as u64, "HTTP");
 }
 
-fn route(method: &Method, url: &str, host: Option<&str>, ctx: &HttpContext) -> Reply {
-    if !matches!(method, Method::Get | Method::Head) {
-        return text(405, "only GET and HEAD are supported\n")
-            .with_header(header("Allow", "GET, HEAD"));
+fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
+    match (&req.method, req.path) {
+        (Method::Post, "/login") => return login(req, body, ctx),
+        (Method::Post, "/logout") => return logout(req, ctx),
+        (Method::Get | Method::Head, _) => {}
+        _ => {
+            return text(405, "method not allowed\n")
+                .with_header(header("Allow", "GET, HEAD, POST"))
+        }
     }
-    let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    match path {
-        "/healthz" => json(200, &healthz(ctx)),
-        "/config.json" => json(200, &page_config(ctx)),
+    // Public: the login page, the health check, and the static scripts and styles
+    // (the same for everyone, no data in them) that the login page needs.
+    match req.path {
+        "/healthz" => return json(200, &healthz(ctx)),
+        "/login" => return page(ctx, "/login.html", req.host.as_deref()),
+        p if is_static_asset(p) => return page(ctx, p, req.host.as_deref()),
+        _ => {}
+    }
+    let Some(who) = ctx
+        .access
+        .authenticate(req.cookie.as_deref(), req.authorization.as_deref())
+    else {
+        return unauthorized(req);
+    };
+    match req.path {
+        "/config.json" => json(200, &page_config(ctx, &who)),
         "/stats.json" => json(200, &stats(ctx)),
-        "/snapshot.jpg" => snapshot(ctx, query_param(query, "stream").unwrap_or(CAMERA)),
-        "/" => page(ctx, "/index.html", host),
-        "/camera" => page(ctx, "/camera.html", host),
-        _ => page(ctx, path, host),
+        "/snapshot.jpg" => snapshot(ctx, query_param(req.query, "stream").unwrap_or(CAMERA)),
+        "/" => page(ctx, "/index.html", req.host.as_deref()),
+        "/camera" if who.role != Role::Staff => text(
+            403,
+            "the broadcaster page needs the staff code: log out and log in with it\n",
+        ),
+        "/camera" => page(ctx, "/camera.html", req.host.as_deref()),
+        p if p.ends_with(".html") => text(404, "not found\n"),
+        _ => page(ctx, req.path, req.host.as_deref()),
     }
+}
+
+/// Scripts, styles and images: public so that the login page can use them.
+fn is_static_asset(path: &str) -> bool {
+    [".js", ".css", ".svg", ".png", ".ico", ".webmanifest"]
+        .iter()
+        .any(|ext| path.ends_with(ext))
+}
+
+/// Browsers navigating to a page go to the login form; everything else gets 401
+/// with a Basic challenge, which VLC and scripts understand.
+fn unauthorized(req: &Incoming) -> Reply {
+    if req.accepts_html && req.method == Method::Get {
+        return redirect("/login");
+    }
+    let reply = text(
+        401,
+        "log in first, or send the access code with HTTP Basic auth
+",
+    );
+    // A page's own script (Sec-Fetch-Mode cors, same-origin...) must not pop up the
+    // browser's password dialog; VLC and scripts send no Sec-Fetch-Mode and get asked.
+    if req
+        .sec_fetch_mode
+        .as_deref()
+        .is_some_and(|m| m != "navigate")
+    {
+        return reply;
+    }
+    reply.with_header(header(
+        "WWW-Authenticate",
+        "Basic realm=\"kindercam\", charset=\"UTF-8\"",
+    ))
+}
+
+/// A form post must come from our own pages: the browser's Origin (or, without
+/// one, Sec-Fetch-Site) says where it came from. Non-browser clients send neither.
+fn same_origin_post(req: &Incoming, ctx: &HttpContext) -> bool {
+    let fetch_site = req.sec_fetch_site.as_deref();
+    if fetch_site.is_some_and(|s| s == "cross-site" || s == "same-site") {
+        return false;
+    }
+    // Under `Referrer-Policy: no-referrer` browsers send `Origin: null` even for a
+    // form on our own page; the browser-set Sec-Fetch-Site then says where it came from.
+    if req.origin.as_deref() == Some("null") {
+        return fetch_site == Some("same-origin");
+    }
+    ctx.access
+        .origin_ok(req.origin.as_deref(), req.host.as_deref(), ctx.http_port)
+}
+
+fn login(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
+    if !same_origin_post(req, ctx) {
+        tracing::warn!(peer = %req.peer, "login refused: cross-site form post");
+        return text(403, "cross-site form posts are not accepted\n");
+    }
+    let form = parse_form(body);
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let ip = req
+        .peer
+        .parse::<std::net::SocketAddr>()
+        .map(crate::net::client_ip)
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    match ctx.access.login(ip, field("name"), field("code")) {
+        Ok((token, session)) => {
+            tracing::info!(peer = %req.peer, role = session.role.as_str(), "login");
+            redirect("/").with_header(header("Set-Cookie", &ctx.access.session_cookie(&token)))
+        }
+        Err(e) => {
+            let reason = match e {
+                LoginError::RateLimited => "rate_limited",
+                LoginError::WrongCode => "wrong_code",
+                LoginError::BadName(_) => "bad_name",
+            };
+            tracing::warn!(peer = %req.peer, reason, "login failed");
+            redirect(&format!("/login?error={reason}"))
+        }
+    }
+}
+
+fn logout(req: &Incoming, ctx: &HttpContext) -> Reply {
+    if !same_origin_post(req, ctx) {
+        return text(403, "cross-site form posts are not accepted\n");
+    }
+    if ctx.access.logout(req.cookie.as_deref()) {
+        tracing::info!(peer = %req.peer, "logout");
+    }
+    redirect("/login").with_header(header("Set-Cookie", &ctx.access.clear_cookie()))
+}
+
+fn redirect(location: &str) -> Reply {
+    text(303, "").with_header(header("Location", location))
+}
+
+/// Parses `application/x-www-form-urlencoded`.
+fn parse_form(body: &str) -> Vec<(String, String)> {
+    body.split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| percent_decode(&s.replace('+', " "));
+            Some((decode(k)?, decode(v)?))
+        })
+        .collect()
 }
 
 fn healthz(ctx: &HttpContext) -> serde_json::Value {
@@ -136,10 +325,14 @@ fn healthz(ctx: &HttpContext) -> serde_json::Value {
     })
 }
 
-fn page_config(ctx: &HttpContext) -> serde_json::Value {
+fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
     let c = &ctx.config;
     serde_json::json!({
-        "ws_port": c.ws_listen.port(),
+        "role": who.role,
+        "name": who.name,
+        "auth": ctx.access.enabled(),
+        "ws_port": ctx.ws_port,
+        "ws_url": c.ws_public_url,
         "default_stream": CAMERA,
         "interval_ms": c.interval.as_millis() as u64,
         "width": c.width,
@@ -162,7 +355,8 @@ fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
     let Some(stream) = ctx.hub.get(name) else {
         return text(404, &format!("no stream named {name:?}\n"));
     };
-    if name == CAMERA && stream.demand_count() == 0 {
+    let has_source = ctx.config.cameras.iter().any(|c| c.name == name);
+    if has_source && stream.demand_count() == 0 {
         // Nobody watches, so the source may be idle: ask it for one fresh frame.
         let _wake = stream.demand();
         let seen = stream.current().seq;
@@ -230,7 +424,7 @@ fn page(ctx: &HttpContext, path: &str, host: Option<&str>) -> Reply {
 
 /// Scripts and styles only from this server; sockets only to our WebSocket port.
 fn content_security_policy(ctx: &HttpContext, host: Option<&str>) -> String {
-    let port = ctx.config.ws_listen.port();
+    let port = ctx.ws_port;
     // The host the browser used, minus any port; refuse anything that is not a host name.
     let hostname = host
         .map(|h| match h.rsplit_once(':') {
@@ -242,9 +436,23 @@ fn content_security_policy(ctx: &HttpContext, host: Option<&str>) -> String {
                 .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
         })
         .unwrap_or("localhost");
+    // Behind a reverse proxy the sockets go where the installer said, and only there.
+    let sockets = match &ctx.config.ws_public_url {
+        // A CSP source with a path matches only that exact path unless it ends in '/'.
+        Some(url)
+            if url
+                .trim_start_matches("wss://")
+                .trim_start_matches("ws://")
+                .contains('/') =>
+        {
+            format!("{url}/")
+        }
+        Some(url) => url.clone(),
+        None => format!("ws://{hostname}:{port} wss://{hostname}:{port}"),
+    };
     format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-         media-src 'self' blob:; connect-src 'self' ws://{hostname}:{port} wss://{hostname}:{port}; \
+         media-src 'self' blob:; connect-src 'self' {sockets}; \
          frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
     )
 }
@@ -270,7 +478,8 @@ fn read_from_dir(dir: &Path, url_path: &str) -> Option<Vec<u8>> {
     std::fs::read(full).ok()
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// Decodes %XX escapes; `None` for broken escapes or non-UTF-8 (public for the fuzzer).
+pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

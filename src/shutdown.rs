@@ -4,28 +4,47 @@
 //! between units of work (`is_triggered`, usable from plain threads too) or awaits
 //! it in a `select!` (`wait`). A `Shutdown` also keeps the trigger's completion
 //! channel open, so `ShutdownTrigger::drained` learns when the last task has
-//! finished its goodbye (for WebSockets: a close frame with code 1001).
+//! finished its goodbye. A connection may get its own child `Shutdown` that also
+//! fires when its login session ends, with a different goodbye for its client.
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+/// What a WebSocket client is told when it is closed from our side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Goodbye {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Goodbye {
+    pub const SERVER_SHUTDOWN: Goodbye = Goodbye {
+        code: 1001,
+        reason: "server shutting down",
+    };
+    pub const SESSION_ENDED: Goodbye = Goodbye {
+        code: 1008,
+        reason: "session ended",
+    };
+}
+
 #[derive(Debug, Clone)]
 pub struct Shutdown {
-    fired: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
+    fired: watch::Receiver<Option<Goodbye>>,
+    alive: mpsc::Sender<()>,
 }
 
 #[derive(Debug)]
 pub struct ShutdownTrigger {
-    fire: watch::Sender<bool>,
+    fire: watch::Sender<Option<Goodbye>>,
     alive_rx: mpsc::Receiver<()>,
     alive_tx: Option<mpsc::Sender<()>>,
 }
 
 impl ShutdownTrigger {
     pub fn new() -> ShutdownTrigger {
-        let (fire, _) = watch::channel(false);
+        let (fire, _) = watch::channel(None);
         let (alive_tx, alive_rx) = mpsc::channel(1);
         ShutdownTrigger {
             fire,
@@ -38,12 +57,12 @@ impl ShutdownTrigger {
     pub fn subscribe(&self) -> Shutdown {
         Shutdown {
             fired: self.fire.subscribe(),
-            _alive: self.alive_tx.clone().expect("subscribe after drained"),
+            alive: self.alive_tx.clone().expect("subscribe after drained"),
         }
     }
 
     pub fn fire(&self) {
-        self.fire.send_replace(true);
+        self.fire.send_replace(Some(Goodbye::SERVER_SHUTDOWN));
     }
 
     /// Fires the signal and waits, at most `limit`, for every handle to be dropped.
@@ -65,12 +84,68 @@ impl Default for ShutdownTrigger {
 
 impl Shutdown {
     pub fn is_triggered(&self) -> bool {
-        *self.fired.borrow()
+        self.fired.borrow().is_some()
     }
 
     /// Completes once shutdown has been fired; at once if it already was.
     pub async fn wait(&mut self) {
         // An error means the trigger is gone, which can only happen at exit.
-        let _ = self.fired.wait_for(|fired| *fired).await;
+        let _ = self.fired.wait_for(|fired| fired.is_some()).await;
+    }
+
+    /// What to tell a client being closed because this fired.
+    pub fn goodbye(&self) -> Goodbye {
+        self.fired.borrow().unwrap_or(Goodbye::SERVER_SHUTDOWN)
+    }
+
+    /// A handle that fires with the daemon's shutdown, or with `SESSION_ENDED` once
+    /// `ended` turns true (logout, or the session's access code changed).
+    pub fn or_session_end(&self, mut ended: watch::Receiver<bool>) -> Shutdown {
+        let (fire, fired) = watch::channel(None);
+        let mut parent = self.clone();
+        tokio::spawn(async move {
+            let goodbye = tokio::select! {
+                _ = parent.wait() => Goodbye::SERVER_SHUTDOWN,
+                Ok(_) = ended.wait_for(|e| *e) => Goodbye::SESSION_ENDED,
+                _ = fire.closed() => return, // the connection is gone
+            };
+            fire.send_replace(Some(goodbye));
+        });
+        Shutdown {
+            fired,
+            alive: self.alive.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn session_end_fires_the_child_only() {
+        let trigger = ShutdownTrigger::new();
+        let parent = trigger.subscribe();
+        let (end, ended) = watch::channel(false);
+        let mut child = parent.or_session_end(ended);
+        end.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .unwrap();
+        assert_eq!(child.goodbye(), Goodbye::SESSION_ENDED);
+        assert!(!parent.is_triggered());
+    }
+
+    #[tokio::test]
+    async fn drained_waits_for_children_too() {
+        let trigger = ShutdownTrigger::new();
+        let (_end, ended) = watch::channel(false);
+        let mut child = trigger.subscribe().or_session_end(ended);
+        let task = tokio::spawn(async move {
+            child.wait().await;
+            child.goodbye()
+        });
+        assert!(trigger.drained(Duration::from_secs(2)).await);
+        assert_eq!(task.await.unwrap(), Goodbye::SERVER_SHUTDOWN);
     }
 }

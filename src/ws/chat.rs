@@ -1,15 +1,18 @@
-//! The chat relay, in the prototype's protocol.
+//! The chat relay, in the prototype's protocol, plus staff moderation.
 //!
 //! A client sends `{"name","message","color"}`; everyone, the sender included,
 //! receives `{"type":"usermsg",...}`. Joins and leaves go out as
 //! `{"type":"system",...}`, and a bad message earns its sender alone a
 //! `{"type":"error",...}`. Every message is serialised once and goes through one
 //! bounded broadcast channel, so all clients see the same order; a client that
-//! falls behind skips ahead and is told how much it missed.
+//! falls behind skips ahead and is told how much it missed. A logged-in client's
+//! name comes from its session, so nobody can post as somebody else; staff may
+//! delete a message or mute its author.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -20,12 +23,21 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::auth::ratelimit::TokenBucket;
+use crate::auth::{Principal, Role};
 use crate::shutdown::Shutdown;
+use crate::sync::Locked;
+use crate::ws::keepalive::{Beat, Keepalive};
 
 pub const MAX_NAME_CHARS: usize = 32;
 pub const MAX_MESSAGE_CHARS: usize = 1000;
 /// Messages a client may fall behind by before it skips ahead.
 const CHANNEL_CAPACITY: usize = 256;
+/// Per connection: a burst of this many messages, then one per second.
+pub const CHAT_BURST: u32 = 5;
+pub const CHAT_PER_SECOND: f64 = 1.0;
+const DEFAULT_MUTE_MINUTES: u64 = 10;
+const MAX_MUTE_MINUTES: u64 = 24 * 60;
 
 /// Readable colours handed out to clients that do not bring a valid one.
 const PALETTE: [&str; 10] = [
@@ -37,16 +49,23 @@ const PALETTE: [&str; 10] = [
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Outgoing<'a> {
     Usermsg {
+        id: u64,
         name: &'a str,
         message: &'a str,
         color: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        staff: bool,
     },
     System {
         message: &'a str,
         event: &'a str,
         online: usize,
     },
+    Delete {
+        id: u64,
+    },
     Error {
+        code: &'a str,
         message: &'a str,
     },
 }
@@ -55,6 +74,14 @@ impl Outgoing<'_> {
     fn to_text(&self) -> Utf8Bytes {
         Utf8Bytes::from(serde_json::to_string(self).expect("chat messages always serialise"))
     }
+}
+
+/// A staff command: `{"type":"delete","id":N}` or `{"type":"mute","id":N,"minutes":M}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum Command {
+    Delete { id: u64 },
+    Mute { id: u64, minutes: Option<u64> },
 }
 
 /// A chat message that passed validation.
@@ -68,6 +95,12 @@ pub struct ChatMessage {
 
 /// Checks one client message; the error text goes back to the sender as is.
 pub fn parse_message(text: &str) -> Result<ChatMessage, String> {
+    parse_message_as(text, None)
+}
+
+/// As `parse_message`, but with `session_name` replacing whatever name the JSON
+/// carries: a logged-in parent cannot post as somebody else.
+pub fn parse_message_as(text: &str, session_name: Option<&str>) -> Result<ChatMessage, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|_| "message is not valid JSON".to_owned())?;
     let object = value
@@ -80,13 +113,10 @@ pub fn parse_message(text: &str) -> Result<ChatMessage, String> {
             Some(_) => Err(format!("\"{key}\" must be a string")),
         }
     };
-    let name = clean(field("name")?.unwrap_or(""), false);
+    let json_name = field("name")?;
+    let name = clean_name(session_name.or(json_name).unwrap_or(""))?;
     let message = clean(field("message")?.unwrap_or(""), true);
     let color = field("color")?;
-    let name_chars = name.chars().count();
-    if name_chars == 0 || name_chars > MAX_NAME_CHARS {
-        return Err(format!("name must be 1-{MAX_NAME_CHARS} characters"));
-    }
     let message_chars = message.chars().count();
     if message_chars == 0 || message_chars > MAX_MESSAGE_CHARS {
         return Err(format!("message must be 1-{MAX_MESSAGE_CHARS} characters"));
@@ -101,6 +131,17 @@ pub fn parse_message(text: &str) -> Result<ChatMessage, String> {
     })
 }
 
+/// A chat name as shown to others: trimmed, without control characters, 1-32 characters.
+/// Login uses it too, so a session's name obeys the same rule.
+pub fn clean_name(raw: &str) -> Result<String, String> {
+    let name = clean(raw, false);
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(format!("name must be 1-{MAX_NAME_CHARS} characters"));
+    }
+    Ok(name)
+}
+
 /// Trims and removes control characters (keeping line breaks in messages), so
 /// nobody can smuggle terminal escapes or invisible text into others' screens.
 fn clean(s: &str, keep_newlines: bool) -> String {
@@ -112,16 +153,34 @@ fn clean(s: &str, keep_newlines: bool) -> String {
         .to_owned()
 }
 
+/// Whose message it is, for muting: the login session, or else the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Author {
+    Session(u64),
+    Connection(u64),
+}
+
+#[derive(Debug)]
+struct Posted {
+    id: u64,
+    author: Author,
+    name: String,
+    text: Utf8Bytes,
+}
+
 /// The shared chat room.
 #[derive(Debug)]
 pub struct ChatRoom {
     tx: broadcast::Sender<Utf8Bytes>,
     /// Recent user messages for clients that join; guarded together with sending
     /// so that history and live messages never overlap or leave a gap.
-    history: Mutex<VecDeque<Utf8Bytes>>,
+    history: Mutex<VecDeque<Posted>>,
     history_len: usize,
+    muted: Mutex<HashMap<Author, Instant>>,
     online: AtomicUsize,
     next_color: AtomicUsize,
+    next_id: AtomicU64,
+    next_connection: AtomicU64,
 }
 
 impl ChatRoom {
@@ -130,8 +189,11 @@ impl ChatRoom {
             tx: broadcast::Sender::new(CHANNEL_CAPACITY),
             history: Mutex::new(VecDeque::with_capacity(history_len)),
             history_len,
+            muted: Mutex::new(HashMap::new()),
             online: AtomicUsize::new(0),
             next_color: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            next_connection: AtomicU64::new(1),
         }
     }
 
@@ -139,53 +201,128 @@ impl ChatRoom {
         self.online.load(Ordering::Relaxed)
     }
 
-    fn send(&self, text: Utf8Bytes, remember: bool) {
-        let mut history = self.history.lock().unwrap();
-        if remember && self.history_len > 0 {
+    fn broadcast(&self, text: Utf8Bytes) {
+        let _history = self.history.locked(); // keeps order with `post`
+                                              // No receivers is fine: nobody is chatting.
+        let _ = self.tx.send(text);
+    }
+
+    fn post(&self, author: Author, name: &str, message: &str, color: &str, staff: bool) {
+        let mut history = self.history.locked();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let text = Outgoing::Usermsg {
+            id,
+            name,
+            message,
+            color,
+            staff,
+        }
+        .to_text();
+        if self.history_len > 0 {
             if history.len() == self.history_len {
                 history.pop_front();
             }
-            history.push_back(text.clone());
+            history.push_back(Posted {
+                id,
+                author,
+                name: name.to_owned(),
+                text: text.clone(),
+            });
         }
-        // No receivers is fine: nobody is chatting.
         let _ = self.tx.send(text);
     }
 
     fn join(&self) -> (broadcast::Receiver<Utf8Bytes>, Vec<Utf8Bytes>) {
-        let history = self.history.lock().unwrap();
-        (self.tx.subscribe(), history.iter().cloned().collect())
+        let history = self.history.locked();
+        (
+            self.tx.subscribe(),
+            history.iter().map(|p| p.text.clone()).collect(),
+        )
     }
 
-    fn announce(&self, event: &str, online: usize) {
-        let message = match event {
-            "join" => format!("A participant joined ({online} online)"),
-            _ => format!("A participant left ({online} online)"),
-        };
-        self.send(
+    fn announce(&self, event: &str, message: &str) {
+        let online = self.online();
+        self.broadcast(
             Outgoing::System {
-                message: &message,
+                message,
                 event,
                 online,
             }
             .to_text(),
-            false,
         );
+    }
+
+    /// Minutes left on `author`'s mute, if muted.
+    fn muted_for(&self, author: Author) -> Option<u64> {
+        let mut muted = self.muted.locked();
+        let until = *muted.get(&author)?;
+        let now = Instant::now();
+        if until <= now {
+            muted.remove(&author);
+            return None;
+        }
+        Some((until - now).as_secs().div_ceil(60))
+    }
+
+    /// Carries out a staff command; the error goes back to the staff member.
+    fn moderate(&self, command: Command) -> Result<(), String> {
+        match command {
+            Command::Delete { id } => {
+                let mut history = self.history.locked();
+                history.retain(|p| p.id != id);
+                let _ = self.tx.send(Outgoing::Delete { id }.to_text());
+                Ok(())
+            }
+            Command::Mute { id, minutes } => {
+                let minutes = minutes
+                    .unwrap_or(DEFAULT_MUTE_MINUTES)
+                    .clamp(1, MAX_MUTE_MINUTES);
+                let (author, name) = {
+                    let history = self.history.locked();
+                    let posted = history
+                        .iter()
+                        .find(|p| p.id == id)
+                        .ok_or_else(|| format!("no recent message {id} to mute its author"))?;
+                    (posted.author, posted.name.clone())
+                };
+                let mut muted = self.muted.locked();
+                let now = Instant::now();
+                muted.retain(|_, until| *until > now);
+                muted.insert(author, now + Duration::from_secs(minutes * 60));
+                drop(muted);
+                // Name and minutes as fields too, so pages can say it in their language.
+                let message = format!("{name} was muted by staff for {minutes} minutes");
+                let notice = serde_json::json!({
+                    "type": "system", "event": "mute", "message": message,
+                    "name": name, "minutes": minutes, "online": self.online(),
+                });
+                self.broadcast(Utf8Bytes::from(notice.to_string()));
+                Ok(())
+            }
+        }
     }
 }
 
-/// Serves one chat client until it leaves or the daemon shuts down.
+/// Serves one chat client until it leaves, its session ends, or the daemon shuts down.
 pub async fn serve<S>(
     mut ws: WebSocketStream<S>,
     room: &ChatRoom,
     max_bytes: usize,
+    principal: Principal,
     mut shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let color = PALETTE[room.next_color.fetch_add(1, Ordering::Relaxed) % PALETTE.len()];
+    let author = match &principal.session {
+        Some(session) => Author::Session(session.id),
+        None => Author::Connection(room.next_connection.fetch_add(1, Ordering::Relaxed)),
+    };
+    let staff = principal.role == Role::Staff;
+    let mut bucket = TokenBucket::new(CHAT_BURST, CHAT_PER_SECOND);
     let (mut rx, history) = room.join();
     let online = room.online.fetch_add(1, Ordering::Relaxed) + 1;
-    room.announce("join", online);
+    room.announce("join", &format!("A participant joined ({online} online)"));
     let mut ok = true;
     for text in history {
         if ws.feed(Message::Text(text)).await.is_err() {
@@ -195,29 +332,27 @@ pub async fn serve<S>(
     }
     ok = ok && ws.flush().await.is_ok();
 
+    let mut keepalive = Keepalive::relaxed();
     while ok {
         tokio::select! {
             _ = shutdown.wait() => {
-                let _ = ws.close(Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() })).await;
+                let bye = shutdown.goodbye();
+                let _ = ws.close(Some(CloseFrame { code: bye.code.into(), reason: bye.reason.into() })).await;
                 break;
             }
-            incoming = ws.next() => match incoming {
+            beat = keepalive.tick() => match beat {
+                Beat::Ping => ok = ws.send(Message::Ping(Default::default())).await.is_ok(),
+                Beat::Dead => break, // nobody there to read a close frame
+            },
+            incoming = ws.next() => match incoming.inspect(|_| keepalive.heard()) {
                 Some(Ok(Message::Text(text))) => {
-                    if text.len() > max_bytes {
-                        ok = reply_error(&mut ws, &format!("message too long (at most {max_bytes} bytes)")).await;
-                        continue;
-                    }
-                    match parse_message(&text) {
-                        Ok(msg) => {
-                            let color = msg.color.as_deref().unwrap_or(color);
-                            let out = Outgoing::Usermsg { name: &msg.name, message: &msg.message, color };
-                            room.send(out.to_text(), true);
-                        }
-                        Err(why) => ok = reply_error(&mut ws, &why).await,
+                    let reply = handle_text(&text, room, &principal, author, staff, color, max_bytes, &mut bucket);
+                    if let Err((code, why)) = reply {
+                        ok = reply_error(&mut ws, code, &why).await;
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    ok = reply_error(&mut ws, "chat messages must be text frames with JSON").await;
+                    ok = reply_error(&mut ws, "bad_message", "chat messages must be text frames with JSON").await;
                 }
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Ok(_)) => {} // pings are answered by tungstenite
@@ -243,16 +378,61 @@ pub async fn serve<S>(
         }
     }
     let online = room.online.fetch_sub(1, Ordering::Relaxed) - 1;
-    room.announce("leave", online);
+    room.announce("leave", &format!("A participant left ({online} online)"));
 }
 
-async fn reply_error<S>(ws: &mut WebSocketStream<S>, why: &str) -> bool
+/// Handles one text message; `Err((code, why))` goes back to the sender only.
+#[allow(clippy::too_many_arguments)]
+fn handle_text(
+    text: &str,
+    room: &ChatRoom,
+    principal: &Principal,
+    author: Author,
+    staff: bool,
+    color: &str,
+    max_bytes: usize,
+    bucket: &mut TokenBucket,
+) -> Result<(), (&'static str, String)> {
+    if text.len() > max_bytes {
+        return Err((
+            "too_large",
+            format!("message too long (at most {max_bytes} bytes)"),
+        ));
+    }
+    if !bucket.try_take(Instant::now()) {
+        return Err((
+            "rate_limited",
+            "slow down: at most one message per second".into(),
+        ));
+    }
+    if let Ok(command) = serde_json::from_str::<Command>(text) {
+        if !staff {
+            return Err(("forbidden", "only staff can moderate the chat".into()));
+        }
+        return room.moderate(command).map_err(|why| ("bad_command", why));
+    }
+    if let Some(minutes) = room.muted_for(author) {
+        return Err((
+            "muted",
+            format!("staff muted you; you can write again in {minutes} min"),
+        ));
+    }
+    let msg =
+        parse_message_as(text, principal.name.as_deref()).map_err(|why| ("bad_message", why))?;
+    let color = msg.color.as_deref().unwrap_or(color);
+    room.post(author, &msg.name, &msg.message, color, staff);
+    Ok(())
+}
+
+async fn reply_error<S>(ws: &mut WebSocketStream<S>, code: &str, why: &str) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    ws.send(Message::Text(Outgoing::Error { message: why }.to_text()))
-        .await
-        .is_ok()
+    ws.send(Message::Text(
+        Outgoing::Error { code, message: why }.to_text(),
+    ))
+    .await
+    .is_ok()
 }
 
 #[cfg(test)]
@@ -307,6 +487,40 @@ mod tests {
             "é".repeat(1000)
         ))
         .is_ok());
+    }
+
+    #[test]
+    fn session_name_replaces_the_json_name() {
+        let m = parse_message_as(r#"{"name":"Directora","message":"hola"}"#, Some("Ana")).unwrap();
+        assert_eq!(m.name, "Ana");
+        assert_eq!(
+            parse_message_as(r#"{"message":"hola"}"#, Some("Ana"))
+                .unwrap()
+                .name,
+            "Ana"
+        );
+    }
+
+    #[test]
+    fn staff_can_delete_and_mute() {
+        let room = ChatRoom::new(10);
+        let author = Author::Connection(7);
+        room.post(author, "Ana", "hola", "000000", false);
+        let id = room.history.locked()[0].id;
+        assert!(room
+            .moderate(Command::Mute {
+                id,
+                minutes: Some(5)
+            })
+            .is_ok());
+        assert_eq!(room.muted_for(author), Some(5));
+        assert_eq!(room.muted_for(Author::Connection(8)), None);
+        assert!(room.moderate(Command::Delete { id }).is_ok());
+        assert!(room.history.locked().is_empty());
+        assert!(
+            room.moderate(Command::Mute { id, minutes: None }).is_err(),
+            "deleted message is gone"
+        );
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub struct Upgrade {
     accept_key: String,
     /// Bytes the client sent after the head; they belong to the WebSocket stream.
     pub leftover: Vec<u8>,
+    /// What access control needs from the request.
+    pub cookie: Option<String>,
+    pub authorization: Option<String>,
+    pub origin: Option<String>,
+    pub host: Option<String>,
 }
 
 /// Why a handshake was refused; each maps to one HTTP status.
@@ -64,6 +69,9 @@ pub enum Refusal {
     HeadTooLarge,
     WrongVersion,
     Busy,
+    /// No valid session cookie or Basic credentials.
+    Unauthorized,
+    Forbidden(&'static str),
 }
 
 impl Refusal {
@@ -74,6 +82,8 @@ impl Refusal {
             Refusal::HeadTooLarge => (431, "Request Header Fields Too Large"),
             Refusal::WrongVersion => (426, "Upgrade Required"),
             Refusal::Busy => (503, "Service Unavailable"),
+            Refusal::Unauthorized => (401, "Unauthorized"),
+            Refusal::Forbidden(_) => (403, "Forbidden"),
         }
     }
 
@@ -86,6 +96,8 @@ impl Refusal {
             Refusal::HeadTooLarge => "request head too large\n",
             Refusal::WrongVersion => "only WebSocket version 13 is supported\n",
             Refusal::Busy => "too many connections; try again shortly\n",
+            Refusal::Unauthorized => "log in first, or send the access code with HTTP Basic auth\n",
+            Refusal::Forbidden(why) => why,
         }
     }
 
@@ -96,6 +108,9 @@ impl Refusal {
         let extra = match self {
             Refusal::WrongVersion => "Sec-WebSocket-Version: 13\r\n",
             Refusal::Busy => "Retry-After: 5\r\n",
+            Refusal::Unauthorized => {
+                "WWW-Authenticate: Basic realm=\"kindercam\", charset=\"UTF-8\"\r\n"
+            }
             _ => "",
         };
         let response = format!(
@@ -142,7 +157,8 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
-fn parse_head(head: &[u8]) -> Result<Upgrade, Refusal> {
+/// Parses a complete request head (public for the fuzzer).
+pub fn parse_head(head: &[u8]) -> Result<Upgrade, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {
@@ -176,10 +192,15 @@ fn parse_head(head: &[u8]) -> Result<Upgrade, Refusal> {
     let key = header("sec-websocket-key")
         .filter(|k| !k.is_empty())
         .ok_or(Refusal::BadRequest("missing Sec-WebSocket-Key\n"))?;
+    let owned = |name: &str| header(name).map(str::to_owned);
     Ok(Upgrade {
         route,
         accept_key: derive_accept_key(key.as_bytes()),
         leftover: Vec::new(),
+        cookie: owned("cookie"),
+        authorization: owned("authorization"),
+        origin: owned("origin"),
+        host: owned("host"),
     })
 }
 

@@ -1,9 +1,12 @@
-//! The WebSocket server on `--ws-listen`: accepts connections within the
-//! connection cap, completes the handshake within a time limit, and hands each
-//! socket to its route: `/chat`, `/video[/NAME]` or `/upload/NAME`.
+//! The WebSocket server on `--ws-listen`: admits connections within the caps
+//! (in total and per address), completes TLS and the handshake within a time
+//! limit, checks who is asking (session cookie or Basic auth, allowed Origin,
+//! staff for uploads), and hands each socket to its route: `/chat`,
+//! `/video[/NAME]` or `/upload/NAME`.
 
 pub mod chat;
 pub mod handshake;
+pub mod keepalive;
 mod prefixed;
 pub mod upload;
 pub mod video;
@@ -13,12 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::auth::{self, Access};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::net::{self, Admission, Conn, Gate};
 use crate::shutdown::Shutdown;
 use handshake::{Refusal, Route};
 use prefixed::Prefixed;
@@ -27,32 +32,41 @@ use prefixed::Prefixed;
 /// get an error reply and the connection stays; larger ones close it with 1009,
 /// since tungstenite cannot skip a frame it refused to buffer.
 const HARD_LIMIT_FACTOR: usize = 4;
-/// Refusals in progress at once; beyond this, excess sockets are just closed.
-const MAX_REFUSALS: usize = 64;
 
 /// What every connection task needs.
 pub struct WsContext {
     pub config: Arc<Config>,
     pub hub: Arc<Hub>,
     pub chat: chat::ChatRoom,
-    pub connections: Arc<Semaphore>,
-    refusals: Arc<Semaphore>,
+    pub access: Arc<Access>,
+    pub gate: Arc<Gate>,
+    pub tls: Option<TlsAcceptor>,
+    /// The HTTP listener's real port: our pages' origin, for the Origin check.
+    pub http_port: u16,
 }
 
 impl WsContext {
-    pub fn new(config: Arc<Config>, hub: Arc<Hub>) -> WsContext {
+    pub fn new(
+        config: Arc<Config>,
+        hub: Arc<Hub>,
+        access: Arc<Access>,
+        tls: Option<TlsAcceptor>,
+        http_port: u16,
+    ) -> WsContext {
         WsContext {
             chat: chat::ChatRoom::new(config.chat_history),
-            connections: Arc::new(Semaphore::new(config.max_connections)),
-            refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
+            gate: Gate::new(config.max_connections, config.max_connections_per_ip),
             config,
             hub,
+            access,
+            tls,
+            http_port,
         }
     }
 
     /// WebSocket connections being served now.
     pub fn open_connections(&self) -> usize {
-        self.config.max_connections - self.connections.available_permits()
+        self.gate.open()
     }
 
     fn tungstenite_config(&self, soft_limit: usize) -> WebSocketConfig {
@@ -68,65 +82,58 @@ impl WsContext {
 }
 
 /// Accepts connections until shutdown.
-pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>, mut shutdown: Shutdown) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.wait() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                tracing::warn!(error = %e, "WebSocket accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
-        match ctx.connections.clone().try_acquire_owned() {
-            Ok(permit) => {
-                tokio::spawn(handle(socket, peer, permit, ctx.clone(), shutdown.clone()));
-            }
-            Err(_) => {
-                let Ok(refusal) = ctx.refusals.clone().try_acquire_owned() else {
-                    continue; // a flood: drop without ceremony
-                };
-                tracing::warn!(%peer, "WebSocket refused: connection cap reached");
-                tokio::spawn(refuse_busy(socket, refusal, ctx.config.handshake_timeout));
-            }
-        }
-    }
-    tracing::debug!("WebSocket listener closed");
+pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>, shutdown: Shutdown) {
+    let connections = shutdown.clone();
+    net::accept_loop(
+        listener,
+        ctx.gate.clone(),
+        "WebSocket",
+        shutdown,
+        |socket, peer, admission| handle(socket, peer, admission, ctx.clone(), connections.clone()),
+        |socket| refuse_busy(socket, ctx.clone()),
+    )
+    .await;
 }
 
 /// Answers 503 once the client has sent its request, so it sees a clear refusal.
-async fn refuse_busy(mut socket: TcpStream, _refusal: OwnedSemaphorePermit, limit: Duration) {
-    let _ = tokio::time::timeout(
-        limit.min(Duration::from_secs(1)),
-        handshake::read_request(&mut socket),
-    )
-    .await;
-    Refusal::Busy.send(&mut socket).await;
+async fn refuse_busy(socket: TcpStream, ctx: Arc<WsContext>) {
+    let limit = ctx.config.handshake_timeout.min(Duration::from_secs(1));
+    let Ok(mut conn) = Conn::establish(socket, ctx.tls.as_ref(), limit).await else {
+        return;
+    };
+    let _ = tokio::time::timeout(limit, handshake::read_request(&mut conn)).await;
+    let _ = tokio::time::timeout(limit, Refusal::Busy.send(&mut conn)).await;
 }
 
 async fn handle(
-    mut socket: TcpStream,
+    socket: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    _admission: Admission,
     ctx: Arc<WsContext>,
     shutdown: Shutdown,
 ) {
     let limit = ctx.config.handshake_timeout;
-    let upgrade = match tokio::time::timeout(limit, handshake::read_request(&mut socket)).await {
+    let Ok(mut conn) = Conn::establish(socket, ctx.tls.as_ref(), limit).await else {
+        tracing::info!(%peer, "TLS handshake failed");
+        return;
+    };
+    let upgrade = match tokio::time::timeout(limit, handshake::read_request(&mut conn)).await {
         Ok(Ok(upgrade)) => upgrade,
         Ok(Err(refusal)) => {
             tracing::info!(%peer, ?refusal, "WebSocket handshake refused");
-            refusal.send(&mut socket).await;
+            refusal.send(&mut conn).await;
             return;
         }
         Err(_) => {
             tracing::info!(%peer, "WebSocket handshake timed out");
+            return;
+        }
+    };
+    let principal = match admit(&ctx, &upgrade) {
+        Ok(p) => p,
+        Err(refusal) => {
+            tracing::warn!(%peer, route = ?upgrade.route, ?refusal, "WebSocket access refused");
+            refusal.send(&mut conn).await;
             return;
         }
     };
@@ -136,24 +143,29 @@ async fn handle(
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::info!(%peer, error = %e, "WebSocket refused");
-                Refusal::Busy.send(&mut socket).await;
+                Refusal::Busy.send(&mut conn).await;
                 return;
             }
         },
         _ => None,
     };
-    if upgrade.accept(&mut socket, limit).await.is_err() {
+    if upgrade.accept(&mut conn, limit).await.is_err() {
         return;
     }
-    tracing::info!(%peer, route = ?upgrade.route, "WebSocket connected");
+    tracing::info!(%peer, route = ?upgrade.route, role = principal.role.as_str(), "WebSocket connected");
+    // A logout or a changed code closes this socket too.
+    let shutdown = match &principal.session {
+        Some(session) => shutdown.or_session_end(session.ended()),
+        None => shutdown,
+    };
     let route = upgrade.route.clone();
-    let socket = Prefixed::new(upgrade.leftover, socket);
+    let socket = Prefixed::new(upgrade.leftover, conn);
     let config = &ctx.config;
     match route {
         Route::Chat => {
             let ws_config = ctx.tungstenite_config(config.max_chat_bytes);
             let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config)).await;
-            chat::serve(ws, &ctx.chat, config.max_chat_bytes, shutdown).await;
+            chat::serve(ws, &ctx.chat, config.max_chat_bytes, principal, shutdown).await;
         }
         Route::Video { binary, .. } => {
             let stream = video_stream.expect("resolved above");
@@ -166,4 +178,25 @@ async fn handle(
         }
     }
     tracing::info!(%peer, "WebSocket closed");
+}
+
+/// Who may open this socket: credentials, then the page's origin, then the role.
+fn admit(ctx: &WsContext, upgrade: &handshake::Upgrade) -> Result<auth::Principal, Refusal> {
+    let principal = ctx
+        .access
+        .authenticate(upgrade.cookie.as_deref(), upgrade.authorization.as_deref())
+        .ok_or(Refusal::Unauthorized)?;
+    if !ctx.access.origin_ok(
+        upgrade.origin.as_deref(),
+        upgrade.host.as_deref(),
+        ctx.http_port,
+    ) {
+        return Err(Refusal::Forbidden(
+            "this page's origin may not open kindercam sockets\n",
+        ));
+    }
+    if matches!(upgrade.route, Route::Upload { .. }) && principal.role != auth::Role::Staff {
+        return Err(Refusal::Forbidden("broadcasting needs the staff code\n"));
+    }
+    Ok(principal)
 }

@@ -1,0 +1,298 @@
+//! Access codes: one per role, given plainly (flags, environment) or as an argon2
+//! hash (TOML), or generated on first start and kept in the state directory.
+//!
+//! Checking a code against an argon2 hash is deliberately slow, and HTTP Basic
+//! auth repeats the code on every request, so a successful check is remembered
+//! by the SHA-256 of the presented code (in memory only) and forgotten when the
+//! codes change.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+
+use super::Role;
+use crate::sync::Locked;
+
+/// File in the state directory holding generated codes.
+pub const GENERATED_FILE: &str = "access-codes.toml";
+/// Remembered successful checks; bounded so a flood of codes cannot grow it.
+const VERIFIED_CACHE: usize = 256;
+/// Unambiguous characters for generated codes (no 0/o, 1/l/i).
+const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+/// One role's code as configured.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Code {
+    Plain(String),
+    /// A PHC string such as `$argon2id$v=19$...`.
+    Hashed(String),
+}
+
+impl std::fmt::Debug for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a code, even in debug output.
+        match self {
+            Code::Plain(_) => f.write_str("Code::Plain(<hidden>)"),
+            Code::Hashed(_) => f.write_str("Code::Hashed(<hidden>)"),
+        }
+    }
+}
+
+impl Code {
+    /// Reads a configured value: a PHC argon2 string is a hash, anything else a plain code.
+    pub fn parse(value: &str) -> Result<Code, String> {
+        let value = value.trim();
+        if value.starts_with("$argon2") {
+            let hash =
+                PasswordHash::new(value).map_err(|e| format!("not a valid argon2 hash: {e}"))?;
+            if hash.salt.is_none() || hash.hash.is_none() {
+                return Err(
+                    "not a valid argon2 hash: salt or hash missing (use `kindercam hash-code`)"
+                        .into(),
+                );
+            }
+            Ok(Code::Hashed(value.to_owned()))
+        } else if value.chars().count() < 6 {
+            Err("an access code must have at least 6 characters".into())
+        } else {
+            Ok(Code::Plain(value.to_owned()))
+        }
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        match self {
+            Code::Plain(code) => constant_time_eq(code.as_bytes(), presented.as_bytes()),
+            Code::Hashed(phc) => PasswordHash::new(phc)
+                .map(|hash| {
+                    Argon2::default()
+                        .verify_password(presented.as_bytes(), &hash)
+                        .is_ok()
+                })
+                .unwrap_or(false),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Hash both first so that the comparison time does not depend on the lengths either.
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Hashes a code for pasting into the config (`kindercam hash-code`).
+pub fn hash_code(code: &str) -> anyhow::Result<String> {
+    let salt = SaltString::encode_b64(&random_bytes::<16>()?)
+        .map_err(|e| anyhow::anyhow!("cannot make a salt: {e}"))?;
+    Argon2::default()
+        .hash_password(code.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash the code: {e}"))
+}
+
+/// The codes of both roles, with a cache of recent successful checks.
+#[derive(Debug)]
+pub struct AccessCodes {
+    viewer: Code,
+    staff: Code,
+    verified: Mutex<HashMap<[u8; 32], Role>>,
+}
+
+impl AccessCodes {
+    pub fn new(viewer: Code, staff: Code) -> AccessCodes {
+        AccessCodes {
+            viewer,
+            staff,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The role a presented code grants, if any. Staff wins if both codes are equal.
+    pub fn check(&self, presented: &str) -> Option<Role> {
+        if presented.is_empty() {
+            return None;
+        }
+        let key: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if let Some(role) = self.verified.locked().get(&key) {
+            return Some(*role);
+        }
+        let role = if self.staff.matches(presented) {
+            Role::Staff
+        } else if self.viewer.matches(presented) {
+            Role::Viewer
+        } else {
+            return None;
+        };
+        let mut verified = self.verified.locked();
+        if verified.len() >= VERIFIED_CACHE {
+            verified.clear();
+        }
+        verified.insert(key, role);
+        Some(role)
+    }
+
+    /// A value that changes whenever a role's code changes; sessions record it.
+    pub fn fingerprint(&self, role: Role) -> [u8; 32] {
+        let code = match role {
+            Role::Viewer => &self.viewer,
+            Role::Staff => &self.staff,
+        };
+        let text = match code {
+            Code::Plain(c) => format!("plain:{c}"),
+            Code::Hashed(h) => format!("hashed:{h}"),
+        };
+        Sha256::digest(text.as_bytes()).into()
+    }
+}
+
+/// Codes generated on first start, as stored in the state directory.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generated {
+    viewer_code: String,
+    staff_code: String,
+}
+
+/// Loads the generated codes from `state_dir`, creating them (mode 0600) on first
+/// use. Returns the codes and whether they were created just now.
+pub fn load_or_generate(state_dir: &Path) -> anyhow::Result<(String, String, bool)> {
+    let path: PathBuf = state_dir.join(GENERATED_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let mode = fs::metadata(&path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                // Someone loosened it; tighten rather than refuse to start.
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot restrict {}", path.display()))?;
+            }
+            let g: Generated =
+                toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+            return Ok((g.viewer_code, g.staff_code, false));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let generated = Generated {
+        viewer_code: generate_code()?,
+        staff_code: generate_code()?,
+    };
+    let text = format!(
+        "# Access codes generated by kindercam on first start. Keep this file private.\n\
+         # Set viewer_code/staff_code in the config (or delete this file) to change them.\n{}",
+        toml::to_string(&generated)?
+    );
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("cannot write {} (disk full?)", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok((generated.viewer_code, generated.staff_code, true))
+}
+
+/// A code like `k7pq-m3xa-9wtr`: 12 characters of a 31-letter alphabet, ~59 bits.
+pub fn generate_code() -> anyhow::Result<String> {
+    let mut out = String::with_capacity(14);
+    let mut i = 0;
+    while out.len() < 14 {
+        // Rejection sampling keeps every character equally likely.
+        for b in random_bytes::<32>()? {
+            if out.len() == 14 {
+                break;
+            }
+            if usize::from(b) >= 256 - 256 % ALPHABET.len() {
+                continue;
+            }
+            if i > 0 && i % 4 == 0 {
+                out.push('-');
+            }
+            out.push(ALPHABET[usize::from(b) % ALPHABET.len()] as char);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+pub fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
+    Ok(buf)
+}
+
+/// Refuses configs where the two roles would share one code.
+pub fn check_distinct(viewer: &Code, staff: &Code) -> anyhow::Result<()> {
+    if let (Code::Plain(v), Code::Plain(s)) = (viewer, staff) {
+        if v == s {
+            bail!("the viewer and staff codes must differ");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_hashed_codes_grant_their_roles() {
+        let hashed = hash_code("staff-secret").unwrap();
+        assert!(hashed.starts_with("$argon2id$"));
+        let codes = AccessCodes::new(
+            Code::parse("parents-123").unwrap(),
+            Code::parse(&hashed).unwrap(),
+        );
+        assert_eq!(codes.check("parents-123"), Some(Role::Viewer));
+        assert_eq!(codes.check("staff-secret"), Some(Role::Staff));
+        assert_eq!(codes.check("staff-secret"), Some(Role::Staff), "cached");
+        assert_eq!(codes.check("wrong"), None);
+        assert_eq!(codes.check(""), None);
+    }
+
+    #[test]
+    fn short_codes_and_broken_hashes_are_refused() {
+        assert!(Code::parse("abc").is_err());
+        assert!(Code::parse("$argon2id$garbage").is_err());
+    }
+
+    #[test]
+    fn generated_codes_are_stored_private_and_reused() {
+        let dir = std::env::temp_dir().join(format!("kc-codes-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (v, s, fresh) = load_or_generate(&dir).unwrap();
+        assert!(fresh);
+        assert_ne!(v, s);
+        assert_eq!(v.len(), 14);
+        let mode = fs::metadata(dir.join(GENERATED_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (v2, s2, fresh2) = load_or_generate(&dir).unwrap();
+        assert_eq!((v2, s2, fresh2), (v, s, false));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn debug_output_hides_codes() {
+        let shown = format!("{:?}", Code::parse("secret-code").unwrap());
+        assert!(!shown.contains("secret"));
+    }
+}

@@ -1,0 +1,371 @@
+//! Who may do what. Two roles (viewer: watch and chat; staff: also broadcast
+//! and moderate), one access code each, and three ways to present it: a browser
+//! session cookie set by `POST /login`, HTTP Basic auth (any user name, the code
+//! as password) for VLC and scripts, or nothing at all when `auth = "off"` on a
+//! loopback-only daemon. The HTTP and WebSocket servers ask `Access` and act on
+//! the answer; nothing else decides.
+
+pub mod codes;
+pub mod origin;
+pub mod ratelimit;
+pub mod sessions;
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::sync::ReadWrite;
+
+use codes::{AccessCodes, Code};
+use ratelimit::KeyedLimiter;
+use sessions::{Session, SessionStore};
+
+pub const SESSION_COOKIE: &str = "kc_session";
+/// Failed logins allowed per client address before it must wait; then one per 10 s.
+const LOGIN_FAILURE_BURST: u32 = 5;
+const LOGIN_FAILURE_RATE: f64 = 0.1;
+const MAX_TRACKED_ADDRESSES: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Staff,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Staff => "staff",
+        }
+    }
+}
+
+/// Who a request comes from.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub role: Role,
+    /// The chat name fixed at login; `None` for Basic auth and auth-off clients.
+    pub name: Option<String>,
+    pub session: Option<Arc<Session>>,
+}
+
+/// Why a login failed; each answer is distinct for the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginError {
+    RateLimited,
+    WrongCode,
+    BadName(String),
+}
+
+impl std::fmt::Display for LoginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginError::RateLimited => {
+                f.write_str("too many failed attempts; wait a minute and try again")
+            }
+            LoginError::WrongCode => f.write_str("wrong access code"),
+            LoginError::BadName(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The codes in force: `None` means auth is off.
+#[derive(Debug)]
+pub struct Access {
+    codes: RwLock<Option<Arc<AccessCodes>>>,
+    pub sessions: SessionStore,
+    login_failures: KeyedLimiter<IpAddr>,
+    allowed_origins: Vec<String>,
+    tls: bool,
+}
+
+/// Settings `Access` is built from (a slice of the Config).
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    /// `None` with auth off.
+    pub codes: Option<(Code, Code)>,
+    pub allowed_origins: Vec<String>,
+    pub session_ttl: Duration,
+    pub tls: bool,
+    /// Where sessions are kept across restarts; `None` keeps them in memory.
+    pub sessions_file: Option<std::path::PathBuf>,
+}
+
+impl Access {
+    pub fn new(settings: AccessSettings) -> Access {
+        let codes = settings
+            .codes
+            .map(|(v, s)| Arc::new(AccessCodes::new(v, s)));
+        let sessions = match (&codes, settings.sessions_file) {
+            (Some(codes), Some(file)) => {
+                SessionStore::load(settings.session_ttl, file, |role| codes.fingerprint(role))
+            }
+            _ => SessionStore::new(settings.session_ttl),
+        };
+        Access {
+            codes: RwLock::new(codes),
+            sessions,
+            login_failures: KeyedLimiter::new(
+                LOGIN_FAILURE_BURST,
+                LOGIN_FAILURE_RATE,
+                MAX_TRACKED_ADDRESSES,
+            ),
+            allowed_origins: settings.allowed_origins,
+            tls: settings.tls,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.codes.reading().is_some()
+    }
+
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    fn current_codes(&self) -> Option<Arc<AccessCodes>> {
+        self.codes.reading().clone()
+    }
+
+    /// Identifies a request from its `Cookie` and `Authorization` headers.
+    pub fn authenticate(
+        &self,
+        cookie: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Option<Principal> {
+        let Some(codes) = self.current_codes() else {
+            return Some(Principal {
+                role: Role::Staff,
+                name: None,
+                session: None,
+            });
+        };
+        if let Some(session) = cookie
+            .and_then(|c| cookie_value(c, SESSION_COOKIE))
+            .and_then(|t| self.sessions.get(t))
+        {
+            return Some(Principal {
+                role: session.role,
+                name: Some(session.name.clone()),
+                session: Some(session),
+            });
+        }
+        let code = authorization.and_then(basic_password)?;
+        codes.check(&code).map(|role| Principal {
+            role,
+            name: None,
+            session: None,
+        })
+    }
+
+    /// Checks a login form; on success returns the new session's token.
+    pub fn login(
+        &self,
+        peer: IpAddr,
+        name: &str,
+        code: &str,
+    ) -> Result<(String, Arc<Session>), LoginError> {
+        let name = crate::ws::chat::clean_name(name).map_err(LoginError::BadName)?;
+        if !self.login_failures.has_token(&peer) {
+            return Err(LoginError::RateLimited);
+        }
+        // A code pasted from a message often carries a stray space or line break.
+        let code = code.trim();
+        let codes = self.current_codes();
+        let role = match &codes {
+            Some(codes) => codes.check(code),
+            None => Some(Role::Staff),
+        };
+        let Some(role) = role else {
+            self.login_failures.try_take(&peer);
+            return Err(LoginError::WrongCode);
+        };
+        let fingerprint = codes.map(|c| c.fingerprint(role)).unwrap_or_default();
+        self.sessions
+            .create(role, name, fingerprint)
+            .map_err(|_| LoginError::BadName("cannot create a session right now".into()))
+    }
+
+    /// The `Set-Cookie` value for a new session.
+    pub fn session_cookie(&self, token: &str) -> String {
+        let secure = if self.tls { "; Secure" } else { "" };
+        format!(
+            "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            self.sessions.ttl().as_secs()
+        )
+    }
+
+    /// The `Set-Cookie` value that removes the session cookie.
+    pub fn clear_cookie(&self) -> String {
+        let secure = if self.tls { "; Secure" } else { "" };
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+    }
+
+    /// Ends the session named in a `Cookie` header, if any.
+    pub fn logout(&self, cookie: Option<&str>) -> bool {
+        cookie
+            .and_then(|c| cookie_value(c, SESSION_COOKIE))
+            .is_some_and(|t| self.sessions.end(t))
+    }
+
+    /// Whether a browser request from `origin` may act on us. No `Origin` header
+    /// means no browser (VLC, scripts), which CSRF and hijacking cannot abuse.
+    pub fn origin_ok(&self, origin: Option<&str>, host: Option<&str>, http_port: u16) -> bool {
+        match origin {
+            None => true,
+            Some(o) => origin::allowed(o, &self.allowed_origins, host, http_port, self.tls),
+        }
+    }
+
+    /// Replaces the codes; sessions of a role whose code changed end, closing their sockets.
+    pub fn set_codes(&self, viewer: Code, staff: Code) -> Vec<Role> {
+        let new = Arc::new(AccessCodes::new(viewer, staff));
+        let old = self.codes.writing().replace(new.clone());
+        let changed: Vec<Role> = [Role::Viewer, Role::Staff]
+            .into_iter()
+            .filter(|&r| {
+                old.as_ref()
+                    .is_none_or(|o| o.fingerprint(r) != new.fingerprint(r))
+            })
+            .collect();
+        for role in &changed {
+            let ended = self.sessions.end_role(*role);
+            tracing::info!(
+                role = role.as_str(),
+                sessions = ended,
+                "access code changed; sessions ended"
+            );
+        }
+        changed
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// The password of an `Authorization: Basic ...` header.
+fn basic_password(header: &str) -> Option<String> {
+    let (scheme, value) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access() -> Access {
+        Access::new(AccessSettings {
+            codes: Some((
+                Code::parse("viewer-code").unwrap(),
+                Code::parse("staff-code").unwrap(),
+            )),
+            allowed_origins: vec![],
+            session_ttl: Duration::from_secs(3600),
+            tls: false,
+            sessions_file: None,
+        })
+    }
+
+    fn basic(code: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("anyone:{code}"))
+        )
+    }
+
+    #[test]
+    fn basic_auth_and_cookies_identify_roles() {
+        let a = access();
+        assert_eq!(
+            a.authenticate(None, Some(&basic("viewer-code")))
+                .unwrap()
+                .role,
+            Role::Viewer
+        );
+        assert_eq!(
+            a.authenticate(None, Some(&basic("staff-code")))
+                .unwrap()
+                .role,
+            Role::Staff
+        );
+        assert!(a.authenticate(None, Some(&basic("nope-nope"))).is_none());
+        assert!(a.authenticate(None, None).is_none());
+        let (token, _) = a
+            .login("127.0.0.1".parse().unwrap(), "Ana", "viewer-code")
+            .unwrap();
+        let cookie = format!("other=1; {SESSION_COOKIE}={token}");
+        let who = a.authenticate(Some(&cookie), None).unwrap();
+        assert_eq!((who.role, who.name.as_deref()), (Role::Viewer, Some("Ana")));
+        assert!(a.logout(Some(&cookie)));
+        assert!(
+            a.authenticate(Some(&cookie), None).is_none(),
+            "logged-out cookie refused"
+        );
+    }
+
+    #[test]
+    fn failed_logins_are_rate_limited_per_address() {
+        let a = access();
+        let peer: IpAddr = "10.0.0.7".parse().unwrap();
+        for _ in 0..LOGIN_FAILURE_BURST {
+            assert_eq!(
+                a.login(peer, "x", "wrong").unwrap_err(),
+                LoginError::WrongCode
+            );
+        }
+        assert_eq!(
+            a.login(peer, "x", "viewer-code").unwrap_err(),
+            LoginError::RateLimited
+        );
+        assert!(
+            a.login("10.0.0.8".parse().unwrap(), "x", "viewer-code")
+                .is_ok(),
+            "other addresses unaffected"
+        );
+    }
+
+    #[test]
+    fn changing_a_code_ends_only_that_roles_sessions() {
+        let a = access();
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let (viewer, vs) = a.login(peer, "v", "viewer-code").unwrap();
+        let (staff, _) = a.login(peer, "s", "staff-code").unwrap();
+        let ended = vs.ended();
+        let changed = a.set_codes(
+            Code::parse("new-viewer").unwrap(),
+            Code::parse("staff-code").unwrap(),
+        );
+        assert_eq!(changed, vec![Role::Viewer]);
+        assert!(*ended.borrow());
+        assert!(a.sessions.get(&viewer).is_none());
+        assert!(a.sessions.get(&staff).is_some());
+    }
+
+    #[test]
+    fn cookie_is_hardened() {
+        let c = access().session_cookie("t");
+        for part in ["HttpOnly", "SameSite=Strict", "Max-Age=3600", "Path=/"] {
+            assert!(c.contains(part), "{c}");
+        }
+        assert!(!c.contains("Secure"));
+    }
+}

@@ -1,0 +1,304 @@
+//! The guard in front of tiny_http. tiny_http has no socket timeouts, no header
+//! or body limits and a thread per connection, so it never touches the network:
+//! this guard owns the HTTP port. It admits connections within the caps, does
+//! TLS, reads one request head within a deadline and a size limit (431), checks
+//! the body size (413), and only then passes the request, marked with the
+//! client's address, to tiny_http over a private Unix socket, one request per
+//! connection. A slowloris or a connection flood costs a few bytes of async
+//! state each here, not a thread, and ordinary clients keep being served.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::net::{self, Conn, Gate};
+use crate::shutdown::Shutdown;
+
+/// Request heads larger than this get 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Request bodies larger than this get 413; only login and logout forms have bodies.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Time to send the whole request head (and TLS handshake).
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// Time for the body, and for the client to take the whole response.
+const TRANSFER_DEADLINE: Duration = Duration::from_secs(30);
+/// HTTP requests in progress at once; tiny_http's thread count follows this.
+pub const MAX_IN_FLIGHT: usize = 64;
+const MAX_HEADERS: usize = 64;
+
+/// Headers only the guard may set; a client's copies are dropped.
+pub const PEER_HEADER: &str = "X-Kindercam-Peer";
+pub const TLS_HEADER: &str = "X-Kindercam-Tls";
+
+pub struct Guard {
+    pub gate: Arc<Gate>,
+    pub tls: Option<TlsAcceptor>,
+    /// tiny_http's private Unix socket.
+    pub backend: PathBuf,
+}
+
+impl Guard {
+    pub fn new(gate: Arc<Gate>, tls: Option<TlsAcceptor>, backend: PathBuf) -> Arc<Guard> {
+        Arc::new(Guard { gate, tls, backend })
+    }
+}
+
+/// Accepts HTTP connections until shutdown.
+pub async fn serve(listener: TcpListener, guard: Arc<Guard>, shutdown: Shutdown) {
+    let gate = guard.gate.clone();
+    let tls = guard.tls.clone();
+    net::accept_loop(
+        listener,
+        gate,
+        "HTTP",
+        shutdown,
+        |socket, peer, admission| {
+            let guard = guard.clone();
+            async move {
+                handle(socket, peer, &guard).await;
+                drop(admission);
+            }
+        },
+        |socket| refuse(socket, tls.clone()),
+    )
+    .await;
+}
+
+/// Tells an over-cap client why, once it has sent its request.
+async fn refuse(socket: tokio::net::TcpStream, tls: Option<TlsAcceptor>) {
+    let limit = Duration::from_secs(2);
+    if let Ok(mut conn) = Conn::establish(socket, tls.as_ref(), limit).await {
+        let _ = tokio::time::timeout(limit, read_head(&mut conn)).await;
+        let _ = tokio::time::timeout(
+            limit,
+            reply(&mut conn, 503, "too many connections; try again shortly\n"),
+        )
+        .await;
+    }
+}
+
+async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) {
+    let Ok(mut conn) = Conn::establish(socket, guard.tls.as_ref(), HEAD_DEADLINE).await else {
+        return;
+    };
+    let head = match tokio::time::timeout(HEAD_DEADLINE, read_head(&mut conn)).await {
+        Err(_) => {
+            tracing::info!(%peer, "HTTP request head too slow; dropped");
+            let _ = reply(&mut conn, 408, "request timeout\n").await;
+            return;
+        }
+        Ok(Err(HeadError::Closed)) => return,
+        Ok(Err(HeadError::TooLarge)) => {
+            tracing::info!(%peer, "HTTP request head too large");
+            let _ = reply(&mut conn, 431, "request header fields too large\n").await;
+            return;
+        }
+        Ok(Ok(head)) => head,
+    };
+    let forwarded = match rewrite(&head.bytes[..head.len], peer, conn.is_tls()) {
+        Ok(f) => f,
+        Err((status, why)) => {
+            tracing::info!(%peer, status, why, "HTTP request refused");
+            let _ = reply(&mut conn, status, why).await;
+            return;
+        }
+    };
+    let Ok(mut backend) = UnixStream::connect(&guard.backend).await else {
+        let _ = reply(&mut conn, 503, "server is shutting down\n").await;
+        return;
+    };
+    let body_in_head = &head.bytes[head.len..];
+    let body_in_head = &body_in_head[..body_in_head.len().min(forwarded.body_len)];
+    let transfer = async {
+        backend.write_all(&forwarded.head).await?;
+        backend.write_all(body_in_head).await?;
+        let mut rest = (&mut conn).take((forwarded.body_len - body_in_head.len()) as u64);
+        tokio::io::copy(&mut rest, &mut backend).await?;
+        tokio::io::copy(&mut backend, &mut conn).await?;
+        conn.shutdown().await
+    };
+    if tokio::time::timeout(TRANSFER_DEADLINE, transfer)
+        .await
+        .is_err()
+    {
+        tracing::info!(%peer, "HTTP transfer too slow; dropped");
+    }
+}
+
+struct Head {
+    bytes: Vec<u8>,
+    /// Length of the head proper; the rest of `bytes` is the start of the body.
+    len: usize,
+}
+
+#[derive(Debug)]
+enum HeadError {
+    Closed,
+    TooLarge,
+}
+
+async fn read_head<S: AsyncRead + Unpin>(conn: &mut S) -> Result<Head, HeadError> {
+    let mut bytes = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = conn.read(&mut chunk).await.map_err(|_| HeadError::Closed)?;
+        if n == 0 {
+            return Err(HeadError::Closed);
+        }
+        let from = bytes.len().saturating_sub(3);
+        bytes.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = bytes[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            let len = from + pos + 4;
+            if len > MAX_HEAD_BYTES {
+                return Err(HeadError::TooLarge);
+            }
+            return Ok(Head { bytes, len });
+        }
+        if bytes.len() > MAX_HEAD_BYTES {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+pub struct Forwarded {
+    pub head: Vec<u8>,
+    pub body_len: usize,
+}
+
+/// Validates a request head and rewrites it for tiny_http: one request per
+/// connection, the client's address in `PEER_HEADER`, hop-by-hop headers dropped.
+pub fn rewrite(head: &[u8], peer: SocketAddr, tls: bool) -> Result<Forwarded, (u16, &'static str)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Err((431, "too many header fields\n")),
+        _ => return Err((400, "malformed HTTP request\n")),
+    }
+    let (Some(method), Some(path)) = (request.method, request.path) else {
+        return Err((400, "malformed HTTP request\n"));
+    };
+    if !path.starts_with('/') {
+        return Err((400, "only origin-form request targets are served\n"));
+    }
+    let mut body_len = 0usize;
+    let mut out = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
+    for h in request.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err((
+                411,
+                "send a Content-Length; chunked bodies are not accepted\n",
+            ));
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            let len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or((400, "invalid Content-Length\n"))?;
+            if len > MAX_BODY_BYTES {
+                return Err((413, "request body too large\n"));
+            }
+            body_len = len;
+        }
+        let hop_by_hop = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "upgrade",
+            "te",
+            "expect",
+        ];
+        if hop_by_hop.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || name.eq_ignore_ascii_case(PEER_HEADER)
+            || name.eq_ignore_ascii_case(TLS_HEADER)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("{PEER_HEADER}: {peer}\r\n").as_bytes());
+    if tls {
+        out.extend_from_slice(format!("{TLS_HEADER}: 1\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    Ok(Forwarded {
+        head: out,
+        body_len,
+    })
+}
+
+async fn reply<S: AsyncWrite + Unpin>(
+    conn: &mut S,
+    status: u16,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match status {
+        400 => "Bad Request",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(response.as_bytes()).await?;
+    conn.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        "192.0.2.7:5555".parse().unwrap()
+    }
+
+    #[test]
+    fn marks_the_client_and_forces_one_request_per_connection() {
+        let head = b"GET /x HTTP/1.1\r\nHost: pi\r\nConnection: keep-alive\r\nX-Kindercam-Peer: 1.2.3.4:1\r\n\r\n";
+        let f = rewrite(head, peer(), false).unwrap();
+        let text = String::from_utf8(f.head).unwrap();
+        assert!(text.contains("X-Kindercam-Peer: 192.0.2.7:5555\r\n"));
+        assert!(
+            !text.contains("1.2.3.4"),
+            "a client cannot forge its address"
+        );
+        assert!(text.ends_with("Connection: close\r\n\r\n"));
+        assert!(!text.contains("keep-alive"));
+    }
+
+    #[test]
+    fn refuses_big_or_chunked_bodies_and_garbage() {
+        let big = b"POST /login HTTP/1.1\r\nContent-Length: 999999\r\n\r\n";
+        assert_eq!(rewrite(big, peer(), false).err().unwrap().0, 413);
+        let chunked = b"POST /login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(rewrite(chunked, peer(), false).err().unwrap().0, 411);
+        assert_eq!(
+            rewrite(b"\x16\x03\x01garbage\r\n\r\n", peer(), false)
+                .err()
+                .unwrap()
+                .0,
+            400
+        );
+        assert_eq!(
+            rewrite(b"GET http://evil/ HTTP/1.1\r\n\r\n", peer(), false)
+                .err()
+                .unwrap()
+                .0,
+            400
+        );
+    }
+}
