@@ -80,7 +80,11 @@ impl TestPattern {
         );
         let scale = (h / 100).max(1);
         c.caption(h / 10, "KINDERCAM", scale, [255, 255, 255]);
-        c.caption(h / 3, &clock, scale * 2, [255, 255, 255]);
+        // As large as fits: the clock is what shows the picture is live.
+        let clock_scale = (scale * 2)
+            .min((w * 9 / 10) / Canvas::text_width(&clock, 1))
+            .max(1);
+        c.caption(h / 3, &clock, clock_scale, [255, 255, 255]);
         let counter = format!("#{:06}  {}", self.frame_no, self.label);
         c.caption(bars_h + ramp_h / 3, &counter, scale, [255, 255, 0]);
         &self.canvas
@@ -133,15 +137,27 @@ pub async fn run(
             }
             let (mut pattern, mut encoder) =
                 state.take().expect("state is returned after each frame");
-            let (pattern, encoder, result) = tokio::task::spawn_blocking(move || {
+            // Render+encode must finish in bounded time; if it never does (or never gets
+            // a blocking thread), the watchdog stops pinging and systemd restarts us.
+            let busy = stream.heartbeat().begin();
+            let joined = tokio::task::spawn_blocking(move || {
                 let canvas = pattern.render(SystemTime::now());
                 let result = encoder
                     .encode_rgb(&canvas.pixels, canvas.width, canvas.height)
                     .map(|jpeg| Frame::from_jpeg(jpeg, width, height));
                 (pattern, encoder, result)
             })
-            .await
-            .context("test pattern encoder thread failed")?;
+            .await;
+            let (pattern, encoder, result) = match joined {
+                Ok(done) => done,
+                Err(e) => {
+                    // A panic in render or encode: no more frames will come, so the
+                    // unit stays "running" and the watchdog gets the daemon restarted.
+                    busy.abandon();
+                    return Err(e).context("test pattern encoder thread failed");
+                }
+            };
+            drop(busy);
             state = Some((pattern, encoder));
             match result {
                 Ok(frame) => stream.publish(frame),

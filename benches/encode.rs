@@ -1,0 +1,262 @@
+//! Per-frame cost of turning a camera frame into what viewers get, at the sizes a
+//! classroom camera runs at: YUYV -> JPEG at quality 75 (de-interleave + turbojpeg
+//! from planes), the same compression from ready-made planes (libjpeg-turbo alone,
+//! the practical limit of this step), and MJPEG pass-through (checking the frame,
+//! adding Huffman tables when missing, and the base64 data URL every frame gets).
+//!
+//! When libjpeg-turbo's own `tjbench` is installed (Debian: libjpeg-turbo-progs)
+//! it is run on the same picture and size for comparison.
+//!
+//!     cargo bench --bench encode              # ~1 minute
+//!     BENCH_SECONDS=1 cargo bench --bench encode
+//!
+//! Never built with target-cpu=native: figures are for the baseline CPU a
+//! distribution package would run on; libjpeg-turbo picks its SIMD at run time.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kindercam::encode::{Encoder, RawFormat, RawImage};
+use kindercam::frame::Frame;
+use kindercam::mjpeg;
+
+const QUALITY: u8 = 75;
+/// Short tjbench runs per figure (50 ms each, like our batches); the fastest counts.
+const ROUNDS: usize = 20;
+
+/// A camera-like picture: soft gradients, edges, fine texture and a little sensor
+/// noise, so the entropy coder has realistic work (flat test images are far cheaper).
+fn picture(w: usize, h: usize) -> Vec<u8> {
+    let mut rgb = vec![0u8; w * h * 3];
+    let mut noise = 0x2545_f491u32;
+    for y in 0..h {
+        for x in 0..w {
+            noise ^= noise << 13;
+            noise ^= noise >> 17;
+            noise ^= noise << 5;
+            let n = (noise % 9) as f32 - 4.0;
+            let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+            // A wall, a window, a table and some "toys".
+            let mut r = 170.0 - 60.0 * fy + 20.0 * (fx * 6.0).sin();
+            let mut g = 150.0 - 40.0 * fy + 15.0 * (fy * 9.0).cos();
+            let mut b = 120.0 + 50.0 * fx;
+            if (0.6..0.9).contains(&fx) && (0.1..0.45).contains(&fy) {
+                (r, g, b) = (200.0, 220.0, 245.0);
+            }
+            if fy > 0.7 {
+                let grain = ((x / 3 + y / 7) % 5) as f32 * 6.0;
+                (r, g, b) = (120.0 + grain, 80.0 + grain, 40.0);
+            }
+            let blob = ((x * 7 / w.max(1) + y * 5 / h.max(1)) % 4) as f32;
+            if ((x / 40) + (y / 40)) % 7 == 0 {
+                (r, g, b) = (40.0 + 50.0 * blob, 180.0 - 30.0 * blob, 60.0 + 40.0 * blob);
+            }
+            let i = (y * w + x) * 3;
+            rgb[i] = (r + n).clamp(0.0, 255.0) as u8;
+            rgb[i + 1] = (g + n).clamp(0.0, 255.0) as u8;
+            rgb[i + 2] = (b + n).clamp(0.0, 255.0) as u8;
+        }
+    }
+    rgb
+}
+
+/// JFIF (full-range BT.601) YCbCr of one pixel.
+fn ycbcr(p: &[u8]) -> (u8, u8, u8) {
+    let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
+    let y = 0.299 * r + 0.587 * g + 0.114 * b;
+    let cb = 128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b;
+    let cr = 128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b;
+    let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+    (c(y), c(cb), c(cr))
+}
+
+/// Packed YUYV, as a UVC webcam delivers it.
+fn to_yuyv(rgb: &[u8], w: usize, h: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(w * h * 2);
+    for y in 0..h {
+        for x in (0..w).step_by(2) {
+            let a = ycbcr(&rgb[(y * w + x) * 3..]);
+            let b = ycbcr(&rgb[(y * w + x + 1) * 3..]);
+            let u = ((u16::from(a.1) + u16::from(b.1)) / 2) as u8;
+            let v = ((u16::from(a.2) + u16::from(b.2)) / 2) as u8;
+            out.extend_from_slice(&[a.0, u, b.0, v]);
+        }
+    }
+    out
+}
+
+/// Runs `f` in batches of about 50 ms for `secs` in total; returns the ms per call of
+/// the fastest batch. On a shared machine other work only ever slows a batch down,
+/// so the fastest one is the best estimate of the real cost.
+fn time_it(secs: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    while start.elapsed().as_secs_f64() < secs {
+        let batch = Instant::now();
+        let mut n = 0u32;
+        while batch.elapsed() < Duration::from_millis(50) {
+            f();
+            n += 1;
+        }
+        best = best.min(batch.elapsed().as_secs_f64() * 1000.0 / f64::from(n));
+    }
+    best
+}
+
+fn write_ppm(rgb: &[u8], w: usize, h: usize) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("bench-picture-{w}x{h}.ppm"));
+    let mut data = format!("P6\n{w} {h}\n255\n").into_bytes();
+    data.extend_from_slice(rgb);
+    std::fs::write(&path, data).expect("write PPM");
+    path
+}
+
+/// libjpeg-turbo's own figure at QUALITY and 4:2:0, in ms per frame. With `yuv`,
+/// tjbench reports RGB->YUV ("Encode YUV") and YUV->JPEG ("Comp from YUV")
+/// separately, and the latter is the step ours must match; without, the whole
+/// RGB->JPEG compression ("Compress"), for context.
+fn tjbench(ppm: &PathBuf, yuv: bool, secs: f64) -> Option<f64> {
+    let mut cmd = Command::new("tjbench");
+    cmd.arg(ppm)
+        .arg(QUALITY.to_string())
+        .args(["-subsamp", "420", "-componly", "-nowrite", "-benchtime"])
+        .arg(format!("{secs}"))
+        .args(["-warmup", "0.05"]);
+    if yuv {
+        cmd.arg("-yuv");
+    }
+    let out = cmd.output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "Comp from YUV --> Frame rate:         582.292293 fps"
+    let label = if yuv { "Comp from YUV" } else { "Compress " };
+    let fps = text
+        .lines()
+        .find(|l| l.starts_with(label))
+        .and_then(|l| l.split("Frame rate:").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok());
+    if fps.is_none() {
+        eprintln!("could not read tjbench's output:\n{text}");
+    }
+    fps.map(|fps| 1000.0 / fps)
+}
+
+/// The fastest of several short tjbench runs, as for our own figures.
+fn tjbench_best(ppm: &PathBuf, yuv: bool) -> Option<f64> {
+    (0..ROUNDS)
+        .filter_map(|_| tjbench(ppm, yuv, 0.05))
+        .min_by(f64::total_cmp)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let secs: f64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 0.05 } else { 3.0 });
+    println!("kindercam encode bench: quality {QUALITY}, {secs} s per figure");
+    println!(
+        "{:<11} {:>14} {:>16} {:>12} {:>11} {:>12} {:>14} {:>10}",
+        "size",
+        "yuyv->jpeg ms",
+        "planes->jpeg ms",
+        "tj yuv ms",
+        "vs tj yuv",
+        "tj rgb ms",
+        "pass-thru ms",
+        "+dht ms"
+    );
+    for (w, h) in [(640usize, 480usize), (1280, 720)] {
+        let rgb = picture(w, h);
+        let yuyv = to_yuyv(&rgb, w, h);
+        let mut enc = Encoder::new(QUALITY).expect("encoder");
+        let raw = RawImage {
+            format: RawFormat::Yuyv,
+            data: &yuyv,
+            width: w,
+            height: h,
+            stride: w * 2,
+        };
+        let jpeg = enc.encode_raw(&raw).expect("encode");
+        let yuyv_ms = time_it(secs, || {
+            black_box(enc.encode_raw(black_box(&raw)).unwrap());
+        });
+
+        // The same compression from planes that are already there: libjpeg-turbo alone.
+        let (cw, ch) = (w / 2, h / 2);
+        let mut i420 = vec![0u8; w * h + 2 * cw * ch];
+        for y in 0..h {
+            for x in 0..w {
+                i420[y * w + x] = yuyv[(y * w + x) * 2];
+            }
+        }
+        for y in 0..ch {
+            for x in 0..cw {
+                let g = (2 * y * w + 2 * x) * 2;
+                i420[w * h + y * cw + x] = yuyv[g + 1];
+                i420[w * h + cw * ch + y * cw + x] = yuyv[g + 3];
+            }
+        }
+        let planes = RawImage {
+            format: RawFormat::I420,
+            data: &i420,
+            width: w,
+            height: h,
+            stride: w,
+        };
+        let planes_ms = time_it(secs, || {
+            black_box(enc.encode_raw(black_box(&planes)).unwrap());
+        });
+
+        // Pass-through: validate, (maybe) add tables, copy out of the buffer, data URL.
+        let pass_ms = time_it(secs, || {
+            let (fixed, info) = mjpeg::repair(black_box(&jpeg)).unwrap();
+            black_box(Frame::from_jpeg(
+                fixed.into_owned(),
+                info.width,
+                info.height,
+            ));
+        });
+        let stripped = mjpeg::strip_huffman_tables(&jpeg);
+        let dht_ms = time_it(secs, || {
+            let (fixed, info) = mjpeg::repair(black_box(&stripped)).unwrap();
+            black_box(Frame::from_jpeg(
+                fixed.into_owned(),
+                info.width,
+                info.height,
+            ));
+        });
+
+        let ppm = write_ppm(&rgb, w, h);
+        let (tj_yuv, tj_rgb) = if quick {
+            (None, None)
+        } else {
+            (tjbench_best(&ppm, true), tjbench_best(&ppm, false))
+        };
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |ms| format!("{ms:.3}"));
+        let ratio = tj_yuv.map_or("-".to_owned(), |tj| {
+            format!("{:+.1}%", (yuyv_ms / tj - 1.0) * 100.0)
+        });
+        println!(
+            "{:<11} {:>14.3} {:>16.3} {:>12} {:>11} {:>12} {:>14.3} {:>10.3}",
+            format!("{w}x{h}"),
+            yuyv_ms,
+            planes_ms,
+            ms(tj_yuv),
+            ratio,
+            ms(tj_rgb),
+            pass_ms,
+            dht_ms
+        );
+        println!(
+            "            ({} bytes per JPEG; picture for tjbench: {})",
+            jpeg.len(),
+            ppm.display()
+        );
+    }
+}

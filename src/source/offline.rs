@@ -1,0 +1,153 @@
+//! The picture viewers see while a camera is unplugged or failing: a dark frame
+//! saying, in Spanish and English, that the camera is offline, with the stream
+//! name, the reason and the time it went away. A viewer whose page only ever puts
+//! frames into an `<img>` (the prototype) still learns what happened, and one that
+//! reads status messages gets `{"type":"status","state":"offline"}` as well.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::canvas::Canvas;
+use crate::encode::Encoder;
+use crate::frame::Frame;
+use crate::hub::Stream;
+
+pub const TITLE_ES: &str = "CÁMARA DESCONECTADA";
+pub const TITLE_EN: &str = "CAMERA OFFLINE";
+pub const RETRYING: &str = "REINTENTANDO / RETRYING";
+
+/// Longest reason line drawn; the full reason goes into the status message.
+const REASON_CHARS: usize = 48;
+
+/// Draws the placeholder for stream `name` at `width` x `height`.
+pub fn render(name: &str, reason: &str, width: u32, height: u32, now: SystemTime) -> Canvas {
+    let (w, h) = (width.max(64) as usize, height.max(48) as usize);
+    let mut c = Canvas::new(w, h);
+    c.fill(0, 0, w, h, [24, 24, 32]);
+    // A red band across the top third marks the picture as not live at a glance.
+    c.fill(0, h / 8, w, h / 100 + 2, [200, 40, 40]);
+    // The title must fit the width: 19 characters of 6 * scale pixels.
+    let title_scale = (w / (TITLE_ES.chars().count() * 6 + 4)).clamp(1, 6);
+    let small = (title_scale / 2).max(1);
+    c.caption(h / 4, TITLE_ES, title_scale, [255, 255, 255]);
+    c.caption(
+        h / 4 + 12 * title_scale,
+        TITLE_EN,
+        title_scale,
+        [255, 210, 120],
+    );
+    let max = (w / (6 * small)).saturating_sub(1).max(8);
+    let fit = |text: &str| text.chars().take(max).collect::<String>();
+    let reason = wrap(reason, max.min(REASON_CHARS), 2);
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let clock = format!(
+        "{}  {:02}:{:02}:{:02} UTC",
+        name,
+        (since / 3600) % 24,
+        (since / 60) % 60,
+        since % 60
+    );
+    let y = h * 3 / 5;
+    c.caption(y, &fit(&clock), small, [200, 200, 200]);
+    let mut line_y = y + 12 * small;
+    for line in &reason {
+        c.caption(line_y, line, small, [200, 200, 200]);
+        line_y += 12 * small;
+    }
+    c.caption(line_y, &fit(RETRYING), small, [160, 160, 160]);
+    c
+}
+
+/// Breaks `text` at spaces into at most `lines` lines of at most `width` characters;
+/// what does not fit is cut (the status message has the whole reason).
+fn wrap(text: &str, width: usize, lines: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for word in text.split_whitespace() {
+        let word: String = word.chars().take(width).collect();
+        let needed =
+            current.chars().count() + usize::from(!current.is_empty()) + word.chars().count();
+        if needed > width && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+            if out.len() == lines {
+                return out;
+            }
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(&word);
+    }
+    if !current.is_empty() && out.len() < lines {
+        out.push(current);
+    }
+    out
+}
+
+/// Shows the placeholder on `stream` and marks it offline with `reason`.
+/// Returns false if the placeholder could not be encoded (the status is still set).
+pub fn show(stream: &Stream, reason: &str, width: u32, height: u32, quality: u8) -> bool {
+    let canvas = render(stream.name(), reason, width, height, SystemTime::now());
+    let encoded = Encoder::new(quality)
+        .and_then(|mut e| e.encode_rgb(&canvas.pixels, canvas.width, canvas.height));
+    let shown = match encoded {
+        Ok(jpeg) => {
+            let frame = Frame::from_jpeg(jpeg, canvas.width as u32, canvas.height as u32);
+            stream.publish_offline(frame, reason);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(stream = stream.name(), error = %e, "cannot draw the offline picture");
+            stream.set_offline(reason);
+            false
+        }
+    };
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_has_the_requested_size_and_text() {
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(3600);
+        let c = render("camera", "unplugged", 640, 480, t);
+        assert_eq!((c.width, c.height), (640, 480));
+        // The title is drawn in white somewhere in the upper half.
+        let white = c.pixels[..c.pixels.len() / 2]
+            .chunks_exact(3)
+            .filter(|p| *p == [255, 255, 255])
+            .count();
+        assert!(white > 500, "title drawn ({white} white pixels)");
+        // Different reasons give different pictures: the reason is on it.
+        let other = render("camera", "stream-on failed", 640, 480, t);
+        assert_ne!(c.pixels, other.pixels);
+    }
+
+    #[test]
+    fn long_reasons_wrap_onto_two_lines() {
+        let lines = wrap(
+            "/dev/video0: camera unplugged (capture: no such device)",
+            40,
+            2,
+        );
+        assert_eq!(
+            lines,
+            ["/dev/video0: camera unplugged (capture:", "no such device)"]
+        );
+        assert_eq!(wrap("a b c d e f", 3, 2), ["a b", "c d"]);
+        assert!(wrap("", 10, 2).is_empty());
+    }
+
+    #[test]
+    fn tiny_sizes_do_not_panic() {
+        let c = render(
+            "a-very-long-stream-name-for-a-tiny-picture",
+            "x",
+            16,
+            16,
+            UNIX_EPOCH,
+        );
+        assert_eq!((c.width, c.height), (64, 48));
+    }
+}
