@@ -1,0 +1,763 @@
+// Browser tests: Debian's chromium, driven by playwright-core, against a real
+// kindercam daemon on loopback. The daemon is started here (KINDERCAM_BIN, or
+// target/debug/kindercam) on port 0 and serves its embedded pages
+// (KINDERCAM_WEB_DIR=web serves them from disk instead, for page work).
+//
+// Access control is on, as in production: every browser context logs in through
+// the login page, parents with the viewer code and staff with the staff code.
+//
+//   1. the staff page broadcasts the fake camera; a viewer shows changing frames
+//   2. chat between two browsers: order, own messages, markup stays text, scrolling
+//   3. the viewer recovers from a Wi-Fi drop and a daemon restart, and says
+//      "offline" when the broadcast stops
+//   4. es-CO gets Spanish, en-US English, and the toggle switches and remembers
+//   5. the login page in both languages, its errors, logout, and a dead session
+//   6. moderation: staff delete a parent's message and mute the parent
+//   7. a parent sees no broadcast navigation and gets 403 at /camera
+//   8. screenshots for README: docs/login.png, docs/viewer-phone.png,
+//      docs/viewer-desktop.png, docs/broadcaster.png
+//
+// Every wait is on a condition with a timeout. The last line is
+// "browser: N passed, M failed"; the exit code is non-zero on any failure,
+// including a missing browser.
+
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '../..');
+const BIN = path.resolve(ROOT, process.env.KINDERCAM_BIN || 'target/debug/kindercam');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+/** Pages from disk instead of the embedded ones, for page work without a rebuild. */
+const WEB_DIR = process.env.KINDERCAM_WEB_DIR;
+const DOCS = path.join(ROOT, 'docs');
+/** Longest wait for any one condition. */
+const WAIT_MS = 20_000;
+/** The whole run, in case something hangs outside a wait. */
+const RUN_LIMIT_MS = 300_000;
+const TESTS = 8;
+const VIEWER_CODE = 'familias-2026';
+const STAFF_CODE = 'profes-2026';
+const CODES = { parent: VIEWER_CODE, staff: STAFF_CODE };
+/**
+ * A Basic-auth challenge to a page's script would pop up the browser's own
+ * password dialog over the page (headless, the request just hangs). With these
+ * wrong credentials the browser answers it instead, gets a 401, and watchPage
+ * reports that 401.
+ */
+const CHALLENGED = { username: 'password-dialog', password: 'must-never-show' };
+
+const work = mkdtempSync(path.join(tmpdir(), 'kindercam-browser-'));
+const logPath = path.join(work, 'daemon.log');
+const log = createWriteStream(logPath, { flags: 'a' });
+
+// ---- the daemon ------------------------------------------------------------
+
+class Daemon {
+  constructor() {
+    this.child = null;
+    this.http = null;
+    this.ws = null;
+  }
+
+  get base() {
+    return `http://${this.http}`;
+  }
+
+  /** Starts kindercam on loopback port 0, or on the given addresses (a restart). */
+  async start(http = '127.0.0.1:0', ws = '127.0.0.1:0') {
+    if (!existsSync(BIN)) throw new Error(`kindercam binary not found at ${BIN} (set KINDERCAM_BIN)`);
+    const args = ['--http-listen', http, '--ws-listen', ws, '--source', 'test-pattern', '--state-dir', path.join(work, 'state'),
+      '--auth', 'on', '--viewer-code', VIEWER_CODE, '--staff-code', STAFF_CODE];
+    if (WEB_DIR) args.push('--web-dir', path.resolve(ROOT, WEB_DIR));
+    const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KINDERCAM_LOG: 'info' } });
+    this.child = child;
+    child.exited = new Promise((resolve) => child.once('exit', resolve));
+    child.stderr.pipe(log, { end: false });
+    const ready = await new Promise((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error('kindercam did not start within 20 s')), WAIT_MS);
+      child.stdout.on('data', (chunk) => {
+        log.write(chunk);
+        out += chunk;
+        const m = out.match(/open http:\/\/(\S+?)\/ in a browser \(WebSocket on (\S+?)\)/);
+        if (m) {
+          clearTimeout(timer);
+          resolve({ http: m[1], ws: m[2] });
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`kindercam exited with ${code} at start; log: ${logPath}`));
+      });
+    });
+    this.http = ready.http;
+    this.ws = ready.ws;
+    return ready;
+  }
+
+  async kill(signal = 'SIGKILL') {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill(signal);
+    await child.exited;
+  }
+
+  async restart() {
+    await this.kill();
+    await this.start(this.http, this.ws);
+  }
+}
+
+const daemon = new Daemon();
+
+// ---- helpers ------------------------------------------------------------------
+
+function assert(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+function equal(actual, expected, what) {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  assert(a === e, `${what}: expected ${e}, got ${a}`);
+}
+
+/** Waits until `fn(arg)` is truthy in the page; the error says what was awaited. */
+async function until(page, what, fn, arg) {
+  try {
+    return await (await page.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 100 })).jsonValue();
+  } catch (error) {
+    const state = await page
+      .evaluate(() =>
+        ['[role=status]', '#chat-error', '#cam-error', '#chat-conn', '#login-error', '#login-note']
+          .map((q) => document.querySelector(q)?.textContent)
+          .concat([...document.querySelectorAll('#messages li')].slice(-8).map((li) => li.textContent.slice(0, 40)))
+          .filter(Boolean)
+          .join(' | '),
+      )
+      .catch(() => '?');
+    throw new Error(`timed out waiting for ${what} (page says: ${JSON.stringify(state)}): ${error.message.split('\n')[0]}`);
+  }
+}
+
+/**
+ * Waits until the viewer is live and shows a picture whose pixels (read back
+ * through a canvas) differ from the hash `previous`; returns { hash, src }.
+ */
+async function nextPicture(page, previous, what) {
+  return until(
+    page,
+    what,
+    (prev) => {
+      const img = document.getElementById('picture');
+      if (document.getElementById('screen').dataset.state !== 'live') return null;
+      if (!img || img.hidden || !img.complete || !img.naturalWidth) return null;
+      const canvas = document.createElement('canvas');
+      canvas.width = img.naturalWidth;
+      canvas.height = img.naturalHeight;
+      const g = canvas.getContext('2d');
+      g.drawImage(img, 0, 0);
+      const data = g.getImageData(0, 0, canvas.width, canvas.height).data;
+      let h = 2166136261;
+      for (let i = 0; i < data.length; i += 3) h = Math.imul(h ^ data[i], 16777619);
+      const hash = `${canvas.width}x${canvas.height}:${(h >>> 0).toString(16)}`;
+      return hash !== prev ? { hash, src: img.src } : null;
+    },
+    previous,
+  );
+}
+
+// Pages must never throw, the CSP must never have to block anything, and no
+// request fails unless the test expects it (page.expectHttp).
+const problems = [];
+function watchPage(page, label) {
+  const expected = [];
+  page.expectHttp = (status, pathname) => expected.push({ status, pathname });
+  page.on('pageerror', (error) => problems.push(`${label}: uncaught ${error.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && /Content Security Policy|Refused to/i.test(msg.text())) {
+      problems.push(`${label}: ${msg.text()}`);
+    }
+  });
+  page.on('response', (reply) => {
+    const { pathname } = new URL(reply.url());
+    if (reply.status() >= 400 && !expected.some((e) => e.status === reply.status() && e.pathname === pathname)) {
+      problems.push(`${label}: HTTP ${reply.status()} for ${reply.url()}`);
+    }
+  });
+  // No alert, confirm or prompt: moderation confirms inside the page.
+  page.on('dialog', (dialog) => {
+    problems.push(`${label}: a ${dialog.type()} dialog: ${dialog.message()}`);
+    dialog.dismiss().catch(() => {});
+  });
+  return page;
+}
+
+/** The path (and query) a page is on. */
+function where(page) {
+  const url = new URL(page.url());
+  return url.pathname + url.search;
+}
+
+/**
+ * Logs in through the login page with the form a person would use, and waits
+ * for the page the server sends us to.
+ */
+async function logIn(page, name, code, landing = (u) => u.pathname === '/') {
+  if (new URL(page.url()).pathname !== '/login') await page.goto(`${daemon.base}/login`);
+  await page.fill('#name', name);
+  await page.fill('#code', code);
+  await Promise.all([page.waitForURL(landing, { timeout: WAIT_MS }), page.click('#login-submit')]);
+}
+
+function noProblems() {
+  const found = problems.splice(0);
+  assert(found.length === 0, `page errors:\n  ${found.join('\n  ')}`);
+}
+
+const results = [];
+async function test(name, fn) {
+  const started = Date.now();
+  try {
+    await fn();
+    noProblems();
+    results.push(true);
+    console.log(`ok ${results.length} - ${name} (${Date.now() - started} ms)`);
+  } catch (error) {
+    problems.length = 0;
+    results.push(false);
+    console.log(`not ok ${results.length} - ${name}\n  ${String(error.stack || error).split('\n').slice(0, 4).join('\n  ')}`);
+  }
+}
+
+function finish() {
+  const passed = results.filter(Boolean).length;
+  const failed = TESTS - passed;
+  if (failed) console.log(`daemon log: ${logPath}`);
+  console.log(`browser: ${passed} passed, ${failed} failed`);
+  return failed ? 1 : 0;
+}
+
+// ---- the tests --------------------------------------------------------------------
+
+async function main() {
+  // Imported here so that missing node modules count as failed tests too.
+  const { chromium } = await import('playwright-core');
+  if (!existsSync(CHROMIUM)) throw new Error(`no browser at ${CHROMIUM}: apt-get install chromium chromium-driver`);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-quic',
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+    ],
+  });
+  /**
+   * A new browser (context) that logs in as `as` ("parent" or "staff", or null
+   * for nobody) under `name`, then opens `url`.
+   */
+  const open = async (label, url, { as = 'parent', name = label, ...options } = {}) => {
+    const context = await browser.newContext({ locale: 'es-CO', viewport: { width: 1280, height: 800 }, httpCredentials: CHALLENGED, ...options });
+    const page = watchPage(await context.newPage(), label);
+    page.person = { as, name };
+    if (as) await logIn(page, name, CODES[as]);
+    if (!as || where(page) !== url) await page.goto(daemon.base + url);
+    return page;
+  };
+
+  let staff;
+  let viewer;
+  let other;
+
+  try {
+    await daemon.start();
+    console.log(`# kindercam at ${daemon.base} (WebSocket ${daemon.ws}); chromium ${browser.version()}`);
+
+    await test('broadcaster page sends the fake camera and a viewer shows changing frames', async () => {
+      staff = await open('staff', '/camera', { as: 'staff', name: 'Profe Ana' });
+      equal(await staff.inputValue('input[name="stream"]'), 'aula', 'default stream name');
+      equal(await staff.textContent('#account-name'), 'Profe Ana', 'who is logged in');
+      assert(await staff.isVisible('#account-role'), 'staff tag in the bar');
+      await staff.fill('input[name="stream"]', 'aula');
+      await staff.click('#start');
+      await until(staff, 'the broadcaster to be live', () => document.getElementById('screen').dataset.state === 'live');
+      await until(staff, 'two acked frames', () => Number(document.getElementById('frames-sent').textContent) >= 2);
+      assert(/\d.*KB/.test(await staff.textContent('#frame-size')), 'upload size shown from the acks');
+
+      viewer = await open('viewer', '/?stream=aula', { name: 'Alicia' });
+      const first = await nextPicture(viewer, null, 'a first frame');
+      const size = await viewer.evaluate(() => {
+        const img = document.getElementById('picture');
+        return [img.naturalWidth, img.naturalHeight];
+      });
+      equal(size, [640, 480], 'picture size (fake camera at the chosen 640x480)');
+      assert(first.src.startsWith('blob:'), `binary frames shown through blob URLs, got ${first.src.slice(0, 30)}`);
+      await nextPicture(viewer, first.hash, 'the picture to change');
+      await until(
+        viewer,
+        'the blob URL of the replaced frame to be revoked',
+        (url) =>
+          new Promise((resolve) => {
+            const probe = new Image();
+            probe.onload = () => resolve(false);
+            probe.onerror = () => resolve(true);
+            probe.src = url;
+          }),
+        first.src,
+      );
+      await until(staff, 'the broadcaster to count its viewer', () => Number(document.getElementById('viewers').textContent) >= 1);
+
+      // Two streams now exist (camera and aula): the picker appears.
+      await until(viewer, 'the stream picker', () => !document.getElementById('picker').hidden);
+      const streams = await viewer.$$eval('#stream-select option', (options) => options.map((o) => o.value));
+      assert(streams.includes('aula') && streams.includes('camera'), `picker lists both streams: ${streams}`);
+      equal(await viewer.inputValue('#stream-select'), 'aula', 'picker shows the watched stream');
+
+      const [download] = await Promise.all([viewer.waitForEvent('download', { timeout: WAIT_MS }), viewer.click('#snapshot')]);
+      assert(/^kindercam-aula-\d{8}-\d{6}\.jpg$/.test(download.suggestedFilename()), `snapshot name ${download.suggestedFilename()}`);
+      const jpeg = readFileSync(await download.path());
+      assert(jpeg[0] === 0xff && jpeg[1] === 0xd8 && jpeg.length > 1000, 'snapshot is a JPEG');
+
+      // A second device broadcasting to the same stream is told so.
+      const intruder = await open('intruder', '/camera', { as: 'staff' });
+      await intruder.click('#start');
+      const error = await until(intruder, 'the busy error', () => {
+        const box = document.getElementById('cam-error');
+        return !box.hidden && box.textContent;
+      });
+      assert(/Otro dispositivo ya está transmitiendo a «aula»/.test(error), `busy error text: ${error}`);
+      equal(await intruder.textContent('#start'), 'Empezar a transmitir', 'refused broadcaster is stopped');
+      assert(await intruder.evaluate(() => document.getElementById('preview').srcObject === null), 'its camera is off');
+      await intruder.context().close();
+    });
+
+    await test('chat goes both ways in order, own messages set apart, markup shown as text', async () => {
+      other = await open('other', '/?stream=aula', { name: 'Beto' });
+      for (const page of [viewer, other]) {
+        await until(page, 'the chat to connect', () => !document.getElementById('chat-send').disabled);
+        // The session's name, shown and not editable: the server posts under it anyway.
+        equal(await page.textContent('#chat-as-name'), page.person.name, 'name the chat writes as');
+        assert(!(await page.isVisible('#chat-name')), 'no name field with a session');
+      }
+      const sent = ['uno', '<b>negrita</b>', '<script>window.__pwned = 1</script>', 'dos'];
+      for (const text of sent) {
+        await viewer.fill('#chat-message', text);
+        await viewer.press('#chat-message', 'Enter');
+      }
+      await other.fill('#chat-message', 'hola Alicia');
+      await other.click('#chat-send');
+      const expected = [...sent, 'hola Alicia'];
+      for (const page of [viewer, other]) {
+        await until(page, 'all five messages', (n) => document.querySelectorAll('#messages .msg').length >= n, expected.length);
+        const texts = await page.$$eval('#messages .msg-text', (els) => els.map((e) => e.textContent));
+        equal(texts.slice(-expected.length), expected, 'messages in order');
+        equal(await page.$$eval('#messages b, #messages script', (els) => els.length), 0, 'elements made from chat text');
+        equal(await page.evaluate(() => window.__pwned), undefined, 'script from chat ran');
+        assert(await page.isVisible('text=<script>window.__pwned = 1</script>'), '<script> shown as visible text');
+      }
+      const own = (page) => page.$$eval('#messages .msg', (els) => els.slice(-5).map((e) => e.classList.contains('own')));
+      equal(await own(viewer), [true, true, true, true, false], "Alicia's own messages");
+      equal(await own(other), [false, false, false, false, true], "Beto's own messages");
+      assert(/2 personas en línea/.test(await viewer.textContent('#chat-online')), 'online count in Spanish');
+
+      // Reading older messages is not interrupted by new ones. Long messages
+      // fill the list quickly (the server allows a burst of five, then one a second).
+      for (let i = 1; i <= 3; i++) {
+        await other.fill('#chat-message', `mensaje largo ${i}: ${'bla '.repeat(150)}`);
+        await other.press('#chat-message', 'Enter');
+      }
+      await until(viewer, 'the long messages', () => [...document.querySelectorAll('.msg-text')].some((e) => e.textContent.startsWith('mensaje largo 3')));
+      await until(viewer, 'a list taller than its box', () => {
+        const l = document.getElementById('messages');
+        return l.scrollHeight > l.clientHeight * 1.5;
+      });
+      await until(viewer, 'the list to be at the bottom', () => {
+        const l = document.getElementById('messages');
+        return l.scrollHeight - l.scrollTop - l.clientHeight < 48;
+      });
+      await viewer.$eval('#messages', (l) => {
+        l.scrollTop = 0;
+      });
+      await other.fill('#chat-message', 'uno más');
+      await other.press('#chat-message', 'Enter');
+      await until(viewer, 'the "new messages" button', () => !document.getElementById('new-messages').hidden);
+      equal(await viewer.$eval('#messages', (l) => l.scrollTop), 0, 'scroll position of a reader of older messages');
+      await viewer.click('#new-messages');
+      await until(viewer, 'the jump to the newest message', () => {
+        const l = document.getElementById('messages');
+        return l.scrollHeight - l.scrollTop - l.clientHeight < 48 && document.getElementById('new-messages').hidden;
+      });
+    });
+
+    await test('viewer recovers from a Wi-Fi drop and a daemon restart, and shows offline when the broadcast stops', async () => {
+      // A Wi-Fi drop: the session is intact, so picture and chat come back by themselves.
+      const before = (await nextPicture(viewer, null, 'a live picture before the Wi-Fi drop')).hash;
+      await viewer.context().setOffline(true);
+      await until(viewer, 'the reconnecting state', () => document.getElementById('screen').dataset.state === 'reconnecting');
+      equal(await viewer.textContent('#stage-state'), 'Reconectando…', 'indicator text');
+      await until(viewer, 'the chat to notice', () => document.getElementById('chat-send').disabled);
+      await viewer.context().setOffline(false);
+      const back = (await nextPicture(viewer, before, 'a new live picture after the Wi-Fi drop')).hash;
+      await until(viewer, 'the chat to reconnect', () => !document.getElementById('chat-send').disabled);
+
+      // A daemon restart.
+      await daemon.kill();
+      await until(viewer, 'the reconnecting state', () => document.getElementById('screen').dataset.state === 'reconnecting');
+      await until(viewer, 'the chat to notice', () => document.getElementById('chat-send').disabled);
+      await daemon.restart();
+      // Sessions are kept in the state directory, so every page recovers by itself:
+      // nobody is asked for the code again after a power cut.
+      for (const [page, path] of [[staff, '/camera'], [viewer, '/?stream=aula'], [other, '/?stream=aula']]) {
+        const outcome = await until(
+          page,
+          `${page.person.name}'s page to recover by itself`,
+          (camera) => {
+            if (location.pathname === '/login') return 'login';
+            const recovered = camera
+              ? document.getElementById('screen')?.dataset.state === 'live'
+              : document.getElementById('chat-send')?.disabled === false;
+            return recovered && 'recovered';
+          },
+          path === '/camera',
+        );
+        equal(outcome, 'recovered', `${page.person.name}'s ${path} after the restart (not sent to /login)`);
+      }
+      await until(staff, 'the broadcaster to be live again', () => document.getElementById('screen').dataset.state === 'live');
+      const after = (await nextPicture(viewer, back, 'a new live picture after the restart')).hash;
+      await nextPicture(viewer, after, 'the picture to keep changing');
+      equal(await viewer.textContent('#stage-state'), 'En vivo', 'indicator text');
+      await until(viewer, 'the chat to reconnect', () => !document.getElementById('chat-send').disabled);
+      await until(other, 'the chat to reconnect', () => !document.getElementById('chat-send').disabled);
+      await viewer.fill('#chat-message', 'de vuelta');
+      await viewer.press('#chat-message', 'Enter');
+      await until(other, 'a chat message after the restart', () =>
+        [...document.querySelectorAll('.msg-text')].some((e) => e.textContent === 'de vuelta'),
+      );
+
+      await staff.click('#start'); // "Detener"
+      await until(viewer, 'the offline state', () => document.getElementById('screen').dataset.state === 'offline');
+      equal(await viewer.textContent('#stage-state'), 'Cámara sin señal', 'indicator text');
+      assert(await staff.evaluate(() => document.getElementById('preview').srcObject === null), 'staff camera released');
+
+      // Back on air, then the staff tab is closed: offline again.
+      await staff.click('#start');
+      await nextPicture(viewer, after, 'live again after a new start');
+      await staff.close({ runBeforeUnload: true });
+      await until(viewer, 'offline after the staff tab closed', () => document.getElementById('screen').dataset.state === 'offline');
+    });
+
+    await test('es-CO gets Spanish, en-US English, and the language toggle is remembered', async () => {
+      const checks = [
+        ['es-CO', 'es', 'Enviar', 'Descargar foto', 'Empezar a transmitir'],
+        ['en-US', 'en', 'Send', 'Download photo', 'Start broadcasting'],
+      ];
+      for (const [locale, lang, send, snapshot, start] of checks) {
+        // Staff, to see both pages.
+        const page = await open(`viewer-${locale}`, '/', { locale, as: 'staff' });
+        equal(await page.evaluate(() => document.documentElement.lang), lang, `${locale} page language`);
+        equal(await page.textContent('#chat-send'), send, `${locale} send button`);
+        equal(await page.textContent('#snapshot .label-long'), snapshot, `${locale} snapshot button`);
+        await page.goto(`${daemon.base}/camera`);
+        equal(await page.textContent('#start'), start, `${locale} start button`);
+        equal(await page.textContent('label[for="stream"]'), lang === 'es' ? 'Nombre de la transmisión' : 'Stream name', `${locale} label`);
+        if (lang === 'en') {
+          await page.goto(daemon.base + '/');
+          await until(page, 'an English state', () => ['Live', 'Connecting…', 'Camera offline'].includes(document.getElementById('stage-state').textContent));
+          await page.click('#lang-toggle');
+          equal(await page.textContent('#chat-send'), 'Enviar', 'after the toggle');
+          await page.reload();
+          equal(await page.textContent('#chat-send'), 'Enviar', 'after a reload');
+          equal(await page.evaluate(() => document.documentElement.lang), 'es', 'remembered language');
+          // System messages are localised from their fields: someone joins.
+          const joiner = await open('joiner', '/');
+          await until(page, 'a Spanish join note', () =>
+            [...document.querySelectorAll('#messages .system')].some((e) => /^Alguien entró · \d+ personas en línea$/.test(e.textContent)),
+          );
+          await joiner.context().close();
+        }
+        await page.context().close();
+      }
+    });
+
+    await test('login page in Spanish and English, its errors, logout, and a dead session', async () => {
+      const texts = {
+        es: {
+          pageTitle: 'Entrar · kindercam',
+          title: 'Cámara del aula',
+          name: 'Tu nombre en el chat',
+          code: 'Código de acceso',
+          submit: 'Entrar',
+          show: 'Mostrar',
+          hide: 'Ocultar',
+          needCode: 'Escribe el código de acceso.',
+          wrong: 'Ese código no es correcto. Revísalo o pídeselo de nuevo al personal del jardín.',
+        },
+        en: {
+          pageTitle: 'Sign in · kindercam',
+          title: 'Classroom camera',
+          name: 'Your name in the chat',
+          code: 'Access code',
+          submit: 'Sign in',
+          show: 'Show',
+          hide: 'Hide',
+          needCode: 'Enter the access code.',
+          wrong: 'That code is not right. Check it, or ask the daycare staff for it again.',
+        },
+      };
+      for (const [locale, lang] of [['es-CO', 'es'], ['en-US', 'en']]) {
+        const want = texts[lang];
+        // Nobody logged in: the camera page sends the browser to the login page.
+        const page = await open(`login-${locale}`, '/', { locale, as: null });
+        equal(where(page), '/login', `${locale}: where a browser without a session lands`);
+        equal(await page.evaluate(() => document.documentElement.lang), lang, `${locale} page language`);
+        equal(await page.title(), want.pageTitle, `${locale} title`);
+        equal(await page.textContent('h1'), want.title, `${locale} heading`);
+        equal(await page.textContent('label[for="name"]'), want.name, `${locale} name label`);
+        equal(await page.textContent('label[for="code"]'), want.code, `${locale} code label`);
+        equal(await page.textContent('#login-submit'), want.submit, `${locale} submit button`);
+        // Exactly one form, posting exactly `name` and `code` to /login.
+        const forms = await page.$$eval('form', (all) =>
+          all.map((f) => ({
+            method: f.method,
+            action: new URL(f.action).pathname,
+            enctype: f.enctype,
+            fields: [...f.elements].filter((e) => e.name).map((e) => `${e.name}:${e.type}:${e.autocomplete}`),
+          })),
+        );
+        equal(
+          forms,
+          [{ method: 'post', action: '/login', enctype: 'application/x-www-form-urlencoded', fields: ['name:text:username', 'code:password:current-password'] }],
+          `${locale} login form`,
+        );
+        // The code can be shown while typing it on a phone.
+        await page.fill('#code', 'abc');
+        await page.click('#reveal');
+        equal([await page.getAttribute('#code', 'type'), await page.textContent('#reveal')], ['text', want.hide], 'code shown');
+        await page.click('#reveal');
+        equal([await page.getAttribute('#code', 'type'), await page.textContent('#reveal')], ['password', want.show], 'code hidden');
+        // A missing code is caught before anything is sent.
+        await page.fill('#name', 'Mamá de Sofía');
+        await page.fill('#code', '');
+        await page.click('#login-submit');
+        equal(await page.textContent('#login-error'), want.needCode, `${locale} missing code`);
+        equal(await page.getAttribute('#code', 'aria-invalid'), 'true', 'code field marked');
+        // A wrong code: the server sends the browser back with ?error=wrong_code.
+        await page.fill('#code', 'not-the-code');
+        const [posted] = await Promise.all([
+          page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/login', { timeout: WAIT_MS }),
+          page.click('#login-submit'),
+        ]);
+        equal([posted.status(), posted.headers().location], [303, '/login?error=wrong_code'], 'the server refused the code');
+        await until(page, `the ${locale} wrong-code message`, (text) => document.getElementById('login-error').textContent === text, want.wrong);
+        equal(await page.inputValue('#name'), 'Mamá de Sofía', 'name kept after the error');
+        equal(await page.getAttribute('#code', 'aria-invalid'), 'true', 'code field marked');
+        await page.context().close();
+      }
+
+      // The other answers of the server, in Spanish.
+      const page = await open('login-errors', '/login', { as: null });
+      await page.goto(`${daemon.base}/login?error=rate_limited`);
+      equal(await page.textContent('#login-error'), 'Demasiados intentos fallidos. Espera unos segundos antes de volver a intentarlo.', 'rate limited');
+      assert(await page.isDisabled('#login-submit'), 'no more tries for a while');
+      await until(page, 'the countdown', () => /^Espera \d+ s$/.test(document.getElementById('login-submit').textContent));
+      await page.goto(`${daemon.base}/login?error=bad_name`);
+      equal(await page.textContent('#login-error'), 'Escribe un nombre de 1 a 32 caracteres.', 'bad name');
+      equal(await page.getAttribute('#name', 'aria-invalid'), 'true', 'name field marked');
+      equal(where(page), '/login', 'the address, so that a reload does not repeat the error');
+
+      // Logged in, the bar says who.
+      await logIn(page, 'Mamá de Sofía', VIEWER_CODE);
+      await until(page, 'the account in the bar', () => !document.getElementById('account').hidden);
+      equal(await page.textContent('#account-name'), 'Mamá de Sofía', 'who is logged in');
+      const cookies = await page.context().cookies();
+      const session = cookies.find((c) => c.name === 'kc_session');
+      assert(session?.httpOnly && session.sameSite === 'Strict', `an HttpOnly SameSite=Strict session cookie: ${JSON.stringify(session)}`);
+
+      // A link to the camera shared on another site arrives without the
+      // SameSite=Strict cookie, at the login page: which sees the session and goes on.
+      await page.context().route('http://families.example/', (route) =>
+        route.fulfill({ contentType: 'text/html', body: `<a id="shared" href="${daemon.base}/">La cámara del aula</a>` }),
+      );
+      await page.goto('http://families.example/');
+      const visited = [];
+      page.on('framenavigated', (frame) => frame === page.mainFrame() && visited.push(new URL(frame.url()).pathname));
+      await page.click('#shared');
+      await until(page, 'the camera page after a shared link', () => location.pathname === '/' && !document.getElementById('account').hidden);
+      assert(visited.includes('/login'), `the shared link went through the login page: ${visited}`);
+
+      // Logging out returns to the login page, and the old session is dead.
+      equal(await page.textContent('#logout'), 'Salir', 'logout button');
+      await Promise.all([page.waitForURL((u) => u.pathname === '/login', { timeout: WAIT_MS }), page.click('#logout')]);
+      equal((await page.context().cookies()).filter((c) => c.name === 'kc_session').length, 0, 'cookies after logout');
+      const stale = await browser.newContext({ locale: 'es-CO', httpCredentials: CHALLENGED });
+      await stale.addCookies(cookies);
+      const old = watchPage(await stale.newPage(), 'stale');
+      await old.goto(`${daemon.base}/`);
+      equal(where(old), '/login', 'where the old session cookie gets');
+      equal((await stale.request.get(`${daemon.base}/config.json`)).status(), 401, '/config.json with the old cookie');
+      await Promise.all([stale.close(), page.context().close()]);
+    });
+
+    await test("staff delete a parent's message and mute the parent; the parent sees both in Spanish", async () => {
+      const parent = await open('parent', '/', { name: 'Papá de Tomás' });
+      const teacher = await open('teacher', '/', { as: 'staff', name: 'Profe Lucía' });
+      for (const page of [parent, teacher]) {
+        await until(page, 'the chat to connect', () => !document.getElementById('chat-send').disabled);
+      }
+      const send = async (page, text) => {
+        await page.fill('#chat-message', text);
+        await page.press('#chat-message', 'Enter');
+      };
+      const shown = (page, text) =>
+        until(page, `"${text}" in the chat`, (t) => [...document.querySelectorAll('.msg-text')].some((e) => e.textContent === t), text);
+      const message = (page, text) => page.locator('#messages li.msg').filter({ has: page.getByText(text, { exact: true }) });
+
+      // Staff speak with a badge that parents can see.
+      await send(teacher, 'Hoy hay reunión de familias a las 5.');
+      await shown(parent, 'Hoy hay reunión de familias a las 5.');
+      equal(await message(parent, 'Hoy hay reunión de familias a las 5.').locator('.msg-staff').textContent(), 'Personal', 'staff badge');
+
+      // Delete, with the mouse: a confirmation first, then gone for everyone.
+      await send(parent, 'mensaje equivocado');
+      await shown(teacher, 'mensaje equivocado');
+      equal(await parent.locator('.msg-tool').count(), 0, 'moderation buttons shown to a parent');
+      const wrong = message(teacher, 'mensaje equivocado');
+      await wrong.locator('.msg-tool.delete').click();
+      equal(await wrong.locator('.confirm-text').textContent(), '¿Borrar este mensaje para todos?', 'delete confirmation');
+      await wrong.locator('.confirm-yes').click();
+      for (const page of [parent, teacher]) {
+        await until(page, 'the deleted message to go', (t) => ![...document.querySelectorAll('.msg-text')].some((e) => e.textContent === t), 'mensaje equivocado');
+      }
+
+      // Mute, with the keyboard: Escape cancels, Enter confirms.
+      await send(parent, 'otro mensaje');
+      await shown(teacher, 'otro mensaje');
+      const mute = message(teacher, 'otro mensaje').locator('.msg-tool.mute');
+      equal(await mute.getAttribute('aria-label'), 'Silenciar a Papá de Tomás durante 10 min', 'mute button name');
+      await mute.focus();
+      await teacher.keyboard.press('Enter');
+      await until(teacher, 'focus on the confirmation', () => document.activeElement?.classList.contains('confirm-yes'));
+      await teacher.keyboard.press('Escape');
+      await until(teacher, 'the confirmation to close and focus to return', () => !document.querySelector('.msg-confirm') && document.activeElement?.classList.contains('mute'));
+      await teacher.keyboard.press('Enter');
+      await until(teacher, 'focus on the confirmation', () => document.activeElement?.classList.contains('confirm-yes'));
+      equal(await teacher.textContent('.msg-confirm .confirm-text'), '¿Silenciar a Papá de Tomás durante 10 min? No podrá escribir en el chat.', 'mute confirmation');
+      await teacher.keyboard.press('Enter');
+      for (const page of [parent, teacher]) {
+        await until(page, 'the Spanish mute notice', (t) => [...document.querySelectorAll('#messages .system')].some((e) => e.textContent === t), 'El personal silenció a Papá de Tomás durante 10 min.');
+      }
+
+      // The muted parent's next message is refused, and told so in Spanish.
+      await send(parent, '¿por qué?');
+      const error = await until(parent, 'the muted error', () => {
+        const box = document.getElementById('chat-error');
+        return !box.hidden && box.textContent;
+      });
+      assert(/^El personal pausó tus mensajes/.test(error), `muted error: ${error}`);
+      equal(await teacher.getByText('¿por qué?', { exact: true }).count(), 0, "the muted parent's message reached staff");
+      await Promise.all([parent.context().close(), teacher.context().close()]);
+    });
+
+    await test('a parent sees no broadcast navigation and gets 403 at /camera', async () => {
+      const parent = await open('parent-nav', '/', { name: 'Abuela Rosa' });
+      await until(parent, 'the account in the bar', () => !document.getElementById('account').hidden);
+      assert(!(await parent.isVisible('#to-camera')), 'broadcast link shown to a parent');
+      assert(!(await parent.isVisible('#account-role')), 'staff tag shown to a parent');
+      parent.expectHttp(403, '/camera');
+      equal((await parent.goto(`${daemon.base}/camera`)).status(), 403, '/camera for a parent');
+      const teacher = await open('staff-nav', '/', { as: 'staff' });
+      await until(teacher, 'the broadcast link for staff', () => !document.getElementById('to-camera').hidden);
+      await Promise.all([teacher.waitForURL((u) => u.pathname === '/camera', { timeout: WAIT_MS }), teacher.click('#to-camera')]);
+      await Promise.all([parent.context().close(), teacher.context().close()]);
+    });
+
+    await test('screenshots of the login page, the viewer (phone, desktop) and the broadcaster go to docs/', async () => {
+      // A fresh daemon, so the chat shows a real conversation rather than test strings.
+      await Promise.all([viewer, other].map((page) => page.context().close()));
+      await daemon.kill();
+      await daemon.start();
+      mkdirSync(DOCS, { recursive: true });
+      const phoneSize = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
+
+      const login = await open('login', '/login', { as: null, ...phoneSize });
+      await login.fill('#name', 'Mamá de Sofía');
+      await login.fill('#code', VIEWER_CODE);
+      await login.evaluate(() => document.activeElement?.blur());
+      await login.screenshot({ path: path.join(DOCS, 'login.png') });
+      await login.context().close();
+
+      const teacher = await open('teacher', '/camera', { as: 'staff', name: 'Profe Lucía' });
+      await teacher.click('#start');
+      await until(teacher, 'the broadcast', () => document.getElementById('screen').dataset.state === 'live');
+
+      // A parent on a phone; a teacher at a computer, who sees the moderation buttons.
+      const phone = await open('phone', '/?stream=camera', { name: 'Mamá de Sofía', ...phoneSize });
+      const desktop = await open('desktop', '/?stream=camera', { as: 'staff', name: 'Profe Lucía' });
+      const family = await open('family', '/?stream=aula', { name: 'Papá de Tomás' }); // watching the broadcast
+      const say = async (page, color, text) => {
+        await until(page, 'the chat', () => !document.getElementById('chat-send').disabled);
+        await page.fill('#chat-color', color);
+        await page.fill('#chat-message', text);
+        await page.press('#chat-message', 'Enter');
+        await until(page, 'the echo', (t) => [...document.querySelectorAll('.msg-text')].some((e) => e.textContent === t), text);
+      };
+      await say(desktop, '#0f8a7e', '¡Buenos días, familias! Hoy pintamos con témperas.');
+      await say(phone, '#c2410c', '¡Qué lindo! Sofía estaba feliz esta mañana.');
+      await say(family, '#4f46e5', '¿A qué hora salen al parque?');
+      await say(desktop, '#0f8a7e', 'A las 11:30, si no llueve.');
+      await say(phone, '#c2410c', 'Gracias por contarnos.');
+      for (const page of [phone, desktop]) {
+        await page.evaluate(() => document.activeElement?.blur());
+        await page.mouse.move(0, 0);
+        await until(page, 'the picker', () => !document.getElementById('picker').hidden);
+        await nextPicture(page, null, 'a live picture');
+        await until(page, 'all five messages', () => document.querySelectorAll('#messages .msg').length === 5);
+      }
+      await phone.screenshot({ path: path.join(DOCS, 'viewer-phone.png') });
+      await desktop.screenshot({ path: path.join(DOCS, 'viewer-desktop.png') });
+      await until(teacher, 'a viewer on the broadcaster', () => Number(document.getElementById('viewers').textContent) >= 1);
+      await teacher.mouse.move(0, 0);
+      await teacher.screenshot({ path: path.join(DOCS, 'broadcaster.png') });
+      for (const file of ['login.png', 'viewer-phone.png', 'viewer-desktop.png', 'broadcaster.png']) {
+        const png = readFileSync(path.join(DOCS, file));
+        assert(png.length > 10_000 && png.readUInt32BE(0) === 0x89504e47, `${file} is a PNG`);
+      }
+    });
+  } finally {
+    await browser.close().catch(() => {});
+    await daemon.kill();
+  }
+}
+
+const guard = setTimeout(() => {
+  console.log(`# the run took longer than ${RUN_LIMIT_MS / 1000} s`);
+  while (results.length < TESTS) results.push(false);
+  daemon.child?.kill('SIGKILL');
+  process.exit(finish() || 1);
+}, RUN_LIMIT_MS);
+
+let code;
+try {
+  await main();
+  code = finish();
+} catch (error) {
+  console.log(`not ok - setup: ${String(error.stack || error).split('\n').slice(0, 3).join('\n  ')}`);
+  while (results.length < TESTS) results.push(false);
+  code = finish();
+}
+clearTimeout(guard);
+log.end();
+if (code === 0) rmSync(work, { recursive: true, force: true });
+process.exit(code);

@@ -1,0 +1,378 @@
+// Every word the pages show, in Spanish (the daycare's language, and the
+// default) and English, and the little machinery that puts them on the page.
+// Markup names a string with data-i18n="key" (text) or
+// data-i18n-attr="attr:key attr:key" (attributes); scripts call t(key, vars).
+
+const STRINGS = {
+  es: {
+    'lang.other': 'English',
+    'lang.otherCode': 'en',
+    'lang.switchLabel': 'Cambiar el idioma a inglés',
+
+    'nav.viewer': 'Ver la cámara',
+    'nav.camera': 'Transmitir',
+
+    'account.as': 'Sesión iniciada como',
+    'account.logout': 'Salir',
+    'account.logoutLabel': 'Cerrar la sesión',
+    'role.staff': 'Personal',
+
+    'login.pageTitle': 'Entrar · kindercam',
+    'login.title': 'Cámara del aula',
+    'login.intro': 'Mira el aula en vivo y conversa con las otras familias y el personal del jardín.',
+    'login.name': 'Tu nombre en el chat',
+    'login.nameHint': 'Así te verán los demás, por ejemplo «Mamá de Sofía».',
+    'login.code': 'Código de acceso',
+    'login.codeHint': 'Te lo da el personal del jardín. Si no lo tienes o dejó de funcionar, pídeselo.',
+    'login.show': 'Mostrar',
+    'login.hide': 'Ocultar',
+    'login.showLabel': 'Mostrar el código',
+    'login.hideLabel': 'Ocultar el código',
+    'login.submit': 'Entrar',
+    'login.submitting': 'Entrando…',
+    'login.wait': 'Espera {n} s',
+    'login.privacy': 'La cámara es privada: solo entran las familias y el personal con su código. No compartas el código fuera del jardín.',
+    'login.ended': 'Tu sesión terminó. Escribe el código otra vez para seguir mirando.',
+    'login.err.wrong_code': 'Ese código no es correcto. Revísalo o pídeselo de nuevo al personal del jardín.',
+    'login.err.rate_limited': 'Demasiados intentos fallidos. Espera unos segundos antes de volver a intentarlo.',
+    'login.err.bad_name': 'Escribe un nombre de 1 a 32 caracteres.',
+    'login.err.needCode': 'Escribe el código de acceso.',
+    'login.err.other': 'No se pudo entrar. Inténtalo de nuevo.',
+
+    'viewer.title': 'Cámara del aula',
+    'viewer.pageTitle': 'Cámara del aula · kindercam',
+    'viewer.pictureAlt': 'Imagen en vivo del aula',
+    'viewer.stream': 'Cámara',
+    'viewer.fullscreen': 'Pantalla completa',
+    'viewer.exitFullscreen': 'Salir de pantalla completa',
+    'viewer.snapshot': 'Descargar foto',
+    'viewer.snapshotShort': 'Foto',
+    'viewer.mainCamera': 'Cámara principal',
+    'viewer.snapshotSaved': 'Foto descargada.',
+    'viewer.snapshotFailed': 'No hay una imagen para descargar en este momento.',
+    'viewer.connecting': 'Conectando con la cámara…',
+    'viewer.reconnecting': 'Se perdió la conexión. Reintentando…',
+    'viewer.offline': 'La cámara no está transmitiendo ahora.',
+    'viewer.waiting': 'Todavía no transmite nadie en esta cámara.',
+    'viewer.lastSeen': 'Última imagen {age}.',
+
+    'state.connecting': 'Conectando…',
+    'state.live': 'En vivo',
+    'state.reconnecting': 'Reconectando…',
+    'state.offline': 'Cámara sin señal',
+
+    'age.now': 'ahora',
+    'age.s': 'hace {n} s',
+    'age.m': 'hace {n} min',
+    'age.h': 'hace {n} h',
+
+    'chat.title': 'Chat',
+    'chat.online.one': '1 persona en línea',
+    'chat.online.many': '{n} personas en línea',
+    'chat.name': 'Tu nombre',
+    'chat.color': 'Tu color',
+    'chat.message': 'Mensaje',
+    'chat.placeholder': 'Escribe un mensaje…',
+    'chat.send': 'Enviar',
+    'chat.newMessages': 'Mensajes nuevos ↓',
+    'chat.you': 'tú',
+    'chat.as': 'Escribes como',
+    'chat.staff': 'Personal',
+    'chat.staffTitle': 'Escribe en nombre del jardín',
+    'chat.rateLimited': 'Vas muy rápido: espera un segundo entre mensajes.',
+    'chat.muted': 'El personal pausó tus mensajes por un rato.',
+    'chat.mutedFor': 'El personal pausó tus mensajes: podrás escribir de nuevo en {n} min.',
+    'chat.mutedNotice': 'El personal silenció a {name} durante {n} min.',
+    'chat.mutedSomeone': 'El personal silenció a un participante por un rato.',
+    'chat.forbidden': 'Solo el personal puede moderar el chat.',
+    'chat.badCommand': 'No se pudo: ese mensaje ya no está entre los recientes.',
+    'chat.badMessage': 'El servidor no aceptó el mensaje.',
+    'chat.delete': 'Borrar',
+    'chat.deleteLabel': 'Borrar el mensaje de {name}',
+    'chat.mute': 'Silenciar',
+    'chat.muteLabel': 'Silenciar a {name} durante {n} min',
+    'chat.confirmDelete': '¿Borrar este mensaje para todos?',
+    'chat.confirmMute': '¿Silenciar a {name} durante {n} min? No podrá escribir en el chat.',
+    'chat.doDelete': 'Sí, borrar',
+    'chat.doMute': 'Sí, silenciar',
+    'chat.cancel': 'Cancelar',
+    'chat.empty': 'Todavía no hay mensajes. ¡Saluda!',
+    'chat.joined': 'Alguien entró · {online}',
+    'chat.left': 'Alguien salió · {online}',
+    'chat.lagged': 'La conexión fue lenta y se perdieron algunos mensajes.',
+    'chat.needName': 'Escribe tu nombre antes de enviar.',
+    'chat.tooLong': 'El mensaje es demasiado largo (máximo {n} caracteres).',
+    'chat.serverError': 'El servidor no aceptó el mensaje: {msg}',
+    'chat.connecting': 'Conectando…',
+    'chat.disconnected': 'Sin conexión. Reconectando…',
+
+    'cam.pageTitle': 'Transmitir · kindercam',
+    'cam.title': 'Transmitir esta cámara',
+    'cam.stream': 'Nombre de la transmisión',
+    'cam.streamHint': 'Minúsculas, números, - y _. Las familias eligen este nombre para mirar.',
+    'cam.camera': 'Cámara',
+    'cam.back': 'Trasera',
+    'cam.front': 'Frontal',
+    'cam.devices': 'Dispositivos',
+    'cam.deviceN': 'Cámara {n}',
+    'cam.resolution': 'Resolución',
+    'cam.interval': 'Intervalo',
+    'cam.intervalOption': '{s} s',
+    'cam.quality': 'Calidad JPEG',
+    'cam.start': 'Empezar a transmitir',
+    'cam.stop': 'Detener',
+    'cam.preview': 'La vista previa aparece al empezar.',
+    'cam.framesSent': 'Imágenes enviadas',
+    'cam.lastSize': 'Tamaño por imagen',
+    'cam.viewers': 'Familias mirando',
+    'cam.kb': '{n} KB',
+    'cam.state.idle': 'Detenida',
+    'cam.state.starting': 'Abriendo la cámara…',
+    'cam.state.connecting': 'Conectando…',
+    'cam.state.live': 'Transmitiendo',
+    'cam.state.reconnecting': 'Reconectando…',
+    'cam.hidden': 'La transmisión se detuvo porque la página quedó oculta. Pulsa «Empezar a transmitir» para seguir.',
+    'cam.err.busy': 'Otro dispositivo ya está transmitiendo a «{name}». Detenlo allí o elige otro nombre.',
+    'cam.err.waitSlot': 'El servidor aún ve la conexión anterior a «{name}». Reintentando…',
+    'cam.err.reserved': '«{name}» está reservado para la cámara del servidor; elige otro nombre.',
+    'cam.err.server': 'El servidor respondió: {msg}',
+    'cam.err.badName': 'El nombre admite de 1 a 32 minúsculas, números, - y _.',
+    'cam.err.insecure': 'El navegador solo permite usar la cámara en páginas seguras (https) o en localhost.',
+    'cam.err.denied': 'No hay permiso para usar la cámara. Permítelo en el navegador y vuelve a intentar.',
+    'cam.err.notFound': 'No se encontró ninguna cámara.',
+    'cam.err.busyDevice': 'La cámara está ocupada por otra aplicación.',
+    'cam.err.camera': 'No se pudo abrir la cámara ({msg}).',
+    'cam.err.tooBig': 'La imagen supera el límite del servidor; baja la calidad o la resolución.',
+    'cam.err.noConfig': 'No se pudo leer la configuración del servidor.',
+  },
+  en: {
+    'lang.other': 'Español',
+    'lang.otherCode': 'es',
+    'lang.switchLabel': 'Switch the language to Spanish',
+
+    'nav.viewer': 'Watch the camera',
+    'nav.camera': 'Broadcast',
+
+    'account.as': 'Signed in as',
+    'account.logout': 'Log out',
+    'account.logoutLabel': 'Log out',
+    'role.staff': 'Staff',
+
+    'login.pageTitle': 'Sign in · kindercam',
+    'login.title': 'Classroom camera',
+    'login.intro': 'Watch the classroom live and chat with the other families and the daycare staff.',
+    'login.name': 'Your name in the chat',
+    'login.nameHint': 'This is how others will see you, for example “Sofía’s mum”.',
+    'login.code': 'Access code',
+    'login.codeHint': 'The daycare staff give it to you. If you do not have it, or it stopped working, ask them.',
+    'login.show': 'Show',
+    'login.hide': 'Hide',
+    'login.showLabel': 'Show the code',
+    'login.hideLabel': 'Hide the code',
+    'login.submit': 'Sign in',
+    'login.submitting': 'Signing in…',
+    'login.wait': 'Wait {n} s',
+    'login.privacy': 'The camera is private: only families and staff with their code can get in. Do not share the code outside the daycare.',
+    'login.ended': 'Your session ended. Enter the code again to keep watching.',
+    'login.err.wrong_code': 'That code is not right. Check it, or ask the daycare staff for it again.',
+    'login.err.rate_limited': 'Too many failed attempts. Wait a few seconds before trying again.',
+    'login.err.bad_name': 'Enter a name of 1 to 32 characters.',
+    'login.err.needCode': 'Enter the access code.',
+    'login.err.other': 'Could not sign in. Please try again.',
+
+    'viewer.title': 'Classroom camera',
+    'viewer.pageTitle': 'Classroom camera · kindercam',
+    'viewer.pictureAlt': 'Live picture of the classroom',
+    'viewer.stream': 'Camera',
+    'viewer.fullscreen': 'Full screen',
+    'viewer.exitFullscreen': 'Exit full screen',
+    'viewer.snapshot': 'Download photo',
+    'viewer.snapshotShort': 'Photo',
+    'viewer.mainCamera': 'Main camera',
+    'viewer.snapshotSaved': 'Photo downloaded.',
+    'viewer.snapshotFailed': 'There is no picture to download right now.',
+    'viewer.connecting': 'Connecting to the camera…',
+    'viewer.reconnecting': 'Connection lost. Retrying…',
+    'viewer.offline': 'The camera is not broadcasting right now.',
+    'viewer.waiting': 'Nobody is broadcasting on this camera yet.',
+    'viewer.lastSeen': 'Last picture {age}.',
+
+    'state.connecting': 'Connecting…',
+    'state.live': 'Live',
+    'state.reconnecting': 'Reconnecting…',
+    'state.offline': 'Camera offline',
+
+    'age.now': 'just now',
+    'age.s': '{n} s ago',
+    'age.m': '{n} min ago',
+    'age.h': '{n} h ago',
+
+    'chat.title': 'Chat',
+    'chat.online.one': '1 person online',
+    'chat.online.many': '{n} people online',
+    'chat.name': 'Your name',
+    'chat.color': 'Your colour',
+    'chat.message': 'Message',
+    'chat.placeholder': 'Write a message…',
+    'chat.send': 'Send',
+    'chat.newMessages': 'New messages ↓',
+    'chat.you': 'you',
+    'chat.as': 'Writing as',
+    'chat.staff': 'Staff',
+    'chat.staffTitle': 'Writes on behalf of the daycare',
+    'chat.rateLimited': 'Slow down: wait a second between messages.',
+    'chat.muted': 'Staff paused your messages for a while.',
+    'chat.mutedFor': 'Staff paused your messages: you can write again in {n} min.',
+    'chat.mutedNotice': 'Staff muted {name} for {n} min.',
+    'chat.mutedSomeone': 'Staff muted a participant for a while.',
+    'chat.forbidden': 'Only staff can moderate the chat.',
+    'chat.badCommand': 'Could not do that: the message is no longer among the recent ones.',
+    'chat.badMessage': 'The server did not accept the message.',
+    'chat.delete': 'Delete',
+    'chat.deleteLabel': 'Delete {name}’s message',
+    'chat.mute': 'Mute',
+    'chat.muteLabel': 'Mute {name} for {n} min',
+    'chat.confirmDelete': 'Delete this message for everyone?',
+    'chat.confirmMute': 'Mute {name} for {n} min? They will not be able to write in the chat.',
+    'chat.doDelete': 'Yes, delete',
+    'chat.doMute': 'Yes, mute',
+    'chat.cancel': 'Cancel',
+    'chat.empty': 'No messages yet. Say hello!',
+    'chat.joined': 'Someone joined · {online}',
+    'chat.left': 'Someone left · {online}',
+    'chat.lagged': 'The connection was slow and some messages were missed.',
+    'chat.needName': 'Enter your name before sending.',
+    'chat.tooLong': 'The message is too long (at most {n} characters).',
+    'chat.serverError': 'The server did not accept the message: {msg}',
+    'chat.connecting': 'Connecting…',
+    'chat.disconnected': 'Offline. Reconnecting…',
+
+    'cam.pageTitle': 'Broadcast · kindercam',
+    'cam.title': 'Broadcast this camera',
+    'cam.stream': 'Stream name',
+    'cam.streamHint': 'Lower-case letters, digits, - and _. Families pick this name to watch.',
+    'cam.camera': 'Camera',
+    'cam.back': 'Back',
+    'cam.front': 'Front',
+    'cam.devices': 'Devices',
+    'cam.deviceN': 'Camera {n}',
+    'cam.resolution': 'Resolution',
+    'cam.interval': 'Interval',
+    'cam.intervalOption': '{s} s',
+    'cam.quality': 'JPEG quality',
+    'cam.start': 'Start broadcasting',
+    'cam.stop': 'Stop',
+    'cam.preview': 'The preview appears when you start.',
+    'cam.framesSent': 'Frames sent',
+    'cam.lastSize': 'Size per frame',
+    'cam.viewers': 'Families watching',
+    'cam.kb': '{n} KB',
+    'cam.state.idle': 'Stopped',
+    'cam.state.starting': 'Opening the camera…',
+    'cam.state.connecting': 'Connecting…',
+    'cam.state.live': 'Broadcasting',
+    'cam.state.reconnecting': 'Reconnecting…',
+    'cam.hidden': 'Broadcasting stopped because the page was hidden. Press “Start broadcasting” to go on.',
+    'cam.err.busy': 'Another device is already broadcasting to “{name}”. Stop it there or choose another name.',
+    'cam.err.waitSlot': 'The server still sees the previous connection to “{name}”. Retrying…',
+    'cam.err.reserved': '“{name}” is reserved for the server’s own camera; choose another name.',
+    'cam.err.server': 'The server said: {msg}',
+    'cam.err.badName': 'The name takes 1 to 32 lower-case letters, digits, - and _.',
+    'cam.err.insecure': 'The browser only allows the camera on secure pages (https) or on localhost.',
+    'cam.err.denied': 'No permission to use the camera. Allow it in the browser and try again.',
+    'cam.err.notFound': 'No camera was found.',
+    'cam.err.busyDevice': 'The camera is in use by another application.',
+    'cam.err.camera': 'Could not open the camera ({msg}).',
+    'cam.err.tooBig': 'The picture is over the server’s limit; lower the quality or the resolution.',
+    'cam.err.noConfig': 'Could not read the server’s settings.',
+  },
+};
+
+const STORAGE_KEY = 'kindercam.lang';
+const listeners = [];
+
+function stored() {
+  try {
+    return localStorage.getItem(STORAGE_KEY);
+  } catch {
+    return null; // storage can be off (private mode); then the browser decides
+  }
+}
+
+function detect() {
+  const saved = stored();
+  if (saved && saved in STRINGS) return saved;
+  for (const tag of navigator.languages || [navigator.language || '']) {
+    const base = String(tag).toLowerCase().split('-')[0];
+    if (base in STRINGS) return base;
+  }
+  return 'es';
+}
+
+let lang = detect();
+
+export function currentLang() {
+  return lang;
+}
+
+/** The string `key` in the current language, with {name} placeholders filled in. */
+export function t(key, vars = {}) {
+  const text = STRINGS[lang][key] ?? STRINGS.es[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (all, name) => (name in vars ? String(vars[name]) : all));
+}
+
+/** Formats a number the local way (decimal comma in Spanish). */
+export function num(n, digits = 0) {
+  return new Intl.NumberFormat(lang, { maximumFractionDigits: digits }).format(n);
+}
+
+/** "hace 5 s" / "5 s ago" for an age in milliseconds. */
+export function age(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 2) return t('age.now');
+  if (s < 120) return t('age.s', { n: s });
+  if (s < 7200) return t('age.m', { n: Math.round(s / 60) });
+  return t('age.h', { n: Math.round(s / 3600) });
+}
+
+/** Fills in every data-i18n element under `root`. */
+export function translate(root = document) {
+  document.documentElement.lang = lang;
+  for (const el of root.querySelectorAll('[data-i18n]')) {
+    el.textContent = t(el.dataset.i18n);
+  }
+  for (const el of root.querySelectorAll('[data-i18n-attr]')) {
+    for (const pair of el.dataset.i18nAttr.split(' ')) {
+      const [attr, key] = pair.split(':');
+      el.setAttribute(attr, t(key));
+    }
+  }
+}
+
+/** Calls `fn` now and after every language change. */
+export function onLanguage(fn) {
+  listeners.push(fn);
+  fn(lang);
+}
+
+export function setLang(next) {
+  if (!(next in STRINGS) || next === lang) return;
+  lang = next;
+  try {
+    localStorage.setItem(STORAGE_KEY, lang);
+  } catch {
+    // not remembered, but still switched
+  }
+  translate();
+  for (const fn of listeners) fn(lang);
+}
+
+/** Wires a button that switches between the two languages. */
+export function languageToggle(button) {
+  onLanguage(() => {
+    button.textContent = t('lang.other');
+    button.lang = t('lang.otherCode');
+    button.title = t('lang.switchLabel');
+  });
+  button.addEventListener('click', () => setLang(t('lang.otherCode')));
+}

@@ -1,0 +1,384 @@
+// The viewer page: the live picture of one stream, its state, fullscreen,
+// snapshot download and the stream picker. The chat lives in chat.js.
+
+import { t, age, translate, onLanguage, languageToggle } from './i18n.js';
+import { byId, load, save, authedFetch, loadConfig, showAccount, takeReturn, Link } from './common.js';
+import { startChat } from './chat.js';
+
+/** A live stream that sends nothing for this long is presumed stuck: reconnect. */
+const STALL_MS = 15_000;
+const STATS_EVERY_MS = 10_000;
+const STREAM_KEY = 'kindercam.stream';
+const NAME_RE = /^[a-z0-9_-]{1,32}$/;
+
+const screen = byId('screen');
+const picture = byId('picture');
+const stateText = byId('stage-state');
+const ageText = byId('age');
+const placeholderText = byId('placeholder-text');
+const placeholderAge = byId('placeholder-age');
+const picker = byId('picker');
+const select = byId('stream-select');
+const notice = byId('notice');
+const fullscreenButton = byId('fullscreen');
+const snapshotButton = byId('snapshot');
+
+let config = null;
+let streamName = null;
+/** connecting | live | reconnecting | offline */
+let state = 'connecting';
+/** Why offline: 'offline' (the source left) or 'waiting' (never had one). */
+let offlineWhy = 'offline';
+let lastFrameAt = 0;
+let stallTimer = 0;
+
+const video = new Link({
+  path: '/video',
+  onMessage: onVideoMessage,
+  onDown: () => setState(state === 'connecting' && !lastFrameAt ? 'connecting' : 'reconnecting'),
+});
+
+// ---- frames -------------------------------------------------------------
+// Only the newest frame matters: while one decodes, later arrivals replace each
+// other in `nextUrl`, and every blob URL is revoked once nothing shows it.
+
+let shownUrl = null;
+let loadingUrl = null;
+let nextUrl = null;
+
+function release(url) {
+  if (url?.startsWith('blob:')) URL.revokeObjectURL(url);
+}
+
+function queueFrame(url) {
+  release(nextUrl);
+  nextUrl = url;
+  if (!loadingUrl) showNext();
+}
+
+function showNext() {
+  if (!nextUrl) return;
+  loadingUrl = nextUrl;
+  nextUrl = null;
+  picture.src = loadingUrl;
+}
+
+picture.addEventListener('load', () => {
+  if (!loadingUrl) return;
+  release(shownUrl);
+  shownUrl = loadingUrl;
+  loadingUrl = null;
+  picture.hidden = false;
+  screen.classList.add('has-frame');
+  lastFrameAt = Date.now();
+  setState('live');
+  watchForStall();
+  showNext();
+});
+
+picture.addEventListener('error', () => {
+  release(loadingUrl);
+  loadingUrl = null;
+  showNext();
+});
+
+function clearPicture() {
+  for (const url of [shownUrl, loadingUrl, nextUrl]) release(url);
+  shownUrl = loadingUrl = nextUrl = null;
+  picture.removeAttribute('src');
+  picture.hidden = true;
+  screen.classList.remove('has-frame');
+  lastFrameAt = 0;
+}
+
+function onVideoMessage(event) {
+  const { data } = event;
+  if (typeof data !== 'string') {
+    queueFrame(URL.createObjectURL(new Blob([data], { type: 'image/jpeg' })));
+    return;
+  }
+  if (data.startsWith('data:')) {
+    queueFrame(data); // a server that only speaks text frames
+    return;
+  }
+  let message;
+  try {
+    message = JSON.parse(data);
+  } catch {
+    return;
+  }
+  if (message?.type !== 'status') return;
+  if (message.state === 'offline' || message.state === 'waiting') {
+    offlineWhy = message.state;
+    clearTimeout(stallTimer);
+    setState('offline');
+  }
+  // "live" needs no action: the frame that follows it says so.
+}
+
+function watchForStall() {
+  clearTimeout(stallTimer);
+  stallTimer = setTimeout(() => {
+    if (state === 'live') video.restart();
+  }, STALL_MS);
+}
+
+// ---- state indicator ---------------------------------------------------
+
+function setState(next) {
+  if (next !== 'live') clearTimeout(stallTimer);
+  state = next;
+  render();
+}
+
+function render() {
+  screen.dataset.state = state;
+  const label = t(`state.${state}`);
+  // Only a real change is announced to screen readers; the age is not live.
+  if (stateText.textContent !== label) stateText.textContent = label;
+  const detail = {
+    connecting: 'viewer.connecting',
+    reconnecting: 'viewer.reconnecting',
+    offline: offlineWhy === 'waiting' ? 'viewer.waiting' : 'viewer.offline',
+    live: 'viewer.connecting',
+  }[state];
+  placeholderText.textContent = t(detail);
+  renderAge();
+}
+
+function renderAge() {
+  const since = lastFrameAt ? age(Date.now() - lastFrameAt) : '';
+  ageText.textContent = since;
+  placeholderAge.textContent =
+    since && state !== 'live' ? t('viewer.lastSeen', { age: since }) : '';
+}
+
+setInterval(() => {
+  if (!document.hidden) renderAge();
+}, 1000);
+
+// ---- streams -------------------------------------------------------------
+
+function streamFromUrl() {
+  const name = new URLSearchParams(location.search).get('stream');
+  return name && NAME_RE.test(name) ? name : null;
+}
+
+/** Streams worth offering: the default one, and any that has had frames or a broadcaster. */
+async function listStreams() {
+  const reply = await authedFetch('/stats.json');
+  if (!reply.ok) throw new Error(`/stats.json: HTTP ${reply.status}`);
+  const stats = await reply.json();
+  const streams = (stats.streams || []).filter(
+    (s) => s.name === config.default_stream || s.uploading || s.frames_published > 0,
+  );
+  return streams;
+}
+
+function fillPicker(names) {
+  if (streamName && !names.includes(streamName)) names.push(streamName);
+  const current = [...select.options].map((o) => o.value);
+  if (current.join('\n') !== names.join('\n')) {
+    select.replaceChildren(
+      ...names.map((name) => {
+        const option = document.createElement('option');
+        option.value = name;
+        return option;
+      }),
+    );
+  }
+  labelStreams();
+  select.value = streamName;
+  picker.hidden = names.length < 2;
+}
+
+/** The server's own camera gets a friendly name; broadcasts keep the name staff gave them. */
+function labelStreams() {
+  for (const option of select.options) {
+    option.textContent = option.value === config?.default_stream ? t('viewer.mainCamera') : option.value;
+  }
+}
+
+async function refreshStreams() {
+  try {
+    fillPicker((await listStreams()).map((s) => s.name));
+  } catch {
+    // the video link shows the trouble; the picker just keeps its list
+  }
+}
+
+function chooseStream(streams) {
+  const names = streams.map((s) => s.name);
+  const saved = load(STREAM_KEY, null);
+  if (saved && names.includes(saved)) return saved;
+  const live = streams.filter((s) => s.status === 'live' || s.uploading);
+  const preferred =
+    live.find((s) => s.name === config.default_stream) || live[0] || { name: config.default_stream };
+  return preferred.name;
+}
+
+function watch(name) {
+  streamName = name;
+  clearPicture();
+  offlineWhy = 'offline';
+  setState('connecting');
+  if (select.value !== name) select.value = name;
+  const url = new URL(location.href);
+  url.searchParams.set('stream', name);
+  history.replaceState(null, '', url);
+  if (!document.hidden) video.start(`/video/${name}?format=binary`);
+}
+
+select.addEventListener('change', () => {
+  save(STREAM_KEY, select.value);
+  watch(select.value);
+});
+
+// Nobody looks at a hidden tab: stop downloading frames until it is back.
+document.addEventListener('visibilitychange', () => {
+  if (!streamName) return;
+  if (document.hidden) {
+    video.stop();
+  } else {
+    setState(lastFrameAt ? 'reconnecting' : 'connecting');
+    video.start(`/video/${streamName}?format=binary`);
+    refreshStreams();
+  }
+});
+
+// ---- fullscreen -----------------------------------------------------------
+// iPhone Safari has no element fullscreen, so the picture then fills the
+// window with CSS instead.
+
+function nativeFullscreenElement() {
+  return document.fullscreenElement || document.webkitFullscreenElement || null;
+}
+
+function isFullscreen() {
+  return Boolean(nativeFullscreenElement()) || screen.classList.contains('pseudo-fullscreen');
+}
+
+function enterPseudo() {
+  screen.classList.add('pseudo-fullscreen');
+  document.body.classList.add('no-scroll');
+  updateFullscreen();
+}
+
+function exitFullscreen() {
+  if (nativeFullscreenElement()) {
+    (document.exitFullscreen || document.webkitExitFullscreen).call(document);
+  }
+  screen.classList.remove('pseudo-fullscreen');
+  document.body.classList.remove('no-scroll');
+  updateFullscreen();
+}
+
+function enterFullscreen() {
+  const request = screen.requestFullscreen || screen.webkitRequestFullscreen;
+  if (!request) return enterPseudo();
+  try {
+    const pending = request.call(screen);
+    if (pending?.catch) pending.catch(enterPseudo);
+  } catch {
+    enterPseudo();
+  }
+}
+
+function updateFullscreen() {
+  const on = isFullscreen();
+  fullscreenButton.setAttribute('aria-pressed', String(on));
+  fullscreenButton.title = t(on ? 'viewer.exitFullscreen' : 'viewer.fullscreen');
+}
+
+fullscreenButton.addEventListener('click', () => (isFullscreen() ? exitFullscreen() : enterFullscreen()));
+document.addEventListener('fullscreenchange', updateFullscreen);
+document.addEventListener('webkitfullscreenchange', updateFullscreen);
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && screen.classList.contains('pseudo-fullscreen')) exitFullscreen();
+});
+
+// ---- snapshot ----------------------------------------------------------------
+
+let noticeTimer = 0;
+function say(text, isError = false) {
+  notice.textContent = text;
+  notice.classList.toggle('error', isError);
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => {
+    notice.textContent = '';
+  }, 6000);
+}
+
+function stamp(date = new Date()) {
+  const two = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}${two(date.getMonth() + 1)}${two(date.getDate())}-${two(date.getHours())}${two(date.getMinutes())}${two(date.getSeconds())}`;
+}
+
+snapshotButton.addEventListener('click', async () => {
+  snapshotButton.disabled = true;
+  try {
+    const reply = await authedFetch(`/snapshot.jpg?stream=${encodeURIComponent(streamName)}`, 'image/jpeg');
+    if (!reply.ok) throw new Error(`HTTP ${reply.status}`);
+    const url = URL.createObjectURL(await reply.blob());
+    const link = document.createElement('a');
+    link.href = url;
+    link.download = `kindercam-${streamName}-${stamp()}.jpg`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // The download has its own copy once it starts; a minute is plenty.
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    say(t('viewer.snapshotSaved'));
+  } catch {
+    say(t('viewer.snapshotFailed'), true);
+  } finally {
+    snapshotButton.disabled = false;
+  }
+});
+
+// ---- start ---------------------------------------------------------------------
+
+async function main() {
+  translate();
+  languageToggle(byId('lang-toggle'));
+  onLanguage(() => {
+    document.title = t('viewer.pageTitle');
+    render();
+    updateFullscreen();
+    labelStreams();
+  });
+  for (;;) {
+    try {
+      config = await loadConfig();
+      break;
+    } catch {
+      // The server is not up yet: keep showing "connecting" and ask again.
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
+  // Back to the page whose session ended, now that the login is done.
+  const back = takeReturn();
+  const here = location.pathname + location.search;
+  if (back && back !== here && (config.role === 'staff' || !back.startsWith('/camera'))) {
+    location.replace(back);
+    return;
+  }
+  // Staff get a way to the broadcaster. Without access control there are no
+  // roles (everyone counts as staff), so the page shows the parents' view.
+  byId('to-camera').hidden = !(config.auth && config.role === 'staff');
+  showAccount(config);
+  startChat(config);
+  let streams = [];
+  try {
+    streams = await listStreams();
+  } catch {
+    // start on the default stream; the picker fills in later
+  }
+  watch(streamFromUrl() || chooseStream(streams));
+  fillPicker(streams.map((s) => s.name));
+  setInterval(() => {
+    if (!document.hidden) refreshStreams();
+  }, STATS_EVERY_MS);
+}
+
+main();
