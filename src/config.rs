@@ -17,6 +17,8 @@ use anyhow::{bail, Context};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
+use crate::auth::codes::Code;
+
 /// Where the frames of the default `camera` stream come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -24,6 +26,9 @@ pub enum Source {
     TestPattern,
     /// A V4L2 device node such as `/dev/video0` or `/dev/v4l/by-id/...`.
     V4l2(PathBuf),
+    /// `exec:COMMAND`: a shell command writing an MJPEG stream to its stdout, such as
+    /// `rpicam-vid -t 0 --codec mjpeg -o -` for a Pi CSI camera under libcamera.
+    Exec(String),
 }
 
 impl FromStr for Source {
@@ -35,9 +40,18 @@ impl FromStr for Source {
             Ok(Source::TestPattern)
         } else if s.starts_with("/dev/") {
             Ok(Source::V4l2(PathBuf::from(s)))
+        } else if let Some(command) = s.strip_prefix("exec:") {
+            match command.trim() {
+                "" => Err(
+                    "exec: needs a command, e.g. \"exec:rpicam-vid -t 0 --codec mjpeg -o -\""
+                        .into(),
+                ),
+                command => Ok(Source::Exec(command.to_owned())),
+            }
         } else {
             Err(format!(
-                "unknown source {s:?}: use \"test-pattern\" or a V4L2 device path such as /dev/video0"
+                "unknown source {s:?}: use \"test-pattern\", a V4L2 device path such as /dev/video0 \
+                 or /dev/v4l/by-id/..., or \"exec:COMMAND\" for a command that writes MJPEG to stdout"
             ))
         }
     }
@@ -48,8 +62,74 @@ impl fmt::Display for Source {
         match self {
             Source::TestPattern => f.write_str("test-pattern"),
             Source::V4l2(path) => write!(f, "{}", path.display()),
+            Source::Exec(command) => write!(f, "exec:{command}"),
         }
     }
+}
+
+/// The pixel format asked of a V4L2 camera (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureFormat {
+    /// MJPEG at the requested size if offered (passed through), else the best raw format.
+    Auto,
+    Mjpeg,
+    Yuyv,
+    Uyvy,
+    Nv12,
+    Yuv420,
+    Rgb24,
+    Grey,
+}
+
+impl CaptureFormat {
+    pub const NAMES: &'static str = "auto, mjpeg, yuyv, uyvy, nv12, yuv420, rgb24 or grey";
+}
+
+impl FromStr for CaptureFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => CaptureFormat::Auto,
+            "mjpeg" | "mjpg" | "jpeg" => CaptureFormat::Mjpeg,
+            "yuyv" | "yuy2" => CaptureFormat::Yuyv,
+            "uyvy" => CaptureFormat::Uyvy,
+            "nv12" => CaptureFormat::Nv12,
+            "yuv420" | "yu12" | "i420" => CaptureFormat::Yuv420,
+            "rgb24" | "rgb3" | "rgb" => CaptureFormat::Rgb24,
+            "grey" | "gray" | "y8" => CaptureFormat::Grey,
+            other => return Err(format!("unknown format {other:?}: use {}", Self::NAMES)),
+        })
+    }
+}
+
+impl fmt::Display for CaptureFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CaptureFormat::Auto => "auto",
+            CaptureFormat::Mjpeg => "mjpeg",
+            CaptureFormat::Yuyv => "yuyv",
+            CaptureFormat::Uyvy => "uyvy",
+            CaptureFormat::Nv12 => "nv12",
+            CaptureFormat::Yuv420 => "yuv420",
+            CaptureFormat::Rgb24 => "rgb24",
+            CaptureFormat::Grey => "grey",
+        })
+    }
+}
+
+/// Most cameras one daemon feeds; each costs a capture thread and its buffers.
+pub const MAX_CAMERAS: usize = 8;
+
+/// One frame source and the hub stream it feeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Camera {
+    /// Stream name: `camera` for the first unnamed `--source`.
+    pub name: String,
+    pub source: Source,
+    pub format: CaptureFormat,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// The daemon's settings after merging every layer. Built once, then shared read-only.
@@ -57,7 +137,15 @@ impl fmt::Display for Source {
 pub struct Config {
     pub http_listen: SocketAddr,
     pub ws_listen: SocketAddr,
+    /// The source of the `camera` stream (or of the first camera if none is called so).
     pub source: Source,
+    /// Every camera with its stream name; never empty.
+    pub cameras: Vec<Camera>,
+    pub format: CaptureFormat,
+    /// Open cameras only while somebody watches.
+    pub on_demand: bool,
+    /// Print the V4L2 devices and exit.
+    pub list_devices: bool,
     pub interval: Duration,
     pub width: u32,
     pub height: u32,
@@ -70,6 +158,21 @@ pub struct Config {
     pub max_upload_bytes: usize,
     pub handshake_timeout: Duration,
     pub chat_history: usize,
+    /// `false` only with `auth = "off"`, which is refused unless both listeners are loopback.
+    pub auth: bool,
+    /// Configured codes; `None` means "use the generated ones from the state directory".
+    pub viewer_code: Option<Code>,
+    pub staff_code: Option<Code>,
+    /// Exact origins allowed to open sockets and post forms; empty means our own pages only.
+    pub allowed_origins: Vec<String>,
+    pub session_ttl: Duration,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// WebSocket and HTTP connections at once from one client address; 0 means no cap.
+    pub max_connections_per_ip: usize,
+    /// Where browsers reach the WebSocket server when it is not `ws://<page host>:<ws port>`,
+    /// e.g. `wss://camera.example.org` behind a reverse proxy.
+    pub ws_public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -78,6 +181,16 @@ impl Default for Config {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             ws_listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
             source: Source::TestPattern,
+            cameras: vec![Camera {
+                name: crate::hub::CAMERA.to_owned(),
+                source: Source::TestPattern,
+                format: CaptureFormat::Auto,
+                width: 640,
+                height: 480,
+            }],
+            format: CaptureFormat::Auto,
+            on_demand: true,
+            list_devices: false,
             interval: Duration::from_millis(500),
             width: 640,
             height: 480,
@@ -89,6 +202,15 @@ impl Default for Config {
             max_upload_bytes: 4 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),
             chat_history: 50,
+            auth: true,
+            viewer_code: None,
+            staff_code: None,
+            allowed_origins: Vec::new(),
+            session_ttl: Duration::from_secs(7 * 24 * 3600),
+            tls_cert: None,
+            tls_key: None,
+            max_connections_per_ip: 24,
+            ws_public_url: None,
         }
     }
 }
@@ -117,7 +239,10 @@ fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     about = "Classroom camera server: live frames and chat over WebSocket, pages over HTTP.",
     after_help = "Every flag can also be set with the environment variable shown, or as the \
                   key of the same name (with underscores) in the TOML file given by --config. \
-                  Precedence: flags > environment > file > defaults."
+                  Precedence: flags > environment > file > defaults.\n\n\
+                  `kindercam hash-code [CODE]` prints an argon2 hash of an access code for the \
+                  TOML file (reads the code from standard input when none is given). \
+                  SIGHUP re-reads the access codes: sessions of a changed code end."
 )]
 pub struct Cli {
     /// Address for the HTTP pages [env: KINDERCAM_HTTP_LISTEN] [default: 0.0.0.0:8080]
@@ -126,10 +251,24 @@ pub struct Cli {
     /// Address for the WebSocket server [env: KINDERCAM_WS_LISTEN] [default: 0.0.0.0:9000]
     #[arg(long, value_name = "ADDR")]
     ws_listen: Option<String>,
-    /// Frame source of the `camera` stream: `test-pattern` or a V4L2 device path
+    /// Frame source: `test-pattern`, a V4L2 device (/dev/video0, or /dev/v4l/by-id/...
+    /// which survives replugging), or `exec:COMMAND` writing MJPEG to stdout (Pi CSI:
+    /// "exec:rpicam-vid -t 0 --codec mjpeg -o -"). Repeat as NAME=SRC for more cameras,
+    /// each served as stream NAME; an unnamed one is the `camera` stream
     /// [env: KINDERCAM_SOURCE] [default: test-pattern]
-    #[arg(long, value_name = "SRC")]
-    source: Option<String>,
+    #[arg(long, value_name = "[NAME=]SRC")]
+    source: Vec<String>,
+    /// Camera pixel format: auto (MJPEG passed through if offered, else raw encoded), mjpeg,
+    /// yuyv, uyvy, nv12, yuv420, rgb24 or grey [env: KINDERCAM_FORMAT] [default: auto]
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
+    /// Open cameras only while somebody watches (true/false) [env: KINDERCAM_ON_DEMAND]
+    /// [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    on_demand: Option<String>,
+    /// List the V4L2 devices with their formats, sizes and frame rates, then exit
+    #[arg(long)]
+    list_devices: bool,
     /// Milliseconds between frames [env: KINDERCAM_INTERVAL_MS] [default: 500]
     #[arg(long, value_name = "N")]
     interval_ms: Option<String>,
@@ -168,6 +307,41 @@ pub struct Cli {
     /// Chat messages replayed to a client that joins [env: KINDERCAM_CHAT_HISTORY] [default: 50]
     #[arg(long, value_name = "N")]
     chat_history: Option<String>,
+    /// `on` (default) or `off`; `off` is accepted only when both listeners are on loopback
+    /// [env: KINDERCAM_AUTH]
+    #[arg(long, value_name = "on|off")]
+    auth: Option<String>,
+    /// Access code for parents (watch and chat); in TOML it may be an argon2 hash from
+    /// `kindercam hash-code` [env: KINDERCAM_VIEWER_CODE] [default: generated on first start]
+    #[arg(long, value_name = "CODE")]
+    viewer_code: Option<String>,
+    /// Access code for staff (also broadcast and moderate) [env: KINDERCAM_STAFF_CODE]
+    /// [default: generated on first start]
+    #[arg(long, value_name = "CODE")]
+    staff_code: Option<String>,
+    /// An origin (scheme://host[:port]) allowed to open WebSockets and post forms, e.g. a
+    /// reverse proxy's https://camera.example.org; repeat for several
+    /// [env: KINDERCAM_ALLOWED_ORIGINS, comma-separated] [default: the pages' own origin]
+    #[arg(long = "allowed-origin", value_name = "URL")]
+    allowed_origins: Vec<String>,
+    /// Hours a login lasts [env: KINDERCAM_SESSION_HOURS] [default: 168]
+    #[arg(long, value_name = "H")]
+    session_hours: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key serves HTTPS and WSS on both ports
+    /// [env: KINDERCAM_TLS_CERT]
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<String>,
+    /// TLS private key (PEM) [env: KINDERCAM_TLS_KEY]
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<String>,
+    /// Connections at once from one client address, 0 for no cap (set 0 behind a reverse
+    /// proxy) [env: KINDERCAM_MAX_CONNECTIONS_PER_IP] [default: 24]
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<String>,
+    /// Where browsers reach the WebSocket server behind a reverse proxy, e.g.
+    /// wss://camera.example.org [env: KINDERCAM_WS_PUBLIC_URL] [default: ws://<page host>:<ws port>]
+    #[arg(long, value_name = "URL")]
+    ws_public_url: Option<String>,
     /// TOML file with any of the settings above [env: KINDERCAM_CONFIG]
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -181,6 +355,10 @@ struct FileConfig {
     http_listen: Option<String>,
     ws_listen: Option<String>,
     source: Option<String>,
+    format: Option<String>,
+    on_demand: Option<bool>,
+    /// `[[camera]]` tables.
+    camera: Option<Vec<FileCamera>>,
     interval_ms: Option<u64>,
     width: Option<u32>,
     height: Option<u32>,
@@ -192,6 +370,32 @@ struct FileConfig {
     max_upload_bytes: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     chat_history: Option<usize>,
+    auth: Option<String>,
+    viewer_code: Option<String>,
+    staff_code: Option<String>,
+    allowed_origins: Option<Vec<String>>,
+    session_hours: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_connections_per_ip: Option<usize>,
+    ws_public_url: Option<String>,
+}
+
+/// A `[[camera]]` table: a named source, optionally with its own format and size.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCamera {
+    name: String,
+    source: String,
+    format: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+}
+
+/// The file's camera settings, resolved after everything else.
+struct FileCameras {
+    source: Option<String>,
+    tables: Vec<FileCamera>,
 }
 
 /// One layer's value for a key, with the wording that says where it came from.
@@ -313,7 +517,7 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         });
-        let fc = match &file_path {
+        let mut fc = match &file_path {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
@@ -327,7 +531,12 @@ impl Config {
             let range = in_range(lo, hi);
             move |v: u64| range(v).map(Duration::from_millis)
         };
-        let config = Config {
+        // Taken out first: the camera list is resolved last, from the settings below.
+        let file_cameras = FileCameras {
+            source: fc.source.take(),
+            tables: fc.camera.take().unwrap_or_default(),
+        };
+        let mut config = Config {
             http_listen: layers.resolve(
                 "http_listen",
                 &cli.http_listen,
@@ -342,9 +551,23 @@ impl Config {
                 d.ws_listen,
                 socket_addr,
             )?,
-            source: layers.resolve("source", &cli.source, fc.source, d.source, |s: String| {
-                s.parse()
-            })?,
+            source: d.source,
+            cameras: Vec::new(),
+            format: layers.resolve(
+                "format",
+                &cli.format,
+                fc.format.clone(),
+                d.format,
+                |s: String| s.parse(),
+            )?,
+            on_demand: layers.resolve(
+                "on_demand",
+                &cli.on_demand,
+                fc.on_demand.map(|b| b.to_string()),
+                d.on_demand,
+                parse_bool,
+            )?,
+            list_devices: cli.list_devices,
             interval: layers.resolve(
                 "interval_ms",
                 &cli.interval_ms,
@@ -412,8 +635,260 @@ impl Config {
                 d.chat_history,
                 in_range(0, 1000),
             )?,
+            auth: layers.resolve("auth", &cli.auth, fc.auth, d.auth, on_off)?,
+            viewer_code: layers.resolve(
+                "viewer_code",
+                &cli.viewer_code,
+                fc.viewer_code,
+                None,
+                |c: String| Code::parse(&c).map(Some),
+            )?,
+            staff_code: layers.resolve(
+                "staff_code",
+                &cli.staff_code,
+                fc.staff_code,
+                None,
+                |c: String| Code::parse(&c).map(Some),
+            )?,
+            allowed_origins: layers.origins(&cli.allowed_origins, fc.allowed_origins)?,
+            session_ttl: layers.resolve(
+                "session_hours",
+                &cli.session_hours,
+                fc.session_hours,
+                d.session_ttl,
+                |h: u64| in_range(1, 24 * 365)(h).map(|h| Duration::from_secs(h * 3600)),
+            )?,
+            tls_cert: layers.resolve(
+                "tls_cert",
+                &cli.tls_cert,
+                fc.tls_cert,
+                None,
+                |p: PathBuf| non_empty_path(p).map(Some),
+            )?,
+            tls_key: layers.resolve("tls_key", &cli.tls_key, fc.tls_key, None, |p: PathBuf| {
+                non_empty_path(p).map(Some)
+            })?,
+            max_connections_per_ip: layers.resolve(
+                "max_connections_per_ip",
+                &cli.max_connections_per_ip,
+                fc.max_connections_per_ip,
+                d.max_connections_per_ip,
+                in_range(0, 100_000),
+            )?,
+            ws_public_url: layers.resolve(
+                "ws_public_url",
+                &cli.ws_public_url,
+                fc.ws_public_url,
+                None,
+                ws_url,
+            )?,
         };
+        config.cameras = layers.cameras(&cli.source, file_cameras, &config)?;
+        config.source = config
+            .cameras
+            .iter()
+            .find(|c| c.name == crate::hub::CAMERA)
+            .unwrap_or(&config.cameras[0])
+            .source
+            .clone();
+        config.check_combinations()?;
         Ok(config)
+    }
+}
+
+/// `ws://` or `wss://`, a host, and optionally a path prefix; no query or fragment.
+fn ws_url(v: String) -> Result<Option<String>, String> {
+    let v = v.trim().trim_end_matches('/').to_owned();
+    let rest = v
+        .strip_prefix("wss://")
+        .or_else(|| v.strip_prefix("ws://"))
+        .ok_or("must start with ws:// or wss://")?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || rest.contains(['?', '#', ' ', '@']) {
+        return Err("must be like wss://camera.example.org or wss://example.org/kindercam".into());
+    }
+    Ok(Some(v))
+}
+
+fn on_off(v: String) -> Result<bool, String> {
+    match v.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("must be \"on\" or \"off\"".into()),
+    }
+}
+
+impl Layers<'_> {
+    /// Origins from repeated flags, a comma-separated variable, or a TOML array.
+    fn origins(&self, flags: &[String], file: Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
+        let (list, origin) = if !flags.is_empty() {
+            (flags.to_vec(), "--allowed-origin".to_owned())
+        } else if let Some(v) =
+            (self.env)("KINDERCAM_ALLOWED_ORIGINS").filter(|v| !v.trim().is_empty())
+        {
+            let list = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            (list, "KINDERCAM_ALLOWED_ORIGINS".to_owned())
+        } else if let Some(list) = file {
+            (list, self.file_origin("allowed_origins"))
+        } else {
+            return Ok(Vec::new());
+        };
+        for o in &list {
+            if crate::auth::origin::normalize(o).is_none() {
+                bail!("invalid {origin}: {o:?} is not an origin like https://camera.example.org or http://192.168.1.20:8080");
+            }
+        }
+        Ok(list)
+    }
+}
+
+impl Config {
+    /// Rules that involve more than one setting.
+    fn check_combinations(&self) -> anyhow::Result<()> {
+        let loopback_only =
+            self.http_listen.ip().is_loopback() && self.ws_listen.ip().is_loopback();
+        if !self.auth && !loopback_only {
+            bail!(
+                "auth = \"off\" is only allowed when both listeners are on loopback (127.0.0.1 or [::1]); \
+                 --http-listen is {} and --ws-listen is {}",
+                self.http_listen,
+                self.ws_listen
+            );
+        }
+        if let (Some(v), Some(s)) = (&self.viewer_code, &self.staff_code) {
+            crate::auth::codes::check_distinct(v, s)?;
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("--tls-cert and --tls-key must be given together")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn parse_bool(v: String) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Ok(true),
+        "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+/// Splits `NAME=SRC`; text whose part before `=` is not a stream name (an exec
+/// command with `=` in it) is a source without a name.
+fn split_named(text: &str) -> (Option<&str>, &str) {
+    let text = text.trim();
+    match text.split_once('=') {
+        Some((name, src)) if crate::hub::valid_stream_name(name.trim()) => {
+            (Some(name.trim()), src.trim())
+        }
+        _ => (None, text),
+    }
+}
+
+impl Layers<'_> {
+    /// The cameras: repeated `--source` flags, else `KINDERCAM_SOURCE`, else the file's
+    /// `source` plus its `[[camera]]` tables, else the test pattern. A list from a higher
+    /// layer replaces the lower layers' list whole.
+    fn cameras(
+        &self,
+        flags: &[String],
+        fc: FileCameras,
+        c: &Config,
+    ) -> anyhow::Result<Vec<Camera>> {
+        let global = |name: &str, source: Source| Camera {
+            name: name.to_owned(),
+            source,
+            format: c.format,
+            width: c.width,
+            height: c.height,
+        };
+        let mut cameras: Vec<(Camera, String)> = Vec::new();
+        let unnamed = |text: &str, origin: String| -> anyhow::Result<(Camera, String)> {
+            let (name, src) = split_named(text);
+            let source = src
+                .parse::<Source>()
+                .map_err(|why| anyhow::anyhow!("invalid {origin} {text:?}: {why}"))?;
+            Ok((global(name.unwrap_or(crate::hub::CAMERA), source), origin))
+        };
+        if !flags.is_empty() {
+            for text in flags {
+                cameras.push(unnamed(text, "--source".into())?);
+            }
+        } else if let Some(v) = (self.env)("KINDERCAM_SOURCE").filter(|v| !v.trim().is_empty()) {
+            cameras.push(unnamed(&v, "KINDERCAM_SOURCE".into())?);
+        } else {
+            if let Some(text) = &fc.source {
+                cameras.push(unnamed(text, self.file_origin("source"))?);
+            }
+            for (i, table) in fc.tables.iter().enumerate() {
+                let origin = format!(
+                    "[[camera]] #{} ({:?}) in {}",
+                    i + 1,
+                    table.name,
+                    self.file_origin("").trim_start()
+                );
+                if !crate::hub::valid_stream_name(&table.name) {
+                    bail!("invalid {origin}: name must be 1-32 characters of a-z, 0-9, _ and -");
+                }
+                let source = table
+                    .source
+                    .parse::<Source>()
+                    .map_err(|why| anyhow::anyhow!("invalid source of {origin}: {why}"))?;
+                let mut camera = global(&table.name, source);
+                if let Some(f) = &table.format {
+                    camera.format = f
+                        .parse()
+                        .map_err(|why| anyhow::anyhow!("invalid format of {origin}: {why}"))?;
+                }
+                if let Some(w) = table.width {
+                    camera.width = in_range(16, 8192)(w)
+                        .map_err(|why| anyhow::anyhow!("invalid width of {origin}: {why}"))?;
+                }
+                if let Some(h) = table.height {
+                    camera.height = in_range(16, 8192)(h)
+                        .map_err(|why| anyhow::anyhow!("invalid height of {origin}: {why}"))?;
+                }
+                cameras.push((camera, origin));
+            }
+        }
+        if cameras.is_empty() {
+            cameras.push((
+                global(crate::hub::CAMERA, Source::TestPattern),
+                "default".into(),
+            ));
+        }
+        if cameras.len() > MAX_CAMERAS {
+            bail!(
+                "{} cameras configured; at most {MAX_CAMERAS} are supported",
+                cameras.len()
+            );
+        }
+        for (i, (a, origin)) in cameras.iter().enumerate() {
+            for (b, other) in &cameras[..i] {
+                if a.name == b.name {
+                    bail!(
+                        "two sources feed the stream {:?} ({origin} and {other}): name them, \
+                         e.g. --source hall=/dev/video2",
+                        a.name
+                    );
+                }
+                if a.source == b.source && a.source != Source::TestPattern {
+                    bail!(
+                        "{} is used by both stream {:?} and stream {:?}",
+                        a.source,
+                        b.name,
+                        a.name
+                    );
+                }
+            }
+        }
+        Ok(cameras.into_iter().map(|(c, _)| c).collect())
     }
 }
 
@@ -423,5 +898,146 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     match toml::from_str::<FileConfig>(&text) {
         Ok(file) => Ok(file),
         Err(e) => bail!("invalid config file {}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod camera_tests {
+    use super::*;
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| (k == "KINDERCAM_AUTH").then(|| "off".to_owned()))
+        };
+        let mut all = vec![
+            "kindercam",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--ws-listen",
+            "127.0.0.1:0",
+        ];
+        all.extend_from_slice(args);
+        Config::load(all, &lookup)
+    }
+
+    #[test]
+    fn sources_are_named_and_the_unnamed_one_is_camera() {
+        let c = load(
+            &[
+                "--source",
+                "/dev/video0",
+                "--source",
+                "hall=exec:rpicam-vid -t 0 --codec mjpeg -o -",
+            ],
+            &[],
+        )
+        .unwrap();
+        let got: Vec<_> = c
+            .cameras
+            .iter()
+            .map(|c| (c.name.as_str(), c.source.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("camera", "/dev/video0".to_owned()),
+                ("hall", "exec:rpicam-vid -t 0 --codec mjpeg -o -".to_owned())
+            ]
+        );
+        assert_eq!(c.source, Source::V4l2("/dev/video0".into()));
+        assert!(c.on_demand, "on demand by default");
+        // An exec command with '=' in it is not mistaken for NAME=SRC.
+        let c = load(
+            &["--source", "exec:ffmpeg -i x -vf scale=640:480 -f mjpeg -"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cameras[0].name, "camera");
+        assert_eq!(
+            c.cameras[0].source,
+            Source::Exec("ffmpeg -i x -vf scale=640:480 -f mjpeg -".into())
+        );
+    }
+
+    #[test]
+    fn bad_camera_settings_are_refused_with_their_origin() {
+        let e = load(&["--source", "/dev/video0", "--source", "/dev/video2"], &[]).unwrap_err();
+        assert!(e.to_string().contains("name them"), "{e}");
+        let e = load(
+            &["--source", "a=/dev/video0", "--source", "b=/dev/video0"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("used by both"), "{e}");
+        let e = load(&["--source", "exec:"], &[]).unwrap_err();
+        assert!(e.to_string().contains("needs a command"), "{e}");
+        let e = load(&["--format", "h264"], &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("--format") && e.to_string().contains("yuyv"),
+            "{e}"
+        );
+        let e = load(&[], &[("KINDERCAM_ON_DEMAND", "maybe")]).unwrap_err();
+        assert!(e.to_string().contains("KINDERCAM_ON_DEMAND"), "{e}");
+    }
+
+    #[test]
+    fn flags_env_and_file_layers_for_cameras() {
+        let dir = std::env::temp_dir().join(format!("kc-cam-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("k.toml");
+        std::fs::write(
+            &file,
+            r#"
+source = "/dev/video0"
+format = "yuyv"
+on_demand = false
+
+[[camera]]
+name = "hall"
+source = "/dev/v4l/by-id/usb-Logitech_C270-video-index0"
+format = "mjpeg"
+width = 1280
+height = 720
+"#,
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let c = load(&["--config", path], &[]).unwrap();
+        assert_eq!(c.cameras.len(), 2);
+        assert_eq!(
+            (c.cameras[0].name.as_str(), c.cameras[0].format),
+            ("camera", CaptureFormat::Yuyv)
+        );
+        let hall = &c.cameras[1];
+        assert_eq!(
+            (hall.format, hall.width, hall.height),
+            (CaptureFormat::Mjpeg, 1280, 720)
+        );
+        assert!(!c.on_demand);
+        // The environment's source replaces the file's whole list; the flag, both.
+        let c = load(&["--config", path], &[("KINDERCAM_SOURCE", "exec:cam")]).unwrap();
+        assert_eq!(c.cameras.len(), 1);
+        let c = load(
+            &["--config", path, "--source", "test-pattern", "--on-demand"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cameras[0].source, Source::TestPattern);
+        assert!(c.on_demand, "a bare --on-demand means true");
+        std::fs::write(
+            &file,
+            "[[camera]]\nname = \"Bad Name\"\nsource = \"/dev/video0\"\n",
+        )
+        .unwrap();
+        let e = load(&["--config", path], &[]).unwrap_err();
+        assert!(e.to_string().contains("[[camera]] #1"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

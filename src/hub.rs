@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::frame::Frame;
+use crate::notify::Heartbeat;
+use crate::sync::Locked;
 
 /// The stream fed by `--source`.
 pub const CAMERA: &str = "camera";
@@ -68,6 +70,11 @@ pub struct Stream {
     viewers: Mutex<Vec<Arc<ViewerStats>>>,
     uploading: AtomicBool,
     frames_published: AtomicU64,
+    /// Frames the source received but refused (truncated, corrupt): see `count_dropped`.
+    frames_dropped: AtomicU64,
+    /// Marked by the source feeding this stream around each unit of work, so the
+    /// systemd watchdog can tell an idle source from a stuck one.
+    heartbeat: Heartbeat,
 }
 
 impl Stream {
@@ -83,11 +90,19 @@ impl Stream {
             viewers: Mutex::new(Vec::new()),
             uploading: AtomicBool::new(false),
             frames_published: AtomicU64::new(0),
+            frames_dropped: AtomicU64::new(0),
+            heartbeat: Heartbeat::new(),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The source's heartbeat: wrap each blocking unit of work (capture, encode) in
+    /// `heartbeat().begin()`; never the wait for demand or for the next frame time.
+    pub fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
     }
 
     /// Makes `frame` the newest picture, replacing (not queueing behind) the last one.
@@ -101,8 +116,25 @@ impl Stream {
         });
     }
 
-    /// Marks the source as gone. The last frame stays for snapshots, but viewers
-    /// are told the picture is no longer live.
+    /// Shows `frame` (a placeholder picture) and marks the source gone in one step, so
+    /// viewers get the picture and the offline status together, never a moment of "live".
+    pub fn publish_offline(&self, frame: Frame, reason: &str) {
+        let frame = Arc::new(frame);
+        self.state.send_modify(|s| {
+            s.seq += 1;
+            s.frame = Some(frame);
+            s.status = StreamStatus::Offline(reason.into());
+        });
+    }
+
+    /// Counts a frame the source received but refused (cut off, corrupt, far too small).
+    pub fn count_dropped(&self) {
+        self.frames_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks the source as gone. The last frame stays, so a viewer who joins sees
+    /// the last picture under an "offline" notice; snapshots answer 503 instead of
+    /// passing a stale picture off as the current one.
     pub fn set_offline(&self, reason: &str) {
         self.state.send_if_modified(|s| {
             if matches!(&s.status, StreamStatus::Offline(r) if &**r == reason) {
@@ -124,7 +156,7 @@ impl Stream {
     /// Registers a viewer; it counts as demand until the guard is dropped.
     pub fn watch(self: &Arc<Self>) -> ViewerGuard {
         let stats = Arc::new(ViewerStats::default());
-        self.viewers.lock().unwrap().push(stats.clone());
+        self.viewers.locked().push(stats.clone());
         ViewerGuard {
             _demand: self.demand(),
             stream: self.clone(),
@@ -175,7 +207,7 @@ impl Stream {
     }
 
     pub fn stats(&self) -> StreamStats {
-        let viewers = self.viewers.lock().unwrap();
+        let viewers = self.viewers.locked();
         let snapshot = self.state.borrow();
         StreamStats {
             name: self.name.clone(),
@@ -183,6 +215,7 @@ impl Stream {
             viewers: viewers.len(),
             uploading: self.uploading.load(Ordering::Relaxed),
             frames_published: self.frames_published.load(Ordering::Relaxed),
+            frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
             last_frame_unix_ms: snapshot.frame.as_ref().map(|f| f.ready_unix_ms),
             width: snapshot.frame.as_ref().map(|f| f.width),
             height: snapshot.frame.as_ref().map(|f| f.height),
@@ -216,6 +249,8 @@ pub struct StreamStats {
     pub viewers: usize,
     pub uploading: bool,
     pub frames_published: u64,
+    /// Frames from the source that were refused as broken (cut off, corrupt).
+    pub frames_dropped: u64,
     pub last_frame_unix_ms: Option<u64>,
     pub width: Option<u32>,
     pub height: Option<u32>,
@@ -314,7 +349,7 @@ impl Hub {
         if !valid_stream_name(name) {
             return Err(StreamError::BadName);
         }
-        let mut streams = self.streams.lock().unwrap();
+        let mut streams = self.streams.locked();
         if let Some(stream) = streams.get(name) {
             return Ok(stream.clone());
         }
@@ -342,11 +377,11 @@ impl Hub {
 
     /// The stream called `name` if it exists; never creates one.
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
-        self.streams.lock().unwrap().get(name).cloned()
+        self.streams.locked().get(name).cloned()
     }
 
     pub fn stats(&self) -> Vec<StreamStats> {
-        let streams: Vec<_> = self.streams.lock().unwrap().values().cloned().collect();
+        let streams: Vec<_> = self.streams.locked().values().cloned().collect();
         streams.iter().map(|s| s.stats()).collect()
     }
 }

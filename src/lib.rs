@@ -7,16 +7,23 @@
 //! in (a browser's camera), `ws/chat.rs` the chat relay, `http.rs` the pages.
 //! `server.rs` binds and runs all of it under one `Shutdown`.
 
+pub mod auth;
 pub mod canvas;
 pub mod config;
+pub mod devices;
 pub mod encode;
 pub mod frame;
 pub mod http;
+pub mod http_guard;
 pub mod hub;
 pub mod jpeg;
+pub mod mjpeg;
+pub mod net;
+pub mod notify;
 pub mod server;
 pub mod shutdown;
 pub mod source;
+pub mod sync;
 pub mod ws;
 
 pub use config::Config;

@@ -19,7 +19,18 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("hash-code") {
+        return hash_code();
+    }
     let config = kindercam::Config::from_process()?;
+    if config.list_devices {
+        let listing = kindercam::devices::list(&config);
+        print!("{}", listing.text);
+        if listing.usable == 0 {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kindercam")
@@ -28,12 +39,32 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-        let server = kindercam::Server::bind(config).await?;
+        let server = kindercam::Server::bind(config)
+            .await?
+            .with_notifier(notifier());
+        let access = server.access();
+        let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        tokio::spawn(async move {
+            // `systemctl reload kindercam` after changing a code in the config file.
+            while hup.recv().await.is_some() {
+                let reloaded = kindercam::Config::from_process()
+                    .and_then(|config| kindercam::server::reload_codes(&access, &config));
+                if let Err(e) = reloaded {
+                    tracing::error!("reload failed, codes unchanged: {e:#}");
+                }
+            }
+        });
         println!(
             "kindercam: open http://{}/ in a browser (WebSocket on {})",
             display_addr(server.http_addr()),
             server.ws_addr()
         );
+        if let Some(file) = server.generated_codes_file() {
+            println!(
+                "kindercam: log in with an access code from {}",
+                file.display()
+            );
+        }
         server
             .run(async {
                 tokio::select! {
@@ -46,6 +77,34 @@ fn run() -> anyhow::Result<()> {
     // Blocking threads (an encoder mid-frame) must not hold up the exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(())
+}
+
+/// `kindercam hash-code [CODE]`: prints an argon2 hash of CODE (or of a line read
+/// from standard input, which keeps the code out of the shell history).
+fn hash_code() -> anyhow::Result<()> {
+    let code = match std::env::args().nth(2) {
+        Some(code) if code != "-" => code,
+        _ => {
+            eprintln!("kindercam: type the access code, then Enter:");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the code")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    kindercam::auth::codes::Code::parse(&code).map_err(anyhow::Error::msg)?;
+    println!("{}", kindercam::auth::codes::hash_code(&code)?);
+    Ok(())
+}
+
+/// systemd's notification socket and watchdog, if we run under systemd. Bad
+/// settings are logged and ignored: serving matters more than reporting.
+fn notifier() -> kindercam::notify::Notifier {
+    kindercam::notify::Notifier::from_env().unwrap_or_else(|e| {
+        tracing::warn!("not notifying systemd: {e}");
+        kindercam::notify::Notifier::disabled()
+    })
 }
 
 /// A wildcard bind is not an address a browser can open; suggest localhost.

@@ -8,11 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use std::path::PathBuf;
 
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::codes::{self, Code};
+use crate::auth::{Access, AccessSettings};
 use crate::config::Config;
 use crate::http::{self, HttpContext};
-use crate::hub::{Hub, CAMERA};
+use crate::http_guard;
+use crate::hub::Hub;
+use crate::net::{self, Gate};
+use crate::notify::{self, Notifier};
 use crate::shutdown::ShutdownTrigger;
 use crate::source;
 use crate::ws::{self, WsContext};
@@ -23,33 +31,55 @@ const DRAIN_LIMIT: Duration = Duration::from_millis(800);
 pub struct Server {
     config: Arc<Config>,
     ws_listener: TcpListener,
-    http_server: tiny_http::Server,
+    http_listener: TcpListener,
+    http_backend: tiny_http::Server,
+    backend_dir: PathBuf,
     ws_addr: SocketAddr,
     http_addr: SocketAddr,
     hub: Arc<Hub>,
+    access: Arc<Access>,
+    tls: Option<TlsAcceptor>,
+    notifier: Arc<Notifier>,
 }
 
 impl Server {
-    /// Checks the source and binds both ports; errors here mean the daemon cannot start.
+    /// Checks the source, the access codes and TLS, and binds both ports; errors here
+    /// mean the daemon cannot start.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
-        source::check_supported(&config.source)?;
-        let ws_listener = TcpListener::bind(config.ws_listen)
-            .await
+        source::check_supported(&config)?;
+        let access = Arc::new(build_access(&config)?);
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(net::tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        let ws_listener = net::listen(config.ws_listen)
             .with_context(|| format!("cannot listen for WebSocket on {}", config.ws_listen))?;
         let ws_addr = ws_listener.local_addr()?;
-        let http_server = http::bind(config.http_listen)?;
-        let http_addr = http_server
-            .server_addr()
-            .to_ip()
-            .context("HTTP listener has no IP address")?;
+        let http_listener = net::listen(config.http_listen)
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+        let http_addr = http_listener.local_addr()?;
+        let backend_dir = backend_dir();
+        let (http_backend, _) = http::bind_backend(&backend_dir)?;
         Ok(Server {
             config: Arc::new(config),
             ws_listener,
-            http_server,
+            http_listener,
+            http_backend,
+            backend_dir,
             ws_addr,
             http_addr,
             hub: Arc::new(Hub::new()),
+            access,
+            tls,
+            notifier: Arc::new(Notifier::disabled()),
         })
+    }
+
+    /// Tells systemd (or a test's socket) about readiness and shutdown, and runs the
+    /// watchdog pings if the notifier has a watchdog interval.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Server {
+        self.notifier = Arc::new(notifier);
+        self
     }
 
     pub fn ws_addr(&self) -> SocketAddr {
@@ -64,16 +94,33 @@ impl Server {
         self.hub.clone()
     }
 
+    pub fn access(&self) -> Arc<Access> {
+        self.access.clone()
+    }
+
+    /// The file holding generated access codes, when those are in use.
+    pub fn generated_codes_file(&self) -> Option<PathBuf> {
+        let uses_generated = self.config.auth
+            && (self.config.viewer_code.is_none() || self.config.staff_code.is_none());
+        uses_generated.then(|| self.config.state_dir.join(codes::GENERATED_FILE))
+    }
+
     /// Serves until `stop` completes, then shuts everything down.
     pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let trigger = ShutdownTrigger::new();
-        let camera = self
-            .hub
-            .stream(CAMERA)
-            .expect("camera is a valid stream name");
-        source::spawn(&self.config, camera, trigger.subscribe())?;
+        let fed = source::spawn(&self.config, &self.hub, trigger.subscribe())?;
+        let heartbeats: Vec<_> = fed
+            .iter()
+            .map(|s| (s.name().to_owned(), s.heartbeat().clone()))
+            .collect();
 
-        let ws_ctx = Arc::new(WsContext::new(self.config.clone(), self.hub.clone()));
+        let ws_ctx = Arc::new(WsContext::new(
+            self.config.clone(),
+            self.hub.clone(),
+            self.access.clone(),
+            self.tls.clone(),
+            self.http_addr.port(),
+        ));
         let ws_task = tokio::spawn(ws::serve(
             self.ws_listener,
             ws_ctx.clone(),
@@ -83,26 +130,132 @@ impl Server {
             config: self.config.clone(),
             hub: self.hub.clone(),
             ws: ws_ctx,
+            access: self.access.clone(),
+            http_port: self.http_addr.port(),
+            ws_port: self.ws_addr.port(),
             started: Instant::now(),
             runtime: tokio::runtime::Handle::current(),
         });
-        let http_threads = http::spawn(self.http_server, http_ctx, trigger.subscribe());
+        let http_threads = http::spawn(self.http_backend, http_ctx, trigger.subscribe());
+        let guard = http_guard::Guard::new(
+            Gate::new(
+                http_guard::MAX_IN_FLIGHT,
+                self.config.max_connections_per_ip,
+            ),
+            self.tls.clone(),
+            self.backend_dir.join("http.sock"),
+        );
+        let guard_task = tokio::spawn(http_guard::serve(
+            self.http_listener,
+            guard,
+            trigger.subscribe(),
+        ));
         tracing::info!(
             http = %self.http_addr, ws = %self.ws_addr, source = %self.config.source,
             "kindercam is serving"
         );
+        // Both listeners were bound in `bind` and their accept loops run now, and the
+        // source has started: only now may systemd consider the service up.
+        self.notifier.ready(&format!(
+            "serving pages on {}, WebSocket on {}, source {}",
+            self.http_addr, self.ws_addr, self.config.source
+        ));
+        tokio::spawn(notify::watchdog(
+            self.notifier.clone(),
+            heartbeats,
+            trigger.subscribe(),
+        ));
 
         stop.await;
         tracing::info!("shutting down");
-        let http_shutdown = trigger.subscribe();
+        self.notifier.stopping();
         if !trigger.drained(DRAIN_LIMIT).await {
             tracing::warn!("some connections did not close in time");
         }
-        drop(http_shutdown);
         let _ = ws_task.await;
+        let _ = guard_task.await;
         for thread in http_threads {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        let _ = std::fs::remove_dir_all(&self.backend_dir);
         Ok(())
     }
+}
+
+/// The access codes in force: configured ones, or those generated on first start.
+/// `None` when access control is off.
+pub fn resolve_codes(config: &Config) -> anyhow::Result<Option<(Code, Code)>> {
+    if !config.auth {
+        return Ok(None);
+    }
+    let (viewer, staff) = match (&config.viewer_code, &config.staff_code) {
+        (Some(v), Some(s)) => (v.clone(), s.clone()),
+        (v, s) => {
+            let (gv, gs, fresh) = codes::load_or_generate(&config.state_dir)?;
+            let file = config.state_dir.join(codes::GENERATED_FILE);
+            if fresh {
+                // The one time codes are logged: the installer needs them once.
+                tracing::warn!(
+                    viewer_code = %gv, staff_code = %gs, file = %file.display(),
+                    "generated access codes; give the viewer code to parents and keep the staff code for staff"
+                );
+            } else {
+                tracing::info!(file = %file.display(), "using the access codes generated on first start");
+            }
+            (
+                v.clone().unwrap_or(Code::Plain(gv)),
+                s.clone().unwrap_or(Code::Plain(gs)),
+            )
+        }
+    };
+    codes::check_distinct(&viewer, &staff)?;
+    Ok(Some((viewer, staff)))
+}
+
+fn build_access(config: &Config) -> anyhow::Result<Access> {
+    let codes = resolve_codes(config)?;
+    if codes.is_none() {
+        tracing::warn!("access control is off (loopback only): anyone on this machine is staff");
+    }
+    // Sessions outlive restarts when the state directory is writable.
+    let sessions_file = codes.as_ref().and_then(|_| {
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(|e| tracing::error!(dir = %config.state_dir.display(), error = %e, "no state directory; logins will not survive a restart"))
+            .ok()
+            .map(|_| config.state_dir.join(crate::auth::sessions::SESSIONS_FILE))
+    });
+    Ok(Access::new(AccessSettings {
+        sessions_file,
+        codes,
+        allowed_origins: config.allowed_origins.clone(),
+        session_ttl: config.session_ttl,
+        // Behind a TLS-terminating proxy the browser still sees https.
+        tls: config.tls_cert.is_some()
+            || config
+                .ws_public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("wss://")),
+    }))
+}
+
+/// Re-reads the codes (SIGHUP): sessions and sockets of a role whose code changed end.
+pub fn reload_codes(access: &Access, config: &Config) -> anyhow::Result<()> {
+    match resolve_codes(config)? {
+        Some((viewer, staff)) if access.enabled() => {
+            let changed = access.set_codes(viewer, staff);
+            tracing::info!(changed = changed.len(), "access codes reloaded");
+            Ok(())
+        }
+        _ => anyhow::bail!("turning access control on or off needs a restart"),
+    }
+}
+
+/// A private directory for tiny_http's Unix socket, unique per server.
+fn backend_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = std::env::var_os("RUNTIME_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    base.join(format!("kindercam-{}-{n}", std::process::id()))
 }

@@ -21,6 +21,7 @@ use crate::frame::{Frame, DATA_URL_PREFIX};
 use crate::hub::{Hub, Stream, CAMERA};
 use crate::jpeg;
 use crate::shutdown::Shutdown;
+use crate::ws::keepalive::{Beat, Keepalive};
 
 /// Checks an uploaded data URL and turns it into a frame.
 pub fn frame_from_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Frame, String> {
@@ -83,14 +84,38 @@ pub async fn serve<S>(
     };
     tracing::info!(stream = name, "broadcaster connected");
     let mut accepted = 0u64;
+    let mut keepalive = Keepalive::eager();
     loop {
         let incoming = tokio::select! {
             _ = shutdown.wait() => {
-                let _ = ws.close(Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() })).await;
+                let bye = shutdown.goodbye();
+                let _ = ws.close(Some(CloseFrame { code: bye.code.into(), reason: bye.reason.into() })).await;
                 break;
             }
+            beat = keepalive.tick() => match beat {
+                Beat::Ping if ws.send(Message::Ping(Default::default())).await.is_ok() => continue,
+                _ => {
+                    tracing::info!(stream = name, "broadcaster silent; freeing the stream");
+                    break;
+                }
+            },
             incoming = ws.next() => incoming,
         };
+        keepalive.heard();
+        // Between the soft and hard limits: answered with its own code, so a
+        // broadcaster page can lower its quality instead of reporting a broken frame.
+        let size = match &incoming {
+            Some(Ok(Message::Text(text))) => text.len(),
+            Some(Ok(Message::Binary(data))) => data.len(),
+            _ => 0,
+        };
+        if size > max_bytes {
+            let why = format!("upload too large ({size} bytes, at most {max_bytes})");
+            if ws.send(error_message(&why, "too_large")).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let checked = match incoming {
             Some(Ok(Message::Text(text))) => {
                 tokio::task::spawn_blocking(move || frame_from_data_url(text, max_bytes)).await

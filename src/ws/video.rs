@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::hub::{Snapshot, Stream, StreamStatus};
 use crate::shutdown::Shutdown;
+use crate::ws::keepalive::{Beat, Keepalive};
 
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
@@ -34,6 +35,8 @@ const SEND_STALL_LIMIT: Duration = Duration::from_secs(30);
 enum Control {
     Pong(Vec<u8>),
     Close(u16),
+    /// The viewer sent something (a pong, most likely): it is still there.
+    Heard,
 }
 
 pub async fn serve<S>(socket: S, stream: Arc<Stream>, binary: bool, mut shutdown: Shutdown)
@@ -47,17 +50,27 @@ where
     let (control_tx, mut control) = mpsc::channel(4);
     let reader = tokio::spawn(read_client(reader, control_tx));
 
+    let mut keepalive = Keepalive::relaxed();
     let mut last_seq = 0u64;
     let mut told: Option<&'static str> = None;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.wait() => {
-                let _ = tokio::time::timeout(Duration::from_millis(500), write_close(&mut writer, 1001, "server shutting down")).await;
+                let bye = shutdown.goodbye();
+                let _ = tokio::time::timeout(Duration::from_millis(500), write_close(&mut writer, bye.code, bye.reason)).await;
                 break;
             }
+            beat = keepalive.tick() => match beat {
+                Beat::Ping => {
+                    if write_message(&mut writer, OP_PING, &[]).await.is_err() { break; }
+                }
+                Beat::Dead => break,
+            },
             request = control.recv() => match request {
+                Some(Control::Heard) => keepalive.heard(),
                 Some(Control::Pong(payload)) => {
+                    keepalive.heard();
                     if write_message(&mut writer, OP_PONG, &payload).await.is_err() { break; }
                 }
                 Some(Control::Close(code)) => {
@@ -181,7 +194,7 @@ async fn read_client<R: AsyncRead + Unpin>(mut r: R, control: mpsc::Sender<Contr
         let reply = match frame {
             Incoming::Ping(payload) => Control::Pong(payload),
             Incoming::Close(code) => Control::Close(code),
-            Incoming::Ignored => continue,
+            Incoming::Ignored => Control::Heard,
             Incoming::Violation(code) => Control::Close(code),
         };
         let closing = matches!(reply, Control::Close(_));
