@@ -121,6 +121,11 @@ impl Server {
             self.tls.clone(),
             self.http_addr.port(),
         ));
+        if self.config.chat_history > 0 {
+            let (ctx, shutdown) = (ws_ctx.clone(), trigger.subscribe());
+            let file = self.config.state_dir.join(ws::chat::HISTORY_FILE);
+            tokio::spawn(async move { ctx.chat.keep_saved(file, shutdown).await });
+        }
         let ws_task = tokio::spawn(ws::serve(
             self.ws_listener,
             ws_ctx.clone(),

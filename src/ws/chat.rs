@@ -10,6 +10,8 @@
 //! delete a message or mute its author.
 
 use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -33,6 +35,8 @@ pub const MAX_NAME_CHARS: usize = 32;
 pub const MAX_MESSAGE_CHARS: usize = 1000;
 /// Messages a client may fall behind by before it skips ahead.
 const CHANNEL_CAPACITY: usize = 256;
+/// File in the state directory holding the recent messages.
+pub const HISTORY_FILE: &str = "chat-history.json";
 /// Per connection: a burst of this many messages, then one per second.
 pub const CHAT_BURST: u32 = 5;
 pub const CHAT_PER_SECOND: f64 = 1.0;
@@ -181,6 +185,34 @@ pub struct ChatRoom {
     next_color: AtomicUsize,
     next_id: AtomicU64,
     next_connection: AtomicU64,
+    /// Bumped when the history changes, for `keep_saved`.
+    changed: watch::Sender<u64>,
+}
+
+/// A history entry on disk: the message exactly as clients received it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    id: u64,
+    text: String,
+}
+
+/// Replaces `file` atomically with mode 0600: names and messages are private.
+fn write_private(file: &Path, saved: &[Saved]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = file.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = file.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(serde_json::to_string(saved).unwrap_or_default().as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, file)
 }
 
 impl ChatRoom {
@@ -194,6 +226,78 @@ impl ChatRoom {
             next_color: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             next_connection: AtomicU64::new(1),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    /// A room whose history is read back from `file` (written by `keep_saved`), so
+    /// the conversation survives a power cut. An unreadable file starts it empty.
+    pub fn load(history_len: usize, file: &Path) -> ChatRoom {
+        let room = ChatRoom::new(history_len);
+        let saved: Vec<Saved> = match fs::read_to_string(file) {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(file = %file.display(), error = %e, "ignoring unreadable chat history");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        let mut history = room.history.locked();
+        for s in saved.into_iter().rev().take(history_len).rev() {
+            // Only well-formed user messages come back; the author of an old message
+            // is unknown now, so muting it mutes nobody.
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&s.text) else {
+                continue;
+            };
+            let (Some("usermsg"), Some(name)) = (value["type"].as_str(), value["name"].as_str())
+            else {
+                continue;
+            };
+            room.next_id.fetch_max(s.id + 1, Ordering::Relaxed);
+            history.push_back(Posted {
+                id: s.id,
+                author: Author::Connection(0),
+                name: name.to_owned(),
+                text: Utf8Bytes::from(s.text),
+            });
+        }
+        drop(history);
+        room
+    }
+
+    /// Writes the history to `file` a second after each change (a chat burst is one
+    /// write, which spares a Pi's SD card), off the async threads, and once more at
+    /// shutdown. A failed write (full disk) is logged; the chat goes on.
+    pub async fn keep_saved(&self, file: PathBuf, mut shutdown: Shutdown) {
+        let mut changed = self.changed.subscribe();
+        loop {
+            let stopping = tokio::select! {
+                _ = shutdown.wait() => true,
+                r = changed.changed() => r.is_err(),
+            };
+            if !stopping {
+                tokio::select! {
+                    _ = shutdown.wait() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            changed.mark_unchanged();
+            let saved: Vec<Saved> = self
+                .history
+                .locked()
+                .iter()
+                .map(|p| Saved {
+                    id: p.id,
+                    text: p.text.to_string(),
+                })
+                .collect();
+            let target = file.clone();
+            let written = tokio::task::spawn_blocking(move || write_private(&target, &saved)).await;
+            if let Ok(Err(e)) = written {
+                tracing::error!(file = %file.display(), error = %e, "cannot save the chat history");
+            }
+            if stopping || shutdown.is_triggered() {
+                return;
+            }
         }
     }
 
@@ -228,6 +332,7 @@ impl ChatRoom {
                 name: name.to_owned(),
                 text: text.clone(),
             });
+            self.changed.send_modify(|v| *v += 1);
         }
         let _ = self.tx.send(text);
     }
@@ -270,6 +375,7 @@ impl ChatRoom {
             Command::Delete { id } => {
                 let mut history = self.history.locked();
                 history.retain(|p| p.id != id);
+                self.changed.send_modify(|v| *v += 1);
                 let _ = self.tx.send(Outgoing::Delete { id }.to_text());
                 Ok(())
             }
@@ -499,6 +605,56 @@ mod tests {
                 .name,
             "Ana"
         );
+    }
+
+    #[tokio::test]
+    async fn history_is_saved_and_read_back_after_a_restart() {
+        let dir = std::env::temp_dir().join(format!("kc-chat-{}", std::process::id()));
+        let file = dir.join("chat-history.json");
+        let trigger = crate::shutdown::ShutdownTrigger::new();
+        let room = std::sync::Arc::new(ChatRoom::new(3));
+        let saver = tokio::spawn({
+            let (room, file, shutdown) = (room.clone(), file.clone(), trigger.subscribe());
+            async move { room.keep_saved(file, shutdown).await }
+        });
+        for (i, word) in ["uno", "dos", "tres", "cuatro"].iter().enumerate() {
+            room.post(Author::Connection(1), "Ana", word, "000000", i == 0);
+        }
+        let gone = room.history.locked()[0].id;
+        room.moderate(Command::Delete { id: gone }).unwrap();
+        assert!(
+            trigger.drained(Duration::from_secs(5)).await,
+            "saved at shutdown"
+        );
+        saver.await.unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        let back = ChatRoom::load(3, &file);
+        let (_, texts) = back.join();
+        let words: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                serde_json::from_str::<serde_json::Value>(t).unwrap()["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            words,
+            ["tres", "cuatro"],
+            "the last three, minus the deleted one"
+        );
+        back.post(Author::Connection(1), "Ana", "cinco", "000000", false);
+        assert!(
+            back.history.locked().back().unwrap().id > gone + 2,
+            "ids keep counting up"
+        );
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

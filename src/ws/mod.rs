@@ -54,7 +54,10 @@ impl WsContext {
         http_port: u16,
     ) -> WsContext {
         WsContext {
-            chat: chat::ChatRoom::new(config.chat_history),
+            chat: chat::ChatRoom::load(
+                config.chat_history,
+                &config.state_dir.join(chat::HISTORY_FILE),
+            ),
             gate: Gate::new(config.max_connections, config.max_connections_per_ip),
             config,
             hub,
