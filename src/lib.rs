@@ -23,6 +23,7 @@ pub mod notify;
 pub mod server;
 pub mod shutdown;
 pub mod source;
+pub mod state_file;
 pub mod sync;
 pub mod ws;
 

@@ -8,8 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -193,18 +192,8 @@ pub fn load_or_generate(state_dir: &Path) -> anyhow::Result<(String, String, boo
          # Set viewer_code/staff_code in the config (or delete this file) to change them.\n{}",
         toml::to_string(&generated)?
     );
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.sync_all())
-        .with_context(|| format!("cannot write {} (disk full?)", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("cannot create {}", path.display()))?;
+    crate::state_file::write_private(&path, text.as_bytes())
+        .with_context(|| format!("cannot write {} (disk full?)", path.display()))?;
     Ok((generated.viewer_code, generated.staff_code, true))
 }
 

@@ -11,8 +11,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -173,23 +171,8 @@ impl SessionStore {
                 code: hex(&s.fingerprint),
             })
             .collect();
-        let write = || -> std::io::Result<()> {
-            let tmp = file.with_extension("tmp");
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(
-                serde_json::to_string(&stored)
-                    .unwrap_or_default()
-                    .as_bytes(),
-            )?;
-            f.sync_all()?;
-            fs::rename(&tmp, file)
-        };
-        if let Err(e) = write() {
+        let json = serde_json::to_string(&stored).unwrap_or_default();
+        if let Err(e) = crate::state_file::write_private(file, json.as_bytes()) {
             tracing::error!(file = %file.display(), error = %e, "cannot save sessions; they will not survive a restart");
         }
     }

@@ -196,25 +196,6 @@ struct Saved {
     text: String,
 }
 
-/// Replaces `file` atomically with mode 0600: names and messages are private.
-fn write_private(file: &Path, saved: &[Saved]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = file.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = file.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(serde_json::to_string(saved).unwrap_or_default().as_bytes())?;
-    f.sync_all()?;
-    fs::rename(&tmp, file)
-}
-
 impl ChatRoom {
     pub fn new(history_len: usize) -> ChatRoom {
         ChatRoom {
@@ -291,7 +272,11 @@ impl ChatRoom {
                 })
                 .collect();
             let target = file.clone();
-            let written = tokio::task::spawn_blocking(move || write_private(&target, &saved)).await;
+            let written = tokio::task::spawn_blocking(move || {
+                let json = serde_json::to_string(&saved).unwrap_or_default();
+                crate::state_file::write_private(&target, json.as_bytes())
+            })
+            .await;
             if let Ok(Err(e)) = written {
                 tracing::error!(file = %file.display(), error = %e, "cannot save the chat history");
             }
