@@ -183,3 +183,20 @@ async fn web_dir_serves_its_files_and_nothing_outside() {
     assert_eq!(reply.status, 404, "{absolute}");
     server.stop().await;
 }
+
+/// Behind a reverse proxy the pages must open their sockets at the proxy's address,
+/// and the page's policy must allow that address and no other socket.
+#[tokio::test]
+async fn behind_a_proxy_pages_use_the_public_websocket_url() {
+    let server = start(&["--ws-public-url", "wss://camera.example.org/kc"]).await;
+    let config = server.get("/config.json").await.json();
+    assert_eq!(config["ws_url"], "wss://camera.example.org/kc");
+    let page = server.get("/").await;
+    let csp = page.header("Content-Security-Policy").expect("a CSP");
+    assert!(
+        csp.contains("connect-src 'self' wss://camera.example.org/kc/;"),
+        "sockets allowed under the public prefix only: {csp}"
+    );
+    assert!(!csp.contains("ws://127.0.0.1"), "{csp}");
+    server.stop().await;
+}
