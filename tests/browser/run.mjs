@@ -68,9 +68,9 @@ class Daemon {
   }
 
   /** Starts kindercam on loopback port 0, or on the given addresses (a restart). */
-  async start(http = '127.0.0.1:0', ws = '127.0.0.1:0') {
+  async start(http = '127.0.0.1:0', ws = '127.0.0.1:0', state = 'state') {
     if (!existsSync(BIN)) throw new Error(`kindercam binary not found at ${BIN} (set KINDERCAM_BIN)`);
-    const args = ['--http-listen', http, '--ws-listen', ws, '--source', 'test-pattern', '--state-dir', path.join(work, 'state'),
+    const args = ['--http-listen', http, '--ws-listen', ws, '--source', 'test-pattern', '--state-dir', path.join(work, state),
       '--auth', 'on', '--viewer-code', VIEWER_CODE, '--staff-code', STAFF_CODE];
     if (WEB_DIR) args.push('--web-dir', path.resolve(ROOT, WEB_DIR));
     const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KINDERCAM_LOG: 'info' } });
@@ -684,10 +684,11 @@ async function main() {
     });
 
     await test('screenshots of the login page, the viewer (phone, desktop) and the broadcaster go to docs/', async () => {
-      // A fresh daemon, so the chat shows a real conversation rather than test strings.
+      // A fresh daemon with a fresh state directory (the chat history survives
+      // restarts), so the chat shows a real conversation rather than test strings.
       await Promise.all([viewer, other].map((page) => page.context().close()));
       await daemon.kill();
-      await daemon.start();
+      await daemon.start(undefined, undefined, 'state-screenshots');
       mkdirSync(DOCS, { recursive: true });
       const phoneSize = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
 
