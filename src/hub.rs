@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
 use crate::frame::Frame;
 use crate::notify::Heartbeat;
 use crate::sync::Locked;
@@ -50,6 +52,44 @@ pub struct Snapshot {
     pub seq: u64,
     pub frame: Option<Arc<Frame>>,
     pub status: StreamStatus,
+    /// `status` as the JSON text viewers receive, built once per change and shared
+    /// by every viewer, like the frames.
+    pub status_message: Utf8Bytes,
+}
+
+impl Snapshot {
+    fn new() -> Snapshot {
+        let status = StreamStatus::Waiting;
+        Snapshot {
+            seq: 0,
+            frame: None,
+            status_message: status_message(&status),
+            status,
+        }
+    }
+
+    /// Changes the status; false when it already was `status`.
+    fn set_status(&mut self, status: StreamStatus) -> bool {
+        if self.status == status {
+            return false;
+        }
+        self.status_message = status_message(&status);
+        self.status = status;
+        true
+    }
+}
+
+/// `{"type":"status","state":...,"message":...}`: JSON, so it can never be
+/// mistaken for a `data:` frame.
+fn status_message(status: &StreamStatus) -> Utf8Bytes {
+    let message = match status {
+        StreamStatus::Live => "live",
+        StreamStatus::Waiting => "waiting for a source",
+        StreamStatus::Offline(reason) => reason,
+    };
+    serde_json::json!({"type": "status", "state": status.label(), "message": message})
+        .to_string()
+        .into()
 }
 
 /// Counters of one connected viewer, readable while it is blocked in a send.
@@ -81,11 +121,7 @@ impl Stream {
     fn new(name: &str) -> Stream {
         Stream {
             name: name.to_owned(),
-            state: watch::Sender::new(Snapshot {
-                seq: 0,
-                frame: None,
-                status: StreamStatus::Waiting,
-            }),
+            state: watch::Sender::new(Snapshot::new()),
             demand: watch::Sender::new(0),
             viewers: Mutex::new(Vec::new()),
             uploading: AtomicBool::new(false),
@@ -112,7 +148,7 @@ impl Stream {
         self.state.send_modify(|s| {
             s.seq += 1;
             s.frame = Some(frame);
-            s.status = StreamStatus::Live;
+            s.set_status(StreamStatus::Live);
         });
     }
 
@@ -123,7 +159,7 @@ impl Stream {
         self.state.send_modify(|s| {
             s.seq += 1;
             s.frame = Some(frame);
-            s.status = StreamStatus::Offline(reason.into());
+            s.set_status(StreamStatus::Offline(reason.into()));
         });
     }
 
@@ -136,13 +172,8 @@ impl Stream {
     /// the last picture under an "offline" notice; snapshots answer 503 instead of
     /// passing a stale picture off as the current one.
     pub fn set_offline(&self, reason: &str) {
-        self.state.send_if_modified(|s| {
-            if matches!(&s.status, StreamStatus::Offline(r) if &**r == reason) {
-                return false;
-            }
-            s.status = StreamStatus::Offline(reason.into());
-            true
-        });
+        self.state
+            .send_if_modified(|s| s.set_status(StreamStatus::Offline(reason.into())));
     }
 
     pub fn current(&self) -> Snapshot {
@@ -434,6 +465,23 @@ mod tests {
         assert!(matches!(s.current().status, StreamStatus::Offline(_)));
         assert!(s.current().frame.is_some(), "last good frame is kept");
         assert!(s.claim_upload().is_some());
+    }
+
+    #[test]
+    fn status_messages_are_built_once_per_change() {
+        let hub = Hub::new();
+        let s = hub.stream("x").unwrap();
+        s.set_offline("gone");
+        let first = s.current().status_message;
+        assert!(first.contains("\"state\":\"offline\"") && first.contains("gone"));
+        s.set_offline("gone");
+        assert_eq!(
+            s.current().status_message.as_ptr(),
+            first.as_ptr(),
+            "the same shared bytes"
+        );
+        s.publish(frame(1));
+        assert!(s.current().status_message.contains("\"live\""));
     }
 
     #[test]

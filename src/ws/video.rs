@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::hub::{Snapshot, Stream, StreamStatus};
+use crate::hub::{Stream, StreamStatus};
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
 
@@ -82,8 +82,10 @@ where
             changed = frames.changed() => {
                 if changed.is_err() { break; }
                 let snapshot = frames.borrow_and_update().clone();
-                if let Some(status) = status_to_send(&snapshot, &mut told) {
-                    if write_message(&mut writer, OP_TEXT, status.as_bytes()).await.is_err() { break; }
+                if should_tell(&snapshot.status, &mut told)
+                    && write_message(&mut writer, OP_TEXT, snapshot.status_message.as_ref()).await.is_err()
+                {
+                    break;
                 }
                 let Some(frame) = snapshot.frame.filter(|_| snapshot.seq != last_seq) else { continue };
                 if last_seq != 0 {
@@ -112,25 +114,17 @@ where
     reader.abort();
 }
 
-/// A status message when the stream's state changed from what this viewer was
-/// last told. A viewer joining a live stream is told nothing, so a client that
-/// puts every message into `img.src` (the prototype) only ever sees frames.
-fn status_to_send(snapshot: &Snapshot, told: &mut Option<&'static str>) -> Option<String> {
-    let label = snapshot.status.label();
+/// Whether to send the stream's status: it changed from what this viewer was last
+/// told. A viewer joining a live stream is told nothing, so a client that puts
+/// every message into `img.src` (the prototype) only ever sees frames.
+fn should_tell(status: &StreamStatus, told: &mut Option<&'static str>) -> bool {
+    let label = status.label();
     let first = told.is_none();
     if *told == Some(label) {
-        return None;
+        return false;
     }
     *told = Some(label);
-    if first && snapshot.status == StreamStatus::Live {
-        return None;
-    }
-    let message = match &snapshot.status {
-        StreamStatus::Live => "live".to_owned(),
-        StreamStatus::Waiting => "waiting for a source".to_owned(),
-        StreamStatus::Offline(reason) => reason.to_string(),
-    };
-    Some(serde_json::json!({"type": "status", "state": label, "message": message}).to_string())
+    !(first && *status == StreamStatus::Live)
 }
 
 /// Writes one unfragmented server frame: header and payload in one vectored write
@@ -273,23 +267,12 @@ mod tests {
 
     #[test]
     fn live_viewer_of_live_stream_hears_no_status() {
-        let live = Snapshot {
-            seq: 1,
-            frame: None,
-            status: StreamStatus::Live,
-        };
-        let offline = Snapshot {
-            seq: 1,
-            frame: None,
-            status: StreamStatus::Offline("gone".into()),
-        };
+        let live = StreamStatus::Live;
+        let offline = StreamStatus::Offline("gone".into());
         let mut told = None;
-        assert_eq!(status_to_send(&live, &mut told), None);
-        let msg = status_to_send(&offline, &mut told).unwrap();
-        assert!(msg.contains("\"state\":\"offline\"") && msg.contains("gone"));
-        assert_eq!(status_to_send(&offline, &mut told), None, "said once");
-        assert!(status_to_send(&live, &mut told)
-            .unwrap()
-            .contains("\"live\""));
+        assert!(!should_tell(&live, &mut told));
+        assert!(should_tell(&offline, &mut told));
+        assert!(!should_tell(&offline, &mut told), "said once");
+        assert!(should_tell(&live, &mut told));
     }
 }
