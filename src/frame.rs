@@ -27,13 +27,15 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// Wraps freshly encoded JPEG bytes, base64-encoding them once.
-    pub fn from_jpeg(jpeg: Vec<u8>, width: u32, height: u32) -> Frame {
+    /// Wraps freshly encoded JPEG bytes, base64-encoding them once. Takes a `Vec`
+    /// from an encoder or `Bytes` from an upload, without copying either.
+    pub fn from_jpeg(jpeg: impl Into<Bytes>, width: u32, height: u32) -> Frame {
+        let jpeg: Bytes = jpeg.into();
         let engine = &base64::engine::general_purpose::STANDARD;
         let mut url = String::with_capacity(DATA_URL_PREFIX.len() + jpeg.len().div_ceil(3) * 4);
         url.push_str(DATA_URL_PREFIX);
         engine.encode_string(&jpeg, &mut url);
-        Frame::from_parts(Bytes::from(jpeg), Utf8Bytes::from(url), width, height)
+        Frame::from_parts(jpeg, Utf8Bytes::from(url), width, height)
     }
 
     /// Wraps a JPEG that arrived already as a data URL (a browser upload), keeping

@@ -23,23 +23,60 @@ use crate::jpeg;
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
 
-/// Checks an uploaded data URL and turns it into a frame.
-pub fn frame_from_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Frame, String> {
-    if text.len() > max_bytes {
-        return Err(format!(
-            "upload too large ({} bytes, at most {max_bytes})",
-            text.len()
-        ));
+/// Why an upload was refused; its `code` goes to the broadcaster page, which
+/// lowers its quality for `too_large` and reports anything else as a broken frame.
+#[derive(Debug)]
+pub enum UploadError {
+    TooLarge { size: usize, max: usize },
+    NotDataUrl,
+    BadBase64(base64::DecodeError),
+    NotJpeg(jpeg::JpegError),
+}
+
+impl UploadError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            UploadError::TooLarge { .. } => "too_large",
+            _ => "bad_frame",
+        }
     }
-    let Some(b64) = text.strip_prefix(DATA_URL_PREFIX) else {
-        return Err(format!(
-            "an upload must be a data URL starting with {DATA_URL_PREFIX}"
-        ));
-    };
+}
+
+impl std::fmt::Display for UploadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UploadError::TooLarge { size, max } => {
+                write!(f, "upload too large ({size} bytes, at most {max})")
+            }
+            UploadError::NotDataUrl => {
+                write!(
+                    f,
+                    "an upload must be a data URL starting with {DATA_URL_PREFIX}"
+                )
+            }
+            UploadError::BadBase64(e) => write!(f, "invalid base64: {e}"),
+            UploadError::NotJpeg(e) => e.fmt(f),
+        }
+    }
+}
+
+fn check_size(size: usize, max: usize) -> Result<(), UploadError> {
+    if size > max {
+        return Err(UploadError::TooLarge { size, max });
+    }
+    Ok(())
+}
+
+/// Checks an uploaded data URL and turns it into a frame.
+pub fn frame_from_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Frame, UploadError> {
+    check_size(text.len(), max_bytes)?;
+    let b64 = text
+        .strip_prefix(DATA_URL_PREFIX)
+        .ok_or(UploadError::NotDataUrl)?;
     let jpeg = base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|e| format!("invalid base64: {e}"))?;
-    let info = jpeg::inspect(&jpeg).map_err(|e| e.to_string())?;
+        .map_err(UploadError::BadBase64)?;
+    let info = jpeg::inspect(&jpeg).map_err(UploadError::NotJpeg)?;
     Ok(Frame::from_parts(
         Bytes::from(jpeg),
         text,
@@ -48,16 +85,11 @@ pub fn frame_from_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Frame, S
     ))
 }
 
-/// Checks an uploaded binary JPEG and turns it into a frame.
-pub fn frame_from_jpeg(data: Bytes, max_bytes: usize) -> Result<Frame, String> {
-    if data.len() > max_bytes {
-        return Err(format!(
-            "upload too large ({} bytes, at most {max_bytes})",
-            data.len()
-        ));
-    }
-    let info = jpeg::inspect(&data).map_err(|e| e.to_string())?;
-    Ok(Frame::from_jpeg(data.to_vec(), info.width, info.height))
+/// Checks an uploaded binary JPEG and turns it into a frame, without copying it.
+pub fn frame_from_jpeg(data: Bytes, max_bytes: usize) -> Result<Frame, UploadError> {
+    check_size(data.len(), max_bytes)?;
+    let info = jpeg::inspect(&data).map_err(UploadError::NotJpeg)?;
+    Ok(Frame::from_jpeg(data, info.width, info.height))
 }
 
 /// Serves one uploader until it leaves or the daemon shuts down.
@@ -102,20 +134,6 @@ pub async fn serve<S>(
             incoming = ws.next() => incoming,
         };
         keepalive.heard();
-        // Between the soft and hard limits: answered with its own code, so a
-        // broadcaster page can lower its quality instead of reporting a broken frame.
-        let size = match &incoming {
-            Some(Ok(Message::Text(text))) => text.len(),
-            Some(Ok(Message::Binary(data))) => data.len(),
-            _ => 0,
-        };
-        if size > max_bytes {
-            let why = format!("upload too large ({size} bytes, at most {max_bytes})");
-            if ws.send(error_message(&why, "too_large")).await.is_err() {
-                break;
-            }
-            continue;
-        }
         let checked = match incoming {
             Some(Ok(Message::Text(text))) => {
                 tokio::task::spawn_blocking(move || frame_from_data_url(text, max_bytes)).await
@@ -152,7 +170,7 @@ pub async fn serve<S>(
             }
             Ok(Err(why)) => {
                 tracing::debug!(stream = name, error = %why, "upload refused");
-                error_message(&why, "bad_frame")
+                error_message(&why.to_string(), why.code())
             }
             Err(_) => error_message("internal error while checking the frame", "internal"),
         };
@@ -216,20 +234,27 @@ mod tests {
     fn refuses_each_kind_of_bad_upload() {
         let max = 1 << 20;
         let png = data_url(b"\x89PNG\r\n\x1a\n rest of a png file that is long enough to pass the size check...........................................................");
-        assert!(frame_from_data_url(png, max).unwrap_err().contains("SOI"));
+        assert!(frame_from_data_url(png, max)
+            .unwrap_err()
+            .to_string()
+            .contains("SOI"));
         assert!(frame_from_data_url("hello".into(), max)
             .unwrap_err()
+            .to_string()
             .contains("data URL"));
         let bad64: Utf8Bytes = format!("{DATA_URL_PREFIX}!!!notbase64").into();
         assert!(frame_from_data_url(bad64, max)
             .unwrap_err()
+            .to_string()
             .contains("base64"));
         let j = jpeg();
         assert!(frame_from_data_url(data_url(&j[..j.len() / 2]), max)
             .unwrap_err()
+            .to_string()
             .contains("incomplete"));
         assert!(frame_from_data_url(data_url(&j), 100)
             .unwrap_err()
+            .to_string()
             .contains("too large"));
     }
 }
