@@ -163,7 +163,22 @@ fn respond(mut request: Request, ctx: &HttpContext) {
         ms = started.elapsed().as_millis() as u64, "HTTP");
 }
 
+/// The client's address as the guard recorded it.
+fn peer_ip(req: &Incoming) -> std::net::IpAddr {
+    req.peer
+        .parse::<std::net::SocketAddr>()
+        .map(crate::net::client_ip)
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
+}
+
 fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
+    if !ctx.access.host_ok(req.host.as_deref()) {
+        tracing::warn!(peer = %req.peer, "refused a foreign host name with access control off");
+        return text(
+            403,
+            "with access control off, kindercam answers only to localhost\n",
+        );
+    }
     match (&req.method, req.path) {
         (Method::Post, "/login") => return login(req, body, ctx),
         (Method::Post, "/logout") => return logout(req, ctx),
@@ -181,10 +196,11 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         p if is_static_asset(p) => return page(ctx, p, req.host.as_deref()),
         _ => {}
     }
-    let Some(who) = ctx
-        .access
-        .authenticate(req.cookie.as_deref(), req.authorization.as_deref())
-    else {
+    let Some(who) = ctx.access.authenticate(
+        peer_ip(req),
+        req.cookie.as_deref(),
+        req.authorization.as_deref(),
+    ) else {
         return unauthorized(req);
     };
     match req.path {
@@ -263,11 +279,7 @@ fn login(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
             .map(|(_, v)| v.as_str())
             .unwrap_or("")
     };
-    let ip = req
-        .peer
-        .parse::<std::net::SocketAddr>()
-        .map(crate::net::client_ip)
-        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let ip = peer_ip(req);
     match ctx.access.login(ip, field("name"), field("code")) {
         Ok((token, session)) => {
             tracing::info!(peer = %req.peer, role = session.role.as_str(), "login");

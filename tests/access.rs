@@ -536,3 +536,64 @@ async fn logins_survive_a_restart() {
     assert_eq!(config.status, 401);
     third.stop().await;
 }
+
+#[tokio::test]
+async fn guessing_the_code_through_basic_auth_is_rate_limited() {
+    let server = secured(&[]).await;
+    for _ in 0..5 {
+        let guess = http_request(
+            server.http,
+            "GET",
+            "/config.json",
+            &[("Authorization", &basic("guess-0000"))],
+            "",
+        )
+        .await;
+        assert_eq!(guess.status, 401);
+    }
+    let right = http_request(
+        server.http,
+        "GET",
+        "/config.json",
+        &[("Authorization", &basic(VIEWER))],
+        "",
+    )
+    .await;
+    assert_eq!(
+        right.status, 401,
+        "after five wrong codes even the right one waits"
+    );
+    assert_eq!(
+        ws_with(&server, "/chat", &[("Authorization", basic(VIEWER))])
+            .await
+            .err(),
+        Some(401)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_access_control_off_only_localhost_names_are_served() {
+    // A page on evil.example rebinding its name to 127.0.0.1 must not get staff rights.
+    let server = start(&["--auth", "off"]).await;
+    let rebound = http_raw(
+        server.http,
+        b"GET /config.json HTTP/1.1\r\nHost: evil.example:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rebound.status, 403);
+    assert_eq!(
+        server.get("/config.json").await.status,
+        200,
+        "127.0.0.1 is fine"
+    );
+    let socket = ws_with(
+        &server,
+        "/upload/x",
+        &[("Host", "evil.example:9000".to_owned())],
+    )
+    .await;
+    assert_eq!(socket.err(), Some(403));
+    server.stop().await;
+}

@@ -159,7 +159,7 @@ async fn invalid_utf8_closes_only_that_socket() {
     // A masked text frame whose payload is not UTF-8, written by hand.
     let mut raw = TcpStream::connect(server.ws).await.unwrap();
     raw.write_all(
-        b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .await

@@ -132,8 +132,13 @@ impl Access {
     }
 
     /// Identifies a request from its `Cookie` and `Authorization` headers.
+    /// Identifies a request. A wrong code presented by Basic auth counts against
+    /// `peer` like a failed login, so the code cannot be guessed through Basic auth
+    /// faster than through the login form. Argon2 checks are slow: call this off the
+    /// async worker threads.
     pub fn authenticate(
         &self,
+        peer: IpAddr,
         cookie: Option<&str>,
         authorization: Option<&str>,
     ) -> Option<Principal> {
@@ -155,11 +160,33 @@ impl Access {
             });
         }
         let code = authorization.and_then(basic_password)?;
-        codes.check(&code).map(|role| Principal {
+        if !self.login_failures.has_token(&peer) {
+            return None;
+        }
+        let role = codes.check(&code);
+        if role.is_none() {
+            self.login_failures.try_take(&peer);
+        }
+        role.map(|role| Principal {
             role,
             name: None,
             session: None,
         })
+    }
+
+    /// With access control off, only a loopback host name is ours: otherwise a web
+    /// page could rebind its own domain to 127.0.0.1 and act as staff (DNS
+    /// rebinding). With codes on, any host is fine; the credentials decide.
+    pub fn host_ok(&self, host: Option<&str>) -> bool {
+        if self.enabled() {
+            return true;
+        }
+        let Some((name, _)) = host.and_then(origin::split_host_port) else {
+            return false;
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        name.eq_ignore_ascii_case("localhost")
+            || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// Checks a login form; on success returns the new session's token.
@@ -296,29 +323,81 @@ mod tests {
     fn basic_auth_and_cookies_identify_roles() {
         let a = access();
         assert_eq!(
-            a.authenticate(None, Some(&basic("viewer-code")))
+            a.authenticate(peer(), None, Some(&basic("viewer-code")))
                 .unwrap()
                 .role,
             Role::Viewer
         );
         assert_eq!(
-            a.authenticate(None, Some(&basic("staff-code")))
+            a.authenticate(peer(), None, Some(&basic("staff-code")))
                 .unwrap()
                 .role,
             Role::Staff
         );
-        assert!(a.authenticate(None, Some(&basic("nope-nope"))).is_none());
-        assert!(a.authenticate(None, None).is_none());
+        assert!(a
+            .authenticate(peer(), None, Some(&basic("nope-nope")))
+            .is_none());
+        assert!(a.authenticate(peer(), None, None).is_none());
         let (token, _) = a
             .login("127.0.0.1".parse().unwrap(), "Ana", "viewer-code")
             .unwrap();
         let cookie = format!("other=1; {SESSION_COOKIE}={token}");
-        let who = a.authenticate(Some(&cookie), None).unwrap();
+        let who = a.authenticate(peer(), Some(&cookie), None).unwrap();
         assert_eq!((who.role, who.name.as_deref()), (Role::Viewer, Some("Ana")));
         assert!(a.logout(Some(&cookie)));
         assert!(
-            a.authenticate(Some(&cookie), None).is_none(),
+            a.authenticate(peer(), Some(&cookie), None).is_none(),
             "logged-out cookie refused"
+        );
+    }
+
+    fn peer() -> IpAddr {
+        "127.0.0.1".parse().unwrap()
+    }
+
+    #[test]
+    fn guessing_through_basic_auth_is_rate_limited_too() {
+        let a = access();
+        let guesser: IpAddr = "10.0.0.9".parse().unwrap();
+        for _ in 0..LOGIN_FAILURE_BURST {
+            assert!(a
+                .authenticate(guesser, None, Some(&basic("guess-0000")))
+                .is_none());
+        }
+        assert!(
+            a.authenticate(guesser, None, Some(&basic("viewer-code")))
+                .is_none(),
+            "even the right code waits after five wrong ones"
+        );
+        assert!(a
+            .authenticate(peer(), None, Some(&basic("viewer-code")))
+            .is_some());
+    }
+
+    #[test]
+    fn without_codes_only_loopback_host_names_are_served() {
+        let off = Access::new(AccessSettings {
+            codes: None,
+            allowed_origins: vec![],
+            session_ttl: Duration::from_secs(60),
+            tls: false,
+            sessions_file: None,
+        });
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:9000",
+            "LOCALHOST",
+        ] {
+            assert!(off.host_ok(Some(host)), "{host}");
+        }
+        for host in ["evil.example:8080", "192.168.1.20:8080", ""] {
+            assert!(!off.host_ok(Some(host)), "{host}");
+        }
+        assert!(!off.host_ok(None));
+        assert!(
+            access().host_ok(Some("evil.example")),
+            "codes decide when auth is on"
         );
     }
 

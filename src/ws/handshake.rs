@@ -61,6 +61,29 @@ pub struct Upgrade {
     pub host: Option<String>,
 }
 
+/// The parts of a request access control looks at, owned so that the check can
+/// run on a blocking thread.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub route: Route,
+    pub cookie: Option<String>,
+    pub authorization: Option<String>,
+    pub origin: Option<String>,
+    pub host: Option<String>,
+}
+
+impl Upgrade {
+    pub fn credentials(&self) -> Credentials {
+        Credentials {
+            route: self.route.clone(),
+            cookie: self.cookie.clone(),
+            authorization: self.authorization.clone(),
+            origin: self.origin.clone(),
+            host: self.host.clone(),
+        }
+    }
+}
+
 /// Why a handshake was refused; each maps to one HTTP status.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {

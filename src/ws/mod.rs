@@ -23,7 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::auth::{self, Access};
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::net::{self, Admission, Conn, Gate};
+use crate::net::{self, client_ip, Admission, Conn, Gate};
 use crate::shutdown::Shutdown;
 use handshake::{Refusal, Route};
 use prefixed::Prefixed;
@@ -132,7 +132,12 @@ async fn handle(
             return;
         }
     };
-    let principal = match admit(&ctx, &upgrade) {
+    // Off the async workers: checking an argon2-hashed code takes tens of ms on a Pi.
+    let checked = {
+        let (ctx, request) = (ctx.clone(), upgrade.credentials());
+        tokio::task::spawn_blocking(move || admit(&ctx, peer, &request)).await
+    };
+    let principal = match checked.unwrap_or(Err(Refusal::Busy)) {
         Ok(p) => p,
         Err(refusal) => {
             tracing::warn!(%peer, route = ?upgrade.route, ?refusal, "WebSocket access refused");
@@ -183,11 +188,25 @@ async fn handle(
     tracing::info!(%peer, "WebSocket closed");
 }
 
-/// Who may open this socket: credentials, then the page's origin, then the role.
-fn admit(ctx: &WsContext, upgrade: &handshake::Upgrade) -> Result<auth::Principal, Refusal> {
+/// Who may open this socket: the host name, credentials, then the page's origin,
+/// then the role.
+fn admit(
+    ctx: &WsContext,
+    peer: SocketAddr,
+    upgrade: &handshake::Credentials,
+) -> Result<auth::Principal, Refusal> {
+    if !ctx.access.host_ok(upgrade.host.as_deref()) {
+        return Err(Refusal::Forbidden(
+            "with access control off, kindercam answers only to localhost\n",
+        ));
+    }
     let principal = ctx
         .access
-        .authenticate(upgrade.cookie.as_deref(), upgrade.authorization.as_deref())
+        .authenticate(
+            client_ip(peer),
+            upgrade.cookie.as_deref(),
+            upgrade.authorization.as_deref(),
+        )
         .ok_or(Refusal::Unauthorized)?;
     if !ctx.access.origin_ok(
         upgrade.origin.as_deref(),
