@@ -32,8 +32,6 @@ mod embedded {
 const WORKERS: usize = 4;
 /// How long a snapshot waits for an idle source to produce a fresh frame.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
-/// Login and logout forms are a few fields.
-const MAX_FORM_BYTES: usize = 4096;
 
 type Reply = Response<Cursor<Bytes>>;
 
@@ -147,7 +145,7 @@ fn respond(mut request: Request, ctx: &HttpContext) {
         // The guard already refused bodies over its limit; this is belt and braces.
         let _ = request
             .as_reader()
-            .take(MAX_FORM_BYTES as u64)
+            .take(crate::http_guard::MAX_BODY_BYTES as u64)
             .read_to_string(&mut body);
         body
     } else {

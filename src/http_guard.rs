@@ -23,9 +23,9 @@ use crate::shutdown::Shutdown;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Request bodies larger than this get 413; only login and logout forms have bodies.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Time to send the whole request head (and TLS handshake).
+/// Time to send the whole request, head and body (and, before it, the TLS handshake).
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
-/// Time for the body, and for the client to take the whole response.
+/// Time for the client to take the whole response.
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(30);
 /// HTTP requests in progress at once; tiny_http's thread count follows this.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -86,7 +86,10 @@ async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) 
     let Ok(mut conn) = Conn::establish(socket, guard.tls.as_ref(), HEAD_DEADLINE).await else {
         return;
     };
-    let head = match tokio::time::timeout(HEAD_DEADLINE, read_head(&mut conn)).await {
+    // One deadline for the head and the body: tiny_http reads bodies lazily on one
+    // of its few worker threads, so it only ever gets a request already complete.
+    let deadline = tokio::time::Instant::now() + HEAD_DEADLINE;
+    let head = match tokio::time::timeout_at(deadline, read_head(&mut conn)).await {
         Err(_) => {
             tracing::info!(%peer, "HTTP request head too slow; dropped");
             let _ = reply(&mut conn, 408, "request timeout\n").await;
@@ -108,17 +111,28 @@ async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) 
             return;
         }
     };
+    let mut body = head.bytes[head.len..].to_vec();
+    body.truncate(forwarded.body_len);
+    if body.len() < forwarded.body_len {
+        let rest = forwarded.body_len - body.len();
+        let read = async { (&mut conn).take(rest as u64).read_to_end(&mut body).await };
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(_)) if body.len() == forwarded.body_len => {}
+            Ok(_) => return, // the client went away mid-body
+            Err(_) => {
+                tracing::info!(%peer, "HTTP request body too slow; dropped");
+                let _ = reply(&mut conn, 408, "request timeout\n").await;
+                return;
+            }
+        }
+    }
     let Ok(mut backend) = UnixStream::connect(&guard.backend).await else {
         let _ = reply(&mut conn, 503, "server is shutting down\n").await;
         return;
     };
-    let body_in_head = &head.bytes[head.len..];
-    let body_in_head = &body_in_head[..body_in_head.len().min(forwarded.body_len)];
     let transfer = async {
         backend.write_all(&forwarded.head).await?;
-        backend.write_all(body_in_head).await?;
-        let mut rest = (&mut conn).take((forwarded.body_len - body_in_head.len()) as u64);
-        tokio::io::copy(&mut rest, &mut backend).await?;
+        backend.write_all(&body).await?;
         tokio::io::copy(&mut backend, &mut conn).await?;
         conn.shutdown().await
     };
@@ -187,6 +201,7 @@ pub fn rewrite(head: &[u8], peer: SocketAddr, tls: bool) -> Result<Forwarded, (u
         return Err((400, "only origin-form request targets are served\n"));
     }
     let mut body_len = 0usize;
+    let mut seen_length = false;
     let mut out = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
     for h in request.headers.iter() {
         let name = h.name;
@@ -201,6 +216,11 @@ pub fn rewrite(head: &[u8], peer: SocketAddr, tls: bool) -> Result<Forwarded, (u
                 .ok()
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .ok_or((400, "invalid Content-Length\n"))?;
+            if seen_length {
+                // Two lengths are how requests get smuggled past a proxy.
+                return Err((400, "more than one Content-Length\n"));
+            }
+            seen_length = true;
             if len > MAX_BODY_BYTES {
                 return Err((413, "request body too large\n"));
             }
@@ -300,5 +320,7 @@ mod tests {
                 .0,
             400
         );
+        let twice = b"POST /login HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 20\r\n\r\n";
+        assert_eq!(rewrite(twice, peer(), false).err().unwrap().0, 400);
     }
 }
