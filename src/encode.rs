@@ -64,6 +64,9 @@ impl RawFormat {
         match self {
             RawFormat::Yuyv | RawFormat::Uyvy => width.div_ceil(2) * 4,
             RawFormat::Rgb24 | RawFormat::Bgr24 => width * 3,
+            // Each chroma row holds a U/V pair per two pixels, rounded up: with an odd
+            // width it is one byte longer than the luma row.
+            RawFormat::Nv12 | RawFormat::Nv21 => width.div_ceil(2) * 2,
             _ => width,
         }
     }
@@ -132,6 +135,15 @@ impl Encoder {
         } = *img;
         if w == 0 || h == 0 {
             bail!("empty {format:?} picture ({w}x{h})");
+        }
+        let yuv = !matches!(
+            format,
+            RawFormat::Grey | RawFormat::Rgb24 | RawFormat::Bgr24
+        );
+        if yuv && (w % 2 != 0 || h % 2 != 0) {
+            // libjpeg-turbo wants 4:2:0 planes padded to whole chroma pairs (and asserts
+            // it); cameras deliver YUV in even sizes, so refuse rather than copy.
+            bail!("{format:?} {w}x{h}: odd sizes are not supported for YUV formats");
         }
         if stride < format.min_stride(w) {
             bail!("{format:?} row of {stride} bytes is too short for {w} pixels");
@@ -546,6 +558,46 @@ mod tests {
 
     fn close(a: [u8; 3], b: [u8; 3]) -> bool {
         a.iter().zip(b).all(|(&x, y)| x.abs_diff(y) <= 12)
+    }
+
+    #[test]
+    fn odd_yuv_sizes_are_refused_not_a_panic() {
+        let mut enc = Encoder::new(80).unwrap();
+        for format in [
+            RawFormat::Nv12,
+            RawFormat::Nv21,
+            RawFormat::Yuyv,
+            RawFormat::I420,
+        ] {
+            for (w, h) in [(5, 4), (6, 3)] {
+                let stride = format.min_stride(w);
+                let data = vec![128u8; format.frame_len(w, h, stride)];
+                let image = RawImage {
+                    format,
+                    data: &data,
+                    width: w,
+                    height: h,
+                    stride,
+                };
+                let refused = enc.encode_raw(&image).unwrap_err().to_string();
+                assert!(
+                    refused.contains("odd sizes"),
+                    "{format:?} {w}x{h}: {refused}"
+                );
+            }
+        }
+        let rgb = vec![128u8; 5 * 3 * 3];
+        let image = RawImage {
+            format: RawFormat::Rgb24,
+            data: &rgb,
+            width: 5,
+            height: 3,
+            stride: 15,
+        };
+        assert!(
+            enc.encode_raw(&image).is_ok(),
+            "RGB has no chroma planes to pad"
+        );
     }
 
     #[test]

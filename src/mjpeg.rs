@@ -157,10 +157,12 @@ pub fn repair(frame: &[u8]) -> Result<(Cow<'_, [u8]>, JpegInfo), FrameError> {
     if layout.has_dht {
         return Ok((Cow::Borrowed(frame), info));
     }
-    let dht = standard_dht();
+    // Most UVC frames lack tables, so build the segment once, not per frame.
+    static STANDARD_DHT: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(standard_dht);
+    let dht = &*STANDARD_DHT;
     let mut fixed = Vec::with_capacity(frame.len() + dht.len());
     fixed.extend_from_slice(&frame[..layout.sos_at]);
-    fixed.extend_from_slice(&dht);
+    fixed.extend_from_slice(dht);
     fixed.extend_from_slice(&frame[layout.sos_at..]);
     Ok((Cow::Owned(fixed), info))
 }

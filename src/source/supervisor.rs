@@ -429,13 +429,13 @@ pub async fn supervise<M, F>(
                         crate::hub::StreamStatus::Offline(_)
                     )
                 {
-                    offline::show(
-                        &stream,
-                        &error.message,
-                        target.width,
-                        target.height,
-                        target.quality,
-                    );
+                    // Drawing and encoding a full-size picture is blocking work.
+                    let (stream, reason) = (stream.clone(), error.message.clone());
+                    let (w, h, q) = (target.width, target.height, target.quality);
+                    let _ = tokio::task::spawn_blocking(move || {
+                        offline::show(&stream, &reason, w, h, q)
+                    })
+                    .await;
                 }
                 last_reason = Some(error.message);
                 tokio::select! {

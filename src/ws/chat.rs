@@ -30,6 +30,7 @@ use crate::auth::{Principal, Role};
 use crate::shutdown::Shutdown;
 use crate::sync::Locked;
 use crate::ws::keepalive::{Beat, Keepalive};
+use crate::ws::{send_within, SEND_STALL_LIMIT};
 
 pub const MAX_NAME_CHARS: usize = 32;
 pub const MAX_MESSAGE_CHARS: usize = 1000;
@@ -421,7 +422,11 @@ pub async fn serve<S>(
             break;
         }
     }
-    ok = ok && ws.flush().await.is_ok();
+    ok = ok
+        && matches!(
+            tokio::time::timeout(SEND_STALL_LIMIT, ws.flush()).await,
+            Ok(Ok(()))
+        );
 
     let mut keepalive = Keepalive::relaxed();
     while ok {
@@ -432,7 +437,7 @@ pub async fn serve<S>(
                 break;
             }
             beat = keepalive.tick() => match beat {
-                Beat::Ping => ok = ws.send(Message::Ping(Default::default())).await.is_ok(),
+                Beat::Ping => ok = send_within(&mut ws, Message::Ping(Default::default())).await,
                 Beat::Dead => break, // nobody there to read a close frame
             },
             incoming = ws.next() => match incoming.inspect(|_| keepalive.heard()) {
@@ -458,11 +463,11 @@ pub async fn serve<S>(
                 Some(Err(_)) => break,
             },
             outgoing = rx.recv() => match outgoing {
-                Ok(text) => ok = ws.send(Message::Text(text)).await.is_ok(),
+                Ok(text) => ok = send_within(&mut ws, Message::Text(text)).await,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     let note = format!("you missed {missed} messages");
                     let text = Outgoing::System { message: &note, event: "lagged", online: room.online() }.to_text();
-                    ok = ws.send(Message::Text(text)).await.is_ok();
+                    ok = send_within(&mut ws, Message::Text(text)).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
@@ -519,11 +524,11 @@ async fn reply_error<S>(ws: &mut WebSocketStream<S>, code: &str, why: &str) -> b
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    ws.send(Message::Text(
-        Outgoing::Error { code, message: why }.to_text(),
-    ))
+    send_within(
+        ws,
+        Message::Text(Outgoing::Error { code, message: why }.to_text()),
+    )
     .await
-    .is_ok()
 }
 
 #[cfg(test)]

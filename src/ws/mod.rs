@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{self, Access};
@@ -32,6 +33,23 @@ use prefixed::Prefixed;
 /// get an error reply and the connection stays; larger ones close it with 1009,
 /// since tungstenite cannot skip a frame it refused to buffer.
 const HARD_LIMIT_FACTOR: usize = 4;
+
+/// A peer whose socket takes this long to accept one message is gone (its Wi-Fi
+/// dropped with our data still queued); it is closed rather than left holding its
+/// connection slot until TCP gives up.
+pub(crate) const SEND_STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Sends one message within `SEND_STALL_LIMIT`; false means the peer is gone.
+pub(crate) async fn send_within<S>(ws: &mut WebSocketStream<S>, message: Message) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::SinkExt;
+    matches!(
+        tokio::time::timeout(SEND_STALL_LIMIT, ws.send(message)).await,
+        Ok(Ok(()))
+    )
+}
 
 /// What every connection task needs.
 pub struct WsContext {

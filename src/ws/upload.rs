@@ -22,6 +22,7 @@ use crate::hub::{Hub, Stream, CAMERA};
 use crate::jpeg;
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
+use crate::ws::send_within;
 
 /// Why an upload was refused; its `code` goes to the broadcaster page, which
 /// lowers its quality for `too_large` and reports anything else as a broken frame.
@@ -125,7 +126,7 @@ pub async fn serve<S>(
                 break;
             }
             beat = keepalive.tick() => match beat {
-                Beat::Ping if ws.send(Message::Ping(Default::default())).await.is_ok() => continue,
+                Beat::Ping if send_within(&mut ws, Message::Ping(Default::default())).await => continue,
                 _ => {
                     tracing::info!(stream = name, "broadcaster silent; freeing the stream");
                     break;
@@ -174,7 +175,7 @@ pub async fn serve<S>(
             }
             Err(_) => error_message("internal error while checking the frame", "internal"),
         };
-        if ws.send(reply).await.is_err() {
+        if !send_within(&mut ws, reply).await {
             break;
         }
     }

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::hub::{Stream, StreamStatus};
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
+use crate::ws::SEND_STALL_LIMIT;
 
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
@@ -28,8 +29,6 @@ const OP_PONG: u8 = 0xA;
 
 /// Viewers have nothing to say beyond control frames; anything longer is abuse.
 const MAX_INCOMING_PAYLOAD: u64 = 4096;
-/// A viewer whose socket takes this long to accept one frame is gone.
-const SEND_STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// What the reading half asks the writing half to send.
 enum Control {
@@ -52,7 +51,7 @@ where
 
     let mut keepalive = Keepalive::relaxed();
     let mut last_seq = 0u64;
-    let mut told: Option<&'static str> = None;
+    let mut told: Option<StreamStatus> = None;
     loop {
         tokio::select! {
             biased;
@@ -63,7 +62,7 @@ where
             }
             beat = keepalive.tick() => match beat {
                 Beat::Ping => {
-                    if write_message(&mut writer, OP_PING, &[]).await.is_err() { break; }
+                    if !send(&mut writer, OP_PING, &[]).await { break; }
                 }
                 Beat::Dead => break,
             },
@@ -71,7 +70,7 @@ where
                 Some(Control::Heard) => keepalive.heard(),
                 Some(Control::Pong(payload)) => {
                     keepalive.heard();
-                    if write_message(&mut writer, OP_PONG, &payload).await.is_err() { break; }
+                    if !send(&mut writer, OP_PONG, &payload).await { break; }
                 }
                 Some(Control::Close(code)) => {
                     let _ = write_close(&mut writer, code, "").await;
@@ -83,7 +82,7 @@ where
                 if changed.is_err() { break; }
                 let snapshot = frames.borrow_and_update().clone();
                 if should_tell(&snapshot.status, &mut told)
-                    && write_message(&mut writer, OP_TEXT, snapshot.status_message.as_ref()).await.is_err()
+                    && !send(&mut writer, OP_TEXT, snapshot.status_message.as_ref()).await
                 {
                     break;
                 }
@@ -99,9 +98,7 @@ where
                 };
                 viewer.stats.pending_bytes.store(payload.len(), Ordering::Relaxed);
                 let sent = tokio::select! {
-                    r = tokio::time::timeout(SEND_STALL_LIMIT, write_message(&mut writer, opcode, payload)) => {
-                        matches!(r, Ok(Ok(())))
-                    }
+                    sent = send(&mut writer, opcode, payload) => sent,
                     // Mid-frame there is no way to say goodbye politely; just drop the socket.
                     _ = shutdown.wait() => false,
                 };
@@ -115,16 +112,25 @@ where
 }
 
 /// Whether to send the stream's status: it changed from what this viewer was last
-/// told. A viewer joining a live stream is told nothing, so a client that puts
-/// every message into `img.src` (the prototype) only ever sees frames.
-fn should_tell(status: &StreamStatus, told: &mut Option<&'static str>) -> bool {
-    let label = status.label();
-    let first = told.is_none();
-    if *told == Some(label) {
+/// told (a new offline reason counts). A viewer joining a live stream is told
+/// nothing, so a client that puts every message into `img.src` (the prototype)
+/// only ever sees frames.
+fn should_tell(status: &StreamStatus, told: &mut Option<StreamStatus>) -> bool {
+    if told.as_ref() == Some(status) {
         return false;
     }
-    *told = Some(label);
+    let first = told.is_none();
+    *told = Some(status.clone());
     !(first && *status == StreamStatus::Live)
+}
+
+/// Writes one message within the stall limit: a peer that vanished with a full
+/// buffer is given up on, whatever the message.
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, opcode: u8, payload: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_STALL_LIMIT, write_message(w, opcode, payload)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Writes one unfragmented server frame: header and payload in one vectored write
@@ -273,6 +279,8 @@ mod tests {
         assert!(!should_tell(&live, &mut told));
         assert!(should_tell(&offline, &mut told));
         assert!(!should_tell(&offline, &mut told), "said once");
+        let other = StreamStatus::Offline("unplugged".into());
+        assert!(should_tell(&other, &mut told), "a new reason is news");
         assert!(should_tell(&live, &mut told));
     }
 }
