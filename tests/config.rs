@@ -184,3 +184,34 @@ fn bad_values_in_the_file_name_the_key_and_the_file() {
     let c = load(&["--config", path_str(&file), "--quality", "50"], &[]).unwrap();
     assert_eq!(c.quality, 50);
 }
+
+#[test]
+fn auth_off_is_refused_unless_both_listeners_are_loopback() {
+    let err = error_of(&["--auth", "off"], &[]);
+    assert!(err.contains("loopback"), "{err}");
+    let err = error_of(
+        &[
+            "--auth",
+            "off",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--ws-listen",
+            "0.0.0.0:0",
+        ],
+        &[],
+    );
+    assert!(err.contains("loopback") && err.contains("0.0.0.0"), "{err}");
+    let ok = load(
+        &[
+            "--auth",
+            "off",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--ws-listen",
+            "[::1]:0",
+        ],
+        &[],
+    )
+    .expect("loopback-only auth off is allowed");
+    assert!(!ok.auth);
+}

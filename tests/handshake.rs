@@ -62,6 +62,15 @@ async fn over_the_connection_cap_the_handshake_gets_503() {
     let asked = Instant::now();
     let status = refused_status(server.try_connect("/chat").await);
     assert_eq!(status, 503);
+    // The refusal says when to come back, for clients that honour it.
+    let raw = common::http_raw(
+        server.ws,
+        b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!((raw.status, raw.header("retry-after")), (503, Some("5")));
     assert!(
         asked.elapsed() < Duration::from_secs(3),
         "refused promptly, not left hanging: {:?}",

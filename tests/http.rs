@@ -46,6 +46,19 @@ async fn pages_are_html_with_a_strict_content_security_policy() {
         assert!(csp.contains("style-src 'self'"), "{csp}");
         assert!(!csp.contains("unsafe-inline"), "{csp}");
         assert!(csp.contains("connect-src"), "{csp}");
+        // Nobody may frame the camera page (clickjacking).
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(
+            reply.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            reply.header("referrer-policy"),
+            Some("no-referrer"),
+            "{path}"
+        );
     }
     server.stop().await;
 }

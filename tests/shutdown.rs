@@ -216,6 +216,18 @@ fn help_documents_every_flag() {
         "--max-upload-bytes",
         "--handshake-timeout-ms",
         "--chat-history",
+        "--format",
+        "--on-demand",
+        "--list-devices",
+        "--auth",
+        "--viewer-code",
+        "--staff-code",
+        "--session-hours",
+        "--allowed-origin",
+        "--ws-public-url",
+        "--tls-cert",
+        "--tls-key",
+        "--max-connections-per-ip",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
@@ -327,4 +339,86 @@ async fn changing_a_code_and_reloading_ends_that_roles_sessions_and_sockets() {
     let echoed =
         common::recv_json_until(&mut teacher, "own message", |v| v["type"] == "usermsg").await;
     assert_eq!(echoed["message"], "sigo aquí");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_hashed_by_hash_code_works_from_the_config_file() {
+    use base64::Engine;
+    use std::io::Write;
+    let mut child = kindercam_command()
+        .arg("hash-code")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run kindercam hash-code");
+    // Read from standard input, so the code stays out of the shell history.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"parents-2468\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("parents-2468"));
+
+    let dir = TempDir::new("hashed");
+    let config = dir.path().join("kindercam.toml");
+    std::fs::write(
+        &config,
+        format!("viewer_code = \"{hash}\"\nstaff_code = \"teachers-1357\"\n"),
+    )
+    .unwrap();
+    let daemon = spawn_daemon(&["--auth", "on", "--config", config.to_str().unwrap()]);
+    let basic = |code: &str| {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("x:{code}"));
+        format!("Basic {token}")
+    };
+    let ok = common::http_request(
+        daemon.http,
+        "GET",
+        "/config.json",
+        &[("Authorization", &basic("parents-2468"))],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (ok.status, ok.json()["role"].as_str()),
+        (200, Some("viewer"))
+    );
+    let wrong = common::http_request(
+        daemon.http,
+        "GET",
+        "/config.json",
+        &[("Authorization", &basic("parents-0000"))],
+        "",
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+}
+
+#[test]
+fn list_devices_exits_1_when_there_is_no_usable_camera() {
+    let has_cameras = std::fs::read_dir("/sys/class/video4linux")
+        .map(|d| d.count() > 0)
+        .unwrap_or(false);
+    if has_cameras {
+        eprintln!("this machine has V4L2 devices; the VM tests cover --list-devices with one");
+        return;
+    }
+    let out = kindercam_command()
+        .arg("--list-devices")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kindercam --list-devices");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.trim().is_empty(), "it says why");
 }
