@@ -99,14 +99,29 @@ impl Shutdown {
     }
 
     /// A handle that fires with the daemon's shutdown, or with `SESSION_ENDED` once
-    /// `ended` turns true (logout, or the session's access code changed).
-    pub fn or_session_end(&self, mut ended: watch::Receiver<bool>) -> Shutdown {
+    /// `ended` turns true (logout, or the access code changed) or the login expires.
+    pub fn or_session_end(
+        &self,
+        mut ended: watch::Receiver<bool>,
+        expires: Option<std::time::SystemTime>,
+    ) -> Shutdown {
         let (fire, fired) = watch::channel(None);
         let mut parent = self.clone();
+        let runs_out = expires.map(|at| {
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        });
         tokio::spawn(async move {
+            let expiry = async {
+                match runs_out {
+                    Some(left) => tokio::time::sleep(left).await,
+                    None => std::future::pending().await,
+                }
+            };
             let goodbye = tokio::select! {
                 _ = parent.wait() => Goodbye::SERVER_SHUTDOWN,
                 Ok(_) = ended.wait_for(|e| *e) => Goodbye::SESSION_ENDED,
+                _ = expiry => Goodbye::SESSION_ENDED,
                 _ = fire.closed() => return, // the connection is gone
             };
             fire.send_replace(Some(goodbye));
@@ -127,7 +142,7 @@ mod tests {
         let trigger = ShutdownTrigger::new();
         let parent = trigger.subscribe();
         let (end, ended) = watch::channel(false);
-        let mut child = parent.or_session_end(ended);
+        let mut child = parent.or_session_end(ended, None);
         end.send_replace(true);
         tokio::time::timeout(Duration::from_secs(2), child.wait())
             .await
@@ -137,10 +152,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_expired_login_fires_the_child() {
+        let trigger = ShutdownTrigger::new();
+        let (_end, ended) = watch::channel(false);
+        let soon = std::time::SystemTime::now() + Duration::from_millis(50);
+        let mut child = trigger.subscribe().or_session_end(ended, Some(soon));
+        tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .unwrap();
+        assert_eq!(child.goodbye(), Goodbye::SESSION_ENDED);
+    }
+
+    #[tokio::test]
     async fn drained_waits_for_children_too() {
         let trigger = ShutdownTrigger::new();
         let (_end, ended) = watch::channel(false);
-        let mut child = trigger.subscribe().or_session_end(ended);
+        let mut child = trigger.subscribe().or_session_end(ended, None);
         let task = tokio::spawn(async move {
             child.wait().await;
             child.goodbye()

@@ -285,6 +285,13 @@ async fn changing_a_code_and_reloading_ends_that_roles_sessions_and_sockets() {
         ("Authorization", basic("teachers-2222")),
     )
     .await;
+    // A script (or VLC) that opened its socket with the old code by Basic auth.
+    let mut script = connect_with(
+        daemon.ws,
+        "/video",
+        ("Authorization", basic("parents-1111")),
+    )
+    .await;
 
     // The family leaves the daycare: a new viewer code, then `systemctl reload`.
     std::fs::write(
@@ -298,6 +305,11 @@ async fn changing_a_code_and_reloading_ends_that_roles_sessions_and_sockets() {
         .expect("run kill");
     assert!(status.success());
 
+    assert_eq!(
+        expect_close(&mut script).await,
+        1008,
+        "a Basic-auth socket with the old code closes too"
+    );
     assert_eq!(
         expect_close(&mut parent).await,
         1008,

@@ -11,12 +11,14 @@ pub mod ratelimit;
 pub mod sessions;
 
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
 
 use base64::Engine;
 
-use crate::sync::ReadWrite;
+use crate::sync::{Locked, ReadWrite};
 
 use codes::{AccessCodes, Code};
 use ratelimit::KeyedLimiter;
@@ -51,6 +53,11 @@ pub struct Principal {
     /// The chat name fixed at login; `None` for Basic auth and auth-off clients.
     pub name: Option<String>,
     pub session: Option<Arc<Session>>,
+    /// Turns true when these credentials stop being valid: logout, or the role's code
+    /// changing (for sessions and Basic auth alike). `None` with auth off.
+    pub ended: Option<watch::Receiver<bool>>,
+    /// When a session's login runs out; its sockets close then too.
+    pub expires: Option<SystemTime>,
 }
 
 /// Why a login failed; each answer is distinct for the page.
@@ -77,6 +84,9 @@ impl std::fmt::Display for LoginError {
 #[derive(Debug)]
 pub struct Access {
     codes: RwLock<Option<Arc<AccessCodes>>>,
+    /// Per role (viewer, staff): fired and replaced when that role's code changes,
+    /// so sockets opened with the old code by Basic auth close too.
+    code_generation: [Mutex<watch::Sender<bool>>; 2],
     pub sessions: SessionStore,
     login_failures: KeyedLimiter<IpAddr>,
     allowed_origins: Vec<String>,
@@ -108,6 +118,10 @@ impl Access {
         };
         Access {
             codes: RwLock::new(codes),
+            code_generation: [
+                Mutex::new(watch::Sender::new(false)),
+                Mutex::new(watch::Sender::new(false)),
+            ],
             sessions,
             login_failures: KeyedLimiter::new(
                 LOGIN_FAILURE_BURST,
@@ -147,6 +161,8 @@ impl Access {
                 role: Role::Staff,
                 name: None,
                 session: None,
+                ended: None,
+                expires: None,
             });
         };
         if let Some(session) = cookie
@@ -156,6 +172,8 @@ impl Access {
             return Some(Principal {
                 role: session.role,
                 name: Some(session.name.clone()),
+                ended: Some(session.ended()),
+                expires: Some(session.expires),
                 session: Some(session),
             });
         }
@@ -171,6 +189,8 @@ impl Access {
             role,
             name: None,
             session: None,
+            ended: Some(self.generation(role).subscribe()),
+            expires: None,
         })
     }
 
@@ -249,6 +269,10 @@ impl Access {
     }
 
     /// Replaces the codes; sessions of a role whose code changed end, closing their sockets.
+    fn generation(&self, role: Role) -> std::sync::MutexGuard<'_, watch::Sender<bool>> {
+        self.code_generation[role as usize].locked()
+    }
+
     pub fn set_codes(&self, viewer: Code, staff: Code) -> Vec<Role> {
         let new = Arc::new(AccessCodes::new(viewer, staff));
         let old = self.codes.writing().replace(new.clone());
@@ -260,6 +284,9 @@ impl Access {
             })
             .collect();
         for role in &changed {
+            let fresh = watch::Sender::new(false);
+            let old = std::mem::replace(&mut *self.generation(*role), fresh);
+            old.send_replace(true);
             let ended = self.sessions.end_role(*role);
             tracing::info!(
                 role = role.as_str(),

@@ -180,8 +180,8 @@ async fn handle(
     }
     tracing::info!(%peer, route = ?upgrade.route, role = principal.role.as_str(), "WebSocket connected");
     // A logout or a changed code closes this socket too.
-    let shutdown = match &principal.session {
-        Some(session) => shutdown.or_session_end(session.ended()),
+    let shutdown = match &principal.ended {
+        Some(ended) => shutdown.or_session_end(ended.clone(), principal.expires),
         None => shutdown,
     };
     let route = upgrade.route.clone();
