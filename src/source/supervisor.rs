@@ -348,6 +348,7 @@ where
                     control.kill_child();
                     tracing::warn!(stream = target.stream.name(), source = %target.label,
                         "capture thread did not stop in time; abandoned");
+                    abandoned(target);
                 }
                 return SessionEnd::Idle;
             }
@@ -369,10 +370,19 @@ where
                 control.kill_child();
                 tracing::error!(stream = target.stream.name(), source = %target.label,
                     "capture thread is stuck; abandoned, starting a new one");
+                abandoned(target);
             }
             return failed(SourceError::new(reason));
         }
     }
+}
+
+/// A capture thread stuck inside the driver keeps its device handle and buffers,
+/// and only the end of the process releases them. Mark the pipeline as stuck, so the
+/// watchdog stops and systemd restarts the daemon; a new session that works clears
+/// the mark with its first unit of work, and then nothing was lost but a thread.
+fn abandoned(target: &Target) {
+    target.stream.heartbeat().begin().abandon();
 }
 
 /// Waits until the stream is wanted (at once when not on demand); false on shutdown.
