@@ -437,10 +437,8 @@ fn content_security_policy(ctx: &HttpContext, host: Option<&str>) -> String {
     let port = ctx.ws_port;
     // The host the browser used, minus any port; refuse anything that is not a host name.
     let hostname = host
-        .map(|h| match h.rsplit_once(':') {
-            Some((name, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() => name,
-            _ => h,
-        })
+        .and_then(crate::auth::origin::split_host_port)
+        .map(|(name, _)| name)
         .filter(|h| {
             h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))

@@ -27,7 +27,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 /// Time for the client to take the whole response.
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(30);
-/// HTTP requests in progress at once; tiny_http's thread count follows this.
+/// HTTP requests in progress at once. tiny_http gets each only once it is complete,
+/// so its four workers are never held by a slow client; this bounds the guard.
 pub const MAX_IN_FLIGHT: usize = 64;
 const MAX_HEADERS: usize = 64;
 

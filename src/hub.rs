@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -212,19 +211,6 @@ impl Stream {
     pub async fn wanted(&self) {
         let mut rx = self.demand.subscribe();
         let _ = rx.wait_for(|n| *n > 0).await;
-    }
-
-    /// Waits until nobody has wanted frames for `grace`; returns at once if `grace` is zero
-    /// and nobody watches.
-    pub async fn unwanted_for(&self, grace: Duration) {
-        let mut rx = self.demand.subscribe();
-        loop {
-            let _ = rx.wait_for(|n| *n == 0).await;
-            match tokio::time::timeout(grace, rx.wait_for(|n| *n > 0)).await {
-                Err(_) => return,
-                Ok(_) => continue,
-            }
-        }
     }
 
     /// Claims the single uploader slot of this stream.
