@@ -165,7 +165,9 @@ async function nextPicture(page, previous, what) {
       let h = 2166136261;
       for (let i = 0; i < data.length; i += 3) h = Math.imul(h ^ data[i], 16777619);
       const hash = `${canvas.width}x${canvas.height}:${(h >>> 0).toString(16)}`;
-      return hash !== prev ? { hash, src: img.src } : null;
+      // The size is read here, in the same task as the hash: by the next
+      // evaluate a newer frame may be loading, and a loading <img> reports 0x0.
+      return hash !== prev ? { hash, src: img.src, size: [canvas.width, canvas.height] } : null;
     },
     previous,
   );
@@ -298,11 +300,7 @@ async function main() {
 
       viewer = await open('viewer', '/?stream=aula', { name: 'Alicia' });
       const first = await nextPicture(viewer, null, 'a first frame');
-      const size = await viewer.evaluate(() => {
-        const img = document.getElementById('picture');
-        return [img.naturalWidth, img.naturalHeight];
-      });
-      equal(size, [640, 480], 'picture size (fake camera at the chosen 640x480)');
+      equal(first.size, [640, 480], 'picture size (fake camera at the chosen 640x480)');
       assert(first.src.startsWith('blob:'), `binary frames shown through blob URLs, got ${first.src.slice(0, 30)}`);
       await nextPicture(viewer, first.hash, 'the picture to change');
       await until(
