@@ -14,8 +14,9 @@
 //   5. the login page in both languages, its errors, logout, and a dead session
 //   6. moderation: staff delete a parent's message and mute the parent
 //   7. a parent sees no broadcast navigation and gets 403 at /camera
-//   8. screenshots for README: docs/login.png, docs/viewer-phone.png,
-//      docs/viewer-desktop.png, docs/broadcaster.png
+//   8. screenshots for README: login.png, viewer-phone.png,
+//      viewer-desktop.png, broadcaster.png (into docs/ with
+//      KINDERCAM_SCREENSHOTS=docs)
 //
 // Every wait is on a condition with a timeout. The last line is
 // "browser: N passed, M failed"; the exit code is non-zero on any failure,
@@ -33,7 +34,10 @@ const BIN = path.resolve(ROOT, process.env.KINDERCAM_BIN || 'target/debug/kinder
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 /** Pages from disk instead of the embedded ones, for page work without a rebuild. */
 const WEB_DIR = process.env.KINDERCAM_WEB_DIR;
-const DOCS = path.join(ROOT, 'docs');
+// Screenshots refresh README's pictures only when asked
+// (KINDERCAM_SCREENSHOTS=docs); otherwise they are taken and checked in the
+// run's own directory, so running the tests leaves the tree clean.
+const SCREENSHOTS_TO_DOCS = process.env.KINDERCAM_SCREENSHOTS === 'docs';
 /** Longest wait for any one condition. */
 const WAIT_MS = 20_000;
 /** The whole run, in case something hangs outside a wait. */
@@ -51,6 +55,7 @@ const CODES = { parent: VIEWER_CODE, staff: STAFF_CODE };
 const CHALLENGED = { username: 'password-dialog', password: 'must-never-show' };
 
 const work = mkdtempSync(path.join(tmpdir(), 'kindercam-browser-'));
+const DOCS = SCREENSHOTS_TO_DOCS ? path.join(ROOT, 'docs') : path.join(work, 'screenshots');
 const logPath = path.join(work, 'daemon.log');
 const log = createWriteStream(logPath, { flags: 'a' });
 
@@ -681,7 +686,7 @@ async function main() {
       await Promise.all([parent.context().close(), teacher.context().close()]);
     });
 
-    await test('screenshots of the login page, the viewer (phone, desktop) and the broadcaster go to docs/', async () => {
+    await test('screenshots of the login page, the viewer (phone, desktop) and the broadcaster', async () => {
       // A fresh daemon with a fresh state directory (the chat history survives
       // restarts), so the chat shows a real conversation rather than test strings.
       await Promise.all([viewer, other].map((page) => page.context().close()));
