@@ -8,6 +8,11 @@
 //! records a fingerprint of its role's code; a session whose code changed while
 //! the daemon was down is dropped on load. A failed write (full disk) is logged
 //! and the session still works until the next restart.
+//!
+//! The disk write happens after the session map is unlocked: every WebSocket
+//! handshake looks its session up in that map, and must not wait on an fsync
+//! to a slow SD card. Snapshots are numbered so a late, older one never
+//! overwrites a newer one.
 
 use std::collections::HashMap;
 use std::fs;
@@ -68,6 +73,16 @@ pub struct SessionStore {
     sessions: Mutex<HashMap<[u8; 32], Arc<Session>>>,
     ttl: Duration,
     file: Option<PathBuf>,
+    /// Numbers the snapshots taken under the map lock, in the order of changes.
+    snapshots: AtomicU64,
+    /// Held while writing the file; holds the number of the snapshot last written.
+    written: Mutex<u64>,
+}
+
+/// The sessions as they were at one change, to be written after the map is unlocked.
+struct Snapshot {
+    number: u64,
+    sessions: Vec<([u8; 32], Arc<Session>)>,
 }
 
 fn key(token: &str) -> [u8; 32] {
@@ -96,6 +111,8 @@ impl SessionStore {
             sessions: Mutex::new(HashMap::new()),
             ttl,
             file: None,
+            snapshots: AtomicU64::new(0),
+            written: Mutex::new(0),
         }
     }
 
@@ -146,6 +163,8 @@ impl SessionStore {
             sessions: Mutex::new(sessions),
             ttl,
             file: Some(file),
+            snapshots: AtomicU64::new(0),
+            written: Mutex::new(0),
         }
     }
 
@@ -153,11 +172,28 @@ impl SessionStore {
         self.ttl
     }
 
-    /// Writes the sessions out (atomically). Called with the map locked, so writes
-    /// happen in the order of the changes.
-    fn persist(&self, sessions: &HashMap<[u8; 32], Arc<Session>>) {
-        let Some(file) = &self.file else { return };
-        let stored: Vec<Stored> = sessions
+    /// Takes the snapshot to save; called with the map locked, so the numbers
+    /// follow the order of the changes. Cheap: it clones pointers, not sessions.
+    fn snapshot(&self, sessions: &HashMap<[u8; 32], Arc<Session>>) -> Option<Snapshot> {
+        self.file.as_ref()?;
+        Some(Snapshot {
+            number: self.snapshots.fetch_add(1, Ordering::Relaxed) + 1,
+            sessions: sessions.iter().map(|(k, s)| (*k, s.clone())).collect(),
+        })
+    }
+
+    /// Writes a snapshot out (atomically), with the map unlocked. A snapshot
+    /// older than the one already on disk is dropped: the newer one has it all.
+    fn persist(&self, snapshot: Option<Snapshot>) {
+        let (Some(file), Some(snapshot)) = (&self.file, snapshot) else {
+            return;
+        };
+        let mut written = self.written.locked();
+        if *written > snapshot.number {
+            return;
+        }
+        let stored: Vec<Stored> = snapshot
+            .sessions
             .iter()
             .map(|(k, s)| Stored {
                 key: hex(k),
@@ -175,6 +211,7 @@ impl SessionStore {
         if let Err(e) = crate::state_file::write_private(file, json.as_bytes()) {
             tracing::error!(file = %file.display(), error = %e, "cannot save sessions; they will not survive a restart");
         }
+        *written = snapshot.number;
     }
 
     /// Starts a session; returns the token for the cookie.
@@ -211,7 +248,9 @@ impl SessionStore {
             }
         }
         sessions.insert(key(&token), session.clone());
-        self.persist(&sessions);
+        let snapshot = self.snapshot(&sessions);
+        drop(sessions);
+        self.persist(snapshot);
         Ok((token, session))
     }
 
@@ -225,11 +264,14 @@ impl SessionStore {
     pub fn end(&self, token: &str) -> bool {
         let mut sessions = self.sessions.locked();
         let removed = sessions.remove(&key(token));
-        if let Some(s) = &removed {
-            s.ended.send_replace(true);
-            self.persist(&sessions);
-        }
-        removed.is_some()
+        let Some(session) = removed else {
+            return false;
+        };
+        session.ended.send_replace(true);
+        let snapshot = self.snapshot(&sessions);
+        drop(sessions);
+        self.persist(snapshot);
+        true
     }
 
     /// Ends every session of `role` (its code changed); returns how many.
@@ -246,7 +288,9 @@ impl SessionStore {
         });
         let ended = before - sessions.len();
         if ended > 0 {
-            self.persist(&sessions);
+            let snapshot = self.snapshot(&sessions);
+            drop(sessions);
+            self.persist(snapshot);
         }
         ended
     }
@@ -292,6 +336,74 @@ mod tests {
         assert_eq!(store.end_role(Role::Viewer), 1);
         assert!(store.get(&viewer).is_none());
         assert!(store.get(&staff).is_some());
+    }
+
+    #[test]
+    fn a_slow_disk_does_not_block_session_lookups() {
+        let dir = std::env::temp_dir().join(format!("kc-sessions-slow-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(SESSIONS_FILE);
+        let store = Arc::new(SessionStore::load(
+            Duration::from_secs(3600),
+            file.clone(),
+            |_| CODE,
+        ));
+        let (existing, _) = store.create(Role::Viewer, "Ana".into(), CODE).unwrap();
+
+        // The disk is busy: whoever writes next waits, as on a stalled SD card.
+        let disk = store.written.locked();
+        let (created_tx, created_rx) = std::sync::mpsc::channel();
+        let login = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let (token, _) = store.create(Role::Staff, "Profe".into(), CODE).unwrap();
+                created_tx.send(token).unwrap();
+            })
+        };
+        // The login's session is in the map before its write, and lookups (each
+        // WebSocket handshake does one) still answer while the write waits.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the login never reached the map"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(store.get(&existing).unwrap().name, "Ana");
+        assert!(
+            created_rx.try_recv().is_err(),
+            "the login waits for its write"
+        );
+
+        drop(disk);
+        let token = created_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        login.join().unwrap();
+        let restarted = SessionStore::load(Duration::from_secs(3600), file, |_| CODE);
+        assert_eq!(
+            restarted.get(&token).unwrap().name,
+            "Profe",
+            "the write landed"
+        );
+        assert!(restarted.get(&existing).is_some());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_older_snapshot_never_overwrites_a_newer_one() {
+        let dir = std::env::temp_dir().join(format!("kc-sessions-order-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(SESSIONS_FILE);
+        let store = SessionStore::load(Duration::from_secs(3600), file.clone(), |_| CODE);
+        let (first, _) = store.create(Role::Viewer, "Ana".into(), CODE).unwrap();
+        // A snapshot taken now but written late (its thread was descheduled)...
+        let stale = store.snapshot(&store.sessions.locked());
+        // ...while a logout lands in between.
+        assert!(store.end(&first));
+        store.persist(stale);
+        let restarted = SessionStore::load(Duration::from_secs(3600), file, |_| CODE);
+        assert!(restarted.get(&first).is_none(), "the logout stays on disk");
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
