@@ -597,6 +597,98 @@ mod tests {
         );
     }
 
+    async fn next<S: AsyncRead + AsyncWrite + Unpin>(
+        client: &mut WebSocketStream<S>,
+    ) -> serde_json::Value {
+        let message = tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket open")
+            .expect("a valid frame");
+        serde_json::from_str(message.to_text().unwrap()).unwrap()
+    }
+
+    /// A reader too slow for the room is told how many messages it missed, then
+    /// carries on with the newest: no message is lost without a word, and the room
+    /// never waits for it.
+    #[tokio::test]
+    async fn a_stalled_reader_is_told_what_it_missed_and_skips_ahead() {
+        use tokio_tungstenite::tungstenite::protocol::Role as Side;
+        let room = std::sync::Arc::new(ChatRoom::new(10));
+        // A 1 KiB pipe: the server's writes stall after about one message.
+        let (server_io, client_io) = tokio::io::duplex(1024);
+        let server_ws = WebSocketStream::from_raw_socket(server_io, Side::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Side::Client, None).await;
+        let trigger = crate::shutdown::ShutdownTrigger::new();
+        let principal = Principal {
+            role: Role::Viewer,
+            name: None,
+            session: None,
+            ended: None,
+            expires: None,
+        };
+        let server = tokio::spawn({
+            let (room, shutdown) = (room.clone(), trigger.subscribe());
+            async move { serve(server_ws, &room, 4096, principal, shutdown).await }
+        });
+        while next(&mut client).await["event"] != "join" {}
+
+        // More posts than the channel holds, while this client reads nothing. The
+        // test runs on one thread, so the server task cannot drain any in between.
+        const POSTED: usize = 3 * CHANNEL_CAPACITY;
+        let filler = "x".repeat(900);
+        for i in 0..POSTED {
+            room.post(
+                Author::Connection(99),
+                "Ana",
+                &format!("{i} {filler}"),
+                "000000",
+                false,
+            );
+        }
+
+        let (mut received, mut missed, mut last) = (0, 0, None);
+        while last != Some(POSTED - 1) {
+            let message = next(&mut client).await;
+            match (message["type"].as_str(), message["event"].as_str()) {
+                (Some("usermsg"), _) => {
+                    let n: usize = message["message"]
+                        .as_str()
+                        .unwrap()
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    assert!(last.is_none_or(|l| n > l), "in order: {n} after {last:?}");
+                    last = Some(n);
+                    received += 1;
+                }
+                (Some("system"), Some("lagged")) => {
+                    let text = message["message"].as_str().unwrap();
+                    missed += text.split(' ').nth(2).unwrap().parse::<usize>().unwrap();
+                }
+                _ => {}
+            }
+        }
+        assert!(missed > 0, "the stalled reader is told it missed messages");
+        assert_eq!(
+            received + missed,
+            POSTED,
+            "every message arrives or is counted as missed"
+        );
+        assert!(
+            received <= CHANNEL_CAPACITY + 1,
+            "it skipped ahead instead of queueing"
+        );
+
+        trigger.fire();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn history_is_saved_and_read_back_after_a_restart() {
         let dir = std::env::temp_dir().join(format!("kc-chat-{}", std::process::id()));
