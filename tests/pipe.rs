@@ -49,7 +49,11 @@ async fn binary_frame(ws: &mut Ws) -> Vec<u8> {
 
 /// Reads until a status message in `state`; returns it.
 async fn status(ws: &mut Ws, state: &str) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
+    status_within(ws, state, WAIT).await
+}
+
+async fn status_within(ws: &mut Ws, state: &str, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match recv_within(ws, left).await {
@@ -61,7 +65,7 @@ async fn status(ws: &mut Ws, state: &str) -> serde_json::Value {
             }
             Some(Message::Binary(_)) => continue,
             Some(other) => panic!("unexpected {}", describe(&other)),
-            None => panic!("no {state} status within {WAIT:?}"),
+            None => panic!("no {state} status within {limit:?}"),
         }
     }
 }
@@ -253,14 +257,20 @@ async fn the_command_runs_only_while_watched_and_stops_with_the_daemon() {
     let first = read_pids();
     assert_eq!(first.len(), 1, "started once for the viewer");
     assert!(alive(first[0]));
+    let left = Instant::now();
     drop(ws);
-    // Stopped a few seconds (the idle grace) after the last viewer left.
+    // Stopped after the idle grace (5 s), so a page reload does not restart the camera.
     wait_for(
         "the command to stop after the viewer left",
         Duration::from_secs(12),
         || !alive(first[0]),
     )
     .await;
+    assert!(
+        left.elapsed() >= Duration::from_secs(5),
+        "kept running for the idle grace, stopped after {:?}",
+        left.elapsed()
+    );
 
     // A snapshot while idle starts it briefly and gets a fresh picture.
     let reply = server.get("/snapshot.jpg").await;
@@ -349,5 +359,87 @@ async fn a_command_that_ignores_sigterm_is_killed_when_nobody_watches() {
         || !alive(pid),
     )
     .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_printing_no_jpeg_is_restarted_with_the_reason() {
+    let dir = TempDir::new("pipe-chatty");
+    let pids = dir.path().join("pids");
+    // Output, but never a frame: a tool started with the wrong options, say.
+    let source = format!(
+        "exec:echo $$ >> '{}'; while :; do echo 'usage: camera-tool [options]'; sleep 0.1; done",
+        pids.display()
+    );
+    let server = start(&["--source", &source, "--interval-ms", "50"]).await;
+    let mut ws = server.connect("/video?format=binary").await;
+    // The limit is 8 s without a usable frame; the viewer waits with the placeholder.
+    let offline = status_within(&mut ws, "offline", Duration::from_secs(20)).await;
+    let message = offline["message"].as_str().unwrap();
+    assert!(
+        message.contains("sent no usable frame for 8 s") && message.contains("non-JPEG output"),
+        "the viewer learns why: {message}"
+    );
+    let first: u32 = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_for(
+        "the chatty command to be stopped",
+        Duration::from_secs(5),
+        || !alive(first),
+    )
+    .await;
+    // And tried again, as a camera tool that fails once may work the next time.
+    wait_for("a restart", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 2
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_that_hangs_while_watched_is_killed_and_restarted() {
+    let dir = TempDir::new("pipe-hangs");
+    let frames: Vec<u8> = (0..2).flat_map(|i| make_jpeg(160, 120, i * 90)).collect();
+    let file = write_bytes(&dir, "s.mjpeg", &frames);
+    let pids = dir.path().join("pids");
+    // Sends a burst, then hangs without closing its output, as rpicam-vid does
+    // when the camera stops answering: kindercam's read blocks.
+    let source = format!(
+        "exec:echo $$ >> '{}'; cat '{}'; exec sleep 1000",
+        pids.display(),
+        file.display()
+    );
+    let server = start(&["--source", &source, "--interval-ms", "50"]).await;
+    let mut ws = server.connect("/video?format=binary").await;
+    binary_frame(&mut ws).await;
+    let hung: u32 = std::fs::read_to_string(&pids)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Nothing for 10 s while a viewer waits: stuck, so killed and restarted.
+    let offline = status_within(&mut ws, "offline", Duration::from_secs(20)).await;
+    let message = offline["message"].as_str().unwrap();
+    assert!(
+        message.contains("stopped responding"),
+        "the viewer learns why: {message}"
+    );
+    wait_for(
+        "the hung command to be killed",
+        Duration::from_secs(5),
+        || !alive(hung),
+    )
+    .await;
+    status_within(&mut ws, "live", Duration::from_secs(10)).await;
+    binary_frame(&mut ws).await;
     server.stop().await;
 }
