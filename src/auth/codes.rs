@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use anyhow::{bail, Context};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -24,6 +24,11 @@ use crate::sync::Locked;
 pub const GENERATED_FILE: &str = "access-codes.toml";
 /// Remembered successful checks; bounded so a flood of codes cannot grow it.
 const VERIFIED_CACHE: usize = 256;
+/// Argon2 checks running at once. Each takes the hash's memory (19 MiB for a
+/// `kindercam hash-code` hash), so a burst of Basic-auth guesses from many
+/// addresses queues here instead of exhausting a Pi's RAM.
+const MAX_CONCURRENT_HASHES: usize = 2;
+static HASHING: Permits = Permits::new(MAX_CONCURRENT_HASHES);
 /// Unambiguous characters for generated codes (no 0/o, 1/l/i).
 const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
 
@@ -71,12 +76,60 @@ impl Code {
             Code::Plain(code) => constant_time_eq(code.as_bytes(), presented.as_bytes()),
             Code::Hashed(phc) => PasswordHash::new(phc)
                 .map(|hash| {
+                    let _permit = HASHING.acquire();
                     Argon2::default()
                         .verify_password(presented.as_bytes(), &hash)
                         .is_ok()
                 })
                 .unwrap_or(false),
         }
+    }
+}
+
+/// A counting semaphore for blocking threads (the callers are tiny_http's and
+/// tokio's blocking pools, not async tasks).
+#[derive(Debug)]
+struct Permits {
+    limit: usize,
+    /// Permits in use, and the most ever in use at once.
+    in_use: Mutex<(usize, usize)>,
+    freed: Condvar,
+}
+
+struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    const fn new(limit: usize) -> Permits {
+        Permits {
+            limit,
+            in_use: Mutex::new((0, 0)),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut in_use = self.in_use.locked();
+        while in_use.0 >= self.limit {
+            in_use = self
+                .freed
+                .wait(in_use)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        in_use.0 += 1;
+        in_use.1 = in_use.1.max(in_use.0);
+        Permit(self)
+    }
+
+    #[cfg(test)]
+    fn peak(&self) -> usize {
+        self.in_use.locked().1
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.in_use.locked().0 -= 1;
+        self.0.freed.notify_one();
     }
 }
 
@@ -253,6 +306,64 @@ mod tests {
         assert_eq!(codes.check("staff-secret"), Some(Role::Staff), "cached");
         assert_eq!(codes.check("wrong"), None);
         assert_eq!(codes.check(""), None);
+    }
+
+    #[test]
+    fn at_most_two_hash_checks_run_at_once_and_every_one_finishes() {
+        use std::sync::{mpsc, Arc, Barrier};
+        use std::time::Duration;
+        let permits = Arc::new(Permits::new(2));
+        let (both_held, release) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
+        let (done_tx, done) = mpsc::channel();
+        for _ in 0..2 {
+            let (permits, both_held, release, done_tx) = (
+                permits.clone(),
+                both_held.clone(),
+                release.clone(),
+                done_tx.clone(),
+            );
+            std::thread::spawn(move || {
+                let _permit = permits.acquire();
+                both_held.wait();
+                release.wait();
+                done_tx.send(()).unwrap();
+            });
+        }
+        both_held.wait(); // two at once is allowed: it is not a mutex
+        for _ in 0..6 {
+            let (permits, done_tx) = (permits.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                drop(permits.acquire());
+                done_tx.send(()).unwrap();
+            });
+        }
+        assert_eq!(permits.in_use.locked().0, 2, "the other six wait");
+        release.wait();
+        for i in 0..8 {
+            done.recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("only {i} of 8 checks finished"));
+        }
+        assert_eq!(permits.peak(), 2);
+        assert_eq!(permits.in_use.locked().0, 0, "every permit returned");
+    }
+
+    #[test]
+    fn concurrent_wrong_codes_queue_for_the_hash_permits() {
+        let codes = std::sync::Arc::new(AccessCodes::new(
+            Code::parse("parents-123").unwrap(),
+            Code::parse(&hash_code("staff-secret").unwrap()).unwrap(),
+        ));
+        let guesses: Vec<_> = (0..4)
+            .map(|i| {
+                let codes = codes.clone();
+                std::thread::spawn(move || codes.check(&format!("guess-{i}")))
+            })
+            .collect();
+        for guess in guesses {
+            assert_eq!(guess.join().unwrap(), None);
+        }
+        let peak = HASHING.peak();
+        assert!((1..=MAX_CONCURRENT_HASHES).contains(&peak), "peak {peak}");
     }
 
     #[test]
