@@ -148,8 +148,8 @@ impl Access {
     /// Identifies a request from its `Cookie` and `Authorization` headers.
     /// Identifies a request. A wrong code presented by Basic auth counts against
     /// `peer` like a failed login, so the code cannot be guessed through Basic auth
-    /// faster than through the login form. Argon2 checks are slow: call this off the
-    /// async worker threads.
+    /// faster than through the login form. Only `authorization` can mean an argon2
+    /// check, which is slow: with one, call this off the async worker threads.
     pub fn authenticate(
         &self,
         peer: IpAddr,

@@ -150,12 +150,20 @@ async fn handle(
             return;
         }
     };
-    // Off the async workers: checking an argon2-hashed code takes tens of ms on a Pi.
-    let checked = {
-        let (ctx, request) = (ctx.clone(), upgrade.credentials());
-        tokio::task::spawn_blocking(move || admit(&ctx, peer, &request)).await
+    // Only Basic auth can mean an argon2 check (tens of ms on a Pi), so only it
+    // goes to a blocking thread. A session cookie or auth off is a hash and a map
+    // lookup: sending those off too made a burst of 500 viewers start ~170
+    // threads, each one's stack counting in the daemon's peak memory.
+    let request = upgrade.credentials();
+    let checked = if request.authorization.is_some() {
+        let ctx = ctx.clone();
+        tokio::task::spawn_blocking(move || admit(&ctx, peer, &request))
+            .await
+            .unwrap_or(Err(Refusal::Busy))
+    } else {
+        admit(&ctx, peer, &request)
     };
-    let principal = match checked.unwrap_or(Err(Refusal::Busy)) {
+    let principal = match checked {
         Ok(p) => p,
         Err(refusal) => {
             tracing::warn!(%peer, route = ?upgrade.route, ?refusal, "WebSocket access refused");
