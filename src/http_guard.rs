@@ -12,11 +12,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::net::{self, Conn, Gate};
+use crate::request_head::{self, reply, HeadError};
 use crate::shutdown::Shutdown;
 
 /// Request heads larger than this get 431.
@@ -74,10 +75,15 @@ pub async fn serve(listener: TcpListener, guard: Arc<Guard>, shutdown: Shutdown)
 async fn refuse(socket: tokio::net::TcpStream, tls: Option<TlsAcceptor>) {
     let limit = Duration::from_secs(2);
     if let Ok(mut conn) = Conn::establish(socket, tls.as_ref(), limit).await {
-        let _ = tokio::time::timeout(limit, read_head(&mut conn)).await;
+        let _ = tokio::time::timeout(limit, request_head::read(&mut conn, MAX_HEAD_BYTES)).await;
         let _ = tokio::time::timeout(
             limit,
-            reply(&mut conn, 503, "too many connections; try again shortly\n"),
+            reply(
+                &mut conn,
+                503,
+                "Retry-After: 5\r\n",
+                "too many connections; try again shortly\n",
+            ),
         )
         .await;
     }
@@ -90,29 +96,34 @@ async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) 
     // One deadline for the head and the body: tiny_http reads bodies lazily on one
     // of its few worker threads, so it only ever gets a request already complete.
     let deadline = tokio::time::Instant::now() + HEAD_DEADLINE;
-    let head = match tokio::time::timeout_at(deadline, read_head(&mut conn)).await {
+    let head = match tokio::time::timeout_at(
+        deadline,
+        request_head::read(&mut conn, MAX_HEAD_BYTES),
+    )
+    .await
+    {
         Err(_) => {
             tracing::info!(%peer, "HTTP request head too slow; dropped");
-            let _ = reply(&mut conn, 408, "request timeout\n").await;
+            reply(&mut conn, 408, "", "request timeout\n").await;
             return;
         }
         Ok(Err(HeadError::Closed)) => return,
         Ok(Err(HeadError::TooLarge)) => {
             tracing::info!(%peer, "HTTP request head too large");
-            let _ = reply(&mut conn, 431, "request header fields too large\n").await;
+            reply(&mut conn, 431, "", "request header fields too large\n").await;
             return;
         }
         Ok(Ok(head)) => head,
     };
-    let forwarded = match rewrite(&head.bytes[..head.len], peer, conn.is_tls()) {
+    let forwarded = match rewrite(head.head(), peer, conn.is_tls()) {
         Ok(f) => f,
         Err((status, why)) => {
             tracing::info!(%peer, status, why, "HTTP request refused");
-            let _ = reply(&mut conn, status, why).await;
+            reply(&mut conn, status, "", why).await;
             return;
         }
     };
-    let mut body = head.bytes[head.len..].to_vec();
+    let mut body = head.rest().to_vec();
     body.truncate(forwarded.body_len);
     if body.len() < forwarded.body_len {
         let rest = forwarded.body_len - body.len();
@@ -122,13 +133,13 @@ async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) 
             Ok(_) => return, // the client went away mid-body
             Err(_) => {
                 tracing::info!(%peer, "HTTP request body too slow; dropped");
-                let _ = reply(&mut conn, 408, "request timeout\n").await;
+                reply(&mut conn, 408, "", "request timeout\n").await;
                 return;
             }
         }
     }
     let Ok(mut backend) = UnixStream::connect(&guard.backend).await else {
-        let _ = reply(&mut conn, 503, "server is shutting down\n").await;
+        reply(&mut conn, 503, "", "server is shutting down\n").await;
         return;
     };
     let transfer = async {
@@ -142,41 +153,6 @@ async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) 
         .is_err()
     {
         tracing::info!(%peer, "HTTP transfer too slow; dropped");
-    }
-}
-
-struct Head {
-    bytes: Vec<u8>,
-    /// Length of the head proper; the rest of `bytes` is the start of the body.
-    len: usize,
-}
-
-#[derive(Debug)]
-enum HeadError {
-    Closed,
-    TooLarge,
-}
-
-async fn read_head<S: AsyncRead + Unpin>(conn: &mut S) -> Result<Head, HeadError> {
-    let mut bytes = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = conn.read(&mut chunk).await.map_err(|_| HeadError::Closed)?;
-        if n == 0 {
-            return Err(HeadError::Closed);
-        }
-        let from = bytes.len().saturating_sub(3);
-        bytes.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = bytes[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            let len = from + pos + 4;
-            if len > MAX_HEAD_BYTES {
-                return Err(HeadError::TooLarge);
-            }
-            return Ok(Head { bytes, len });
-        }
-        if bytes.len() > MAX_HEAD_BYTES {
-            return Err(HeadError::TooLarge);
-        }
     }
 }
 
@@ -255,28 +231,6 @@ pub fn rewrite(head: &[u8], peer: SocketAddr, tls: bool) -> Result<Forwarded, (u
         head: out,
         body_len,
     })
-}
-
-async fn reply<S: AsyncWrite + Unpin>(
-    conn: &mut S,
-    status: u16,
-    body: &str,
-) -> std::io::Result<()> {
-    let reason = match status {
-        400 => "Bad Request",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        _ => "Service Unavailable",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
-         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(response.as_bytes()).await?;
-    conn.shutdown().await
 }
 
 #[cfg(test)]

@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::hub::{self, CAMERA};
+use crate::request_head::{self, HeadError};
 
 /// Request heads larger than this are refused with 431.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -98,15 +99,15 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn status(&self) -> (u16, &'static str) {
+    fn status(&self) -> u16 {
         match self {
-            Refusal::NotFound => (404, "Not Found"),
-            Refusal::BadRequest(_) => (400, "Bad Request"),
-            Refusal::HeadTooLarge => (431, "Request Header Fields Too Large"),
-            Refusal::WrongVersion => (426, "Upgrade Required"),
-            Refusal::Busy => (503, "Service Unavailable"),
-            Refusal::Unauthorized => (401, "Unauthorized"),
-            Refusal::Forbidden(_) => (403, "Forbidden"),
+            Refusal::NotFound => 404,
+            Refusal::BadRequest(_) => 400,
+            Refusal::HeadTooLarge => 431,
+            Refusal::WrongVersion => 426,
+            Refusal::Busy => 503,
+            Refusal::Unauthorized => 401,
+            Refusal::Forbidden(_) => 403,
         }
     }
 
@@ -126,8 +127,6 @@ impl Refusal {
 
     /// Writes the HTTP refusal; errors are ignored because the peer is being dropped anyway.
     pub async fn send<S: AsyncWrite + Unpin>(&self, stream: &mut S) {
-        let (code, reason) = self.status();
-        let body = self.body();
         let extra = match self {
             Refusal::WrongVersion => "Sec-WebSocket-Version: 13\r\n",
             Refusal::Busy => "Retry-After: 5\r\n",
@@ -136,48 +135,21 @@ impl Refusal {
             }
             _ => "",
         };
-        let response = format!(
-            "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             Content-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = stream.write_all(response.as_bytes()).await;
-        let _ = stream.shutdown().await;
+        request_head::reply(stream, self.status(), extra, self.body()).await;
     }
 }
 
 /// Reads the request head, at most `MAX_HEAD_BYTES`. Time limits are the caller's.
 pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Upgrade, Refusal> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let head_len = loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|_| Refusal::BadRequest("connection error\n"))?;
-        if n == 0 {
-            return Err(Refusal::BadRequest("connection closed during handshake\n"));
-        }
-        let search_from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = find_head_end(&buf[search_from..]) {
-            break search_from + pos;
-        }
-        if buf.len() > MAX_HEAD_BYTES {
-            return Err(Refusal::HeadTooLarge);
-        }
-    };
-    if head_len > MAX_HEAD_BYTES {
-        return Err(Refusal::HeadTooLarge);
-    }
-    let mut upgrade = parse_head(&buf[..head_len])?;
-    upgrade.leftover = buf[head_len..].to_vec();
+    let head = request_head::read(stream, MAX_HEAD_BYTES)
+        .await
+        .map_err(|e| match e {
+            HeadError::Closed => Refusal::BadRequest("connection closed during handshake\n"),
+            HeadError::TooLarge => Refusal::HeadTooLarge,
+        })?;
+    let mut upgrade = parse_head(head.head())?;
+    upgrade.leftover = head.rest().to_vec();
     Ok(upgrade)
-}
-
-/// Index just past the blank line that ends the head.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
 /// Parses a complete request head (public for the fuzzer).
