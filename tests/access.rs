@@ -490,6 +490,62 @@ async fn page_scripts_get_401_without_a_password_dialog_but_tools_are_asked() {
     server.stop().await;
 }
 
+/// Says `text` in the chat as the holder of `cookie` and waits for the echo.
+async fn say(server: &TestServer, cookie: &str, text: &str) {
+    let mut chat = ws_with(server, "/chat", &[("Cookie", cookie.to_owned())])
+        .await
+        .unwrap();
+    send_json(&mut chat, &json!({"name": "-", "message": text})).await;
+    let echo = recv_json_until(&mut chat, "the echo", |v| {
+        v["type"] == "usermsg" && v["message"] == text
+    })
+    .await;
+    assert_eq!(echo["message"], text);
+}
+
+#[tokio::test]
+async fn a_state_directory_that_cannot_be_written_loses_nothing_live() {
+    let state = TempDir::new("state-broken");
+    let dir = state.path().to_str().unwrap();
+    // Every state write goes through a temporary file beside its target; a
+    // directory in its place makes each write fail, for root too, as a full or
+    // read-only SD card would.
+    let blockers = ["sessions.tmp", "chat-history.tmp"].map(|f| state.path().join(f));
+    for blocker in &blockers {
+        std::fs::create_dir(blocker).unwrap();
+    }
+    let first = secured(&["--state-dir", dir]).await;
+    let ana = login(&first, "Ana", VIEWER).await;
+    say(&first, &ana, "hola desde un disco lleno").await;
+    assert_eq!(first.get("/healthz").await.status, 200);
+    let out = http_request(first.http, "POST", "/logout", &[("Cookie", &ana)], "").await;
+    assert_eq!(out.status, 303, "logout works without the disk");
+    // Shutdown saves the chat history, fails, and still ends cleanly.
+    first.stop().await;
+
+    // The card is fixed: the next changes are saved again.
+    for blocker in &blockers {
+        std::fs::remove_dir(blocker).unwrap();
+    }
+    let second = secured(&["--state-dir", dir]).await;
+    let bea = login(&second, "Bea", VIEWER).await;
+    say(&second, &bea, "ya hay espacio").await;
+    second.stop().await;
+
+    let third = secured(&["--state-dir", dir]).await;
+    let config = http_request(third.http, "GET", "/config.json", &[("Cookie", &bea)], "").await;
+    assert_eq!(
+        config.status, 200,
+        "the login made after the fix survived a restart"
+    );
+    let mut chat = ws_with(&third, "/chat", &[("Cookie", bea.clone())])
+        .await
+        .unwrap();
+    let kept = recv_json_until(&mut chat, "the saved history", |v| v["type"] == "usermsg").await;
+    assert_eq!(kept["message"], "ya hay espacio");
+    third.stop().await;
+}
+
 #[tokio::test]
 async fn logins_survive_a_restart() {
     let state = TempDir::new("sessions");
