@@ -16,7 +16,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
-use crate::auth::{Access, LoginError, Principal, Role};
+use crate::auth::{Access, Denied, LoginError, Principal, Role};
 use crate::config::Config;
 use crate::http_guard::PEER_HEADER;
 use crate::hub::{Hub, StreamStatus, CAMERA};
@@ -194,12 +194,20 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         p if is_static_asset(p) => return page(ctx, p, req.host.as_deref()),
         _ => {}
     }
-    let Some(who) = ctx.access.authenticate(
+    let who = match ctx.access.authenticate(
         peer_ip(req),
         req.cookie.as_deref(),
         req.authorization.as_deref(),
-    ) else {
-        return unauthorized(req);
+    ) {
+        Ok(who) => who,
+        Err(Denied::Unauthorized) => return unauthorized(req),
+        Err(Denied::Busy) => {
+            return text(
+                503,
+                "busy checking other access codes; try again in a moment\n",
+            )
+            .with_header(header("Retry-After", "5"))
+        }
     };
     match req.path {
         "/config.json" => json(200, &page_config(ctx, &who)),
@@ -288,6 +296,7 @@ fn login(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
                 LoginError::RateLimited => "rate_limited",
                 LoginError::WrongCode => "wrong_code",
                 LoginError::BadName(_) => "bad_name",
+                LoginError::Busy => "busy",
             };
             tracing::warn!(peer = %req.peer, reason, "login failed");
             redirect(&format!("/login?error={reason}"))

@@ -36,6 +36,7 @@ const STRINGS = {
     'login.err.wrong_code': 'Ese código no es correcto. Revísalo o pídeselo de nuevo al personal del jardín.',
     'login.err.rate_limited': 'Demasiados intentos fallidos. Espera unos segundos antes de volver a intentarlo.',
     'login.err.bad_name': 'Escribe un nombre de 1 a 32 caracteres.',
+    'login.err.busy': 'El servidor está ocupado revisando otros códigos. Inténtalo de nuevo en unos segundos.',
     'login.err.needCode': 'Escribe el código de acceso.',
     'login.err.other': 'No se pudo entrar. Inténtalo de nuevo.',
 
@@ -177,6 +178,7 @@ const STRINGS = {
     'login.err.wrong_code': 'That code is not right. Check it, or ask the daycare staff for it again.',
     'login.err.rate_limited': 'Too many failed attempts. Wait a few seconds before trying again.',
     'login.err.bad_name': 'Enter a name of 1 to 32 characters.',
+    'login.err.busy': 'The server is busy checking other codes. Try again in a few seconds.',
     'login.err.needCode': 'Enter the access code.',
     'login.err.other': 'Could not sign in. Please try again.',
 

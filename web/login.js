@@ -1,6 +1,6 @@
 // The login page: one form posting `name` and `code` to /login. The server
 // answers with a redirect, to / on success or back here with ?error=wrong_code,
-// rate_limited or bad_name, which this script puts into words. /config.json is
+// rate_limited, bad_name or busy, which this script puts into words. /config.json is
 // not public, so nothing here needs it; it is only asked whether a session
 // already exists (a shared link opened from another site arrives without the
 // SameSite=Strict cookie, and lands here although its owner is logged in).
@@ -13,7 +13,7 @@ const NAME_KEY = 'kindercam.chat.name';
 const MAX_NAME_CHARS = 32;
 /** After too many failures the server takes one more try per 10 s. */
 const RATE_LIMIT_WAIT_S = 10;
-const ERRORS = ['wrong_code', 'rate_limited', 'bad_name'];
+const ERRORS = ['wrong_code', 'rate_limited', 'bad_name', 'busy'];
 
 const form = byId('login-form');
 const nameInput = byId('name');

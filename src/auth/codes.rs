@@ -11,6 +11,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -27,8 +28,10 @@ const VERIFIED_CACHE: usize = 256;
 /// Argon2 checks running at once. Each takes the hash's memory (19 MiB for a
 /// `kindercam hash-code` hash), so a burst of Basic-auth guesses from many
 /// addresses queues here instead of exhausting a Pi's RAM.
-const MAX_CONCURRENT_HASHES: usize = 2;
-static HASHING: Permits = Permits::new(MAX_CONCURRENT_HASHES);
+pub const MAX_CONCURRENT_HASHES: usize = 2;
+/// How long a check waits for its turn before the client is told to retry.
+const HASH_WAIT: Duration = Duration::from_secs(5);
+static HASHING: Permits = Permits::new(MAX_CONCURRENT_HASHES, HASH_WAIT);
 /// Unambiguous characters for generated codes (no 0/o, 1/l/i).
 const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
 
@@ -71,64 +74,99 @@ impl Code {
         }
     }
 
-    fn matches(&self, presented: &str) -> bool {
+    fn matches(&self, presented: &str, permits: &Permits) -> Result<bool, Busy> {
         match self {
-            Code::Plain(code) => constant_time_eq(code.as_bytes(), presented.as_bytes()),
-            Code::Hashed(phc) => PasswordHash::new(phc)
-                .map(|hash| {
-                    let _permit = HASHING.acquire();
-                    Argon2::default()
-                        .verify_password(presented.as_bytes(), &hash)
-                        .is_ok()
-                })
-                .unwrap_or(false),
+            Code::Plain(code) => Ok(constant_time_eq(code.as_bytes(), presented.as_bytes())),
+            Code::Hashed(phc) => {
+                let Ok(hash) = PasswordHash::new(phc) else {
+                    return Ok(false);
+                };
+                let _permit = permits.acquire().ok_or(Busy)?;
+                Ok(Argon2::default()
+                    .verify_password(presented.as_bytes(), &hash)
+                    .is_ok())
+            }
         }
     }
 }
 
-/// A counting semaphore for blocking threads (the callers are tiny_http's and
-/// tokio's blocking pools, not async tasks).
+/// Too many code checks are waiting: the client should retry shortly (503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("busy checking other access codes; try again in a moment")
+    }
+}
+
+/// A counting semaphore for blocking threads (the callers are tiny_http's
+/// workers and tokio's blocking pool, not async tasks), with a bounded wait.
 #[derive(Debug)]
-struct Permits {
+pub(crate) struct Permits {
     limit: usize,
-    /// Permits in use, and the most ever in use at once.
-    in_use: Mutex<(usize, usize)>,
+    wait: Duration,
+    state: Mutex<PermitState>,
     freed: Condvar,
 }
 
-struct Permit<'a>(&'a Permits);
+#[derive(Debug, Default)]
+struct PermitState {
+    in_use: usize,
+    /// The most ever in use at once.
+    peak: usize,
+    /// Threads waiting for a permit now.
+    waiting: usize,
+}
+
+pub(crate) struct Permit<'a>(&'a Permits);
 
 impl Permits {
-    const fn new(limit: usize) -> Permits {
+    pub(crate) const fn new(limit: usize, wait: Duration) -> Permits {
         Permits {
             limit,
-            in_use: Mutex::new((0, 0)),
+            wait,
+            state: Mutex::new(PermitState {
+                in_use: 0,
+                peak: 0,
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         }
     }
 
-    fn acquire(&self) -> Permit<'_> {
-        let mut in_use = self.in_use.locked();
-        while in_use.0 >= self.limit {
-            in_use = self
+    /// A permit, or `None` if none came free within the wait.
+    pub(crate) fn acquire(&self) -> Option<Permit<'_>> {
+        let deadline = Instant::now() + self.wait;
+        let mut state = self.state.locked();
+        state.waiting += 1;
+        while state.in_use >= self.limit {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                state.waiting -= 1;
+                return None;
+            }
+            state = self
                 .freed
-                .wait(in_use)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
-        in_use.0 += 1;
-        in_use.1 = in_use.1.max(in_use.0);
-        Permit(self)
+        state.waiting -= 1;
+        state.in_use += 1;
+        state.peak = state.peak.max(state.in_use);
+        Some(Permit(self))
     }
 
     #[cfg(test)]
-    fn peak(&self) -> usize {
-        self.in_use.locked().1
+    pub(crate) fn waiting(&self) -> usize {
+        self.state.locked().waiting
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        self.0.in_use.locked().0 -= 1;
+        self.0.state.locked().in_use -= 1;
         self.0.freed.notify_one();
     }
 }
@@ -158,6 +196,8 @@ pub struct AccessCodes {
     viewer: Code,
     staff: Code,
     verified: Mutex<HashMap<[u8; 32], Role>>,
+    /// Shared by every `AccessCodes` (they are replaced on reload): the global limit.
+    permits: &'static Permits,
 }
 
 impl AccessCodes {
@@ -166,31 +206,40 @@ impl AccessCodes {
             viewer,
             staff,
             verified: Mutex::new(HashMap::new()),
+            permits: &HASHING,
         }
     }
 
+    /// The same codes checked under other permits (tests hold them to stage a queue).
+    #[cfg(test)]
+    pub(crate) fn with_permits(mut self, permits: &'static Permits) -> AccessCodes {
+        self.permits = permits;
+        self
+    }
+
     /// The role a presented code grants, if any. Staff wins if both codes are equal.
-    pub fn check(&self, presented: &str) -> Option<Role> {
+    /// `Busy` when a hashed code could not be checked in time.
+    pub fn check(&self, presented: &str) -> Result<Option<Role>, Busy> {
         if presented.is_empty() {
-            return None;
+            return Ok(None);
         }
         let key: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         if let Some(role) = self.verified.locked().get(&key) {
-            return Some(*role);
+            return Ok(Some(*role));
         }
-        let role = if self.staff.matches(presented) {
+        let role = if self.staff.matches(presented, self.permits)? {
             Role::Staff
-        } else if self.viewer.matches(presented) {
+        } else if self.viewer.matches(presented, self.permits)? {
             Role::Viewer
         } else {
-            return None;
+            return Ok(None);
         };
         let mut verified = self.verified.locked();
         if verified.len() >= VERIFIED_CACHE {
             verified.clear();
         }
         verified.insert(key, role);
-        Some(role)
+        Ok(Some(role))
     }
 
     /// A value that changes whenever a role's code changes; sessions record it.
@@ -301,18 +350,26 @@ mod tests {
             Code::parse("parents-123").unwrap(),
             Code::parse(&hashed).unwrap(),
         );
-        assert_eq!(codes.check("parents-123"), Some(Role::Viewer));
-        assert_eq!(codes.check("staff-secret"), Some(Role::Staff));
-        assert_eq!(codes.check("staff-secret"), Some(Role::Staff), "cached");
-        assert_eq!(codes.check("wrong"), None);
-        assert_eq!(codes.check(""), None);
+        assert_eq!(codes.check("parents-123"), Ok(Some(Role::Viewer)));
+        assert_eq!(codes.check("staff-secret"), Ok(Some(Role::Staff)));
+        assert_eq!(codes.check("staff-secret"), Ok(Some(Role::Staff)), "cached");
+        assert_eq!(codes.check("wrong"), Ok(None));
+        assert_eq!(codes.check(""), Ok(None));
+    }
+
+    /// Polls `probe` until true; panics after 10 s.
+    fn wait_for(what: &str, probe: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !probe() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::yield_now();
+        }
     }
 
     #[test]
     fn at_most_two_hash_checks_run_at_once_and_every_one_finishes() {
         use std::sync::{mpsc, Arc, Barrier};
-        use std::time::Duration;
-        let permits = Arc::new(Permits::new(2));
+        let permits = Arc::new(Permits::new(2, Duration::from_secs(60)));
         let (both_held, release) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
         let (done_tx, done) = mpsc::channel();
         for _ in 0..2 {
@@ -323,7 +380,7 @@ mod tests {
                 done_tx.clone(),
             );
             std::thread::spawn(move || {
-                let _permit = permits.acquire();
+                let _permit = permits.acquire().unwrap();
                 both_held.wait();
                 release.wait();
                 done_tx.send(()).unwrap();
@@ -333,37 +390,39 @@ mod tests {
         for _ in 0..6 {
             let (permits, done_tx) = (permits.clone(), done_tx.clone());
             std::thread::spawn(move || {
-                drop(permits.acquire());
+                drop(permits.acquire().unwrap());
                 done_tx.send(()).unwrap();
             });
         }
-        assert_eq!(permits.in_use.locked().0, 2, "the other six wait");
+        wait_for("six waiters", || permits.waiting() == 6);
+        assert_eq!(
+            permits.state.locked().in_use,
+            2,
+            "the six wait, none got in"
+        );
         release.wait();
         for i in 0..8 {
             done.recv_timeout(Duration::from_secs(10))
                 .unwrap_or_else(|_| panic!("only {i} of 8 checks finished"));
         }
-        assert_eq!(permits.peak(), 2);
-        assert_eq!(permits.in_use.locked().0, 0, "every permit returned");
+        let state = permits.state.locked();
+        assert_eq!((state.peak, state.in_use, state.waiting), (2, 0, 0));
     }
 
     #[test]
-    fn concurrent_wrong_codes_queue_for_the_hash_permits() {
-        let codes = std::sync::Arc::new(AccessCodes::new(
+    fn a_hashed_check_that_cannot_get_a_turn_is_busy_not_wrong() {
+        let permits: &'static Permits =
+            Box::leak(Box::new(Permits::new(1, Duration::from_millis(50))));
+        let codes = AccessCodes::new(
             Code::parse("parents-123").unwrap(),
             Code::parse(&hash_code("staff-secret").unwrap()).unwrap(),
-        ));
-        let guesses: Vec<_> = (0..4)
-            .map(|i| {
-                let codes = codes.clone();
-                std::thread::spawn(move || codes.check(&format!("guess-{i}")))
-            })
-            .collect();
-        for guess in guesses {
-            assert_eq!(guess.join().unwrap(), None);
-        }
-        let peak = HASHING.peak();
-        assert!((1..=MAX_CONCURRENT_HASHES).contains(&peak), "peak {peak}");
+        )
+        .with_permits(permits);
+        let held = permits.acquire().unwrap();
+        assert_eq!(codes.check("staff-secret"), Err(Busy));
+        assert_eq!(permits.waiting(), 0, "the timed-out waiter left the queue");
+        drop(held);
+        assert_eq!(codes.check("staff-secret"), Ok(Some(Role::Staff)));
     }
 
     #[test]

@@ -66,6 +66,17 @@ pub enum LoginError {
     RateLimited,
     WrongCode,
     BadName(String),
+    /// Too many code checks queued (someone is guessing hard): try again shortly.
+    Busy,
+}
+
+/// Why a request was not identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No valid session or code: 401.
+    Unauthorized,
+    /// The code could not be checked in time: 503, retry.
+    Busy,
 }
 
 impl std::fmt::Display for LoginError {
@@ -76,6 +87,7 @@ impl std::fmt::Display for LoginError {
             }
             LoginError::WrongCode => f.write_str("wrong access code"),
             LoginError::BadName(why) => f.write_str(why),
+            LoginError::Busy => write!(f, "{}", codes::Busy),
         }
     }
 }
@@ -145,8 +157,7 @@ impl Access {
         self.codes.reading().clone()
     }
 
-    /// Identifies a request from its `Cookie` and `Authorization` headers.
-    /// Identifies a request. A wrong code presented by Basic auth counts against
+    /// Identifies a request from its `Cookie` and `Authorization` headers. A wrong code presented by Basic auth counts against
     /// `peer` like a failed login, so the code cannot be guessed through Basic auth
     /// faster than through the login form. Only `authorization` can mean an argon2
     /// check, which is slow: with one, call this off the async worker threads.
@@ -155,9 +166,9 @@ impl Access {
         peer: IpAddr,
         cookie: Option<&str>,
         authorization: Option<&str>,
-    ) -> Option<Principal> {
+    ) -> Result<Principal, Denied> {
         let Some(codes) = self.current_codes() else {
-            return Some(Principal {
+            return Ok(Principal {
                 role: Role::Staff,
                 name: None,
                 session: None,
@@ -169,7 +180,7 @@ impl Access {
             .and_then(|c| cookie_value(c, SESSION_COOKIE))
             .and_then(|t| self.sessions.get(t))
         {
-            return Some(Principal {
+            return Ok(Principal {
                 role: session.role,
                 name: Some(session.name.clone()),
                 ended: Some(session.ended()),
@@ -177,21 +188,40 @@ impl Access {
                 session: Some(session),
             });
         }
-        let code = authorization.and_then(basic_password)?;
-        if !self.login_failures.has_token(&peer) {
-            return None;
-        }
-        let role = codes.check(&code);
-        if role.is_none() {
-            self.login_failures.try_take(&peer);
-        }
-        role.map(|role| Principal {
+        let code = authorization
+            .and_then(basic_password)
+            .ok_or(Denied::Unauthorized)?;
+        let role = self
+            .limited_check(peer, &codes, &code)
+            .map_err(|_| Denied::Busy)?
+            .ok_or(Denied::Unauthorized)?;
+        Ok(Principal {
             role,
             name: None,
             session: None,
             ended: Some(self.generation(role).subscribe()),
             expires: None,
         })
+    }
+
+    /// Checks a code presented by `peer` under its failed-attempt limit. The token
+    /// is taken before the check and given back unless the code was wrong: checks
+    /// queue for a turn, and every queued guess must already have been counted.
+    /// `Ok(None)` is a wrong code or an address that must wait.
+    fn limited_check(
+        &self,
+        peer: IpAddr,
+        codes: &AccessCodes,
+        code: &str,
+    ) -> Result<Option<Role>, codes::Busy> {
+        if !self.login_failures.try_take(&peer) {
+            return Ok(None);
+        }
+        let checked = codes.check(code);
+        if !matches!(checked, Ok(None)) {
+            self.login_failures.refund(&peer);
+        }
+        checked
     }
 
     /// With access control off, only a loopback host name is ours: otherwise a web
@@ -224,11 +254,12 @@ impl Access {
         let code = code.trim();
         let codes = self.current_codes();
         let role = match &codes {
-            Some(codes) => codes.check(code),
+            Some(codes) => self
+                .limited_check(peer, codes, code)
+                .map_err(|_| LoginError::Busy)?,
             None => Some(Role::Staff),
         };
         let Some(role) = role else {
-            self.login_failures.try_take(&peer);
             return Err(LoginError::WrongCode);
         };
         let fingerprint = codes.map(|c| c.fingerprint(role)).unwrap_or_default();
@@ -309,7 +340,7 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The password of an `Authorization: Basic ...` header.
-fn basic_password(header: &str) -> Option<String> {
+pub fn basic_password(header: &str) -> Option<String> {
     let (scheme, value) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -361,10 +392,12 @@ mod tests {
                 .role,
             Role::Staff
         );
-        assert!(a
-            .authenticate(peer(), None, Some(&basic("nope-nope")))
-            .is_none());
-        assert!(a.authenticate(peer(), None, None).is_none());
+        assert_eq!(
+            a.authenticate(peer(), None, Some(&basic("nope-nope")))
+                .unwrap_err(),
+            Denied::Unauthorized
+        );
+        assert!(a.authenticate(peer(), None, None).is_err());
         let (token, _) = a
             .login("127.0.0.1".parse().unwrap(), "Ana", "viewer-code")
             .unwrap();
@@ -373,7 +406,7 @@ mod tests {
         assert_eq!((who.role, who.name.as_deref()), (Role::Viewer, Some("Ana")));
         assert!(a.logout(Some(&cookie)));
         assert!(
-            a.authenticate(peer(), Some(&cookie), None).is_none(),
+            a.authenticate(peer(), Some(&cookie), None).is_err(),
             "logged-out cookie refused"
         );
     }
@@ -389,16 +422,99 @@ mod tests {
         for _ in 0..LOGIN_FAILURE_BURST {
             assert!(a
                 .authenticate(guesser, None, Some(&basic("guess-0000")))
-                .is_none());
+                .is_err());
         }
         assert!(
             a.authenticate(guesser, None, Some(&basic("viewer-code")))
-                .is_none(),
+                .is_err(),
             "even the right code waits after five wrong ones"
         );
         assert!(a
             .authenticate(peer(), None, Some(&basic("viewer-code")))
-            .is_some());
+            .is_ok());
+    }
+
+    #[test]
+    fn a_code_that_cannot_be_checked_in_time_is_busy_and_not_counted() {
+        let permits: &'static codes::Permits =
+            Box::leak(Box::new(codes::Permits::new(1, Duration::from_millis(50))));
+        let a = access();
+        let hashed = Code::parse(&codes::hash_code("staff-secret").unwrap()).unwrap();
+        *a.codes.writing() = Some(Arc::new(
+            AccessCodes::new(Code::parse("viewer-code").unwrap(), hashed).with_permits(permits),
+        ));
+        let family: IpAddr = "10.0.0.6".parse().unwrap();
+        let held = permits.acquire().unwrap();
+        for _ in 0..2 * LOGIN_FAILURE_BURST {
+            assert_eq!(
+                a.login(family, "Ana", "viewer-code").unwrap_err(),
+                LoginError::Busy
+            );
+            assert_eq!(
+                a.authenticate(family, None, Some(&basic("viewer-code")))
+                    .unwrap_err(),
+                Denied::Busy
+            );
+        }
+        drop(held);
+        let (_, session) = a
+            .login(family, "Ana", "viewer-code")
+            .expect("busy tries were not failures");
+        assert_eq!(session.role, Role::Viewer);
+    }
+
+    /// Guesses queued for an argon2 turn were let through the failed-attempt
+    /// limit before any had failed: a burst of concurrent guesses from one
+    /// address must still get no more than the burst checked.
+    #[test]
+    fn concurrent_guesses_from_one_address_get_only_the_burst_checked() {
+        use std::sync::mpsc;
+        let permits: &'static codes::Permits =
+            Box::leak(Box::new(codes::Permits::new(1, Duration::from_secs(60))));
+        let a = Arc::new(access());
+        let hashed = Code::parse(&codes::hash_code("staff-secret").unwrap()).unwrap();
+        *a.codes.writing() = Some(Arc::new(
+            AccessCodes::new(Code::parse("viewer-code").unwrap(), hashed).with_permits(permits),
+        ));
+        let guesser: IpAddr = "10.0.0.7".parse().unwrap();
+        // The hash is busy: every guess that gets through the limit queues here.
+        let held = permits.acquire().unwrap();
+        let (done_tx, done) = mpsc::channel();
+        for i in 0..12 {
+            let (a, done_tx) = (a.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                let answer = a.authenticate(guesser, None, Some(&basic(&format!("guess-{i}"))));
+                done_tx.send(answer.map(|p| p.role)).unwrap();
+            });
+        }
+        // Seven are refused at once, without waiting for a turn...
+        for _ in 0..12 - LOGIN_FAILURE_BURST {
+            let answer = done
+                .recv_timeout(Duration::from_secs(10))
+                .expect("an answer");
+            assert_eq!(answer, Err(Denied::Unauthorized));
+        }
+        // ...and the other five, exactly the burst, queue for a turn.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while permits.waiting() < LOGIN_FAILURE_BURST as usize {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the burst never queued"
+            );
+            std::thread::yield_now();
+        }
+        drop(held);
+        for _ in 0..LOGIN_FAILURE_BURST {
+            let answer = done
+                .recv_timeout(Duration::from_secs(30))
+                .expect("an answer");
+            assert_eq!(answer, Err(Denied::Unauthorized));
+        }
+        assert_eq!(
+            a.login(guesser, "x", "staff-secret").unwrap_err(),
+            LoginError::RateLimited,
+            "the address waits now, on every path"
+        );
     }
 
     #[test]

@@ -49,6 +49,12 @@ impl TokenBucket {
         self.tokens >= 1.0
     }
 
+    /// Gives back a token taken for an attempt that turned out not to count.
+    pub fn refund(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens + 1.0).min(self.capacity);
+    }
+
     fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
         self.tokens >= self.capacity
@@ -97,6 +103,10 @@ impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
     pub fn has_token(&self, key: &K) -> bool {
         self.with_bucket(key, |b, now| b.has_token(now))
     }
+
+    pub fn refund(&self, key: &K) {
+        self.with_bucket(key, |b, now| b.refund(now))
+    }
 }
 
 #[cfg(test)]
@@ -117,6 +127,21 @@ mod tests {
             "one per second"
         );
         assert!(!b.try_take(start + Duration::from_millis(1100)));
+    }
+
+    #[test]
+    fn a_refund_gives_back_one_token_up_to_the_burst() {
+        let limiter = KeyedLimiter::new(2, 0.0, 8);
+        assert!(limiter.try_take(&"a") && limiter.try_take(&"a"));
+        assert!(!limiter.has_token(&"a"));
+        limiter.refund(&"a");
+        assert!(limiter.try_take(&"a"), "the refunded token");
+        assert!(!limiter.try_take(&"a"));
+        for _ in 0..5 {
+            limiter.refund(&"a");
+        }
+        assert!(limiter.try_take(&"a") && limiter.try_take(&"a"));
+        assert!(!limiter.try_take(&"a"), "refunds never exceed the burst");
     }
 
     #[test]

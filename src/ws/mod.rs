@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -61,6 +62,9 @@ pub struct WsContext {
     pub tls: Option<TlsAcceptor>,
     /// The HTTP listener's real port: our pages' origin, for the Origin check.
     pub http_port: u16,
+    /// Turns for handshakes whose Basic code may need an argon2 check: they wait
+    /// here as cheap tasks, not as parked threads in tokio's blocking pool.
+    code_checks: Arc<Semaphore>,
 }
 
 impl WsContext {
@@ -82,6 +86,7 @@ impl WsContext {
             access,
             tls,
             http_port,
+            code_checks: Arc::new(Semaphore::new(auth::codes::MAX_CONCURRENT_HASHES)),
         }
     }
 
@@ -154,12 +159,26 @@ async fn handle(
     // goes to a blocking thread. A session cookie or auth off is a hash and a map
     // lookup: sending those off too made a burst of 500 viewers start ~170
     // threads, each one's stack counting in the daemon's peak memory.
+    // A turn that does not come within the handshake time is a 503.
     let request = upgrade.credentials();
-    let checked = if request.authorization.is_some() {
-        let ctx = ctx.clone();
-        tokio::task::spawn_blocking(move || admit(&ctx, peer, &request))
-            .await
-            .unwrap_or(Err(Refusal::Busy))
+    let basic = request
+        .authorization
+        .as_deref()
+        .and_then(auth::basic_password)
+        .is_some();
+    let checked = if basic {
+        match tokio::time::timeout(limit, ctx.code_checks.clone().acquire_owned()).await {
+            Ok(Ok(turn)) => {
+                let ctx = ctx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    admit(&ctx, peer, &request)
+                })
+                .await
+                .unwrap_or(Err(Refusal::Busy))
+            }
+            _ => Err(Refusal::Busy),
+        }
     } else {
         admit(&ctx, peer, &request)
     };
@@ -233,7 +252,10 @@ fn admit(
             upgrade.cookie.as_deref(),
             upgrade.authorization.as_deref(),
         )
-        .ok_or(Refusal::Unauthorized)?;
+        .map_err(|denied| match denied {
+            auth::Denied::Unauthorized => Refusal::Unauthorized,
+            auth::Denied::Busy => Refusal::Busy,
+        })?;
     if !ctx.access.origin_ok(
         upgrade.origin.as_deref(),
         upgrade.host.as_deref(),
