@@ -13,6 +13,8 @@ const NAME_KEY = 'kindercam.chat.name';
 const MAX_NAME_CHARS = 32;
 /** After too many failures the server takes one more try per 10 s. */
 const RATE_LIMIT_WAIT_S = 10;
+/** The server's Retry-After when it is too busy to check a code. */
+const BUSY_WAIT_S = 5;
 const ERRORS = ['wrong_code', 'rate_limited', 'bad_name', 'busy'];
 
 const form = byId('login-form');
@@ -154,8 +156,11 @@ function main() {
   nameInput.value ||= load(NAME_KEY, '');
   if (error) {
     const known = ERRORS.includes(error);
-    fail(known ? `login.err.${error}` : 'login.err.other', error === 'bad_name' ? nameInput : codeInput);
+    // Busy is nobody's typing mistake: no field is marked, and the button waits a moment.
+    const field = error === 'bad_name' ? nameInput : error === 'busy' ? null : codeInput;
+    fail(known ? `login.err.${error}` : 'login.err.other', field);
     if (error === 'rate_limited') holdOff(RATE_LIMIT_WAIT_S);
+    if (error === 'busy') holdOff(BUSY_WAIT_S);
     return;
   }
   if (params.get('session') === 'ended') noteKey = 'login.ended';

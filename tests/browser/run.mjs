@@ -575,6 +575,10 @@ async function main() {
       equal(await page.textContent('#login-error'), 'Demasiados intentos fallidos. Espera unos segundos antes de volver a intentarlo.', 'rate limited');
       assert(await page.isDisabled('#login-submit'), 'no more tries for a while');
       await until(page, 'the countdown', () => /^Espera \d+ s$/.test(document.getElementById('login-submit').textContent));
+      await page.goto(`${daemon.base}/login?error=busy`);
+      equal(await page.textContent('#login-error'), 'El servidor está ocupado revisando otros códigos. Inténtalo de nuevo en unos segundos.', 'busy');
+      equal(await page.$$eval('[aria-invalid]', (fields) => fields.length), 0, 'busy marks no field as wrong');
+      await until(page, 'a short wait before retrying', () => /^Espera \d+ s$/.test(document.getElementById('login-submit').textContent));
       await page.goto(`${daemon.base}/login?error=bad_name`);
       equal(await page.textContent('#login-error'), 'Escribe un nombre de 1 a 32 caracteres.', 'bad name');
       equal(await page.getAttribute('#name', 'aria-invalid'), 'true', 'name field marked');
