@@ -42,6 +42,29 @@ fn write_bytes(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// An `exec:` source that records each start's pid, then runs `body`, in which
+/// `FRAMES` names a file of two 160x120 JPEG frames. Returns the source and the
+/// pid file.
+fn traced_command(dir: &TempDir, body: &str) -> (String, PathBuf) {
+    let frames: Vec<u8> = (0..2).flat_map(|i| make_jpeg(160, 120, i * 90)).collect();
+    let file = write_bytes(dir, "s.mjpeg", &frames);
+    let pids = dir.path().join("pids");
+    let body = body.replace("FRAMES", &format!("'{}'", file.display()));
+    (
+        format!("exec:echo $$ >> '{}'; {body}", pids.display()),
+        pids,
+    )
+}
+
+/// The pids a traced command recorded, one per start, oldest first.
+fn started(pids: &Path) -> Vec<u32> {
+    std::fs::read_to_string(pids)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 /// Next binary frame, skipping status messages (which are checked to be statuses).
 async fn binary_frame(ws: &mut Ws) -> Vec<u8> {
     recv_binary_frame(ws).await
@@ -229,21 +252,8 @@ async fn a_dying_command_shows_offline_then_is_restarted() {
 #[tokio::test]
 async fn the_command_runs_only_while_watched_and_stops_with_the_daemon() {
     let dir = TempDir::new("pipe-demand");
-    let frames: Vec<u8> = (0..2).flat_map(|i| make_jpeg(160, 120, i * 90)).collect();
-    let file = write_bytes(&dir, "s.mjpeg", &frames);
-    let pids = dir.path().join("pids");
-    let source = format!(
-        "exec:echo $$ >> '{}'; while :; do cat '{}'; sleep 0.05; done",
-        pids.display(),
-        file.display()
-    );
-    let read_pids = || -> Vec<u32> {
-        std::fs::read_to_string(&pids)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    };
+    let (source, pids) = traced_command(&dir, "while :; do cat FRAMES; sleep 0.05; done");
+    let read_pids = || started(&pids);
     let server = start(&["--source", &source, "--interval-ms", "50"]).await;
     // Serving, but nobody watches: nothing was started.
     assert_eq!(server.get("/healthz").await.status, 200);
@@ -291,14 +301,7 @@ async fn the_command_runs_only_while_watched_and_stops_with_the_daemon() {
 #[tokio::test]
 async fn without_on_demand_the_command_runs_from_the_start() {
     let dir = TempDir::new("pipe-always");
-    let frames: Vec<u8> = (0..2).flat_map(|i| make_jpeg(160, 120, i * 90)).collect();
-    let file = write_bytes(&dir, "s.mjpeg", &frames);
-    let pids = dir.path().join("pids");
-    let source = format!(
-        "exec:echo $$ >> '{}'; while :; do cat '{}'; sleep 0.05; done",
-        pids.display(),
-        file.display()
-    );
+    let (source, pids) = traced_command(&dir, "while :; do cat FRAMES; sleep 0.05; done");
     let server = start(&[
         "--source",
         &source,
@@ -309,14 +312,10 @@ async fn without_on_demand_the_command_runs_from_the_start() {
     .await;
     // Nobody watches, yet the command is started (the camera stays open).
     wait_for("the command to start without viewers", WAIT, || {
-        pids.exists()
+        !started(&pids).is_empty()
     })
     .await;
-    let pid: u32 = std::fs::read_to_string(&pids)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = started(&pids)[0];
     assert!(alive(pid));
     let mut ws = server.connect("/video?format=binary").await;
     let frame = binary_frame(&mut ws).await;
@@ -333,24 +332,13 @@ async fn without_on_demand_the_command_runs_from_the_start() {
 #[tokio::test]
 async fn a_command_that_ignores_sigterm_is_killed_when_nobody_watches() {
     let dir = TempDir::new("pipe-stubborn");
-    let frames: Vec<u8> = (0..2).flat_map(|i| make_jpeg(160, 120, i * 90)).collect();
-    let file = write_bytes(&dir, "s.mjpeg", &frames);
-    let pids = dir.path().join("pids");
     // Ignores SIGTERM (and so does the sleep it becomes) and goes silent after
     // one burst of frames, blocking kindercam's read of its output.
-    let source = format!(
-        "exec:trap '' TERM; echo $$ >> '{}'; cat '{}'; exec sleep 1000",
-        pids.display(),
-        file.display()
-    );
+    let (source, pids) = traced_command(&dir, "trap '' TERM; cat FRAMES; exec sleep 1000");
     let server = start(&["--source", &source, "--interval-ms", "50"]).await;
     let mut ws = server.connect("/video?format=binary").await;
     binary_frame(&mut ws).await;
-    let pid: u32 = std::fs::read_to_string(&pids)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = started(&pids)[0];
     drop(ws);
     // Idle grace (5 s), SIGTERM ignored for the stop wait (2 s), then SIGKILL.
     wait_for(
@@ -365,11 +353,10 @@ async fn a_command_that_ignores_sigterm_is_killed_when_nobody_watches() {
 #[tokio::test]
 async fn a_command_printing_no_jpeg_is_restarted_with_the_reason() {
     let dir = TempDir::new("pipe-chatty");
-    let pids = dir.path().join("pids");
     // Output, but never a frame: a tool started with the wrong options, say.
-    let source = format!(
-        "exec:echo $$ >> '{}'; while :; do echo 'usage: camera-tool [options]'; sleep 0.1; done",
-        pids.display()
+    let (source, pids) = traced_command(
+        &dir,
+        "while :; do echo 'usage: camera-tool [options]'; sleep 0.1; done",
     );
     let server = start(&["--source", &source, "--interval-ms", "50"]).await;
     let mut ws = server.connect("/video?format=binary").await;
@@ -380,13 +367,7 @@ async fn a_command_printing_no_jpeg_is_restarted_with_the_reason() {
         message.contains("sent no usable frame for 8 s") && message.contains("non-JPEG output"),
         "the viewer learns why: {message}"
     );
-    let first: u32 = std::fs::read_to_string(&pids)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let first = started(&pids)[0];
     wait_for(
         "the chatty command to be stopped",
         Duration::from_secs(5),
@@ -395,11 +376,7 @@ async fn a_command_printing_no_jpeg_is_restarted_with_the_reason() {
     .await;
     // And tried again, as a camera tool that fails once may work the next time.
     wait_for("a restart", Duration::from_secs(10), || {
-        std::fs::read_to_string(&pids)
-            .unwrap_or_default()
-            .lines()
-            .count()
-            >= 2
+        started(&pids).len() >= 2
     })
     .await;
     server.stop().await;
@@ -408,24 +385,13 @@ async fn a_command_printing_no_jpeg_is_restarted_with_the_reason() {
 #[tokio::test]
 async fn a_command_that_hangs_while_watched_is_killed_and_restarted() {
     let dir = TempDir::new("pipe-hangs");
-    let frames: Vec<u8> = (0..2).flat_map(|i| make_jpeg(160, 120, i * 90)).collect();
-    let file = write_bytes(&dir, "s.mjpeg", &frames);
-    let pids = dir.path().join("pids");
     // Sends a burst, then hangs without closing its output, as rpicam-vid does
     // when the camera stops answering: kindercam's read blocks.
-    let source = format!(
-        "exec:echo $$ >> '{}'; cat '{}'; exec sleep 1000",
-        pids.display(),
-        file.display()
-    );
+    let (source, pids) = traced_command(&dir, "cat FRAMES; exec sleep 1000");
     let server = start(&["--source", &source, "--interval-ms", "50"]).await;
     let mut ws = server.connect("/video?format=binary").await;
     binary_frame(&mut ws).await;
-    let hung: u32 = std::fs::read_to_string(&pids)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let hung = started(&pids)[0];
     // Nothing for 10 s while a viewer waits: stuck, so killed and restarted.
     let offline = status_within(&mut ws, "offline", Duration::from_secs(20)).await;
     let message = offline["message"].as_str().unwrap();
