@@ -34,10 +34,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ -x /usr/bin/chromium ] || fail "no /usr/bin/chromium"
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
-[ "$node_major" -ge 20 ] || fail "playwright-core needs Node.js 20 or newer, found $(node --version)"
+[ "$node_major" -ge 18 ] || fail "playwright-core needs Node.js 18 or newer (Debian 12 has 18), found $(node --version)"
 
-if [ ! -f "$here/node_modules/playwright-core/package.json" ] \
-   || [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]; then
+# Reinstall when the installed playwright-core is not the one package.json pins.
+wanted="$(node -p "require('$here/package.json').dependencies['playwright-core']")"
+installed="$(node -p "require('$here/node_modules/playwright-core/package.json').version" 2>/dev/null || true)"
+if [ "$installed" != "$wanted" ]; then
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) || fail "npm ci failed"
 fi
 
