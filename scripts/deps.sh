@@ -26,6 +26,9 @@ ensure_build_deps() {
     command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
     command -v cmake >/dev/null 2>&1 || missing+=(cmake)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    # cargo fetches crates over HTTPS; minimal images lack the CA bundle
+    # (curl only recommends it, and we install without recommends).
+    [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
     case "$(uname -m)" in x86_64|i?86) command -v nasm >/dev/null 2>&1 || missing+=(nasm) ;; esac
     if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
         missing+=(libclang-dev)
