@@ -300,8 +300,7 @@ impl Drop for ViewerGuard {
     fn drop(&mut self) {
         self.stream
             .viewers
-            .lock()
-            .unwrap()
+            .locked()
             .retain(|v| !Arc::ptr_eq(v, &self.stats));
     }
 }
