@@ -306,18 +306,19 @@ impl Splitter {
                         }
                     }
                 }
-                Phase::Segments => match self.step_segments() {
-                    Step::NeedMore => return self.check_size(),
-                    Step::Continue => {}
-                    Step::Frame(end) => return Some(Ok(self.take(end))),
-                    Step::Broken(e) => return Some(Err(e)),
-                },
-                Phase::Entropy => match self.step_entropy() {
-                    Step::NeedMore => return self.check_size(),
-                    Step::Continue => {}
-                    Step::Frame(end) => return Some(Ok(self.take(end))),
-                    Step::Broken(e) => return Some(Err(e)),
-                },
+                Phase::Segments | Phase::Entropy => {
+                    let step = if self.phase == Phase::Segments {
+                        self.step_segments()
+                    } else {
+                        self.step_entropy()
+                    };
+                    match step {
+                        Step::NeedMore => return self.check_size(),
+                        Step::Continue => {}
+                        Step::Frame(end) => return Some(Ok(self.take(end))),
+                        Step::Broken(e) => return Some(Err(e)),
+                    }
+                }
             }
         }
     }

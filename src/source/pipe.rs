@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use crate::frame::Frame;
 use crate::hub::Stream;
 use crate::mjpeg::{self, Splitter};
-use crate::source::supervisor::{terminate_group, Control, Pacer, SourceError};
+use crate::source::supervisor::{
+    signal_group, terminate_group, Control, DropLog, Pacer, SourceError,
+};
 use crate::sync::Locked;
 
 /// Bytes read from the child at once.
@@ -107,24 +109,15 @@ fn collect_stderr(child: &mut Child, stream_name: &str) -> Arc<Mutex<VecDeque<St
 
 /// SIGTERM to the group, then SIGKILL if it lingers; always reaps the shell.
 fn stop_child(child: &mut Child, pgid: i32) -> Option<std::process::ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        // The shell is gone; whatever it started may not be.
-        // SAFETY: signals the child's own process group only.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        return Some(status);
-    }
-    terminate_group(pgid);
-    let deadline = Instant::now() + TERM_GRACE;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            // SAFETY: as above.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            return Some(status);
+    if !matches!(child.try_wait(), Ok(Some(_))) {
+        terminate_group(pgid);
+        let deadline = Instant::now() + TERM_GRACE;
+        while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    // Even when the shell is gone, whatever it started may not be.
+    signal_group(pgid, libc::SIGKILL);
     child.wait().ok()
 }
 
@@ -149,8 +142,7 @@ pub fn read_pipe(
     let mut pacer = Pacer::new(settings.interval);
     let mut last_good = Instant::now();
     let mut last_problem: Option<String> = None;
-    let mut dropped_since_log = 0u64;
-    let mut logged_at: Option<Instant> = None;
+    let mut drops = DropLog::new("command");
     let outcome: Result<(), String> = loop {
         if control.stopped() {
             break Ok(());
@@ -198,17 +190,7 @@ pub fn read_pipe(
                 }
                 Err(e) => e.to_string(),
             };
-            stream.count_dropped();
-            dropped_since_log += 1;
-            if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-                tracing::warn!(
-                    stream = stream.name(),
-                    dropped = dropped_since_log,
-                    "dropped a broken frame from {label}: {problem}"
-                );
-                logged_at = Some(Instant::now());
-                dropped_since_log = 0;
-            }
+            drops.record(stream, &problem);
             last_problem = Some(problem);
         }
         if last_good.elapsed() >= NO_FRAME_LIMIT {

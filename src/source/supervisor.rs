@@ -86,6 +86,43 @@ impl Default for Limits {
     }
 }
 
+/// Repeated warnings about dropped frames are summed up this often.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts dropped frames and logs them without flooding the journal.
+pub struct DropLog {
+    /// What dropped the frames, for the log line: "camera", "exec:" command output.
+    what: &'static str,
+    /// When the last warning was logged; `None` before the first.
+    logged: Option<Instant>,
+    count: u64,
+}
+
+impl DropLog {
+    pub fn new(what: &'static str) -> DropLog {
+        DropLog {
+            what,
+            logged: None,
+            count: 0,
+        }
+    }
+
+    pub fn record(&mut self, stream: &Stream, why: &dyn std::fmt::Display) {
+        stream.count_dropped();
+        self.count += 1;
+        if self.logged.is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY) {
+            tracing::warn!(
+                stream = stream.name(),
+                dropped = self.count,
+                "dropped a broken frame from the {}: {why}",
+                self.what
+            );
+            self.logged = Some(Instant::now());
+            self.count = 0;
+        }
+    }
+}
+
 /// Shared between the supervisor and one session thread.
 #[derive(Debug)]
 pub struct Control {
@@ -156,10 +193,7 @@ impl Control {
     fn kill_child(&self) {
         let pgid = self.child_group.load(Ordering::Acquire);
         if pgid > 0 {
-            // SAFETY: kill(2) on the child's own process group; no memory involved.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
+            signal_group(pgid, libc::SIGKILL);
         }
     }
 }
@@ -172,9 +206,14 @@ impl Default for Control {
 
 /// Sends SIGTERM to a child's whole process group (a shell and what it started).
 pub fn terminate_group(pgid: i32) {
+    signal_group(pgid, libc::SIGTERM);
+}
+
+/// Sends `signal` to process group `pgid` (a child's own group, never ours).
+pub fn signal_group(pgid: i32, signal: libc::c_int) {
     // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
     unsafe {
-        libc::kill(-pgid, libc::SIGTERM);
+        libc::kill(-pgid, signal);
     }
 }
 
@@ -318,11 +357,8 @@ where
         tokio::select! {
             biased;
             _ = shutdown.wait() => {
-                control.stop();
                 let wait = limits.stop_wait.min(Duration::from_millis(500));
-                if tokio::time::timeout(wait, &mut done).await.is_err() {
-                    control.kill_child();
-                }
+                stop_session(&control, &mut done, wait).await;
                 return SessionEnd::Shutdown;
             }
             result = &mut done => {
@@ -340,12 +376,7 @@ where
             if since.elapsed() >= limits.idle_grace {
                 tracing::info!(stream = target.stream.name(), source = %target.label,
                     "nobody watches: closing the camera");
-                control.stop();
-                if tokio::time::timeout(limits.stop_wait, &mut done)
-                    .await
-                    .is_err()
-                {
-                    control.kill_child();
+                if !stop_session(&control, &mut done, limits.stop_wait).await {
                     tracing::warn!(stream = target.stream.name(), source = %target.label,
                         "capture thread did not stop in time; abandoned");
                     abandoned(target);
@@ -357,17 +388,12 @@ where
         }
         let silent = control.silent_for();
         if silent >= limits.stall {
-            control.stop();
             let reason = format!(
                 "{} stopped responding (nothing for {} s); restarting it",
                 target.label,
                 silent.as_secs()
             );
-            if tokio::time::timeout(limits.stop_wait, &mut done)
-                .await
-                .is_err()
-            {
-                control.kill_child();
+            if !stop_session(&control, &mut done, limits.stop_wait).await {
                 tracing::error!(stream = target.stream.name(), source = %target.label,
                     "capture thread is stuck; abandoned, starting a new one");
                 abandoned(target);
@@ -375,6 +401,22 @@ where
             return failed(SourceError::new(reason));
         }
     }
+}
+
+/// Asks the session to stop and waits up to `wait` for its thread. If the thread
+/// does not end (stuck in the driver or on a child's output), its child process
+/// group is killed and false is returned: the caller abandons the thread.
+async fn stop_session(
+    control: &Control,
+    done: &mut oneshot::Receiver<Result<(), SourceError>>,
+    wait: Duration,
+) -> bool {
+    control.stop();
+    if tokio::time::timeout(wait, done).await.is_ok() {
+        return true;
+    }
+    control.kill_child();
+    false
 }
 
 /// A capture thread stuck inside the driver keeps its device handle and buffers,

@@ -36,7 +36,7 @@ use crate::encode::{Encoder, RawImage};
 use crate::frame::Frame;
 use crate::hub::Stream;
 use crate::mjpeg;
-use crate::source::supervisor::{Control, Pacer, SourceError};
+use crate::source::supervisor::{Control, DropLog, Pacer, SourceError};
 use crate::sync::Locked;
 
 /// Buffers the driver fills while we work on one: enough to never stall the
@@ -47,8 +47,6 @@ const POLL_SLICE: Duration = Duration::from_millis(250);
 /// A camera that delivers nothing for this long (or 3 frame periods, if longer)
 /// has failed even though its device is still there.
 const MIN_FRAME_TIMEOUT: Duration = Duration::from_secs(4);
-/// Repeated warnings about dropped frames are summed up this often.
-const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What one camera session needs.
 #[derive(Debug, Clone)]
@@ -295,36 +293,6 @@ pub fn frame_intervals(
         .collect()
 }
 
-/// Counts dropped frames and logs them without flooding the journal.
-struct DropLog {
-    /// When the last warning was logged; `None` before the first.
-    logged: Option<Instant>,
-    count: u64,
-}
-
-impl DropLog {
-    fn new() -> DropLog {
-        DropLog {
-            logged: None,
-            count: 0,
-        }
-    }
-
-    fn record(&mut self, stream: &Stream, why: &dyn std::fmt::Display) {
-        stream.count_dropped();
-        self.count += 1;
-        if self.logged.is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY) {
-            tracing::warn!(
-                stream = stream.name(),
-                dropped = self.count,
-                "dropped a broken camera frame: {why}"
-            );
-            self.logged = Some(Instant::now());
-            self.count = 0;
-        }
-    }
-}
-
 /// One capture session: runs until stopped or until the camera fails.
 pub fn capture(
     settings: &Settings,
@@ -417,7 +385,7 @@ pub fn capture(
         Handling::PassThrough => None,
     };
     let mut pacer = Pacer::new(settings.interval);
-    let mut drops = DropLog::new();
+    let mut drops = DropLog::new("camera");
     let mut started = false;
     let mut waiting_since = Instant::now();
     loop {
