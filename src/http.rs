@@ -399,10 +399,11 @@ fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
         ),
         (_, StreamStatus::Offline(reason)) => {
             text(503, &format!("stream {name:?} is offline: {reason}\n"))
+                .with_header(header("Retry-After", "1"))
         }
-        _ => text(503, &format!("stream {name:?} has no frame yet\n")),
+        _ => text(503, &format!("stream {name:?} has no frame yet\n"))
+            .with_header(header("Retry-After", "1")),
     }
-    .with_header(header("Retry-After", "1"))
 }
 
 /// Serves an embedded file, or one from `--web-dir`.
