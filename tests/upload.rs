@@ -76,7 +76,11 @@ async fn uploaded_frames_reach_viewers_unchanged() {
     let snapshot = server.get("/snapshot.jpg?stream=x").await;
     assert_eq!(snapshot.status, 200);
     assert_eq!(snapshot.header("content-type"), Some("image/jpeg"));
-    assert_eq!(snapshot.header("retry-after"), None, "only refusals say retry");
+    assert_eq!(
+        snapshot.header("retry-after"),
+        None,
+        "only refusals say retry"
+    );
     assert_eq!(snapshot.body, jpeg, "snapshot is the latest upload");
     server.stop().await;
 }

@@ -21,7 +21,6 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
@@ -30,7 +29,7 @@ use crate::auth::{Principal, Role};
 use crate::shutdown::Shutdown;
 use crate::sync::Locked;
 use crate::ws::keepalive::{Beat, Keepalive};
-use crate::ws::{send_within, SEND_STALL_LIMIT};
+use crate::ws::{close_within, send_within, SEND_STALL_LIMIT};
 
 pub const MAX_NAME_CHARS: usize = 32;
 pub const MAX_MESSAGE_CHARS: usize = 1000;
@@ -415,25 +414,25 @@ pub async fn serve<S>(
     let (mut rx, history) = room.join();
     let online = room.online.fetch_add(1, Ordering::Relaxed) + 1;
     room.announce("join", &format!("A participant joined ({online} online)"));
-    let mut ok = true;
-    for text in history {
-        if ws.feed(Message::Text(text)).await.is_err() {
-            ok = false;
-            break;
+    // The whole replay, not only its flush, is bounded: with no write buffer,
+    // each `feed` already waits on the socket.
+    let replay = async {
+        for text in history {
+            ws.feed(Message::Text(text)).await?;
         }
-    }
-    ok = ok
-        && matches!(
-            tokio::time::timeout(SEND_STALL_LIMIT, ws.flush()).await,
-            Ok(Ok(()))
-        );
+        ws.flush().await
+    };
+    let mut ok = matches!(
+        tokio::time::timeout(SEND_STALL_LIMIT, replay).await,
+        Ok(Ok(()))
+    );
 
     let mut keepalive = Keepalive::relaxed();
     while ok {
         tokio::select! {
             _ = shutdown.wait() => {
                 let bye = shutdown.goodbye();
-                let _ = ws.close(Some(CloseFrame { code: bye.code.into(), reason: bye.reason.into() })).await;
+                close_within(&mut ws, bye.code.into(), bye.reason).await;
                 break;
             }
             beat = keepalive.tick() => match beat {
@@ -453,11 +452,11 @@ pub async fn serve<S>(
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Ok(_)) => {} // pings are answered by tungstenite
                 Some(Err(WsError::Capacity(_))) => {
-                    let _ = ws.close(Some(CloseFrame { code: CloseCode::Size, reason: "message too big".into() })).await;
+                    close_within(&mut ws, CloseCode::Size, "message too big").await;
                     break;
                 }
                 Some(Err(WsError::Utf8(_))) => {
-                    let _ = ws.close(Some(CloseFrame { code: CloseCode::Invalid, reason: "invalid UTF-8".into() })).await;
+                    close_within(&mut ws, CloseCode::Invalid, "invalid UTF-8").await;
                     break;
                 }
                 Some(Err(_)) => break,

@@ -52,6 +52,25 @@ where
     )
 }
 
+/// A close frame is a courtesy: a peer that cannot take one this quickly is
+/// dropped without it, so that shutdown never waits on one family's Wi-Fi.
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Sends a close frame within `CLOSE_LIMIT`, ignoring failure: the peer is leaving.
+pub(crate) async fn close_within<S>(
+    ws: &mut WebSocketStream<S>,
+    code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode,
+    reason: impl Into<tokio_tungstenite::tungstenite::Utf8Bytes>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_LIMIT, ws.close(Some(frame))).await;
+}
+
 /// What every connection task needs.
 pub struct WsContext {
     pub config: Arc<Config>,

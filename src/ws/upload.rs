@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
@@ -22,7 +21,7 @@ use crate::hub::{Hub, Stream, CAMERA};
 use crate::jpeg;
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
-use crate::ws::send_within;
+use crate::ws::{close_within, send_within};
 
 /// Why an upload was refused; its `code` goes to the broadcaster page, which
 /// lowers its quality for `too_large` and reports anything else as a broken frame.
@@ -122,7 +121,7 @@ pub async fn serve<S>(
         let incoming = tokio::select! {
             _ = shutdown.wait() => {
                 let bye = shutdown.goodbye();
-                let _ = ws.close(Some(CloseFrame { code: bye.code.into(), reason: bye.reason.into() })).await;
+                close_within(&mut ws, bye.code.into(), bye.reason).await;
                 break;
             }
             beat = keepalive.tick() => match beat {
@@ -146,13 +145,8 @@ pub async fn serve<S>(
             Some(Ok(_)) => continue,
             Some(Err(WsError::Capacity(_))) => {
                 let reason = "upload far over the size limit";
-                let _ = ws.send(error_message(reason, "too_large")).await;
-                let _ = ws
-                    .close(Some(CloseFrame {
-                        code: CloseCode::Size,
-                        reason: reason.into(),
-                    }))
-                    .await;
+                send_within(&mut ws, error_message(reason, "too_large")).await;
+                close_within(&mut ws, CloseCode::Size, reason).await;
                 break;
             }
             Some(Err(_)) => break,
@@ -188,14 +182,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tracing::info!(error = why, "broadcaster refused");
-    let _ = ws.send(error_message(why, code)).await;
+    send_within(&mut ws, error_message(why, code)).await;
     let reason: String = why.chars().take(100).collect(); // close reasons are capped at 123 bytes
-    let _ = ws
-        .close(Some(CloseFrame {
-            code: CloseCode::Policy,
-            reason: reason.into(),
-        }))
-        .await;
+    close_within(&mut ws, CloseCode::Policy, reason).await;
 }
 
 fn error_message(why: &str, code: &str) -> Message {
