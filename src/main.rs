@@ -47,10 +47,17 @@ fn run() -> anyhow::Result<()> {
         tokio::spawn(async move {
             // `systemctl reload kindercam` after changing a code in the config file.
             while hup.recv().await.is_some() {
-                let reloaded = kindercam::Config::from_process()
-                    .and_then(|config| kindercam::server::reload_codes(&access, &config));
-                if let Err(e) = reloaded {
-                    tracing::error!("reload failed, codes unchanged: {e:#}");
+                // Reading the config and saving sessions touch the SD card.
+                let access = access.clone();
+                let reloaded = tokio::task::spawn_blocking(move || {
+                    kindercam::Config::from_process()
+                        .and_then(|config| kindercam::server::reload_codes(&access, &config))
+                })
+                .await;
+                match reloaded {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!("reload failed, codes unchanged: {e:#}"),
+                    Err(e) => tracing::error!("reload failed, codes unchanged: {e}"),
                 }
             }
         });
