@@ -33,7 +33,9 @@ pub struct Server {
     ws_listener: TcpListener,
     http_listener: TcpListener,
     http_backend: tiny_http::Server,
+    /// Private directory of the backend's Unix socket, removed at exit.
     backend_dir: PathBuf,
+    backend_socket: PathBuf,
     ws_addr: SocketAddr,
     http_addr: SocketAddr,
     hub: Arc<Hub>,
@@ -59,13 +61,14 @@ impl Server {
             .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
         let http_addr = http_listener.local_addr()?;
         let backend_dir = backend_dir();
-        let (http_backend, _) = http::bind_backend(&backend_dir)?;
+        let (http_backend, backend_socket) = http::bind_backend(&backend_dir)?;
         Ok(Server {
             config: Arc::new(config),
             ws_listener,
             http_listener,
             http_backend,
             backend_dir,
+            backend_socket,
             ws_addr,
             http_addr,
             hub: Arc::new(Hub::new()),
@@ -148,7 +151,7 @@ impl Server {
                 self.config.max_connections_per_ip,
             ),
             self.tls.clone(),
-            self.backend_dir.join("http.sock"),
+            self.backend_socket.clone(),
         );
         let guard_task = tokio::spawn(http_guard::serve(
             self.http_listener,

@@ -149,10 +149,6 @@ impl Access {
         self.codes.reading().is_some()
     }
 
-    pub fn tls(&self) -> bool {
-        self.tls
-    }
-
     fn current_codes(&self) -> Option<Arc<AccessCodes>> {
         self.codes.reading().clone()
     }
