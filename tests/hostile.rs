@@ -284,3 +284,42 @@ async fn a_connection_flood_from_one_address_leaves_others_served() {
     recv_json_until(&mut chat, "own message", |v| v["type"] == "usermsg").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_http_port_holds_at_most_64_requests_at_once() {
+    // No per-address cap, so only the total in-flight limit applies.
+    let server = start(&["--max-connections-per-ip", "0"]).await;
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let mut s = tokio::net::TcpStream::connect(server.http).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap(); // and never finish
+        held.push(s);
+    }
+    // Each held request is admitted in its own task; wait until the 65th is refused.
+    let refusal = poll_until(
+        "the 65th request refused",
+        WAIT,
+        Duration::from_millis(50),
+        || async {
+            let reply = http_raw(server.http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            reply.ok().filter(|r| r.status == 503)
+        },
+    )
+    .await;
+    assert_eq!(
+        refusal.header("retry-after"),
+        Some("5"),
+        "told when to retry"
+    );
+    // One slot frees up: the next request is served again.
+    drop(held.pop());
+    poll_until(
+        "a request served once a slot is free",
+        WAIT,
+        Duration::from_millis(50),
+        || async { (server.get("/healthz").await.status == 200).then_some(()) },
+    )
+    .await;
+    drop(held);
+    server.stop().await;
+}
