@@ -301,7 +301,14 @@ async fn the_command_runs_only_while_watched_and_stops_with_the_daemon() {
 #[tokio::test]
 async fn without_on_demand_the_command_runs_from_the_start() {
     let dir = TempDir::new("pipe-always");
-    let (source, pids) = traced_command(&dir, "while :; do cat FRAMES; sleep 0.05; done");
+    let loops = dir.path().join("loops");
+    let (source, pids) = traced_command(
+        &dir,
+        &format!(
+            "while :; do cat FRAMES; echo >> '{}'; sleep 0.01; done",
+            loops.display()
+        ),
+    );
     let server = start(&[
         "--source",
         &source,
@@ -317,6 +324,22 @@ async fn without_on_demand_the_command_runs_from_the_start() {
     .await;
     let pid = started(&pids)[0];
     assert!(alive(pid));
+    // ...but nothing is published. Past a pipe's 64 KiB of output, `cat` only
+    // goes on if kindercam reads, so the frames have been read and cut by now.
+    let per_loop = std::fs::metadata(dir.path().join("s.mjpeg")).unwrap().len() as usize;
+    wait_for("256 KiB of frames read", WAIT, || {
+        let done = std::fs::read_to_string(&loops)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        done * per_loop >= 256 * 1024
+    })
+    .await;
+    let stats = server.stream_stats("camera").await.expect("camera stats");
+    assert_eq!(
+        stats["frames_published"], 0,
+        "no work while nobody watches: {stats}"
+    );
     let mut ws = server.connect("/video?format=binary").await;
     let frame = binary_frame(&mut ws).await;
     assert_eq!(jpeg::inspect(&frame).unwrap().width, 160);
