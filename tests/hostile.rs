@@ -76,6 +76,11 @@ async fn malformed_handshakes_and_huge_headers_get_clear_refusals() {
         raw_status(http, &head_of("/healthz", 16 * 1024 + 64)).await,
         Some(431)
     );
+    // Just under is read and judged on its content: no Upgrade header, so 400.
+    assert_eq!(
+        raw_status(ws, &head_of("/chat", 8 * 1024 - 64)).await,
+        Some(400)
+    );
     assert_eq!(
         raw_status(ws, &head_of("/chat", 8 * 1024 + 64)).await,
         Some(431)
