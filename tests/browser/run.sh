@@ -14,7 +14,8 @@ root="$(cd "$here/../.." && pwd)"
 
 fail() {
   echo "browser: $*" >&2
-  echo "browser: 0 passed, 8 failed"
+  # Every test counts as failed when the suite cannot even start.
+  echo "browser: 0 passed, $(grep -c "await test('" "$here/run.mjs") failed"
   exit 1
 }
 
