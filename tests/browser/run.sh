@@ -15,7 +15,7 @@ root="$(cd "$here/../.." && pwd)"
 fail() {
   echo "browser: $*" >&2
   # Every test counts as failed when the suite cannot even start.
-  echo "browser: 0 passed, $(grep -c "await test('" "$here/run.mjs") failed"
+  echo "browser: 0 passed, $(grep -c 'await test(' "$here/run.mjs") failed"
   exit 1
 }
 
