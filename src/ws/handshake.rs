@@ -51,15 +51,11 @@ impl Route {
 /// A parsed upgrade request.
 #[derive(Debug)]
 pub struct Upgrade {
-    pub route: Route,
     accept_key: String,
     /// Bytes the client sent after the head; they belong to the WebSocket stream.
     pub leftover: Vec<u8>,
-    /// What access control needs from the request.
-    pub cookie: Option<String>,
-    pub authorization: Option<String>,
-    pub origin: Option<String>,
-    pub host: Option<String>,
+    /// The route and what access control needs from the request.
+    pub request: Credentials,
 }
 
 /// The parts of a request access control looks at, owned so that the check can
@@ -71,18 +67,6 @@ pub struct Credentials {
     pub authorization: Option<String>,
     pub origin: Option<String>,
     pub host: Option<String>,
-}
-
-impl Upgrade {
-    pub fn credentials(&self) -> Credentials {
-        Credentials {
-            route: self.route.clone(),
-            cookie: self.cookie.clone(),
-            authorization: self.authorization.clone(),
-            origin: self.origin.clone(),
-            host: self.host.clone(),
-        }
-    }
 }
 
 /// Why a handshake was refused; each maps to one HTTP status.
@@ -189,13 +173,15 @@ pub fn parse_head(head: &[u8]) -> Result<Upgrade, Refusal> {
         .ok_or(Refusal::BadRequest("missing Sec-WebSocket-Key\n"))?;
     let owned = |name: &str| header(name).map(str::to_owned);
     Ok(Upgrade {
-        route,
         accept_key: derive_accept_key(key.as_bytes()),
         leftover: Vec::new(),
-        cookie: owned("cookie"),
-        authorization: owned("authorization"),
-        origin: owned("origin"),
-        host: owned("host"),
+        request: Credentials {
+            route,
+            cookie: owned("cookie"),
+            authorization: owned("authorization"),
+            origin: owned("origin"),
+            host: owned("host"),
+        },
     })
 }
 

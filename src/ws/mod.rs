@@ -179,8 +179,8 @@ async fn handle(
     // lookup: sending those off too made a burst of 500 viewers start ~170
     // threads, each one's stack counting in the daemon's peak memory.
     // A turn that does not come within the handshake time is a 503.
-    let request = upgrade.credentials();
-    let basic = request
+    let basic = upgrade
+        .request
         .authorization
         .as_deref()
         .and_then(auth::basic_password)
@@ -188,7 +188,7 @@ async fn handle(
     let checked = if basic {
         match tokio::time::timeout(limit, ctx.code_checks.clone().acquire_owned()).await {
             Ok(Ok(turn)) => {
-                let ctx = ctx.clone();
+                let (ctx, request) = (ctx.clone(), upgrade.request.clone());
                 tokio::task::spawn_blocking(move || {
                     let _turn = turn;
                     admit(&ctx, peer, &request)
@@ -199,18 +199,18 @@ async fn handle(
             _ => Err(Refusal::Busy),
         }
     } else {
-        admit(&ctx, peer, &request)
+        admit(&ctx, peer, &upgrade.request)
     };
     let principal = match checked {
         Ok(p) => p,
         Err(refusal) => {
-            tracing::warn!(%peer, route = ?upgrade.route, ?refusal, "WebSocket access refused");
+            tracing::warn!(%peer, route = ?upgrade.request.route, ?refusal, "WebSocket access refused");
             refusal.send(&mut conn).await;
             return;
         }
     };
     // Resolve the stream before upgrading, so a full hub is a plain HTTP refusal.
-    let video_stream = match &upgrade.route {
+    let video_stream = match &upgrade.request.route {
         Route::Video { stream, .. } => match ctx.hub.stream(stream) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -224,13 +224,13 @@ async fn handle(
     if upgrade.accept(&mut conn, limit).await.is_err() {
         return;
     }
-    tracing::info!(%peer, route = ?upgrade.route, role = principal.role.as_str(), "WebSocket connected");
+    tracing::info!(%peer, route = ?upgrade.request.route, role = principal.role.as_str(), "WebSocket connected");
     // A logout or a changed code closes this socket too.
     let shutdown = match &principal.ended {
         Some(ended) => shutdown.or_session_end(ended.clone(), principal.expires),
         None => shutdown,
     };
-    let route = upgrade.route.clone();
+    let route = upgrade.request.route;
     let socket = Prefixed::new(upgrade.leftover, conn);
     let config = &ctx.config;
     match route {
