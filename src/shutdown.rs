@@ -32,7 +32,28 @@ impl Goodbye {
 #[derive(Debug, Clone)]
 pub struct Shutdown {
     fired: watch::Receiver<Option<Goodbye>>,
-    alive: mpsc::Sender<()>,
+    /// Never read: held so that `drained` learns when the last handle is dropped.
+    _alive: mpsc::Sender<()>,
+    /// For a socket opened with a login: that login's end, watched in `wait`
+    /// itself rather than by a helper task per connection.
+    session: Option<SessionEnd>,
+}
+
+#[derive(Debug, Clone)]
+struct SessionEnd {
+    /// Turns true on logout or when the role's code changes.
+    ended: watch::Receiver<bool>,
+    /// When the login runs out.
+    expires: Option<tokio::time::Instant>,
+}
+
+impl SessionEnd {
+    fn is_over(&self) -> bool {
+        *self.ended.borrow()
+            || self
+                .expires
+                .is_some_and(|at| tokio::time::Instant::now() >= at)
+    }
 }
 
 #[derive(Debug)]
@@ -57,7 +78,8 @@ impl ShutdownTrigger {
     pub fn subscribe(&self) -> Shutdown {
         Shutdown {
             fired: self.fire.subscribe(),
-            alive: self.alive_tx.clone().expect("subscribe after drained"),
+            _alive: self.alive_tx.clone().expect("subscribe after drained"),
+            session: None,
         }
     }
 
@@ -84,51 +106,57 @@ impl Default for ShutdownTrigger {
 
 impl Shutdown {
     pub fn is_triggered(&self) -> bool {
-        self.fired.borrow().is_some()
+        self.fired.borrow().is_some() || self.session.as_ref().is_some_and(SessionEnd::is_over)
     }
 
-    /// Completes once shutdown has been fired; at once if it already was.
+    /// Completes once shutdown has been fired (or this handle's login ended); at
+    /// once if it already was.
     pub async fn wait(&mut self) {
         // An error means the trigger is gone, which can only happen at exit.
-        let _ = self.fired.wait_for(|fired| fired.is_some()).await;
+        let Some(session) = &mut self.session else {
+            let _ = self.fired.wait_for(|fired| fired.is_some()).await;
+            return;
+        };
+        let expiry = async {
+            match session.expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.fired.wait_for(|fired| fired.is_some()) => {}
+            Ok(_) = session.ended.wait_for(|ended| *ended) => {}
+            _ = expiry => {}
+        }
     }
 
     /// What to tell a client being closed because this fired.
     pub fn goodbye(&self) -> Goodbye {
-        self.fired.borrow().unwrap_or(Goodbye::SERVER_SHUTDOWN)
+        match *self.fired.borrow() {
+            Some(goodbye) => goodbye,
+            None if self.session.as_ref().is_some_and(SessionEnd::is_over) => {
+                Goodbye::SESSION_ENDED
+            }
+            None => Goodbye::SERVER_SHUTDOWN,
+        }
     }
 
     /// A handle that fires with the daemon's shutdown, or with `SESSION_ENDED` once
     /// `ended` turns true (logout, or the access code changed) or the login expires.
     pub fn or_session_end(
         &self,
-        mut ended: watch::Receiver<bool>,
+        ended: watch::Receiver<bool>,
         expires: Option<std::time::SystemTime>,
     ) -> Shutdown {
-        let (fire, fired) = watch::channel(None);
-        let mut parent = self.clone();
-        let runs_out = expires.map(|at| {
-            at.duration_since(std::time::SystemTime::now())
-                .unwrap_or_default()
-        });
-        tokio::spawn(async move {
-            let expiry = async {
-                match runs_out {
-                    Some(left) => tokio::time::sleep(left).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let goodbye = tokio::select! {
-                _ = parent.wait() => Goodbye::SERVER_SHUTDOWN,
-                Ok(_) = ended.wait_for(|e| *e) => Goodbye::SESSION_ENDED,
-                _ = expiry => Goodbye::SESSION_ENDED,
-                _ = fire.closed() => return, // the connection is gone
-            };
-            fire.send_replace(Some(goodbye));
+        let expires = expires.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
         });
         Shutdown {
-            fired,
-            alive: self.alive.clone(),
+            session: Some(SessionEnd { ended, expires }),
+            ..self.clone()
         }
     }
 }
