@@ -118,10 +118,7 @@ fn describe(node: &Path, config: &Config, links: &[PathBuf]) -> (String, bool) {
         caps.driver,
         caps.bus
     );
-    if !caps
-        .capabilities
-        .contains(v4l::capability::Flags::VIDEO_CAPTURE)
-    {
+    if !cam::is_capture(&caps) {
         let _ = writeln!(out, "  cannot be used: {}\n", node_kind(&caps));
         return (out, false);
     }
@@ -138,7 +135,7 @@ fn describe(node: &Path, config: &Config, links: &[PathBuf]) -> (String, bool) {
             unusable.push(negotiate::fourcc_str(&offer.fourcc));
             continue;
         }
-        let how = if matches!(&offer.fourcc, b"MJPG" | b"JPEG") {
+        let how = if negotiate::is_jpeg(&offer.fourcc) {
             "passed through, no encoding"
         } else {
             "encoded to JPEG"

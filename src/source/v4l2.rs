@@ -143,7 +143,7 @@ fn io_error(what: &str, path: &Path, e: &io::Error) -> SourceError {
     SourceError::new(message)
 }
 
-fn is_capture(caps: &v4l::Capabilities) -> bool {
+pub fn is_capture(caps: &v4l::Capabilities) -> bool {
     caps.capabilities.contains(CapFlags::VIDEO_CAPTURE)
 }
 

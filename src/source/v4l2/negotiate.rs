@@ -102,11 +102,16 @@ pub fn is_usable(fourcc: &FourCc) -> bool {
     usable(fourcc).is_some()
 }
 
+/// Whether frames of this format are JPEG already (passed through, never encoded).
+pub fn is_jpeg(fourcc: &FourCc) -> bool {
+    matches!(usable(fourcc), Some((Handling::PassThrough, _)))
+}
+
 /// Whether `--format` accepts this fourcc.
 fn forced_matches(want: CaptureFormat, fourcc: &FourCc) -> bool {
     match want {
         CaptureFormat::Auto => usable(fourcc).is_some(),
-        CaptureFormat::Mjpeg => matches!(fourcc, b"MJPG" | b"JPEG"),
+        CaptureFormat::Mjpeg => is_jpeg(fourcc),
         CaptureFormat::Yuyv => fourcc == b"YUYV",
         CaptureFormat::Uyvy => fourcc == b"UYVY",
         CaptureFormat::Nv12 => fourcc == b"NV12",
@@ -326,10 +331,7 @@ pub fn choose(
         format!("format {want} was asked for")
     } else if handling == Handling::PassThrough {
         "the camera offers MJPEG at this size".to_owned()
-    } else if offers
-        .iter()
-        .any(|o| matches!(&o.fourcc, b"MJPG" | b"JPEG"))
-    {
+    } else if offers.iter().any(|o| is_jpeg(&o.fourcc)) {
         "MJPEG is offered only at sizes further from the request".to_owned()
     } else {
         "the camera offers no MJPEG".to_owned()
