@@ -9,14 +9,16 @@
 //! is the one the daemon runs; the test only picks the socket and the timeout.
 //! Every wait is a receive with a timeout, never a sleep.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{self, UnixDatagram};
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{TempDir, WAIT};
 use kindercam::hub::CAMERA;
 use kindercam::notify::Notifier;
 use kindercam::{Config, Server};
@@ -24,9 +26,6 @@ use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Upper bound for an event that should come promptly; generous for a loaded
-/// 2-core machine running a debug build.
-const WAIT: Duration = Duration::from_secs(10);
 /// The `WatchdogSec=` of these tests: pings are due every 200 ms.
 const WATCHDOG: Duration = Duration::from_millis(400);
 const PING: Duration = Duration::from_millis(200);
@@ -43,7 +42,7 @@ impl FakeSystemd {
     /// A socket in the filesystem, as systemd uses (/run/systemd/notify).
     fn at_path(name: &str) -> FakeSystemd {
         let dir = TempDir::new(name);
-        let path = dir.0.join("notify");
+        let path = dir.path().join("notify");
         let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
         FakeSystemd {
             socket,
@@ -139,27 +138,9 @@ fn has_line(msg: &str, line: &str) -> bool {
     msg.lines().any(|l| l.starts_with(line))
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("kindercam-notify-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A small, quick test pattern (a frame every 100 ms) on loopback ports.
 fn config(state: &TempDir) -> Config {
-    let state = state.0.display().to_string();
+    let state = state.path().display().to_string();
     let args = [
         "kindercam",
         "--http-listen",
@@ -176,6 +157,13 @@ fn config(state: &TempDir) -> Config {
         "100",
     ];
     Config::load(args, &|_| None).expect("test config is valid")
+}
+
+/// Binds a server on `rt` for `state`, reporting to `notifier`.
+fn bind(rt: &Runtime, state: &TempDir, notifier: Notifier) -> Server {
+    rt.block_on(Server::bind(config(state)))
+        .expect("binds port 0")
+        .with_notifier(notifier)
 }
 
 struct Running {
@@ -236,10 +224,7 @@ fn ready_arrives_only_once_both_ports_answer() {
         .build()
         .unwrap();
     systemd.assert_silent("before the server was even bound");
-    let server = rt
-        .block_on(Server::bind(config(&state)))
-        .expect("binds port 0")
-        .with_notifier(systemd.notifier(None));
+    let server = bind(&rt, &state, systemd.notifier(None));
     let (http, ws) = (server.http_addr(), server.ws_addr());
     systemd.assert_silent("after bind, before the server runs");
 
@@ -282,10 +267,7 @@ fn watchdog_pings_at_half_the_timeout_and_stops_while_the_frame_pipeline_hangs()
         .enable_all()
         .build()
         .unwrap();
-    let server = rt
-        .block_on(Server::bind(config(&state)))
-        .expect("binds port 0")
-        .with_notifier(systemd.notifier(Some(WATCHDOG)));
+    let server = bind(&rt, &state, systemd.notifier(Some(WATCHDOG)));
     let camera = server.hub().stream(CAMERA).unwrap();
     let running = run(&rt, server);
     systemd.expect("READY=1", WAIT);
@@ -361,10 +343,7 @@ fn watchdog_stops_while_the_runtime_is_stuck() {
         .enable_all()
         .build()
         .unwrap();
-    let server = rt
-        .block_on(Server::bind(config(&state)))
-        .expect("binds port 0")
-        .with_notifier(systemd.notifier(Some(WATCHDOG)));
+    let server = bind(&rt, &state, systemd.notifier(Some(WATCHDOG)));
     let running = run(&rt, server);
     systemd.expect("READY=1", WAIT);
     systemd.pings(2);
