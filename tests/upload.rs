@@ -26,12 +26,17 @@ fn assert_ack(reply: &Value, frames: u64) {
 }
 
 fn assert_error(reply: &Value, code: &str, mentions: &str) {
-    assert_eq!(reply["type"], "error", "expected an error: {reply}");
-    assert_eq!(reply["code"], code, "{reply}");
+    assert_error_for("", reply, code, mentions);
+}
+
+/// `assert_error` for the case `what`, which failures name.
+fn assert_error_for(what: &str, reply: &Value, code: &str, mentions: &str) {
+    assert_eq!(reply["type"], "error", "{what}: expected an error: {reply}");
+    assert_eq!(reply["code"], code, "{what}: {reply}");
     let why = reply["message"].as_str().unwrap_or_default();
     assert!(
         why.to_lowercase().contains(mentions),
-        "error should mention {mentions:?}: {why:?}"
+        "{what}: error should mention {mentions:?}: {why:?}"
     );
 }
 
@@ -41,6 +46,17 @@ async fn waiting_viewer(server: &TestServer, path: &str) -> Ws {
     let status = assert_status(&recv_text(&mut viewer).await);
     assert_eq!(status["state"], "waiting", "{status}");
     viewer
+}
+
+/// Stream `x` made live: a viewer that waited for it, its uploader, and the first
+/// frame, acked and seen.
+async fn live_stream(server: &TestServer) -> (Ws, Ws, String) {
+    let mut viewer = waiting_viewer(server, "/video/x").await;
+    let mut uploader = server.connect("/upload/x").await;
+    let good = data_url(&make_jpeg(64, 48, 1));
+    assert_ack(&upload(&mut uploader, good.clone()).await, 1);
+    assert_eq!(recv_frame(&mut viewer).await.0, good);
+    (viewer, uploader, good)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,12 +105,7 @@ async fn uploaded_frames_reach_viewers_unchanged() {
 async fn bad_uploads_are_refused_and_the_last_good_frame_stays() {
     let max = 64 * 1024;
     let server = start(&["--max-upload-bytes", &max.to_string()]).await;
-    let mut viewer = waiting_viewer(&server, "/video/x").await;
-    let mut uploader = server.connect("/upload/x").await;
-
-    let good = data_url(&make_jpeg(64, 48, 1));
-    assert_ack(&upload(&mut uploader, good.clone()).await, 1);
-    assert_eq!(recv_frame(&mut viewer).await.0, good);
+    let (mut viewer, mut uploader, good) = live_stream(&server).await;
 
     let jpeg = make_jpeg(64, 48, 2);
     // A PNG signature and header chunk, padded well past any "too small" floor.
@@ -132,14 +143,7 @@ async fn bad_uploads_are_refused_and_the_last_good_frame_stays() {
         ("oversize", oversize, "too_large", "too large"),
     ];
     for (what, text, code, mentions) in bad {
-        let reply = upload(&mut uploader, text).await;
-        assert_eq!(reply["type"], "error", "{what}: {reply}");
-        assert_eq!(reply["code"], code, "{what}: {reply}");
-        let why = reply["message"].as_str().unwrap_or_default().to_lowercase();
-        assert!(
-            why.contains(mentions),
-            "{what}: should mention {mentions:?}: {reply}"
-        );
+        assert_error_for(what, &upload(&mut uploader, text).await, code, mentions);
     }
     // A binary upload that is not a JPEG is refused the same way.
     uploader
@@ -168,11 +172,7 @@ async fn bad_uploads_are_refused_and_the_last_good_frame_stays() {
 async fn a_far_oversize_upload_closes_1009_but_viewers_stay() {
     let max = 16 * 1024;
     let server = start(&["--max-upload-bytes", &max.to_string()]).await;
-    let mut viewer = waiting_viewer(&server, "/video/x").await;
-    let mut uploader = server.connect("/upload/x").await;
-    let good = data_url(&make_jpeg(64, 48, 1));
-    assert_ack(&upload(&mut uploader, good.clone()).await, 1);
-    assert_eq!(recv_frame(&mut viewer).await.0, good);
+    let (mut viewer, mut uploader, good) = live_stream(&server).await;
 
     let far = format!("{DATA_URL_PREFIX}{}", "A".repeat(4 * max + 1024));
     send_text(&mut uploader, far).await;
