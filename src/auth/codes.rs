@@ -380,9 +380,12 @@ mod tests {
                 done_tx.clone(),
             );
             std::thread::spawn(move || {
-                let _permit = permits.acquire().unwrap();
+                let permit = permits.acquire().unwrap();
                 both_held.wait();
                 release.wait();
+                // Give the permit back before reporting done, or the final
+                // count can see it still held.
+                drop(permit);
                 done_tx.send(()).unwrap();
             });
         }
