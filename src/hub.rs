@@ -317,8 +317,14 @@ impl UploadGuard {
 
 impl Drop for UploadGuard {
     fn drop(&mut self) {
-        self.stream.set_offline("broadcaster disconnected");
-        self.stream.uploading.store(false, Ordering::Release);
+        let stream = &self.stream;
+        stream.state.send_if_modified(|s| {
+            // Freed under the state's lock, and viewers are woken only after it:
+            // whoever hears "offline" can claim the stream at once, and a new
+            // broadcaster's "live" cannot be overwritten by this old "offline".
+            stream.uploading.store(false, Ordering::Release);
+            s.set_status(StreamStatus::Offline("broadcaster disconnected".into()))
+        });
     }
 }
 
