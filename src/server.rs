@@ -27,6 +27,10 @@ use crate::ws::{self, WsContext};
 
 /// How long open connections get to say goodbye at shutdown.
 const DRAIN_LIMIT: Duration = Duration::from_millis(800);
+/// How long the last chat-history save may take at shutdown. Longer than the
+/// drain: an fsync to a busy SD card can take seconds, and the history is what
+/// parents see after a restart.
+const FINAL_SAVE_LIMIT: Duration = Duration::from_secs(5);
 
 pub struct Server {
     config: Arc<Config>,
@@ -124,11 +128,11 @@ impl Server {
             self.tls.clone(),
             self.http_addr.port(),
         ));
-        if self.config.chat_history > 0 {
+        let history_saver = (self.config.chat_history > 0).then(|| {
             let (ctx, shutdown) = (ws_ctx.clone(), trigger.subscribe());
             let file = self.config.state_dir.join(ws::chat::HISTORY_FILE);
-            tokio::spawn(async move { ctx.chat.keep_saved(file, shutdown).await });
-        }
+            tokio::spawn(async move { ctx.chat.keep_saved(file, shutdown).await })
+        });
         let ws_task = tokio::spawn(ws::serve(
             self.ws_listener,
             ws_ctx.clone(),
@@ -179,6 +183,11 @@ impl Server {
         self.notifier.stopping();
         if !trigger.drained(DRAIN_LIMIT).await {
             tracing::warn!("some connections did not close in time");
+        }
+        if let Some(saver) = history_saver {
+            if tokio::time::timeout(FINAL_SAVE_LIMIT, saver).await.is_err() {
+                tracing::warn!("the chat history could not be saved in time at shutdown");
+            }
         }
         let _ = ws_task.await;
         let _ = guard_task.await;
