@@ -93,7 +93,9 @@ async fn over_the_connection_cap_the_handshake_gets_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
-    let server = start(&["--handshake-timeout-ms", "300", "--max-connections", "1"]).await;
+    // Long enough that the refused client below is surely answered while the silent
+    // one still holds the slot, however slowly this machine runs.
+    let server = start(&["--handshake-timeout-ms", "2000", "--max-connections", "1"]).await;
     let connected = Instant::now();
     let mut silent = TcpStream::connect(server.ws).await.unwrap();
 
@@ -110,10 +112,10 @@ async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     let waited = connected.elapsed();
     assert_eq!(n, 0, "nothing is sent to a client that never asked");
     assert!(
-        waited >= Duration::from_millis(250),
+        waited >= Duration::from_millis(1900),
         "dropped at the timeout, not before: {waited:?}"
     );
-    assert!(waited < Duration::from_secs(5), "took {waited:?}");
+    assert!(waited < Duration::from_secs(7), "took {waited:?}");
 
     // Its slot is free again.
     let mut chat = common::poll_until(

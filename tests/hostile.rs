@@ -130,7 +130,8 @@ async fn a_slowloris_does_not_stop_normal_clients() {
         let started = Instant::now();
         assert_eq!(server.get("/healthz").await.status, 200);
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            // Far below the 10 s head deadline the slow clients hold out for.
+            started.elapsed() < Duration::from_secs(5),
             "served during the slowloris"
         );
     }

@@ -31,6 +31,18 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub const DATA_URL_PREFIX: &str = "data:image/jpeg;base64,";
 
+/// How much slower than native this suite runs: `KINDERCAM_TEST_TIME_SCALE`, set
+/// by `scripts/test-cross` for qemu-user (default 1). Only bounds on promises made
+/// to users in wall-clock time ("exits within about a second") are stretched by
+/// it; they are measured at their real value natively.
+pub fn time_scale() -> u32 {
+    std::env::var("KINDERCAM_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A kindercam server running inside the test's runtime.
