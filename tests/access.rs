@@ -6,32 +6,14 @@
 
 mod common;
 
-use base64::Engine;
 use common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-const VIEWER: &str = "parents-2468";
-const STAFF: &str = "teachers-1357";
-
-async fn secured(extra: &[&str]) -> TestServer {
-    let mut args = vec![
-        "--auth",
-        "on",
-        "--viewer-code",
-        VIEWER,
-        "--staff-code",
-        STAFF,
-    ];
-    args.extend_from_slice(extra);
-    start(&args).await
-}
-
-fn basic(code: &str) -> String {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("vlc:{code}"));
-    format!("Basic {token}")
-}
+use common::{
+    basic_auth as basic, start_secured as secured, STAFF_CODE as STAFF, VIEWER_CODE as VIEWER,
+};
 
 /// Logs in through the form and returns the `name=value` cookie pair.
 async fn login(server: &TestServer, name: &str, code: &str) -> String {

@@ -7,14 +7,11 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
 use common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-const VIEWER: &str = "parents-2468";
-const STAFF: &str = "teachers-1357";
 const WRONG: &str = "adivina-9999";
 const SECRET_MESSAGE: &str = "la clave del portón es 4321";
 
@@ -43,19 +40,11 @@ async fn logs_name_logins_and_addresses_but_never_codes_cookies_or_messages() {
         .with_writer(move || sink.clone())
         .init();
 
-    let server = start(&[
-        "--auth",
-        "on",
-        "--viewer-code",
-        VIEWER,
-        "--staff-code",
-        STAFF,
-    ])
-    .await;
+    let server = start_secured(&[]).await;
     let form = |code: &str| format!("name=Ana&code={code}");
     let wrong = http_request(server.http, "POST", "/login", &[], &form(WRONG)).await;
     assert_eq!(wrong.header("Location"), Some("/login?error=wrong_code"));
-    let right = http_request(server.http, "POST", "/login", &[], &form(VIEWER)).await;
+    let right = http_request(server.http, "POST", "/login", &[], &form(VIEWER_CODE)).await;
     let cookie = right
         .header("Set-Cookie")
         .expect("a session")
@@ -66,11 +55,8 @@ async fn logs_name_logins_and_addresses_but_never_codes_cookies_or_messages() {
     let token = cookie.split_once('=').unwrap().1.to_owned();
 
     // Basic auth with the right and a wrong code, as VLC would send them.
-    for code in [STAFF, WRONG] {
-        let basic = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("vlc:{code}"))
-        );
+    for code in [STAFF_CODE, WRONG] {
+        let basic = basic_auth(code);
         http_request(
             server.http,
             "GET",
@@ -106,8 +92,8 @@ async fn logs_name_logins_and_addresses_but_never_codes_cookies_or_messages() {
         );
     }
     for secret in [
-        VIEWER,
-        STAFF,
+        VIEWER_CODE,
+        STAFF_CODE,
         WRONG,
         token.as_str(),
         SECRET_MESSAGE,

@@ -248,11 +248,7 @@ async fn connect_with(addr: SocketAddr, path: &str, header: (&'static str, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_a_code_and_reloading_ends_that_roles_sessions_and_sockets() {
-    use base64::Engine;
-    let basic = |code: &str| {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("x:{code}"));
-        format!("Basic {token}")
-    };
+    let basic = common::basic_auth;
     let dir = TempDir::new("reload");
     let config = dir.path().join("kindercam.toml");
     std::fs::write(
@@ -355,7 +351,6 @@ async fn changing_a_code_and_reloading_ends_that_roles_sessions_and_sockets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_hashed_by_hash_code_works_from_the_config_file() {
-    use base64::Engine;
     use std::io::Write;
     let mut child = kindercam_command()
         .arg("hash-code")
@@ -385,10 +380,7 @@ async fn a_code_hashed_by_hash_code_works_from_the_config_file() {
     )
     .unwrap();
     let daemon = spawn_daemon(&["--auth", "on", "--config", config.to_str().unwrap()]);
-    let basic = |code: &str| {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("x:{code}"));
-        format!("Basic {token}")
-    };
+    let basic = common::basic_auth;
     let ok = common::http_request(
         daemon.http,
         "GET",

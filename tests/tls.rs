@@ -70,13 +70,7 @@ async fn pages_and_sockets_are_served_over_tls_with_secure_cookies() {
     let tls = make_cert();
     let cert = tls.dir.path().join("cert.pem");
     let key = tls.dir.path().join("key.pem");
-    let server = start(&[
-        "--auth",
-        "on",
-        "--viewer-code",
-        "parents-2468",
-        "--staff-code",
-        "teachers-1357",
+    let server = start_secured(&[
         "--tls-cert",
         cert.to_str().unwrap(),
         "--tls-key",
@@ -92,7 +86,7 @@ async fn pages_and_sockets_are_served_over_tls_with_secure_cookies() {
     .await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
-    let body = "name=Ana&code=parents-2468";
+    let body = format!("name=Ana&code={VIEWER_CODE}");
     let origin = format!("https://127.0.0.1:{}", server.http.port());
     let login = https(
         &tls,

@@ -31,6 +31,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub const DATA_URL_PREFIX: &str = "data:image/jpeg;base64,";
 
+/// The access codes of test servers started with [`start_secured`].
+pub const VIEWER_CODE: &str = "parents-2468";
+pub const STAFF_CODE: &str = "teachers-1357";
+
 /// How much slower than native this suite runs: `KINDERCAM_TEST_TIME_SCALE`, set
 /// by `scripts/test-cross` for qemu-user (default 1). Only bounds on promises made
 /// to users in wall-clock time ("exits within about a second") are stretched by
@@ -68,6 +72,26 @@ pub fn test_env(key: &str) -> Option<String> {
         "KINDERCAM_AUTH" => Some("off".to_owned()),
         _ => None,
     }
+}
+
+/// Starts a server as [`start`] does, with access control on and the codes
+/// [`VIEWER_CODE`] and [`STAFF_CODE`].
+pub async fn start_secured(extra: &[&str]) -> TestServer {
+    let mut args = vec![
+        "--auth",
+        "on",
+        "--viewer-code",
+        VIEWER_CODE,
+        "--staff-code",
+        STAFF_CODE,
+    ];
+    args.extend_from_slice(extra);
+    start(&args).await
+}
+
+/// An `Authorization` value for HTTP Basic auth with `code`, as VLC sends it.
+pub fn basic_auth(code: &str) -> String {
+    format!("Basic {}", b64(format!("vlc:{code}").as_bytes()))
 }
 
 /// Starts a server on 127.0.0.1 port 0 (both listeners) with `extra` flags added,
