@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{decode_data_url, jpeg_size, median_gap, recv_binary_frame, recv_frame, start};
+use common::{
+    decode_data_url, jpeg_size, median_gap, recv_binary_frame, recv_frame, start, TestServer,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_gets_jpeg_data_urls_of_the_configured_size_at_the_interval() {
@@ -47,17 +49,23 @@ async fn viewer_gets_jpeg_data_urls_of_the_configured_size_at_the_interval() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_joiner_gets_the_latest_frame_at_once() {
-    let server = start(&[
+/// A server whose test pattern draws a frame for the first viewer and the next
+/// only 10 s later: viewers joining in between must all get that same frame.
+async fn start_still(width: &str, height: &str) -> TestServer {
+    start(&[
         "--interval-ms",
         "10000",
         "--width",
-        "160",
+        width,
         "--height",
-        "120",
+        height,
     ])
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_gets_the_latest_frame_at_once() {
+    let server = start_still("160", "120").await;
     let mut first = server.connect("/video").await;
     let (latest, _) = recv_frame(&mut first).await;
 
@@ -81,15 +89,7 @@ async fn a_late_joiner_gets_the_latest_frame_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_is_the_camera_stream() {
-    let server = start(&[
-        "--interval-ms",
-        "10000",
-        "--width",
-        "160",
-        "--height",
-        "120",
-    ])
-    .await;
+    let server = start_still("160", "120").await;
     let mut plain = server.connect("/video").await;
     let (a, _) = recv_frame(&mut plain).await;
     let mut named = server.connect("/video/camera").await;
@@ -106,7 +106,7 @@ async fn video_is_the_camera_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_format_sends_jpeg_messages() {
-    let server = start(&["--interval-ms", "10000", "--width", "208", "--height", "96"]).await;
+    let server = start_still("208", "96").await;
     let mut text = server.connect("/video").await;
     let (url, _) = recv_frame(&mut text).await;
     let mut binary = server.connect("/video?format=binary").await;
