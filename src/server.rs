@@ -128,11 +128,12 @@ impl Server {
             self.tls.clone(),
             self.http_addr.port(),
         ));
+        let history_file = self.config.state_dir.join(ws::chat::HISTORY_FILE);
         let history_saver = (self.config.chat_history > 0).then(|| {
-            let (ctx, shutdown) = (ws_ctx.clone(), trigger.subscribe());
-            let file = self.config.state_dir.join(ws::chat::HISTORY_FILE);
-            tokio::spawn(async move { ctx.chat.keep_saved(file, shutdown).await })
+            let (ctx, shutdown, file) = (ws_ctx.clone(), trigger.subscribe(), history_file.clone());
+            tokio::spawn(async move { ctx.chat.keep_saved(&file, shutdown).await })
         });
+        let chat_ctx = ws_ctx.clone();
         let ws_task = tokio::spawn(ws::serve(
             self.ws_listener,
             ws_ctx.clone(),
@@ -185,7 +186,15 @@ impl Server {
             tracing::warn!("some connections did not close in time");
         }
         if let Some(saver) = history_saver {
-            if tokio::time::timeout(FINAL_SAVE_LIMIT, saver).await.is_err() {
+            // After the drain, so it holds what was posted until the last chat closed.
+            let last_save = async {
+                let _ = saver.await;
+                chat_ctx.chat.save(&history_file).await;
+            };
+            if tokio::time::timeout(FINAL_SAVE_LIMIT, last_save)
+                .await
+                .is_err()
+            {
                 tracing::warn!("the chat history could not be saved in time at shutdown");
             }
         }

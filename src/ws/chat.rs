@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -246,43 +246,46 @@ impl ChatRoom {
     }
 
     /// Writes the history to `file` a second after each change (a chat burst is one
-    /// write, which spares a Pi's SD card), off the async threads, and once more at
-    /// shutdown. A failed write (full disk) is logged; the chat goes on.
-    pub async fn keep_saved(&self, file: PathBuf, mut shutdown: Shutdown) {
+    /// write, which spares a Pi's SD card), until shutdown. The last save is the
+    /// caller's, with `save` once the connections have closed, so that it holds
+    /// whatever was posted during the drain; awaiting this task first keeps two
+    /// writes from sharing the temporary file.
+    pub async fn keep_saved(&self, file: &Path, mut shutdown: Shutdown) {
         let mut changed = self.changed.subscribe();
         loop {
-            let stopping = tokio::select! {
-                _ = shutdown.wait() => true,
-                r = changed.changed() => r.is_err(),
-            };
-            if !stopping {
-                tokio::select! {
-                    _ = shutdown.wait() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                r = changed.changed() => if r.is_err() { return },
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             changed.mark_unchanged();
-            let saved: Vec<Saved> = self
-                .history
-                .locked()
-                .iter()
-                .map(|p| Saved {
-                    id: p.id,
-                    text: p.text.to_string(),
-                })
-                .collect();
-            let target = file.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                let json = serde_json::to_string(&saved).unwrap_or_default();
-                crate::state_file::write_private(&target, json.as_bytes())
+            self.save(file).await;
+        }
+    }
+
+    /// Writes the history to `file` now, off the async threads. A failed write
+    /// (full disk) is logged; the chat goes on.
+    pub async fn save(&self, file: &Path) {
+        let saved: Vec<Saved> = self
+            .history
+            .locked()
+            .iter()
+            .map(|p| Saved {
+                id: p.id,
+                text: p.text.to_string(),
             })
-            .await;
-            if let Ok(Err(e)) = written {
-                tracing::error!(file = %file.display(), error = %e, "cannot save the chat history");
-            }
-            if stopping || shutdown.is_triggered() {
-                return;
-            }
+            .collect();
+        let target = file.to_owned();
+        let written = tokio::task::spawn_blocking(move || {
+            let json = serde_json::to_string(&saved).unwrap_or_default();
+            crate::state_file::write_private(&target, json.as_bytes())
+        })
+        .await;
+        if let Ok(Err(e)) = written {
+            tracing::error!(file = %file.display(), error = %e, "cannot save the chat history");
         }
     }
 
@@ -696,7 +699,7 @@ mod tests {
         let room = std::sync::Arc::new(ChatRoom::new(3));
         let saver = tokio::spawn({
             let (room, file, shutdown) = (room.clone(), file.clone(), trigger.subscribe());
-            async move { room.keep_saved(file, shutdown).await }
+            async move { room.keep_saved(&file, shutdown).await }
         });
         for (i, word) in ["uno", "dos", "tres", "cuatro"].iter().enumerate() {
             room.post(Author::Connection(1), "Ana", word, "000000", i == 0);
@@ -705,9 +708,10 @@ mod tests {
         room.moderate(Command::Delete { id: gone }).unwrap();
         assert!(
             trigger.drained(Duration::from_secs(5)).await,
-            "saved at shutdown"
+            "the saver stops at shutdown"
         );
         saver.await.unwrap();
+        room.save(&file).await;
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             fs::metadata(&file).unwrap().permissions().mode() & 0o777,
