@@ -33,9 +33,9 @@ const TRANSFER_DEADLINE: Duration = Duration::from_secs(30);
 pub const MAX_IN_FLIGHT: usize = 64;
 const MAX_HEADERS: usize = 64;
 
-/// Headers only the guard may set; a client's copies are dropped.
+/// The header only the guard may set (a client's copies are dropped): the real
+/// client address, for tiny_http behind the Unix socket.
 pub const PEER_HEADER: &str = "X-Kindercam-Peer";
-pub const TLS_HEADER: &str = "X-Kindercam-Tls";
 
 pub struct Guard {
     pub gate: Arc<Gate>,
@@ -115,7 +115,7 @@ async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) 
         }
         Ok(Ok(head)) => head,
     };
-    let forwarded = match rewrite(head.head(), peer, conn.is_tls()) {
+    let forwarded = match rewrite(head.head(), peer) {
         Ok(f) => f,
         Err((status, why)) => {
             tracing::info!(%peer, status, why, "HTTP request refused");
@@ -163,7 +163,7 @@ pub struct Forwarded {
 
 /// Validates a request head and rewrites it for tiny_http: one request per
 /// connection, the client's address in `PEER_HEADER`, hop-by-hop headers dropped.
-pub fn rewrite(head: &[u8], peer: SocketAddr, tls: bool) -> Result<Forwarded, (u16, &'static str)> {
+pub fn rewrite(head: &[u8], peer: SocketAddr) -> Result<Forwarded, (u16, &'static str)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {
@@ -213,7 +213,6 @@ pub fn rewrite(head: &[u8], peer: SocketAddr, tls: bool) -> Result<Forwarded, (u
         ];
         if hop_by_hop.iter().any(|h| name.eq_ignore_ascii_case(h))
             || name.eq_ignore_ascii_case(PEER_HEADER)
-            || name.eq_ignore_ascii_case(TLS_HEADER)
         {
             continue;
         }
@@ -223,9 +222,6 @@ pub fn rewrite(head: &[u8], peer: SocketAddr, tls: bool) -> Result<Forwarded, (u
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("{PEER_HEADER}: {peer}\r\n").as_bytes());
-    if tls {
-        out.extend_from_slice(format!("{TLS_HEADER}: 1\r\n").as_bytes());
-    }
     out.extend_from_slice(b"Connection: close\r\n\r\n");
     Ok(Forwarded {
         head: out,
@@ -244,7 +240,7 @@ mod tests {
     #[test]
     fn marks_the_client_and_forces_one_request_per_connection() {
         let head = b"GET /x HTTP/1.1\r\nHost: pi\r\nConnection: keep-alive\r\nX-Kindercam-Peer: 1.2.3.4:1\r\n\r\n";
-        let f = rewrite(head, peer(), false).unwrap();
+        let f = rewrite(head, peer()).unwrap();
         let text = String::from_utf8(f.head).unwrap();
         assert!(text.contains("X-Kindercam-Peer: 192.0.2.7:5555\r\n"));
         assert!(
@@ -258,24 +254,24 @@ mod tests {
     #[test]
     fn refuses_big_or_chunked_bodies_and_garbage() {
         let big = b"POST /login HTTP/1.1\r\nContent-Length: 999999\r\n\r\n";
-        assert_eq!(rewrite(big, peer(), false).err().unwrap().0, 413);
+        assert_eq!(rewrite(big, peer()).err().unwrap().0, 413);
         let chunked = b"POST /login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(rewrite(chunked, peer(), false).err().unwrap().0, 411);
+        assert_eq!(rewrite(chunked, peer()).err().unwrap().0, 411);
         assert_eq!(
-            rewrite(b"\x16\x03\x01garbage\r\n\r\n", peer(), false)
+            rewrite(b"\x16\x03\x01garbage\r\n\r\n", peer())
                 .err()
                 .unwrap()
                 .0,
             400
         );
         assert_eq!(
-            rewrite(b"GET http://evil/ HTTP/1.1\r\n\r\n", peer(), false)
+            rewrite(b"GET http://evil/ HTTP/1.1\r\n\r\n", peer())
                 .err()
                 .unwrap()
                 .0,
             400
         );
         let twice = b"POST /login HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 20\r\n\r\n";
-        assert_eq!(rewrite(twice, peer(), false).err().unwrap().0, 400);
+        assert_eq!(rewrite(twice, peer()).err().unwrap().0, 400);
     }
 }

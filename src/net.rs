@@ -217,10 +217,6 @@ impl Conn {
             },
         }
     }
-
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Conn::Tls(_))
-    }
 }
 
 impl AsyncRead for Conn {

@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = parse_head(data);
     let peer = "192.0.2.1:4242".parse().unwrap();
-    if let Ok(forwarded) = rewrite(data, peer, false) {
+    if let Ok(forwarded) = rewrite(data, peer) {
         let text = String::from_utf8_lossy(&forwarded.head);
         assert!(text.ends_with("Connection: close\r\n\r\n"));
         assert_eq!(text.matches("\r\n\r\n").count(), 1, "exactly one head");
