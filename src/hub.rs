@@ -223,6 +223,11 @@ impl Stream {
             })
     }
 
+    /// Viewers watching now (what an uploader's ack reports).
+    pub fn viewer_count(&self) -> usize {
+        self.viewers.locked().len()
+    }
+
     pub fn stats(&self) -> StreamStats {
         let viewers = self.viewers.locked();
         let snapshot = self.state.borrow();

@@ -156,7 +156,7 @@ pub async fn serve<S>(
                 accepted += 1;
                 let bytes = frame.jpeg.len();
                 slot.stream().publish(frame);
-                let viewers = slot.stream().stats().viewers;
+                let viewers = slot.stream().viewer_count();
                 Message::Text(
                     serde_json::json!({"type": "ack", "frames": accepted, "bytes": bytes, "viewers": viewers})
                         .to_string()
