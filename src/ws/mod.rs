@@ -54,7 +54,7 @@ where
 
 /// A close frame is a courtesy: a peer that cannot take one this quickly is
 /// dropped without it, so that shutdown never waits on one family's Wi-Fi.
-const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+pub(crate) const CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Sends a close frame within `CLOSE_LIMIT`, ignoring failure: the peer is leaving.
 pub(crate) async fn close_within<S>(

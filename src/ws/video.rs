@@ -11,7 +11,6 @@
 use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -19,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::hub::{Stream, StreamStatus};
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
-use crate::ws::SEND_STALL_LIMIT;
+use crate::ws::{CLOSE_LIMIT, SEND_STALL_LIMIT};
 
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
@@ -57,7 +56,7 @@ where
             biased;
             _ = shutdown.wait() => {
                 let bye = shutdown.goodbye();
-                let _ = tokio::time::timeout(Duration::from_millis(500), write_close(&mut writer, bye.code, bye.reason)).await;
+                let _ = tokio::time::timeout(CLOSE_LIMIT, write_close(&mut writer, bye.code, bye.reason)).await;
                 break;
             }
             beat = keepalive.tick() => match beat {
