@@ -18,7 +18,7 @@ struct Daemon {
     child: Child,
     http: SocketAddr,
     ws: SocketAddr,
-    _state: TempDir,
+    state: TempDir,
 }
 
 impl Drop for Daemon {
@@ -82,7 +82,7 @@ fn spawn_daemon(extra: &[&str]) -> Daemon {
         child,
         http,
         ws,
-        _state: state,
+        state,
     }
 }
 
@@ -131,6 +131,18 @@ async fn signal_closes_everything_with_1001(signal: &str) {
     recv_frame(&mut video).await;
     let health = common::http_get(daemon.http, "/healthz").await;
     assert_eq!(health.status, 200);
+    // Posted just before the signal, well inside the saver's one-second wait: only
+    // the last save at shutdown can keep it.
+    let last_words = format!("hasta mañana, SIG{signal}");
+    common::send_json(
+        &mut chat,
+        &serde_json::json!({"name": "Ana", "message": last_words}),
+    )
+    .await;
+    common::recv_json_until(&mut chat, "the echo", |v| {
+        v["message"] == last_words.as_str()
+    })
+    .await;
 
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &daemon.child.id().to_string()])
@@ -143,19 +155,24 @@ async fn signal_closes_everything_with_1001(signal: &str) {
     assert_eq!(chat_code, 1001, "chat close code after SIG{signal}");
     assert_eq!(video_code, 1001, "video close code after SIG{signal}");
 
-    let exit = tokio::task::spawn_blocking(move || {
+    let (exit, daemon) = tokio::task::spawn_blocking(move || {
         let exit = wait_exit(&mut daemon.child, WAIT);
         (exit, daemon)
     })
     .await
-    .unwrap()
-    .0;
+    .unwrap();
     let took = signalled.elapsed();
     let exit = exit.unwrap_or_else(|| panic!("still running {WAIT:?} after SIG{signal}"));
     assert!(exit.success(), "exit status after SIG{signal}: {exit}");
     assert!(
         took < Duration::from_secs(2) * common::time_scale(),
         "shutdown after SIG{signal} took {took:?}"
+    );
+    let history = std::fs::read_to_string(daemon.state.path().join("chat-history.json"))
+        .expect("the chat history is saved at shutdown");
+    assert!(
+        history.contains(&last_words),
+        "the message posted just before SIG{signal} was saved: {history}"
     );
 }
 
