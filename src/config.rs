@@ -967,6 +967,25 @@ mod camera_tests {
     }
 
     #[test]
+    fn at_most_eight_cameras() {
+        let flags = |n: usize| -> Vec<String> {
+            (0..n)
+                .flat_map(|i| ["--source".to_owned(), format!("cam{i}=/dev/video{i}")])
+                .collect()
+        };
+        let eight = flags(MAX_CAMERAS);
+        let eight: Vec<&str> = eight.iter().map(String::as_str).collect();
+        assert_eq!(load(&eight, &[]).unwrap().cameras.len(), 8);
+        let nine = flags(MAX_CAMERAS + 1);
+        let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+        let err = load(&nine, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("9 cameras") && err.contains("at most 8"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_camera_settings_are_refused_with_their_origin() {
         let e = load(&["--source", "/dev/video0", "--source", "/dev/video2"], &[]).unwrap_err();
         assert!(e.to_string().contains("name them"), "{e}");
