@@ -83,25 +83,22 @@ fn wrap(text: &str, width: usize, lines: usize) -> Vec<String> {
     out
 }
 
-/// Shows the placeholder on `stream` and marks it offline with `reason`.
-/// Returns false if the placeholder could not be encoded (the status is still set).
-pub fn show(stream: &Stream, reason: &str, width: u32, height: u32, quality: u8) -> bool {
+/// Shows the placeholder on `stream` and marks it offline with `reason`. If the
+/// placeholder cannot be encoded, the status is still set (and the failure logged).
+pub fn show(stream: &Stream, reason: &str, width: u32, height: u32, quality: u8) {
     let canvas = render(stream.name(), reason, width, height, SystemTime::now());
     let encoded = Encoder::new(quality)
         .and_then(|mut e| e.encode_rgb(&canvas.pixels, canvas.width, canvas.height));
-    let shown = match encoded {
+    match encoded {
         Ok(jpeg) => {
             let frame = Frame::from_jpeg(jpeg, canvas.width as u32, canvas.height as u32);
             stream.publish_offline(frame, reason);
-            true
         }
         Err(e) => {
             tracing::warn!(stream = stream.name(), error = %e, "cannot draw the offline picture");
             stream.set_offline(reason);
-            false
         }
-    };
-    shown
+    }
 }
 
 #[cfg(test)]

@@ -98,12 +98,8 @@ pub struct ChatMessage {
 }
 
 /// Checks one client message; the error text goes back to the sender as is.
-pub fn parse_message(text: &str) -> Result<ChatMessage, String> {
-    parse_message_as(text, None)
-}
-
-/// As `parse_message`, but with `session_name` replacing whatever name the JSON
-/// carries: a logged-in parent cannot post as somebody else.
+/// `session_name`, when given, replaces whatever name the JSON carries: a
+/// logged-in parent cannot post as somebody else.
 pub fn parse_message_as(text: &str, session_name: Option<&str>) -> Result<ChatMessage, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|_| "message is not valid JSON".to_owned())?;
@@ -536,6 +532,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_message(text: &str) -> Result<ChatMessage, String> {
+        parse_message_as(text, None)
+    }
 
     #[test]
     fn accepts_prototype_messages() {
