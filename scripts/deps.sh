@@ -30,7 +30,10 @@ ensure_build_deps() {
     # (curl only recommends it, and we install without recommends).
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
     case "$(uname -m)" in x86_64|i?86) command -v nasm >/dev/null 2>&1 || missing+=(nasm) ;; esac
-    if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
+    # libclang itself, as bindgen looks for it: libclang-cpp (which some images
+    # carry alone) does not count.
+    if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+            /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then
         missing+=(libclang-dev)
     fi
     if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
