@@ -20,6 +20,7 @@ pub mod jpeg;
 pub mod mjpeg;
 pub mod net;
 pub mod notify;
+pub mod ratelimit;
 pub mod request_head;
 pub mod server;
 pub mod shutdown;

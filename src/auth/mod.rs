@@ -6,8 +6,8 @@
 //! the answer; nothing else decides.
 
 pub mod codes;
+pub mod name;
 pub mod origin;
-pub mod ratelimit;
 pub mod sessions;
 
 use std::net::IpAddr;
@@ -20,8 +20,9 @@ use base64::Engine;
 
 use crate::sync::{Locked, ReadWrite};
 
+use crate::ratelimit::KeyedLimiter;
 use codes::{AccessCodes, Code};
-use ratelimit::KeyedLimiter;
+pub use name::DisplayName;
 use sessions::{Session, SessionStore};
 
 pub const SESSION_COOKIE: &str = "kc_session";
@@ -51,7 +52,7 @@ impl Role {
 pub struct Principal {
     pub role: Role,
     /// The chat name fixed at login; `None` for Basic auth and auth-off clients.
-    pub name: Option<String>,
+    pub name: Option<DisplayName>,
     pub session: Option<Arc<Session>>,
     /// Turns true when these credentials stop being valid: logout, or the role's code
     /// changing (for sessions and Basic auth alike). `None` with auth off.
@@ -242,7 +243,7 @@ impl Access {
         name: &str,
         code: &str,
     ) -> Result<(String, Arc<Session>), LoginError> {
-        let name = crate::ws::chat::clean_name(name).map_err(LoginError::BadName)?;
+        let name = DisplayName::parse(name).map_err(LoginError::BadName)?;
         if !self.login_failures.has_token(&peer) {
             return Err(LoginError::RateLimited);
         }
@@ -399,7 +400,10 @@ mod tests {
             .unwrap();
         let cookie = format!("other=1; {SESSION_COOKIE}={token}");
         let who = a.authenticate(peer(), Some(&cookie), None).unwrap();
-        assert_eq!((who.role, who.name.as_deref()), (Role::Viewer, Some("Ana")));
+        assert_eq!(
+            (who.role, who.name.as_ref().map(DisplayName::as_str)),
+            (Role::Viewer, Some("Ana"))
+        );
         assert!(a.logout(Some(&cookie)));
         assert!(
             a.authenticate(peer(), Some(&cookie), None).is_err(),

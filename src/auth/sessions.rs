@@ -25,7 +25,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::Role;
+use super::{DisplayName, Role};
 use crate::sync::Locked;
 
 /// Sessions kept at most; the oldest is dropped to make room.
@@ -40,7 +40,7 @@ pub struct Session {
     /// Unique for the daemon's lifetime; chat moderation mutes by it.
     pub id: u64,
     pub role: Role,
-    pub name: String,
+    pub name: DisplayName,
     pub expires: SystemTime,
     /// Of the role's code when the session began.
     fingerprint: [u8; 32],
@@ -130,7 +130,9 @@ impl SessionStore {
                     let now = SystemTime::now();
                     for s in stored {
                         let expires = UNIX_EPOCH + Duration::from_secs(s.expires_unix);
-                        let (Some(k), Some(code)) = (unhex(&s.key), unhex(&s.code)) else {
+                        let (Some(k), Some(code), Ok(name)) =
+                            (unhex(&s.key), unhex(&s.code), DisplayName::parse(&s.name))
+                        else {
                             continue;
                         };
                         if expires <= now || code != current_code(s.role) {
@@ -139,7 +141,7 @@ impl SessionStore {
                         let session = Session {
                             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                             role: s.role,
-                            name: s.name,
+                            name,
                             expires,
                             fingerprint: code,
                             ended: watch::Sender::new(false),
@@ -198,7 +200,7 @@ impl SessionStore {
             .map(|(k, s)| Stored {
                 key: hex(k),
                 role: s.role,
-                name: s.name.clone(),
+                name: s.name.to_string(),
                 expires_unix: s
                     .expires
                     .duration_since(UNIX_EPOCH)
@@ -218,7 +220,7 @@ impl SessionStore {
     pub fn create(
         &self,
         role: Role,
-        name: String,
+        name: DisplayName,
         fingerprint: [u8; 32],
     ) -> anyhow::Result<(String, Arc<Session>)> {
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -308,14 +310,18 @@ impl SessionStore {
 mod tests {
     use super::*;
 
+    fn name(n: &str) -> DisplayName {
+        DisplayName::parse(n).unwrap()
+    }
+
     const CODE: [u8; 32] = [7; 32];
 
     #[test]
     fn logout_ends_the_session_and_signals_sockets() {
         let store = SessionStore::new(Duration::from_secs(60));
-        let (token, session) = store.create(Role::Viewer, "Ana".into(), CODE).unwrap();
+        let (token, session) = store.create(Role::Viewer, name("Ana"), CODE).unwrap();
         let ended = session.ended();
-        assert_eq!(store.get(&token).unwrap().name, "Ana");
+        assert_eq!(store.get(&token).unwrap().name.as_str(), "Ana");
         assert!(store.end(&token));
         assert!(store.get(&token).is_none());
         assert!(*ended.borrow());
@@ -324,15 +330,15 @@ mod tests {
     #[test]
     fn expired_sessions_are_refused() {
         let store = SessionStore::new(Duration::from_millis(0));
-        let (token, _) = store.create(Role::Staff, "x".into(), CODE).unwrap();
+        let (token, _) = store.create(Role::Staff, name("x"), CODE).unwrap();
         assert!(store.get(&token).is_none());
     }
 
     #[test]
     fn ending_a_role_keeps_the_other() {
         let store = SessionStore::new(Duration::from_secs(60));
-        let (viewer, _) = store.create(Role::Viewer, "v".into(), CODE).unwrap();
-        let (staff, _) = store.create(Role::Staff, "s".into(), CODE).unwrap();
+        let (viewer, _) = store.create(Role::Viewer, name("v"), CODE).unwrap();
+        let (staff, _) = store.create(Role::Staff, name("s"), CODE).unwrap();
         assert_eq!(store.end_role(Role::Viewer), 1);
         assert!(store.get(&viewer).is_none());
         assert!(store.get(&staff).is_some());
@@ -348,7 +354,7 @@ mod tests {
             file.clone(),
             |_| CODE,
         ));
-        let (existing, _) = store.create(Role::Viewer, "Ana".into(), CODE).unwrap();
+        let (existing, _) = store.create(Role::Viewer, name("Ana"), CODE).unwrap();
 
         // The disk is busy: whoever writes next waits, as on a stalled SD card.
         let disk = store.written.locked();
@@ -356,7 +362,7 @@ mod tests {
         let login = {
             let store = store.clone();
             std::thread::spawn(move || {
-                let (token, _) = store.create(Role::Staff, "Profe".into(), CODE).unwrap();
+                let (token, _) = store.create(Role::Staff, name("Profe"), CODE).unwrap();
                 created_tx.send(token).unwrap();
             })
         };
@@ -370,7 +376,7 @@ mod tests {
             );
             std::thread::yield_now();
         }
-        assert_eq!(store.get(&existing).unwrap().name, "Ana");
+        assert_eq!(store.get(&existing).unwrap().name.as_str(), "Ana");
         assert!(
             created_rx.try_recv().is_err(),
             "the login waits for its write"
@@ -381,7 +387,7 @@ mod tests {
         login.join().unwrap();
         let restarted = SessionStore::load(Duration::from_secs(3600), file, |_| CODE);
         assert_eq!(
-            restarted.get(&token).unwrap().name,
+            restarted.get(&token).unwrap().name.as_str(),
             "Profe",
             "the write landed"
         );
@@ -395,7 +401,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let file = dir.join(SESSIONS_FILE);
         let store = SessionStore::load(Duration::from_secs(3600), file.clone(), |_| CODE);
-        let (first, _) = store.create(Role::Viewer, "Ana".into(), CODE).unwrap();
+        let (first, _) = store.create(Role::Viewer, name("Ana"), CODE).unwrap();
         // A snapshot taken now but written late (its thread was descheduled)...
         let stale = store.snapshot(&store.sessions.locked());
         // ...while a logout lands in between.
@@ -413,9 +419,9 @@ mod tests {
         let file = dir.join(SESSIONS_FILE);
         let ttl = Duration::from_secs(3600);
         let store = SessionStore::load(ttl, file.clone(), |_| CODE);
-        let (viewer, _) = store.create(Role::Viewer, "Ana".into(), CODE).unwrap();
-        let (staff, _) = store.create(Role::Staff, "Profe".into(), CODE).unwrap();
-        let (gone, _) = store.create(Role::Viewer, "Luis".into(), CODE).unwrap();
+        let (viewer, _) = store.create(Role::Viewer, name("Ana"), CODE).unwrap();
+        let (staff, _) = store.create(Role::Staff, name("Profe"), CODE).unwrap();
+        let (gone, _) = store.create(Role::Viewer, name("Luis"), CODE).unwrap();
         store.end(&gone);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -429,7 +435,7 @@ mod tests {
         drop(store);
 
         let restarted = SessionStore::load(ttl, file.clone(), |_| CODE);
-        assert_eq!(restarted.get(&viewer).unwrap().name, "Ana");
+        assert_eq!(restarted.get(&viewer).unwrap().name.as_str(), "Ana");
         assert!(restarted.get(&staff).is_some());
         assert!(
             restarted.get(&gone).is_none(),

@@ -24,14 +24,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::auth::ratelimit::TokenBucket;
-use crate::auth::{Principal, Role};
+use crate::auth::name::clean_text;
+use crate::auth::{DisplayName, Principal, Role};
+use crate::ratelimit::TokenBucket;
 use crate::shutdown::Shutdown;
 use crate::sync::Locked;
 use crate::ws::keepalive::{Beat, Keepalive};
 use crate::ws::{close_within, send_within, SEND_STALL_LIMIT};
 
-pub const MAX_NAME_CHARS: usize = 32;
 pub const MAX_MESSAGE_CHARS: usize = 1000;
 /// Messages a client may fall behind by before it skips ahead.
 const CHANNEL_CAPACITY: usize = 256;
@@ -91,7 +91,7 @@ enum Command {
 /// A chat message that passed validation.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ChatMessage {
-    pub name: String,
+    pub name: DisplayName,
     pub message: String,
     /// Six hex digits, or `None` when the client's colour was missing or invalid.
     pub color: Option<String>,
@@ -100,7 +100,10 @@ pub struct ChatMessage {
 /// Checks one client message; the error text goes back to the sender as is.
 /// `session_name`, when given, replaces whatever name the JSON carries: a
 /// logged-in parent cannot post as somebody else.
-pub fn parse_message_as(text: &str, session_name: Option<&str>) -> Result<ChatMessage, String> {
+pub fn parse_message_as(
+    text: &str,
+    session_name: Option<&DisplayName>,
+) -> Result<ChatMessage, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|_| "message is not valid JSON".to_owned())?;
     let object = value
@@ -114,8 +117,11 @@ pub fn parse_message_as(text: &str, session_name: Option<&str>) -> Result<ChatMe
         }
     };
     let json_name = field("name")?;
-    let name = clean_name(session_name.or(json_name).unwrap_or(""))?;
-    let message = clean(field("message")?.unwrap_or(""), true);
+    let name = match session_name {
+        Some(name) => name.clone(),
+        None => DisplayName::parse(json_name.unwrap_or(""))?,
+    };
+    let message = clean_text(field("message")?.unwrap_or(""), true);
     let color = field("color")?;
     let message_chars = message.chars().count();
     if message_chars == 0 || message_chars > MAX_MESSAGE_CHARS {
@@ -129,28 +135,6 @@ pub fn parse_message_as(text: &str, session_name: Option<&str>) -> Result<ChatMe
         message,
         color,
     })
-}
-
-/// A chat name as shown to others: trimmed, without control characters, 1-32 characters.
-/// Login uses it too, so a session's name obeys the same rule.
-pub fn clean_name(raw: &str) -> Result<String, String> {
-    let name = clean(raw, false);
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS {
-        return Err(format!("name must be 1-{MAX_NAME_CHARS} characters"));
-    }
-    Ok(name)
-}
-
-/// Trims and removes control characters (keeping line breaks in messages), so
-/// nobody can smuggle terminal escapes or invisible text into others' screens.
-fn clean(s: &str, keep_newlines: bool) -> String {
-    s.trim()
-        .chars()
-        .filter(|&c| !c.is_control() || (keep_newlines && c == '\n'))
-        .collect::<String>()
-        .trim()
-        .to_owned()
 }
 
 /// Whose message it is, for muting: the login session, or else the connection.
@@ -512,9 +496,9 @@ fn handle_text(
         ));
     }
     let msg =
-        parse_message_as(text, principal.name.as_deref()).map_err(|why| ("bad_message", why))?;
+        parse_message_as(text, principal.name.as_ref()).map_err(|why| ("bad_message", why))?;
     let color = msg.color.as_deref().unwrap_or(color);
-    room.post(author, &msg.name, &msg.message, color, staff);
+    room.post(author, msg.name.as_str(), &msg.message, color, staff);
     Ok(())
 }
 
@@ -543,7 +527,7 @@ mod tests {
         assert_eq!(
             m,
             ChatMessage {
-                name: "Ana".into(),
+                name: DisplayName::parse("Ana").unwrap(),
                 message: "hola".into(),
                 color: Some("FF8800".into())
             }
@@ -589,10 +573,11 @@ mod tests {
 
     #[test]
     fn session_name_replaces_the_json_name() {
-        let m = parse_message_as(r#"{"name":"Directora","message":"hola"}"#, Some("Ana")).unwrap();
+        let ana = DisplayName::parse("Ana").unwrap();
+        let m = parse_message_as(r#"{"name":"Directora","message":"hola"}"#, Some(&ana)).unwrap();
         assert_eq!(m.name, "Ana");
         assert_eq!(
-            parse_message_as(r#"{"message":"hola"}"#, Some("Ana"))
+            parse_message_as(r#"{"message":"hola"}"#, Some(&ana))
                 .unwrap()
                 .name,
             "Ana"
