@@ -50,8 +50,7 @@ fn run() -> anyhow::Result<()> {
                 // Reading the config and saving sessions touch the SD card.
                 let access = access.clone();
                 let reloaded = tokio::task::spawn_blocking(move || {
-                    kindercam::Config::from_process()
-                        .and_then(|config| kindercam::server::reload_codes(&access, &config))
+                    kindercam::Config::from_process().and_then(|config| access.reload(&config))
                 })
                 .await;
                 match reloaded {

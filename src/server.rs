@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::codes::{self, Code};
-use crate::auth::{Access, AccessSettings};
+use crate::auth::codes;
+use crate::auth::Access;
 use crate::config::Config;
 use crate::http::{self, HttpContext};
 use crate::http_guard;
@@ -53,7 +53,7 @@ impl Server {
     /// mean the daemon cannot start.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         source::check_supported(&config)?;
-        let access = Arc::new(build_access(&config)?);
+        let access = Arc::new(Access::from_config(&config)?);
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(net::tls_acceptor(cert, key)?),
             _ => None,
@@ -205,74 +205,6 @@ impl Server {
         }
         let _ = std::fs::remove_dir_all(&self.backend_dir);
         Ok(())
-    }
-}
-
-/// The access codes in force: configured ones, or those generated on first start.
-/// `None` when access control is off.
-pub fn resolve_codes(config: &Config) -> anyhow::Result<Option<(Code, Code)>> {
-    if !config.auth {
-        return Ok(None);
-    }
-    let (viewer, staff) = match (&config.viewer_code, &config.staff_code) {
-        (Some(v), Some(s)) => (v.clone(), s.clone()),
-        (v, s) => {
-            let (gv, gs, fresh) = codes::load_or_generate(&config.state_dir)?;
-            let file = config.state_dir.join(codes::GENERATED_FILE);
-            if fresh {
-                // The one time codes are logged: the installer needs them once.
-                tracing::warn!(
-                    viewer_code = %gv, staff_code = %gs, file = %file.display(),
-                    "generated access codes; give the viewer code to parents and keep the staff code for staff"
-                );
-            } else {
-                tracing::info!(file = %file.display(), "using the access codes generated on first start");
-            }
-            (
-                v.clone().unwrap_or(Code::Plain(gv)),
-                s.clone().unwrap_or(Code::Plain(gs)),
-            )
-        }
-    };
-    codes::check_distinct(&viewer, &staff)?;
-    Ok(Some((viewer, staff)))
-}
-
-fn build_access(config: &Config) -> anyhow::Result<Access> {
-    let codes = resolve_codes(config)?;
-    if codes.is_none() {
-        tracing::warn!("access control is off (loopback only): anyone on this machine is staff");
-    }
-    // Sessions outlive restarts when the state directory is writable.
-    let sessions_file = codes.as_ref().and_then(|_| {
-        std::fs::create_dir_all(&config.state_dir)
-            .map_err(|e| tracing::error!(dir = %config.state_dir.display(), error = %e, "no state directory; logins will not survive a restart"))
-            .ok()
-            .map(|_| config.state_dir.join(crate::auth::sessions::SESSIONS_FILE))
-    });
-    Ok(Access::new(AccessSettings {
-        sessions_file,
-        codes,
-        allowed_origins: config.allowed_origins.clone(),
-        session_ttl: config.session_ttl,
-        // Behind a TLS-terminating proxy the browser still sees https.
-        tls: config.tls_cert.is_some()
-            || config
-                .ws_public_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("wss://")),
-    }))
-}
-
-/// Re-reads the codes (SIGHUP): sessions and sockets of a role whose code changed end.
-pub fn reload_codes(access: &Access, config: &Config) -> anyhow::Result<()> {
-    match resolve_codes(config)? {
-        Some((viewer, staff)) if access.enabled() => {
-            let changed = access.set_codes(viewer, staff);
-            tracing::info!(changed = changed.len(), "access codes reloaded");
-            Ok(())
-        }
-        _ => anyhow::bail!("turning access control on or off needs a restart"),
     }
 }
 

@@ -19,6 +19,7 @@ use argon2::Argon2;
 use sha2::{Digest, Sha256};
 
 use super::Role;
+use crate::config::Config;
 use crate::sync::Locked;
 
 /// File in the state directory holding generated codes.
@@ -254,6 +255,36 @@ impl AccessCodes {
         };
         Sha256::digest(text.as_bytes()).into()
     }
+}
+
+/// The access codes in force: configured ones, or those generated on first start.
+/// `None` when access control is off.
+pub fn resolve(config: &Config) -> anyhow::Result<Option<(Code, Code)>> {
+    if !config.auth {
+        return Ok(None);
+    }
+    let (viewer, staff) = match (&config.viewer_code, &config.staff_code) {
+        (Some(v), Some(s)) => (v.clone(), s.clone()),
+        (v, s) => {
+            let (gv, gs, fresh) = load_or_generate(&config.state_dir)?;
+            let file = config.state_dir.join(GENERATED_FILE);
+            if fresh {
+                // The one time codes are logged: the installer needs them once.
+                tracing::warn!(
+                    viewer_code = %gv, staff_code = %gs, file = %file.display(),
+                    "generated access codes; give the viewer code to parents and keep the staff code for staff"
+                );
+            } else {
+                tracing::info!(file = %file.display(), "using the access codes generated on first start");
+            }
+            (
+                v.clone().unwrap_or(Code::Plain(gv)),
+                s.clone().unwrap_or(Code::Plain(gs)),
+            )
+        }
+    };
+    check_distinct(&viewer, &staff)?;
+    Ok(Some((viewer, staff)))
 }
 
 /// Codes generated on first start, as stored in the state directory.

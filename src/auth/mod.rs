@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use base64::Engine;
 
+use crate::config::Config;
 use crate::sync::{Locked, ReadWrite};
 
 use crate::ratelimit::KeyedLimiter;
@@ -143,6 +144,48 @@ impl Access {
             ),
             allowed_origins: settings.allowed_origins,
             tls: settings.tls,
+        }
+    }
+
+    /// Access as the config sets it: codes configured or generated on first start,
+    /// and sessions kept in the state directory when it is writable.
+    pub fn from_config(config: &Config) -> anyhow::Result<Access> {
+        let codes = codes::resolve(config)?;
+        if codes.is_none() {
+            tracing::warn!(
+                "access control is off (loopback only): anyone on this machine is staff"
+            );
+        }
+        // Sessions outlive restarts when the state directory is writable.
+        let sessions_file = codes.as_ref().and_then(|_| {
+            std::fs::create_dir_all(&config.state_dir)
+                .map_err(|e| tracing::error!(dir = %config.state_dir.display(), error = %e, "no state directory; logins will not survive a restart"))
+                .ok()
+                .map(|_| config.state_dir.join(sessions::SESSIONS_FILE))
+        });
+        Ok(Access::new(AccessSettings {
+            sessions_file,
+            codes,
+            allowed_origins: config.allowed_origins.clone(),
+            session_ttl: config.session_ttl,
+            // Behind a TLS-terminating proxy the browser still sees https.
+            tls: config.tls_cert.is_some()
+                || config
+                    .ws_public_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("wss://")),
+        }))
+    }
+
+    /// Re-reads the codes (SIGHUP): sessions and sockets of a role whose code changed end.
+    pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
+        match codes::resolve(config)? {
+            Some((viewer, staff)) if self.enabled() => {
+                let changed = self.set_codes(viewer, staff);
+                tracing::info!(changed = changed.len(), "access codes reloaded");
+                Ok(())
+            }
+            _ => anyhow::bail!("turning access control on or off needs a restart"),
         }
     }
 
