@@ -16,7 +16,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
-use crate::auth::{Access, Denied, LoginError, Principal, Role};
+use crate::auth::{Access, Denied, LoginError, Principal, Route};
 use crate::config::Config;
 use crate::http_guard::PEER_HEADER;
 use crate::hub::{Hub, StreamStatus, CAMERA};
@@ -200,27 +200,34 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         req.authorization.as_deref(),
     ) {
         Ok(who) => who,
-        Err(Denied::Unauthorized) => return unauthorized(req),
-        Err(Denied::Busy) => {
-            return text(
-                503,
-                "busy checking other access codes; try again in a moment\n",
-            )
-            .with_header(header("Retry-After", "5"))
-        }
+        Err(denied) => return refused(req, &denied),
     };
+    let snapshot_stream = query_param(req.query, "stream").unwrap_or(CAMERA);
+    let asked = match req.path {
+        "/snapshot.jpg" => Route::Watch(snapshot_stream),
+        "/camera" => Route::Broadcast(None),
+        _ => Route::Pages,
+    };
+    if let Err(denied) = ctx.access.authorize(&who, asked) {
+        return refused(req, &denied);
+    }
     match req.path {
         "/config.json" => json(200, &page_config(ctx, &who)),
         "/stats.json" => json(200, &stats(ctx)),
-        "/snapshot.jpg" => snapshot(ctx, query_param(req.query, "stream").unwrap_or(CAMERA)),
+        "/snapshot.jpg" => snapshot(ctx, snapshot_stream),
         "/" => page(ctx, "/index.html", req.host.as_deref()),
-        "/camera" if who.role != Role::Staff => text(
-            403,
-            "the broadcaster page needs the staff code: log out and log in with it\n",
-        ),
         "/camera" => page(ctx, "/camera.html", req.host.as_deref()),
         p if p.ends_with(".html") => text(404, "not found\n"),
         _ => page(ctx, req.path, req.host.as_deref()),
+    }
+}
+
+/// The answer to a request access control turned down.
+fn refused(req: &Incoming, denied: &Denied) -> Reply {
+    match denied {
+        Denied::Unauthorized => unauthorized(req),
+        Denied::Busy => text(503, &format!("{denied}\n")).with_header(header("Retry-After", "5")),
+        Denied::Forbidden(_) => text(403, &format!("{denied}\n")),
     }
 }
 
@@ -237,11 +244,7 @@ fn unauthorized(req: &Incoming) -> Reply {
     if req.accepts_html && req.method == Method::Get {
         return redirect("/login");
     }
-    let reply = text(
-        401,
-        "log in first, or send the access code with HTTP Basic auth
-",
-    );
+    let reply = text(401, &format!("{}\n", Denied::Unauthorized));
     // A page's own script (Sec-Fetch-Mode cors, same-origin...) must not pop up the
     // browser's password dialog; VLC and scripts send no Sec-Fetch-Mode and get asked.
     if req

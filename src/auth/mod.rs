@@ -72,13 +72,53 @@ pub enum LoginError {
     Busy,
 }
 
-/// Why a request was not identified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a request is not served: not identified, or not allowed what it asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
     /// No valid session or code: 401.
     Unauthorized,
     /// The code could not be checked in time: 503, retry.
     Busy,
+    /// Identified, but not allowed this: 403, with the reason for the person.
+    Forbidden(std::borrow::Cow<'static, str>),
+}
+
+impl Denied {
+    /// The HTTP status that says it, on either port.
+    pub fn status(&self) -> u16 {
+        match self {
+            Denied::Unauthorized => 401,
+            Denied::Busy => 503,
+            Denied::Forbidden(_) => 403,
+        }
+    }
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denied::Unauthorized => {
+                f.write_str("log in first, or send the access code with HTTP Basic auth")
+            }
+            Denied::Busy => write!(f, "{}", codes::Busy),
+            Denied::Forbidden(why) => f.write_str(why),
+        }
+    }
+}
+
+/// What a request asks to do, as access control sees it. Every front door (the
+/// WebSocket handshake, the HTTP handlers) names its request as one of these and
+/// asks [`Access::authorize`]; no handler decides on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// A stream's pictures: a video socket or a snapshot.
+    Watch(&'a str),
+    /// A room's chat.
+    Chat(&'a str),
+    /// Feeding a stream (an upload socket), or the broadcaster page (`None`).
+    Broadcast(Option<&'a str>),
+    /// The viewer page, its settings and the figures anyone logged in may see.
+    Pages,
 }
 
 impl std::fmt::Display for LoginError {
@@ -262,6 +302,18 @@ impl Access {
             self.login_failures.refund(&peer);
         }
         checked
+    }
+
+    /// Whether `who` may do what `route` asks. Staff may do everything; a viewer
+    /// may watch and chat but not broadcast.
+    pub fn authorize(&self, who: &Principal, route: Route<'_>) -> Result<(), Denied> {
+        match (who.role, route) {
+            (Role::Staff, _) => Ok(()),
+            (Role::Viewer, Route::Broadcast(_)) => Err(Denied::Forbidden(
+                "broadcasting needs the staff code: log out and log in with it".into(),
+            )),
+            (Role::Viewer, Route::Watch(_) | Route::Chat(_) | Route::Pages) => Ok(()),
+        }
     }
 
     /// With access control off, only a loopback host name is ours: otherwise a web

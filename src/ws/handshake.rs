@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::auth::Denied;
 use crate::hub::{self, CAMERA};
 use crate::request_head::{self, HeadError};
 
@@ -77,8 +78,9 @@ pub enum Refusal {
     HeadTooLarge,
     WrongVersion,
     Busy,
-    /// No valid session cookie or Basic credentials.
-    Unauthorized,
+    /// Access control's answer: who is asking is unknown or may not do this.
+    Denied(crate::auth::Denied),
+    /// The request itself is not acceptable here (host name, page origin).
     Forbidden(&'static str),
 }
 
@@ -90,13 +92,13 @@ impl Refusal {
             Refusal::HeadTooLarge => 431,
             Refusal::WrongVersion => 426,
             Refusal::Busy => 503,
-            Refusal::Unauthorized => 401,
+            Refusal::Denied(denied) => denied.status(),
             Refusal::Forbidden(_) => 403,
         }
     }
 
-    fn body(&self) -> &'static str {
-        match self {
+    fn body(&self) -> std::borrow::Cow<'static, str> {
+        let text = match self {
             Refusal::NotFound => {
                 "no such WebSocket endpoint: use /chat, /video, /video/NAME or /upload/NAME\n"
             }
@@ -104,22 +106,23 @@ impl Refusal {
             Refusal::HeadTooLarge => "request head too large\n",
             Refusal::WrongVersion => "only WebSocket version 13 is supported\n",
             Refusal::Busy => "too many connections; try again shortly\n",
-            Refusal::Unauthorized => "log in first, or send the access code with HTTP Basic auth\n",
+            Refusal::Denied(denied) => return format!("{denied}\n").into(),
             Refusal::Forbidden(why) => why,
-        }
+        };
+        text.into()
     }
 
     /// Writes the HTTP refusal; errors are ignored because the peer is being dropped anyway.
     pub async fn send<S: AsyncWrite + Unpin>(&self, stream: &mut S) {
         let extra = match self {
             Refusal::WrongVersion => "Sec-WebSocket-Version: 13\r\n",
-            Refusal::Busy => "Retry-After: 5\r\n",
-            Refusal::Unauthorized => {
+            Refusal::Busy | Refusal::Denied(Denied::Busy) => "Retry-After: 5\r\n",
+            Refusal::Denied(Denied::Unauthorized) => {
                 "WWW-Authenticate: Basic realm=\"kindercam\", charset=\"UTF-8\"\r\n"
             }
             _ => "",
         };
-        request_head::reply(stream, self.status(), extra, self.body()).await;
+        request_head::reply(stream, self.status(), extra, &self.body()).await;
     }
 }
 

@@ -271,10 +271,7 @@ fn admit(
             upgrade.cookie.as_deref(),
             upgrade.authorization.as_deref(),
         )
-        .map_err(|denied| match denied {
-            auth::Denied::Unauthorized => Refusal::Unauthorized,
-            auth::Denied::Busy => Refusal::Busy,
-        })?;
+        .map_err(Refusal::Denied)?;
     if !ctx.access.origin_ok(
         upgrade.origin.as_deref(),
         upgrade.host.as_deref(),
@@ -284,8 +281,13 @@ fn admit(
             "this page's origin may not open kindercam sockets\n",
         ));
     }
-    if matches!(upgrade.route, Route::Upload { .. }) && principal.role != auth::Role::Staff {
-        return Err(Refusal::Forbidden("broadcasting needs the staff code\n"));
-    }
+    let asked = match &upgrade.route {
+        Route::Chat => auth::Route::Chat(crate::hub::CAMERA),
+        Route::Video { stream, .. } => auth::Route::Watch(stream),
+        Route::Upload { stream } => auth::Route::Broadcast(Some(stream)),
+    };
+    ctx.access
+        .authorize(&principal, asked)
+        .map_err(Refusal::Denied)?;
     Ok(principal)
 }
