@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod canvas;
+pub mod chat;
 pub mod config;
 pub mod devices;
 pub mod encode;

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::codes;
 use crate::auth::Access;
+use crate::chat::{self, ChatRoom};
 use crate::config::Config;
 use crate::http::{self, HttpContext};
 use crate::http_guard;
@@ -121,19 +122,20 @@ impl Server {
             .map(|s| (s.name().to_owned(), s.heartbeat().clone()))
             .collect();
 
+        let history_file = self.config.state_dir.join(chat::HISTORY_FILE);
+        let chat = Arc::new(ChatRoom::load(self.config.chat_history, &history_file));
         let ws_ctx = Arc::new(WsContext::new(
             self.config.clone(),
             self.hub.clone(),
+            chat.clone(),
             self.access.clone(),
             self.tls.clone(),
             self.http_addr.port(),
         ));
-        let history_file = self.config.state_dir.join(ws::chat::HISTORY_FILE);
         let history_saver = (self.config.chat_history > 0).then(|| {
-            let (ctx, shutdown, file) = (ws_ctx.clone(), trigger.subscribe(), history_file.clone());
-            tokio::spawn(async move { ctx.chat.keep_saved(&file, shutdown).await })
+            let (chat, shutdown, file) = (chat.clone(), trigger.subscribe(), history_file.clone());
+            tokio::spawn(async move { chat.keep_saved(&file, shutdown).await })
         });
-        let chat_ctx = ws_ctx.clone();
         let ws_task = tokio::spawn(ws::serve(
             self.ws_listener,
             ws_ctx.clone(),
@@ -189,7 +191,7 @@ impl Server {
             // After the drain, so it holds what was posted until the last chat closed.
             let last_save = async {
                 let _ = saver.await;
-                chat_ctx.chat.save(&history_file).await;
+                chat.save(&history_file).await;
             };
             if tokio::time::timeout(FINAL_SAVE_LIMIT, last_save)
                 .await

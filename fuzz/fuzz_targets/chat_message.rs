@@ -3,7 +3,7 @@
 #![no_main]
 
 use kindercam::auth::name::{DisplayName, MAX_NAME_CHARS};
-use kindercam::ws::chat::{parse_message_as, MAX_MESSAGE_CHARS};
+use kindercam::chat::protocol::{parse_message_as, MAX_MESSAGE_CHARS};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{self, Access};
+use crate::chat::ChatRoom;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::net::{self, client_ip, Admission, Conn, Gate};
@@ -75,7 +76,7 @@ pub(crate) async fn close_within<S>(
 pub struct WsContext {
     pub config: Arc<Config>,
     pub hub: Arc<Hub>,
-    pub chat: chat::ChatRoom,
+    pub chat: Arc<ChatRoom>,
     pub access: Arc<Access>,
     pub gate: Arc<Gate>,
     pub tls: Option<TlsAcceptor>,
@@ -90,15 +91,13 @@ impl WsContext {
     pub fn new(
         config: Arc<Config>,
         hub: Arc<Hub>,
+        chat: Arc<ChatRoom>,
         access: Arc<Access>,
         tls: Option<TlsAcceptor>,
         http_port: u16,
     ) -> WsContext {
         WsContext {
-            chat: chat::ChatRoom::load(
-                config.chat_history,
-                &config.state_dir.join(chat::HISTORY_FILE),
-            ),
+            chat,
             gate: Gate::new(config.max_connections, config.max_connections_per_ip),
             config,
             hub,

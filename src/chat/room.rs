@@ -1,0 +1,482 @@
+//! A chat room: its history, who is in it, moderation, and the one bounded
+//! broadcast channel through which every message goes, serialised once, so all
+//! members see the same order; a member that falls behind skips ahead and is
+//! told how much it missed. A logged-in member's name comes from its session, so
+//! nobody can post as somebody else; staff may delete a message or mute its
+//! author. A `Member` is one participant from joining to leaving: its colour,
+//! its message budget, and the leave announcement when it is dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::protocol::{parse_message_as, Command, Outgoing};
+use crate::auth::{Principal, Role};
+use crate::ratelimit::TokenBucket;
+use crate::shutdown::Shutdown;
+use crate::sync::Locked;
+
+/// Messages a client may fall behind by before it skips ahead.
+pub(crate) const CHANNEL_CAPACITY: usize = 256;
+/// File in the state directory holding the recent messages.
+pub const HISTORY_FILE: &str = "chat-history.json";
+/// Per connection: a burst of this many messages, then one per second.
+pub const CHAT_BURST: u32 = 5;
+pub const CHAT_PER_SECOND: f64 = 1.0;
+const DEFAULT_MUTE_MINUTES: u64 = 10;
+const MAX_MUTE_MINUTES: u64 = 24 * 60;
+
+/// Readable colours handed out to clients that do not bring a valid one.
+const PALETTE: [&str; 10] = [
+    "1f77b4", "d62728", "2ca02c", "9467bd", "8c564b", "e377c2", "17becf", "bcbd22", "ff7f0e",
+    "7f7f7f",
+];
+
+/// Whose message it is, for muting: the login session, or else the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Author {
+    Session(u64),
+    Connection(u64),
+}
+
+#[derive(Debug)]
+struct Posted {
+    id: u64,
+    author: Author,
+    name: String,
+    text: Utf8Bytes,
+}
+
+/// The shared chat room.
+#[derive(Debug)]
+pub struct ChatRoom {
+    tx: broadcast::Sender<Utf8Bytes>,
+    /// Recent user messages for clients that join; guarded together with sending
+    /// so that history and live messages never overlap or leave a gap.
+    history: Mutex<VecDeque<Posted>>,
+    history_len: usize,
+    muted: Mutex<HashMap<Author, Instant>>,
+    online: AtomicUsize,
+    next_color: AtomicUsize,
+    next_id: AtomicU64,
+    next_connection: AtomicU64,
+    /// Bumped when the history changes, for `keep_saved`.
+    changed: watch::Sender<u64>,
+}
+
+/// A history entry on disk: the message exactly as clients received it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    id: u64,
+    text: String,
+}
+
+impl ChatRoom {
+    pub fn new(history_len: usize) -> ChatRoom {
+        ChatRoom {
+            tx: broadcast::Sender::new(CHANNEL_CAPACITY),
+            history: Mutex::new(VecDeque::with_capacity(history_len)),
+            history_len,
+            muted: Mutex::new(HashMap::new()),
+            online: AtomicUsize::new(0),
+            next_color: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            next_connection: AtomicU64::new(1),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    /// A room whose history is read back from `file` (written by `keep_saved`), so
+    /// the conversation survives a power cut. An unreadable file starts it empty.
+    pub fn load(history_len: usize, file: &Path) -> ChatRoom {
+        let room = ChatRoom::new(history_len);
+        let saved: Vec<Saved> = match fs::read_to_string(file) {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(file = %file.display(), error = %e, "ignoring unreadable chat history");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        let mut history = room.history.locked();
+        for s in saved.into_iter().rev().take(history_len).rev() {
+            // Only well-formed user messages come back; the author of an old message
+            // is unknown now, so muting it mutes nobody.
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&s.text) else {
+                continue;
+            };
+            let (Some("usermsg"), Some(name)) = (value["type"].as_str(), value["name"].as_str())
+            else {
+                continue;
+            };
+            room.next_id.fetch_max(s.id + 1, Ordering::Relaxed);
+            history.push_back(Posted {
+                id: s.id,
+                author: Author::Connection(0),
+                name: name.to_owned(),
+                text: Utf8Bytes::from(s.text),
+            });
+        }
+        drop(history);
+        room
+    }
+
+    /// Writes the history to `file` a second after each change (a chat burst is one
+    /// write, which spares a Pi's SD card), until shutdown. The last save is the
+    /// caller's, with `save` once the connections have closed, so that it holds
+    /// whatever was posted during the drain; awaiting this task first keeps two
+    /// writes from sharing the temporary file.
+    pub async fn keep_saved(&self, file: &Path, mut shutdown: Shutdown) {
+        let mut changed = self.changed.subscribe();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                r = changed.changed() => if r.is_err() { return },
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            changed.mark_unchanged();
+            self.save(file).await;
+        }
+    }
+
+    /// Writes the history to `file` now, off the async threads. A failed write
+    /// (full disk) is logged; the chat goes on.
+    pub async fn save(&self, file: &Path) {
+        let saved: Vec<Saved> = self
+            .history
+            .locked()
+            .iter()
+            .map(|p| Saved {
+                id: p.id,
+                text: p.text.to_string(),
+            })
+            .collect();
+        let target = file.to_owned();
+        let written = tokio::task::spawn_blocking(move || {
+            let json = serde_json::to_string(&saved).unwrap_or_default();
+            crate::state_file::write_private(&target, json.as_bytes())
+        })
+        .await;
+        if let Ok(Err(e)) = written {
+            tracing::error!(file = %file.display(), error = %e, "cannot save the chat history");
+        }
+    }
+
+    pub fn online(&self) -> usize {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    fn broadcast(&self, text: Utf8Bytes) {
+        let _history = self.history.locked(); // keeps order with `post`
+                                              // No receivers is fine: nobody is chatting.
+        let _ = self.tx.send(text);
+    }
+
+    pub(crate) fn post(&self, author: Author, name: &str, message: &str, color: &str, staff: bool) {
+        let mut history = self.history.locked();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let text = Outgoing::Usermsg {
+            id,
+            name,
+            message,
+            color,
+            staff,
+        }
+        .to_text();
+        if self.history_len > 0 {
+            if history.len() == self.history_len {
+                history.pop_front();
+            }
+            history.push_back(Posted {
+                id,
+                author,
+                name: name.to_owned(),
+                text: text.clone(),
+            });
+            self.changed.send_modify(|v| *v += 1);
+        }
+        let _ = self.tx.send(text);
+    }
+
+    fn join(&self) -> (broadcast::Receiver<Utf8Bytes>, Vec<Utf8Bytes>) {
+        let history = self.history.locked();
+        (
+            self.tx.subscribe(),
+            history.iter().map(|p| p.text.clone()).collect(),
+        )
+    }
+
+    fn announce(&self, event: &str, message: &str) {
+        let online = self.online();
+        self.broadcast(
+            Outgoing::System {
+                message,
+                event,
+                online,
+            }
+            .to_text(),
+        );
+    }
+
+    /// Minutes left on `author`'s mute, if muted.
+    fn muted_for(&self, author: Author) -> Option<u64> {
+        let mut muted = self.muted.locked();
+        let until = *muted.get(&author)?;
+        let now = Instant::now();
+        if until <= now {
+            muted.remove(&author);
+            return None;
+        }
+        Some((until - now).as_secs().div_ceil(60))
+    }
+
+    /// Carries out a staff command; the error goes back to the staff member.
+    fn moderate(&self, command: Command) -> Result<(), String> {
+        match command {
+            Command::Delete { id } => {
+                let mut history = self.history.locked();
+                history.retain(|p| p.id != id);
+                self.changed.send_modify(|v| *v += 1);
+                let _ = self.tx.send(Outgoing::Delete { id }.to_text());
+                Ok(())
+            }
+            Command::Mute { id, minutes } => {
+                let minutes = minutes
+                    .unwrap_or(DEFAULT_MUTE_MINUTES)
+                    .clamp(1, MAX_MUTE_MINUTES);
+                let (author, name) = {
+                    let history = self.history.locked();
+                    let posted = history
+                        .iter()
+                        .find(|p| p.id == id)
+                        .ok_or_else(|| format!("no recent message {id} to mute its author"))?;
+                    (posted.author, posted.name.clone())
+                };
+                let mut muted = self.muted.locked();
+                let now = Instant::now();
+                muted.retain(|_, until| *until > now);
+                muted.insert(author, now + Duration::from_secs(minutes * 60));
+                drop(muted);
+                // Name and minutes as fields too, so pages can say it in their language.
+                let message = format!("{name} was muted by staff for {minutes} minutes");
+                let notice = serde_json::json!({
+                    "type": "system", "event": "mute", "message": message,
+                    "name": name, "minutes": minutes, "online": self.online(),
+                });
+                self.broadcast(Utf8Bytes::from(notice.to_string()));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a member's message earned, for the sender alone: a code and a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: &'static str,
+    pub why: String,
+}
+
+impl Refused {
+    fn new(code: &'static str, why: impl Into<String>) -> Refused {
+        Refused {
+            code,
+            why: why.into(),
+        }
+    }
+}
+
+/// One participant of a room, from joining to leaving (when dropped).
+pub struct Member<'a> {
+    room: &'a ChatRoom,
+    principal: Principal,
+    author: Author,
+    color: &'static str,
+    staff: bool,
+    bucket: TokenBucket,
+    max_bytes: usize,
+}
+
+impl ChatRoom {
+    /// Joins `principal` to the room: returns the member, its feed of messages, and
+    /// the history to replay first (taken together, so nothing is missed or doubled).
+    /// Messages over `max_bytes` are refused.
+    pub fn enter(
+        &self,
+        principal: Principal,
+        max_bytes: usize,
+    ) -> (Member<'_>, broadcast::Receiver<Utf8Bytes>, Vec<Utf8Bytes>) {
+        let color = PALETTE[self.next_color.fetch_add(1, Ordering::Relaxed) % PALETTE.len()];
+        let author = match &principal.session {
+            Some(session) => Author::Session(session.id),
+            None => Author::Connection(self.next_connection.fetch_add(1, Ordering::Relaxed)),
+        };
+        let staff = principal.role == Role::Staff;
+        let (rx, history) = self.join();
+        let online = self.online.fetch_add(1, Ordering::Relaxed) + 1;
+        self.announce("join", &format!("A participant joined ({online} online)"));
+        let member = Member {
+            room: self,
+            principal,
+            author,
+            color,
+            staff,
+            bucket: TokenBucket::new(CHAT_BURST, CHAT_PER_SECOND),
+            max_bytes,
+        };
+        (member, rx, history)
+    }
+}
+
+impl Member<'_> {
+    /// Handles one text message from this member: a post or a staff command.
+    pub fn say(&mut self, text: &str) -> Result<(), Refused> {
+        let max_bytes = self.max_bytes;
+        if text.len() > max_bytes {
+            return Err(Refused::new(
+                "too_large",
+                format!("message too long (at most {max_bytes} bytes)"),
+            ));
+        }
+        if !self.bucket.try_take(Instant::now()) {
+            return Err(Refused::new(
+                "rate_limited",
+                "slow down: at most one message per second",
+            ));
+        }
+        let room = self.room;
+        if let Ok(command) = serde_json::from_str::<Command>(text) {
+            if !self.staff {
+                return Err(Refused::new(
+                    "forbidden",
+                    "only staff can moderate the chat",
+                ));
+            }
+            return room
+                .moderate(command)
+                .map_err(|why| Refused::new("bad_command", why));
+        }
+        if let Some(minutes) = room.muted_for(self.author) {
+            return Err(Refused::new(
+                "muted",
+                format!("staff muted you; you can write again in {minutes} min"),
+            ));
+        }
+        let msg = parse_message_as(text, self.principal.name.as_ref())
+            .map_err(|why| Refused::new("bad_message", why))?;
+        let color = msg.color.as_deref().unwrap_or(self.color);
+        room.post(
+            self.author,
+            msg.name.as_str(),
+            &msg.message,
+            color,
+            self.staff,
+        );
+        Ok(())
+    }
+
+    /// The notice for a member whose feed skipped `missed` messages.
+    pub fn lagged_notice(&self, missed: u64) -> Utf8Bytes {
+        let note = format!("you missed {missed} messages");
+        Outgoing::System {
+            message: &note,
+            event: "lagged",
+            online: self.room.online(),
+        }
+        .to_text()
+    }
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        let online = self.room.online.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.room
+            .announce("leave", &format!("A participant left ({online} online)"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn history_is_saved_and_read_back_after_a_restart() {
+        let dir = std::env::temp_dir().join(format!("kc-chat-{}", std::process::id()));
+        let file = dir.join("chat-history.json");
+        let trigger = crate::shutdown::ShutdownTrigger::new();
+        let room = std::sync::Arc::new(ChatRoom::new(3));
+        let saver = tokio::spawn({
+            let (room, file, shutdown) = (room.clone(), file.clone(), trigger.subscribe());
+            async move { room.keep_saved(&file, shutdown).await }
+        });
+        for (i, word) in ["uno", "dos", "tres", "cuatro"].iter().enumerate() {
+            room.post(Author::Connection(1), "Ana", word, "000000", i == 0);
+        }
+        let gone = room.history.locked()[0].id;
+        room.moderate(Command::Delete { id: gone }).unwrap();
+        assert!(
+            trigger.drained(Duration::from_secs(5)).await,
+            "the saver stops at shutdown"
+        );
+        saver.await.unwrap();
+        room.save(&file).await;
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        let back = ChatRoom::load(3, &file);
+        let (_, texts) = back.join();
+        let words: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                serde_json::from_str::<serde_json::Value>(t).unwrap()["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            words,
+            ["tres", "cuatro"],
+            "the last three, minus the deleted one"
+        );
+        back.post(Author::Connection(1), "Ana", "cinco", "000000", false);
+        assert!(
+            back.history.locked().back().unwrap().id > gone + 2,
+            "ids keep counting up"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn staff_can_delete_and_mute() {
+        let room = ChatRoom::new(10);
+        let author = Author::Connection(7);
+        room.post(author, "Ana", "hola", "000000", false);
+        let id = room.history.locked()[0].id;
+        assert!(room
+            .moderate(Command::Mute {
+                id,
+                minutes: Some(5)
+            })
+            .is_ok());
+        assert_eq!(room.muted_for(author), Some(5));
+        assert_eq!(room.muted_for(Author::Connection(8)), None);
+        assert!(room.moderate(Command::Delete { id }).is_ok());
+        assert!(room.history.locked().is_empty());
+        assert!(
+            room.moderate(Command::Mute { id, minutes: None }).is_err(),
+            "deleted message is gone"
+        );
+    }
+}
