@@ -6,6 +6,7 @@
 //! the answer; nothing else decides.
 
 pub mod codes;
+pub mod families;
 pub mod name;
 pub mod origin;
 pub mod sessions;
