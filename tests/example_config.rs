@@ -13,13 +13,13 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The field names of `FileConfig` in src/config.rs: the keys the file may hold.
+/// The field names of `FileConfig` in src/config/mod.rs: the keys the file may hold.
 /// Read from the source because the struct is private to the config module.
 fn file_config_keys() -> Vec<String> {
-    let src = std::fs::read_to_string(root().join("src/config.rs")).unwrap();
+    let src = std::fs::read_to_string(root().join("src/config/mod.rs")).unwrap();
     let start = src
         .find("struct FileConfig {")
-        .expect("src/config.rs has struct FileConfig");
+        .expect("src/config/mod.rs has struct FileConfig");
     let body = &src[start..];
     let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
     body.lines()

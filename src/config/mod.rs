@@ -19,6 +19,10 @@ use serde::Deserialize;
 
 use crate::auth::codes::Code;
 
+mod layers;
+
+use layers::{in_range, non_empty_path, parse_bool, socket_addr, Layers};
+
 /// Where the frames of the default `camera` stream come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -398,98 +402,6 @@ struct FileCameras {
     tables: Vec<FileCamera>,
 }
 
-/// One layer's value for a key, with the wording that says where it came from.
-struct Found<T> {
-    value: T,
-    origin: String,
-}
-
-/// Looks a key up through the layers in precedence order.
-struct Layers<'a> {
-    env: &'a dyn Fn(&str) -> Option<String>,
-    file_path: Option<PathBuf>,
-}
-
-impl Layers<'_> {
-    /// The flag or environment string for `key`, if either layer sets it.
-    fn text(&self, key: &str, flag: &Option<String>) -> Option<Found<String>> {
-        if let Some(v) = flag {
-            return Some(Found {
-                value: v.clone(),
-                origin: format!("--{}", key.replace('_', "-")),
-            });
-        }
-        let var = format!("KINDERCAM_{}", key.to_ascii_uppercase());
-        (self.env)(&var)
-            .filter(|v| !v.is_empty())
-            .map(|value| Found { value, origin: var })
-    }
-
-    fn file_origin(&self, key: &str) -> String {
-        let path = self
-            .file_path
-            .as_deref()
-            .unwrap_or(Path::new("config file"));
-        format!("{key} in {}", path.display())
-    }
-
-    /// Resolves `key`: parse flag/env text, else take the file's typed value, else the
-    /// default; then `check` it, naming the origin on failure.
-    fn resolve<T, F>(
-        &self,
-        key: &str,
-        flag: &Option<String>,
-        file: Option<F>,
-        default: T,
-        check: impl Fn(F) -> Result<T, String>,
-    ) -> anyhow::Result<T>
-    where
-        F: FromStr,
-        F::Err: fmt::Display,
-    {
-        if let Some(found) = self.text(key, flag) {
-            let parsed = found
-                .value
-                .trim()
-                .parse::<F>()
-                .map_err(|e| e.to_string())
-                .and_then(&check);
-            return parsed.map_err(|why| {
-                anyhow::anyhow!("invalid {} {:?}: {why}", found.origin, found.value)
-            });
-        }
-        if let Some(value) = file {
-            return check(value)
-                .map_err(|why| anyhow::anyhow!("invalid {}: {why}", self.file_origin(key)));
-        }
-        Ok(default)
-    }
-}
-
-fn in_range<T: PartialOrd + fmt::Display + Copy>(lo: T, hi: T) -> impl Fn(T) -> Result<T, String> {
-    move |v| {
-        if v < lo || v > hi {
-            Err(format!("must be between {lo} and {hi}"))
-        } else {
-            Ok(v)
-        }
-    }
-}
-
-fn socket_addr(s: String) -> Result<SocketAddr, String> {
-    s.trim()
-        .parse::<SocketAddr>()
-        .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:8080 or [::]:8080"))
-}
-
-fn non_empty_path(p: PathBuf) -> Result<PathBuf, String> {
-    if p.as_os_str().is_empty() {
-        Err("must not be empty".into())
-    } else {
-        Ok(p)
-    }
-}
-
 impl Config {
     /// Builds the config from the process's real arguments and environment.
     /// Prints help or version and exits when asked to, like any CLI.
@@ -768,14 +680,6 @@ impl Config {
             }
             _ => Ok(()),
         }
-    }
-}
-
-fn parse_bool(v: String) -> Result<bool, String> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "on" | "yes" | "1" => Ok(true),
-        "false" | "off" | "no" | "0" => Ok(false),
-        _ => Err("must be true or false".into()),
     }
 }
 
