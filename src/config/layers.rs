@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use serde::de::DeserializeOwned;
+
+use super::file::ConfigFile;
+
 /// One layer's value for a key, with the wording that says where it came from.
 pub(super) struct Found<T> {
     pub(super) value: T,
@@ -18,7 +22,7 @@ pub(super) struct Found<T> {
 /// Looks a key up through the layers in precedence order.
 pub(super) struct Layers<'a> {
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
-    pub(super) file_path: Option<PathBuf>,
+    pub(super) file: Option<ConfigFile>,
 }
 
 impl Layers<'_> {
@@ -37,11 +41,19 @@ impl Layers<'_> {
     }
 
     pub(super) fn file_origin(&self, key: &str) -> String {
-        let path = self
-            .file_path
-            .as_deref()
-            .unwrap_or(Path::new("config file"));
+        let path = match &self.file {
+            Some(file) => file.path.as_path(),
+            None => Path::new("config file"),
+        };
         format!("{key} in {}", path.display())
+    }
+
+    /// A section's keys from the file; all unset without a file.
+    pub(super) fn file<T: DeserializeOwned + Default>(&self) -> anyhow::Result<T> {
+        match &self.file {
+            Some(file) => file.section(),
+            None => Ok(T::default()),
+        }
     }
 
     /// Resolves `key`: parse flag/env text, else take the file's typed value, else the

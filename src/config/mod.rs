@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 use crate::auth::codes::Code;
 
+mod file;
 mod layers;
 
 use layers::{in_range, non_empty_path, parse_bool, socket_addr, Layers};
@@ -351,10 +352,9 @@ pub struct Cli {
     config: Option<PathBuf>,
 }
 
-/// The optional TOML file. Unknown keys are refused so a typo cannot silently
-/// leave a setting at its default.
+/// The optional TOML file. Unknown keys are refused (by `file::ConfigFile::open`,
+/// against `file_keys`) so a typo cannot silently leave a setting at its default.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FileConfig {
     http_listen: Option<String>,
     ws_listen: Option<String>,
@@ -429,11 +429,12 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         });
-        let mut fc = match &file_path {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+        let file = match &file_path {
+            Some(path) => Some(file::ConfigFile::open(path, file_keys())?),
+            None => None,
         };
-        let layers = Layers { env, file_path };
+        let layers = Layers { env, file };
+        let mut fc: FileConfig = layers.file()?;
         let d = Config {
             state_dir: default_state_dir(env),
             ..Config::default()
@@ -796,13 +797,10 @@ impl Layers<'_> {
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    match toml::from_str::<FileConfig>(&text) {
-        Ok(file) => Ok(file),
-        Err(e) => bail!("invalid config file {}: {e}", path.display()),
-    }
+/// Every key the TOML file may hold (`[[camera]]` tables under `camera`); any
+/// other key is refused.
+pub fn file_keys() -> &'static [&'static str] {
+    file::keys_of::<FileConfig>()
 }
 
 #[cfg(test)]
