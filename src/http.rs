@@ -351,7 +351,7 @@ fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
         "name": who.name,
         "auth": ctx.access.enabled(),
         "ws_port": ctx.ws_port,
-        "ws_url": c.ws_public_url,
+        "ws_url": c.listen.ws_public_url,
         "default_stream": CAMERA,
         "interval_ms": c.interval.as_millis() as u64,
         "width": c.width,
@@ -455,7 +455,7 @@ fn content_security_policy(ctx: &HttpContext, host: Option<&str>) -> String {
         })
         .unwrap_or("localhost");
     // Behind a reverse proxy the sockets go where the installer said, and only there.
-    let sockets = match &ctx.config.ws_public_url {
+    let sockets = match &ctx.config.listen.ws_public_url {
         // A CSP source with a path matches only that exact path unless it ends in '/'.
         Some(url)
             if url

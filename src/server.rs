@@ -54,15 +54,16 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         source::check_supported(&config)?;
         let access = Arc::new(build_access(&config)?);
-        let tls = match (&config.tls_cert, &config.tls_key) {
+        let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(net::tls_acceptor(cert, key)?),
             _ => None,
         };
-        let ws_listener = net::listen(config.ws_listen)
-            .with_context(|| format!("cannot listen for WebSocket on {}", config.ws_listen))?;
+        let ws_listener = net::listen(config.listen.ws_listen).with_context(|| {
+            format!("cannot listen for WebSocket on {}", config.listen.ws_listen)
+        })?;
         let ws_addr = ws_listener.local_addr()?;
-        let http_listener = net::listen(config.http_listen)
-            .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+        let http_listener = net::listen(config.listen.http_listen)
+            .with_context(|| format!("cannot listen for HTTP on {}", config.listen.http_listen))?;
         let http_addr = http_listener.local_addr()?;
         let backend_dir = backend_dir();
         let (http_backend, backend_socket) = http::bind_backend(&backend_dir)?;
@@ -256,8 +257,9 @@ fn build_access(config: &Config) -> anyhow::Result<Access> {
         allowed_origins: config.allowed_origins.clone(),
         session_ttl: config.session_ttl,
         // Behind a TLS-terminating proxy the browser still sees https.
-        tls: config.tls_cert.is_some()
+        tls: config.listen.tls_cert.is_some()
             || config
+                .listen
                 .ws_public_url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("wss://")),

@@ -35,8 +35,8 @@ fn path_str(p: &Path) -> &str {
 #[test]
 fn defaults_are_the_documented_ones() {
     let c = load(&[], &[]).unwrap();
-    assert_eq!(c.http_listen.to_string(), "0.0.0.0:8080");
-    assert_eq!(c.ws_listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(c.listen.http_listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.listen.ws_listen.to_string(), "0.0.0.0:9000");
     assert_eq!(c.interval, Duration::from_millis(500));
     assert_eq!((c.width, c.height, c.quality), (640, 480, 75));
     assert_eq!(c.max_upload_bytes, 4 * 1024 * 1024);
@@ -71,9 +71,9 @@ ws_listen = "127.0.0.1:9100"
     assert_eq!(c.width, 400, "env beats file");
     assert_eq!(c.height, 200, "file beats default");
     assert_eq!(c.chat_history, 7, "file beats default");
-    assert_eq!(c.ws_listen.to_string(), "127.0.0.1:9100");
+    assert_eq!(c.listen.ws_listen.to_string(), "127.0.0.1:9100");
     assert_eq!(c.max_chat_bytes, 4096, "default when no layer sets it");
-    assert_eq!(c.http_listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.listen.http_listen.to_string(), "0.0.0.0:8080");
 
     // The file can also be named by KINDERCAM_CONFIG.
     let c = load(&[], &[("KINDERCAM_CONFIG", path_str(&file))]).unwrap();

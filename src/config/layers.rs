@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
@@ -122,4 +123,10 @@ pub(super) fn parse_bool(v: String) -> Result<bool, String> {
         "false" | "off" | "no" | "0" => Ok(false),
         _ => Err("must be true or false".into()),
     }
+}
+
+/// A count of milliseconds within `lo..=hi`, as a `Duration`.
+pub(super) fn millis(lo: u64, hi: u64) -> impl Fn(u64) -> Result<Duration, String> {
+    let range = in_range(lo, hi);
+    move |v| range(v).map(Duration::from_millis)
 }

@@ -8,9 +8,9 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -21,8 +21,11 @@ use crate::auth::codes::Code;
 
 mod file;
 mod layers;
+mod listen;
 
-use layers::{in_range, non_empty_path, parse_bool, socket_addr, Layers};
+pub use listen::ListenConfig;
+
+use layers::{in_range, millis, non_empty_path, parse_bool, Layers};
 
 /// Where the frames of the default `camera` stream come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,8 +143,7 @@ pub struct Camera {
 /// The daemon's settings after merging every layer. Built once, then shared read-only.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub http_listen: SocketAddr,
-    pub ws_listen: SocketAddr,
+    pub listen: ListenConfig,
     /// The source of the `camera` stream (or of the first camera if none is called so).
     pub source: Source,
     /// Every camera with its stream name; never empty.
@@ -171,20 +173,14 @@ pub struct Config {
     /// Exact origins allowed to open sockets and post forms; empty means our own pages only.
     pub allowed_origins: Vec<String>,
     pub session_ttl: Duration,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
     /// WebSocket and HTTP connections at once from one client address; 0 means no cap.
     pub max_connections_per_ip: usize,
-    /// Where browsers reach the WebSocket server when it is not `ws://<page host>:<ws port>`,
-    /// e.g. `wss://camera.example.org` behind a reverse proxy.
-    pub ws_public_url: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            ws_listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            listen: ListenConfig::default(),
             source: Source::TestPattern,
             cameras: vec![Camera {
                 name: crate::hub::CAMERA.to_owned(),
@@ -212,10 +208,7 @@ impl Default for Config {
             staff_code: None,
             allowed_origins: Vec::new(),
             session_ttl: Duration::from_secs(7 * 24 * 3600),
-            tls_cert: None,
-            tls_key: None,
             max_connections_per_ip: 24,
-            ws_public_url: None,
         }
     }
 }
@@ -250,12 +243,8 @@ fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
                   SIGHUP re-reads the access codes: sessions of a changed code end."
 )]
 pub struct Cli {
-    /// Address for the HTTP pages [env: KINDERCAM_HTTP_LISTEN] [default: 0.0.0.0:8080]
-    #[arg(long, value_name = "ADDR")]
-    http_listen: Option<String>,
-    /// Address for the WebSocket server [env: KINDERCAM_WS_LISTEN] [default: 0.0.0.0:9000]
-    #[arg(long, value_name = "ADDR")]
-    ws_listen: Option<String>,
+    #[command(flatten)]
+    listen: listen::ListenFlags,
     /// Frame source: `test-pattern`, a V4L2 device (/dev/video0, or /dev/v4l/by-id/...
     /// which survives replugging), or `exec:COMMAND` writing MJPEG to stdout (Pi CSI:
     /// "exec:rpicam-vid -t 0 --codec mjpeg -o -"). Repeat as NAME=SRC for more cameras,
@@ -332,21 +321,10 @@ pub struct Cli {
     /// Hours a login lasts [env: KINDERCAM_SESSION_HOURS] [default: 168]
     #[arg(long, value_name = "H")]
     session_hours: Option<String>,
-    /// TLS certificate chain (PEM); with --tls-key serves HTTPS and WSS on both ports
-    /// [env: KINDERCAM_TLS_CERT]
-    #[arg(long, value_name = "PEM")]
-    tls_cert: Option<String>,
-    /// TLS private key (PEM) [env: KINDERCAM_TLS_KEY]
-    #[arg(long, value_name = "PEM")]
-    tls_key: Option<String>,
     /// Connections at once from one client address, 0 for no cap (set 0 behind a reverse
     /// proxy) [env: KINDERCAM_MAX_CONNECTIONS_PER_IP] [default: 24]
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<String>,
-    /// Where browsers reach the WebSocket server behind a reverse proxy, e.g.
-    /// wss://camera.example.org [env: KINDERCAM_WS_PUBLIC_URL] [default: ws://<page host>:<ws port>]
-    #[arg(long, value_name = "URL")]
-    ws_public_url: Option<String>,
     /// TOML file with any of the settings above [env: KINDERCAM_CONFIG]
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -356,8 +334,6 @@ pub struct Cli {
 /// against `file_keys`) so a typo cannot silently leave a setting at its default.
 #[derive(Debug, Default, Deserialize)]
 struct FileConfig {
-    http_listen: Option<String>,
-    ws_listen: Option<String>,
     source: Option<String>,
     format: Option<String>,
     on_demand: Option<bool>,
@@ -379,10 +355,7 @@ struct FileConfig {
     staff_code: Option<String>,
     allowed_origins: Option<Vec<String>>,
     session_hours: Option<u64>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
     max_connections_per_ip: Option<usize>,
-    ws_public_url: Option<String>,
 }
 
 /// A `[[camera]]` table: a named source, optionally with its own format and size.
@@ -440,30 +413,13 @@ impl Config {
             ..Config::default()
         };
 
-        let ms = |lo: u64, hi: u64| {
-            let range = in_range(lo, hi);
-            move |v: u64| range(v).map(Duration::from_millis)
-        };
         // Taken out first: the camera list is resolved last, from the settings below.
         let file_cameras = FileCameras {
             source: fc.source.take(),
             tables: fc.camera.take().unwrap_or_default(),
         };
         let mut config = Config {
-            http_listen: layers.resolve(
-                "http_listen",
-                &cli.http_listen,
-                fc.http_listen,
-                d.http_listen,
-                socket_addr,
-            )?,
-            ws_listen: layers.resolve(
-                "ws_listen",
-                &cli.ws_listen,
-                fc.ws_listen,
-                d.ws_listen,
-                socket_addr,
-            )?,
+            listen: ListenConfig::resolve(&cli.listen, &layers)?,
             source: d.source,
             cameras: Vec::new(),
             format: layers.resolve(
@@ -486,7 +442,7 @@ impl Config {
                 &cli.interval_ms,
                 fc.interval_ms,
                 d.interval,
-                ms(1, 3_600_000),
+                millis(1, 3_600_000),
             )?,
             width: layers.resolve("width", &cli.width, fc.width, d.width, in_range(16, 8192))?,
             height: layers.resolve(
@@ -539,7 +495,7 @@ impl Config {
                 &cli.handshake_timeout_ms,
                 fc.handshake_timeout_ms,
                 d.handshake_timeout,
-                ms(100, 120_000),
+                millis(100, 120_000),
             )?,
             chat_history: layers.resolve(
                 "chat_history",
@@ -571,29 +527,12 @@ impl Config {
                 d.session_ttl,
                 |h: u64| in_range(1, 24 * 365)(h).map(|h| Duration::from_secs(h * 3600)),
             )?,
-            tls_cert: layers.resolve(
-                "tls_cert",
-                &cli.tls_cert,
-                fc.tls_cert,
-                None,
-                |p: PathBuf| non_empty_path(p).map(Some),
-            )?,
-            tls_key: layers.resolve("tls_key", &cli.tls_key, fc.tls_key, None, |p: PathBuf| {
-                non_empty_path(p).map(Some)
-            })?,
             max_connections_per_ip: layers.resolve(
                 "max_connections_per_ip",
                 &cli.max_connections_per_ip,
                 fc.max_connections_per_ip,
                 d.max_connections_per_ip,
                 in_range(0, 100_000),
-            )?,
-            ws_public_url: layers.resolve(
-                "ws_public_url",
-                &cli.ws_public_url,
-                fc.ws_public_url,
-                None,
-                ws_url,
             )?,
         };
         config.cameras = layers.cameras(&cli.source, file_cameras, &config)?;
@@ -607,20 +546,6 @@ impl Config {
         config.check_combinations()?;
         Ok(config)
     }
-}
-
-/// `ws://` or `wss://`, a host, and optionally a path prefix; no query or fragment.
-fn ws_url(v: String) -> Result<Option<String>, String> {
-    let v = v.trim().trim_end_matches('/').to_owned();
-    let rest = v
-        .strip_prefix("wss://")
-        .or_else(|| v.strip_prefix("ws://"))
-        .ok_or("must start with ws:// or wss://")?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() || rest.contains(['?', '#', ' ', '@']) {
-        return Err("must be like wss://camera.example.org or wss://example.org/kindercam".into());
-    }
-    Ok(Some(v))
 }
 
 fn on_off(v: String) -> Result<bool, String> {
@@ -663,24 +588,19 @@ impl Config {
     /// Rules that involve more than one setting.
     fn check_combinations(&self) -> anyhow::Result<()> {
         let loopback_only =
-            self.http_listen.ip().is_loopback() && self.ws_listen.ip().is_loopback();
+            self.listen.http_listen.ip().is_loopback() && self.listen.ws_listen.ip().is_loopback();
         if !self.auth && !loopback_only {
             bail!(
                 "auth = \"off\" is only allowed when both listeners are on loopback (127.0.0.1 or [::1]); \
                  --http-listen is {} and --ws-listen is {}",
-                self.http_listen,
-                self.ws_listen
+                self.listen.http_listen,
+                self.listen.ws_listen
             );
         }
         if let (Some(v), Some(s)) = (&self.viewer_code, &self.staff_code) {
             crate::auth::codes::check_distinct(v, s)?;
         }
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(_), None) | (None, Some(_)) => {
-                bail!("--tls-cert and --tls-key must be given together")
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -800,14 +720,26 @@ impl Layers<'_> {
 /// Every key the TOML file may hold (`[[camera]]` tables under `camera`); any
 /// other key is refused.
 pub fn file_keys() -> &'static [&'static str] {
-    file::keys_of::<FileConfig>()
+    static KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+        [
+            file::keys_of::<listen::ListenFile>(),
+            file::keys_of::<FileConfig>(),
+        ]
+        .concat()
+    });
+    &KEYS
 }
 
+/// What the sections' unit tests share: a load without the process environment.
 #[cfg(test)]
-mod camera_tests {
-    use super::*;
+mod test_support {
+    use std::path::{Path, PathBuf};
 
-    fn load(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Config> {
+    use super::Config;
+
+    /// Loads with loopback listeners and access control off (unless `env` sets
+    /// `KINDERCAM_AUTH`); `args` come after those, so they may override them.
+    pub(super) fn load(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Config> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -828,6 +760,39 @@ mod camera_tests {
         all.extend_from_slice(args);
         Config::load(all, &lookup)
     }
+
+    /// A TOML file in its own temporary directory, removed on drop.
+    pub(super) struct TomlFile(PathBuf);
+
+    impl TomlFile {
+        pub(super) fn new(test: &str, text: &str) -> TomlFile {
+            let dir = std::env::temp_dir().join(format!("kc-cfg-{test}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = TomlFile(dir.join("kindercam.toml"));
+            file.write(text);
+            file
+        }
+
+        pub(super) fn write(&self, text: &str) {
+            std::fs::write(&self.0, text).unwrap();
+        }
+
+        pub(super) fn path(&self) -> &str {
+            self.0.to_str().expect("temp paths are UTF-8")
+        }
+    }
+
+    impl Drop for TomlFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0.parent().unwrap_or(Path::new("")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod camera_tests {
+    use super::test_support::load;
+    use super::*;
 
     #[test]
     fn sources_are_named_and_the_unnamed_one_is_camera() {
