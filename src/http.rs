@@ -357,7 +357,7 @@ fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
         "width": c.width,
         "height": c.height,
         "quality": c.quality,
-        "max_upload_bytes": c.max_upload_bytes,
+        "max_upload_bytes": c.limits.max_upload_bytes,
         "version": env!("CARGO_PKG_VERSION"),
     })
 }

@@ -154,7 +154,7 @@ impl Server {
         let guard = http_guard::Guard::new(
             Gate::new(
                 http_guard::MAX_IN_FLIGHT,
-                self.config.max_connections_per_ip,
+                self.config.limits.max_connections_per_ip,
             ),
             self.tls.clone(),
             self.backend_socket.clone(),

@@ -39,8 +39,8 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.listen.ws_listen.to_string(), "0.0.0.0:9000");
     assert_eq!(c.interval, Duration::from_millis(500));
     assert_eq!((c.width, c.height, c.quality), (640, 480, 75));
-    assert_eq!(c.max_upload_bytes, 4 * 1024 * 1024);
-    assert!(c.max_connections >= 500);
+    assert_eq!(c.limits.max_upload_bytes, 4 * 1024 * 1024);
+    assert!(c.limits.max_connections >= 500);
     assert_eq!(c.source.to_string(), "test-pattern");
 }
 
@@ -72,7 +72,10 @@ ws_listen = "127.0.0.1:9100"
     assert_eq!(c.height, 200, "file beats default");
     assert_eq!(c.chat_history, 7, "file beats default");
     assert_eq!(c.listen.ws_listen.to_string(), "127.0.0.1:9100");
-    assert_eq!(c.max_chat_bytes, 4096, "default when no layer sets it");
+    assert_eq!(
+        c.limits.max_chat_bytes, 4096,
+        "default when no layer sets it"
+    );
     assert_eq!(c.listen.http_listen.to_string(), "0.0.0.0:8080");
 
     // The file can also be named by KINDERCAM_CONFIG.

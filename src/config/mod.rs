@@ -21,8 +21,10 @@ use crate::auth::codes::Code;
 
 mod file;
 mod layers;
+mod limits;
 mod listen;
 
+pub use limits::LimitsConfig;
 pub use listen::ListenConfig;
 
 use layers::{in_range, millis, non_empty_path, parse_bool, Layers};
@@ -144,6 +146,7 @@ pub struct Camera {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: ListenConfig,
+    pub limits: LimitsConfig,
     /// The source of the `camera` stream (or of the first camera if none is called so).
     pub source: Source,
     /// Every camera with its stream name; never empty.
@@ -160,10 +163,6 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Serve pages from this directory instead of the embedded copy (development).
     pub web_dir: Option<PathBuf>,
-    pub max_connections: usize,
-    pub max_chat_bytes: usize,
-    pub max_upload_bytes: usize,
-    pub handshake_timeout: Duration,
     pub chat_history: usize,
     /// `false` only with `auth = "off"`, which is refused unless both listeners are loopback.
     pub auth: bool,
@@ -173,14 +172,13 @@ pub struct Config {
     /// Exact origins allowed to open sockets and post forms; empty means our own pages only.
     pub allowed_origins: Vec<String>,
     pub session_ttl: Duration,
-    /// WebSocket and HTTP connections at once from one client address; 0 means no cap.
-    pub max_connections_per_ip: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: ListenConfig::default(),
+            limits: LimitsConfig::default(),
             source: Source::TestPattern,
             cameras: vec![Camera {
                 name: crate::hub::CAMERA.to_owned(),
@@ -198,17 +196,12 @@ impl Default for Config {
             quality: 75,
             state_dir: default_state_dir(&|k| std::env::var(k).ok()),
             web_dir: None,
-            max_connections: 1000,
-            max_chat_bytes: 4 * 1024,
-            max_upload_bytes: 4 * 1024 * 1024,
-            handshake_timeout: Duration::from_secs(5),
             chat_history: 50,
             auth: true,
             viewer_code: None,
             staff_code: None,
             allowed_origins: Vec::new(),
             session_ttl: Duration::from_secs(7 * 24 * 3600),
-            max_connections_per_ip: 24,
         }
     }
 }
@@ -245,6 +238,8 @@ fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 pub struct Cli {
     #[command(flatten)]
     listen: listen::ListenFlags,
+    #[command(flatten)]
+    limits: limits::LimitsFlags,
     /// Frame source: `test-pattern`, a V4L2 device (/dev/video0, or /dev/v4l/by-id/...
     /// which survives replugging), or `exec:COMMAND` writing MJPEG to stdout (Pi CSI:
     /// "exec:rpicam-vid -t 0 --codec mjpeg -o -"). Repeat as NAME=SRC for more cameras,
@@ -283,21 +278,6 @@ pub struct Cli {
     /// [env: KINDERCAM_WEB_DIR]
     #[arg(long, value_name = "DIR")]
     web_dir: Option<String>,
-    /// Most WebSocket connections at once; more are refused with 503
-    /// [env: KINDERCAM_MAX_CONNECTIONS] [default: 1000]
-    #[arg(long, value_name = "N")]
-    max_connections: Option<String>,
-    /// Largest chat message accepted, in bytes [env: KINDERCAM_MAX_CHAT_BYTES] [default: 4096]
-    #[arg(long, value_name = "BYTES")]
-    max_chat_bytes: Option<String>,
-    /// Largest upload message (a JPEG data URL) accepted, in bytes
-    /// [env: KINDERCAM_MAX_UPLOAD_BYTES] [default: 4194304]
-    #[arg(long, value_name = "BYTES")]
-    max_upload_bytes: Option<String>,
-    /// Milliseconds a client has to complete the WebSocket handshake
-    /// [env: KINDERCAM_HANDSHAKE_TIMEOUT_MS] [default: 5000]
-    #[arg(long, value_name = "MS")]
-    handshake_timeout_ms: Option<String>,
     /// Chat messages replayed to a client that joins [env: KINDERCAM_CHAT_HISTORY] [default: 50]
     #[arg(long, value_name = "N")]
     chat_history: Option<String>,
@@ -321,10 +301,6 @@ pub struct Cli {
     /// Hours a login lasts [env: KINDERCAM_SESSION_HOURS] [default: 168]
     #[arg(long, value_name = "H")]
     session_hours: Option<String>,
-    /// Connections at once from one client address, 0 for no cap (set 0 behind a reverse
-    /// proxy) [env: KINDERCAM_MAX_CONNECTIONS_PER_IP] [default: 24]
-    #[arg(long, value_name = "N")]
-    max_connections_per_ip: Option<String>,
     /// TOML file with any of the settings above [env: KINDERCAM_CONFIG]
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -345,17 +321,12 @@ struct FileConfig {
     quality: Option<i64>,
     state_dir: Option<PathBuf>,
     web_dir: Option<PathBuf>,
-    max_connections: Option<usize>,
-    max_chat_bytes: Option<usize>,
-    max_upload_bytes: Option<usize>,
-    handshake_timeout_ms: Option<u64>,
     chat_history: Option<usize>,
     auth: Option<String>,
     viewer_code: Option<String>,
     staff_code: Option<String>,
     allowed_origins: Option<Vec<String>>,
     session_hours: Option<u64>,
-    max_connections_per_ip: Option<usize>,
 }
 
 /// A `[[camera]]` table: a named source, optionally with its own format and size.
@@ -420,6 +391,7 @@ impl Config {
         };
         let mut config = Config {
             listen: ListenConfig::resolve(&cli.listen, &layers)?,
+            limits: LimitsConfig::resolve(&cli.limits, &layers)?,
             source: d.source,
             cameras: Vec::new(),
             format: layers.resolve(
@@ -469,34 +441,6 @@ impl Config {
                 d.web_dir,
                 |p: PathBuf| non_empty_path(p).map(Some),
             )?,
-            max_connections: layers.resolve(
-                "max_connections",
-                &cli.max_connections,
-                fc.max_connections,
-                d.max_connections,
-                in_range(1, 100_000),
-            )?,
-            max_chat_bytes: layers.resolve(
-                "max_chat_bytes",
-                &cli.max_chat_bytes,
-                fc.max_chat_bytes,
-                d.max_chat_bytes,
-                in_range(64, 64 * 1024),
-            )?,
-            max_upload_bytes: layers.resolve(
-                "max_upload_bytes",
-                &cli.max_upload_bytes,
-                fc.max_upload_bytes,
-                d.max_upload_bytes,
-                in_range(1024, 64 * 1024 * 1024),
-            )?,
-            handshake_timeout: layers.resolve(
-                "handshake_timeout_ms",
-                &cli.handshake_timeout_ms,
-                fc.handshake_timeout_ms,
-                d.handshake_timeout,
-                millis(100, 120_000),
-            )?,
             chat_history: layers.resolve(
                 "chat_history",
                 &cli.chat_history,
@@ -526,13 +470,6 @@ impl Config {
                 fc.session_hours,
                 d.session_ttl,
                 |h: u64| in_range(1, 24 * 365)(h).map(|h| Duration::from_secs(h * 3600)),
-            )?,
-            max_connections_per_ip: layers.resolve(
-                "max_connections_per_ip",
-                &cli.max_connections_per_ip,
-                fc.max_connections_per_ip,
-                d.max_connections_per_ip,
-                in_range(0, 100_000),
             )?,
         };
         config.cameras = layers.cameras(&cli.source, file_cameras, &config)?;
@@ -723,6 +660,7 @@ pub fn file_keys() -> &'static [&'static str] {
     static KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         [
             file::keys_of::<listen::ListenFile>(),
+            file::keys_of::<limits::LimitsFile>(),
             file::keys_of::<FileConfig>(),
         ]
         .concat()
