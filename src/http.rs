@@ -408,7 +408,7 @@ fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
 
 /// Serves an embedded file, or one from `--web-dir`.
 fn page(ctx: &HttpContext, path: &str, host: Option<&str>) -> Reply {
-    let body = match &ctx.config.web_dir {
+    let body = match &ctx.config.storage.web_dir {
         Some(dir) => read_from_dir(dir, path).map(Bytes::from),
         None => embedded::ASSETS
             .iter()

@@ -110,7 +110,7 @@ impl Server {
     pub fn generated_codes_file(&self) -> Option<PathBuf> {
         let uses_generated = self.config.auth
             && (self.config.viewer_code.is_none() || self.config.staff_code.is_none());
-        uses_generated.then(|| self.config.state_dir.join(codes::GENERATED_FILE))
+        uses_generated.then(|| self.config.storage.state_dir.join(codes::GENERATED_FILE))
     }
 
     /// Serves until `stop` completes, then shuts everything down.
@@ -129,8 +129,8 @@ impl Server {
             self.tls.clone(),
             self.http_addr.port(),
         ));
-        let history_file = self.config.state_dir.join(ws::chat::HISTORY_FILE);
-        let history_saver = (self.config.chat_history > 0).then(|| {
+        let history_file = self.config.storage.state_dir.join(ws::chat::HISTORY_FILE);
+        let history_saver = (self.config.storage.chat_history > 0).then(|| {
             let (ctx, shutdown, file) = (ws_ctx.clone(), trigger.subscribe(), history_file.clone());
             tokio::spawn(async move { ctx.chat.keep_saved(&file, shutdown).await })
         });
@@ -218,8 +218,8 @@ pub fn resolve_codes(config: &Config) -> anyhow::Result<Option<(Code, Code)>> {
     let (viewer, staff) = match (&config.viewer_code, &config.staff_code) {
         (Some(v), Some(s)) => (v.clone(), s.clone()),
         (v, s) => {
-            let (gv, gs, fresh) = codes::load_or_generate(&config.state_dir)?;
-            let file = config.state_dir.join(codes::GENERATED_FILE);
+            let (gv, gs, fresh) = codes::load_or_generate(&config.storage.state_dir)?;
+            let file = config.storage.state_dir.join(codes::GENERATED_FILE);
             if fresh {
                 // The one time codes are logged: the installer needs them once.
                 tracing::warn!(
@@ -246,10 +246,10 @@ fn build_access(config: &Config) -> anyhow::Result<Access> {
     }
     // Sessions outlive restarts when the state directory is writable.
     let sessions_file = codes.as_ref().and_then(|_| {
-        std::fs::create_dir_all(&config.state_dir)
-            .map_err(|e| tracing::error!(dir = %config.state_dir.display(), error = %e, "no state directory; logins will not survive a restart"))
+        std::fs::create_dir_all(&config.storage.state_dir)
+            .map_err(|e| tracing::error!(dir = %config.storage.state_dir.display(), error = %e, "no state directory; logins will not survive a restart"))
             .ok()
-            .map(|_| config.state_dir.join(crate::auth::sessions::SESSIONS_FILE))
+            .map(|_| config.storage.state_dir.join(crate::auth::sessions::SESSIONS_FILE))
     });
     Ok(Access::new(AccessSettings {
         sessions_file,

@@ -70,7 +70,7 @@ ws_listen = "127.0.0.1:9100"
     assert_eq!(c.interval, Duration::from_millis(222), "env beats file");
     assert_eq!(c.width, 400, "env beats file");
     assert_eq!(c.height, 200, "file beats default");
-    assert_eq!(c.chat_history, 7, "file beats default");
+    assert_eq!(c.storage.chat_history, 7, "file beats default");
     assert_eq!(c.listen.ws_listen.to_string(), "127.0.0.1:9100");
     assert_eq!(
         c.limits.max_chat_bytes, 4096,

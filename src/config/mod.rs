@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -23,11 +23,13 @@ mod file;
 mod layers;
 mod limits;
 mod listen;
+mod storage;
 
 pub use limits::LimitsConfig;
 pub use listen::ListenConfig;
+pub use storage::StorageConfig;
 
-use layers::{in_range, millis, non_empty_path, parse_bool, Layers};
+use layers::{in_range, millis, parse_bool, Layers};
 
 /// Where the frames of the default `camera` stream come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +149,7 @@ pub struct Camera {
 pub struct Config {
     pub listen: ListenConfig,
     pub limits: LimitsConfig,
+    pub storage: StorageConfig,
     /// The source of the `camera` stream (or of the first camera if none is called so).
     pub source: Source,
     /// Every camera with its stream name; never empty.
@@ -160,10 +163,6 @@ pub struct Config {
     pub width: u32,
     pub height: u32,
     pub quality: u8,
-    pub state_dir: PathBuf,
-    /// Serve pages from this directory instead of the embedded copy (development).
-    pub web_dir: Option<PathBuf>,
-    pub chat_history: usize,
     /// `false` only with `auth = "off"`, which is refused unless both listeners are loopback.
     pub auth: bool,
     /// Configured codes; `None` means "use the generated ones from the state directory".
@@ -179,6 +178,7 @@ impl Default for Config {
         Config {
             listen: ListenConfig::default(),
             limits: LimitsConfig::default(),
+            storage: StorageConfig::default(),
             source: Source::TestPattern,
             cameras: vec![Camera {
                 name: crate::hub::CAMERA.to_owned(),
@@ -194,9 +194,6 @@ impl Default for Config {
             width: 640,
             height: 480,
             quality: 75,
-            state_dir: default_state_dir(&|k| std::env::var(k).ok()),
-            web_dir: None,
-            chat_history: 50,
             auth: true,
             viewer_code: None,
             staff_code: None,
@@ -204,21 +201,6 @@ impl Default for Config {
             session_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
-}
-
-/// systemd's `StateDirectory=` sets `STATE_DIRECTORY`; a developer's run falls back to XDG.
-fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
-    if let Some(dir) = env("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
-        // systemd may pass several colon-separated directories; the first is ours.
-        return PathBuf::from(dir.split(':').next().unwrap_or(&dir));
-    }
-    if let Some(dir) = env("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return Path::new(&dir).join("kindercam");
-    }
-    if let Some(home) = env("HOME").filter(|d| !d.is_empty()) {
-        return Path::new(&home).join(".local/state/kindercam");
-    }
-    PathBuf::from("/var/lib/kindercam")
 }
 
 /// Command-line flags. Values stay strings here so that one parser, shared with
@@ -240,6 +222,8 @@ pub struct Cli {
     listen: listen::ListenFlags,
     #[command(flatten)]
     limits: limits::LimitsFlags,
+    #[command(flatten)]
+    storage: storage::StorageFlags,
     /// Frame source: `test-pattern`, a V4L2 device (/dev/video0, or /dev/v4l/by-id/...
     /// which survives replugging), or `exec:COMMAND` writing MJPEG to stdout (Pi CSI:
     /// "exec:rpicam-vid -t 0 --codec mjpeg -o -"). Repeat as NAME=SRC for more cameras,
@@ -270,17 +254,6 @@ pub struct Cli {
     /// JPEG quality, 1-100 [env: KINDERCAM_QUALITY] [default: 75]
     #[arg(long, value_name = "1-100")]
     quality: Option<String>,
-    /// Directory for persistent state [env: KINDERCAM_STATE_DIR]
-    /// [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/kindercam, else ~/.local/state/kindercam]
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<String>,
-    /// Serve pages from DIR instead of the copy built into the binary (development)
-    /// [env: KINDERCAM_WEB_DIR]
-    #[arg(long, value_name = "DIR")]
-    web_dir: Option<String>,
-    /// Chat messages replayed to a client that joins [env: KINDERCAM_CHAT_HISTORY] [default: 50]
-    #[arg(long, value_name = "N")]
-    chat_history: Option<String>,
     /// `on` (default) or `off`; `off` is accepted only when both listeners are on loopback
     /// [env: KINDERCAM_AUTH]
     #[arg(long, value_name = "on|off")]
@@ -319,9 +292,6 @@ struct FileConfig {
     width: Option<u32>,
     height: Option<u32>,
     quality: Option<i64>,
-    state_dir: Option<PathBuf>,
-    web_dir: Option<PathBuf>,
-    chat_history: Option<usize>,
     auth: Option<String>,
     viewer_code: Option<String>,
     staff_code: Option<String>,
@@ -379,10 +349,7 @@ impl Config {
         };
         let layers = Layers { env, file };
         let mut fc: FileConfig = layers.file()?;
-        let d = Config {
-            state_dir: default_state_dir(env),
-            ..Config::default()
-        };
+        let d = Config::default();
 
         // Taken out first: the camera list is resolved last, from the settings below.
         let file_cameras = FileCameras {
@@ -392,6 +359,7 @@ impl Config {
         let mut config = Config {
             listen: ListenConfig::resolve(&cli.listen, &layers)?,
             limits: LimitsConfig::resolve(&cli.limits, &layers)?,
+            storage: StorageConfig::resolve(&cli.storage, &layers)?,
             source: d.source,
             cameras: Vec::new(),
             format: layers.resolve(
@@ -427,27 +395,6 @@ impl Config {
             quality: layers.resolve("quality", &cli.quality, fc.quality, d.quality, |q: i64| {
                 in_range(1, 100)(q).map(|q| q as u8)
             })?,
-            state_dir: layers.resolve(
-                "state_dir",
-                &cli.state_dir,
-                fc.state_dir,
-                d.state_dir,
-                non_empty_path,
-            )?,
-            web_dir: layers.resolve(
-                "web_dir",
-                &cli.web_dir,
-                fc.web_dir,
-                d.web_dir,
-                |p: PathBuf| non_empty_path(p).map(Some),
-            )?,
-            chat_history: layers.resolve(
-                "chat_history",
-                &cli.chat_history,
-                fc.chat_history,
-                d.chat_history,
-                in_range(0, 1000),
-            )?,
             auth: layers.resolve("auth", &cli.auth, fc.auth, d.auth, on_off)?,
             viewer_code: layers.resolve(
                 "viewer_code",
@@ -661,6 +608,7 @@ pub fn file_keys() -> &'static [&'static str] {
         [
             file::keys_of::<listen::ListenFile>(),
             file::keys_of::<limits::LimitsFile>(),
+            file::keys_of::<storage::StorageFile>(),
             file::keys_of::<FileConfig>(),
         ]
         .concat()

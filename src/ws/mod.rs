@@ -96,8 +96,8 @@ impl WsContext {
     ) -> WsContext {
         WsContext {
             chat: chat::ChatRoom::load(
-                config.chat_history,
-                &config.state_dir.join(chat::HISTORY_FILE),
+                config.storage.chat_history,
+                &config.storage.state_dir.join(chat::HISTORY_FILE),
             ),
             gate: Gate::new(
                 config.limits.max_connections,
