@@ -108,8 +108,9 @@ impl Server {
 
     /// The file holding generated access codes, when those are in use.
     pub fn generated_codes_file(&self) -> Option<PathBuf> {
-        let uses_generated = self.config.auth
-            && (self.config.viewer_code.is_none() || self.config.staff_code.is_none());
+        let uses_generated = self.config.access.auth
+            && (self.config.access.viewer_code.is_none()
+                || self.config.access.staff_code.is_none());
         uses_generated.then(|| self.config.storage.state_dir.join(codes::GENERATED_FILE))
     }
 
@@ -212,10 +213,10 @@ impl Server {
 /// The access codes in force: configured ones, or those generated on first start.
 /// `None` when access control is off.
 pub fn resolve_codes(config: &Config) -> anyhow::Result<Option<(Code, Code)>> {
-    if !config.auth {
+    if !config.access.auth {
         return Ok(None);
     }
-    let (viewer, staff) = match (&config.viewer_code, &config.staff_code) {
+    let (viewer, staff) = match (&config.access.viewer_code, &config.access.staff_code) {
         (Some(v), Some(s)) => (v.clone(), s.clone()),
         (v, s) => {
             let (gv, gs, fresh) = codes::load_or_generate(&config.storage.state_dir)?;
@@ -254,8 +255,8 @@ fn build_access(config: &Config) -> anyhow::Result<Access> {
     Ok(Access::new(AccessSettings {
         sessions_file,
         codes,
-        allowed_origins: config.allowed_origins.clone(),
-        session_ttl: config.session_ttl,
+        allowed_origins: config.access.allowed_origins.clone(),
+        session_ttl: config.access.session_ttl,
         // Behind a TLS-terminating proxy the browser still sees https.
         tls: config.listen.tls_cert.is_some()
             || config

@@ -216,5 +216,5 @@ fn auth_off_is_refused_unless_both_listeners_are_loopback() {
         &[],
     )
     .expect("loopback-only auth off is allowed");
-    assert!(!ok.auth);
+    assert!(!ok.access.auth);
 }

@@ -17,14 +17,14 @@ use anyhow::bail;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
-use crate::auth::codes::Code;
-
+mod access;
 mod file;
 mod layers;
 mod limits;
 mod listen;
 mod storage;
 
+pub use access::AccessConfig;
 pub use limits::LimitsConfig;
 pub use listen::ListenConfig;
 pub use storage::StorageConfig;
@@ -150,6 +150,7 @@ pub struct Config {
     pub listen: ListenConfig,
     pub limits: LimitsConfig,
     pub storage: StorageConfig,
+    pub access: AccessConfig,
     /// The source of the `camera` stream (or of the first camera if none is called so).
     pub source: Source,
     /// Every camera with its stream name; never empty.
@@ -163,14 +164,6 @@ pub struct Config {
     pub width: u32,
     pub height: u32,
     pub quality: u8,
-    /// `false` only with `auth = "off"`, which is refused unless both listeners are loopback.
-    pub auth: bool,
-    /// Configured codes; `None` means "use the generated ones from the state directory".
-    pub viewer_code: Option<Code>,
-    pub staff_code: Option<Code>,
-    /// Exact origins allowed to open sockets and post forms; empty means our own pages only.
-    pub allowed_origins: Vec<String>,
-    pub session_ttl: Duration,
 }
 
 impl Default for Config {
@@ -179,6 +172,7 @@ impl Default for Config {
             listen: ListenConfig::default(),
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
+            access: AccessConfig::default(),
             source: Source::TestPattern,
             cameras: vec![Camera {
                 name: crate::hub::CAMERA.to_owned(),
@@ -194,11 +188,6 @@ impl Default for Config {
             width: 640,
             height: 480,
             quality: 75,
-            auth: true,
-            viewer_code: None,
-            staff_code: None,
-            allowed_origins: Vec::new(),
-            session_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -224,6 +213,8 @@ pub struct Cli {
     limits: limits::LimitsFlags,
     #[command(flatten)]
     storage: storage::StorageFlags,
+    #[command(flatten)]
+    access: access::AccessFlags,
     /// Frame source: `test-pattern`, a V4L2 device (/dev/video0, or /dev/v4l/by-id/...
     /// which survives replugging), or `exec:COMMAND` writing MJPEG to stdout (Pi CSI:
     /// "exec:rpicam-vid -t 0 --codec mjpeg -o -"). Repeat as NAME=SRC for more cameras,
@@ -254,26 +245,6 @@ pub struct Cli {
     /// JPEG quality, 1-100 [env: KINDERCAM_QUALITY] [default: 75]
     #[arg(long, value_name = "1-100")]
     quality: Option<String>,
-    /// `on` (default) or `off`; `off` is accepted only when both listeners are on loopback
-    /// [env: KINDERCAM_AUTH]
-    #[arg(long, value_name = "on|off")]
-    auth: Option<String>,
-    /// Access code for parents (watch and chat); in TOML it may be an argon2 hash from
-    /// `kindercam hash-code` [env: KINDERCAM_VIEWER_CODE] [default: generated on first start]
-    #[arg(long, value_name = "CODE")]
-    viewer_code: Option<String>,
-    /// Access code for staff (also broadcast and moderate) [env: KINDERCAM_STAFF_CODE]
-    /// [default: generated on first start]
-    #[arg(long, value_name = "CODE")]
-    staff_code: Option<String>,
-    /// An origin (scheme://host[:port]) allowed to open WebSockets and post forms, e.g. a
-    /// reverse proxy's https://camera.example.org; repeat for several
-    /// [env: KINDERCAM_ALLOWED_ORIGINS, comma-separated] [default: the pages' own origin]
-    #[arg(long = "allowed-origin", value_name = "URL")]
-    allowed_origins: Vec<String>,
-    /// Hours a login lasts [env: KINDERCAM_SESSION_HOURS] [default: 168]
-    #[arg(long, value_name = "H")]
-    session_hours: Option<String>,
     /// TOML file with any of the settings above [env: KINDERCAM_CONFIG]
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -292,11 +263,6 @@ struct FileConfig {
     width: Option<u32>,
     height: Option<u32>,
     quality: Option<i64>,
-    auth: Option<String>,
-    viewer_code: Option<String>,
-    staff_code: Option<String>,
-    allowed_origins: Option<Vec<String>>,
-    session_hours: Option<u64>,
 }
 
 /// A `[[camera]]` table: a named source, optionally with its own format and size.
@@ -360,6 +326,7 @@ impl Config {
             listen: ListenConfig::resolve(&cli.listen, &layers)?,
             limits: LimitsConfig::resolve(&cli.limits, &layers)?,
             storage: StorageConfig::resolve(&cli.storage, &layers)?,
+            access: AccessConfig::resolve(&cli.access, &layers)?,
             source: d.source,
             cameras: Vec::new(),
             format: layers.resolve(
@@ -395,29 +362,6 @@ impl Config {
             quality: layers.resolve("quality", &cli.quality, fc.quality, d.quality, |q: i64| {
                 in_range(1, 100)(q).map(|q| q as u8)
             })?,
-            auth: layers.resolve("auth", &cli.auth, fc.auth, d.auth, on_off)?,
-            viewer_code: layers.resolve(
-                "viewer_code",
-                &cli.viewer_code,
-                fc.viewer_code,
-                None,
-                |c: String| Code::parse(&c).map(Some),
-            )?,
-            staff_code: layers.resolve(
-                "staff_code",
-                &cli.staff_code,
-                fc.staff_code,
-                None,
-                |c: String| Code::parse(&c).map(Some),
-            )?,
-            allowed_origins: layers.origins(&cli.allowed_origins, fc.allowed_origins)?,
-            session_ttl: layers.resolve(
-                "session_hours",
-                &cli.session_hours,
-                fc.session_hours,
-                d.session_ttl,
-                |h: u64| in_range(1, 24 * 365)(h).map(|h| Duration::from_secs(h * 3600)),
-            )?,
         };
         config.cameras = layers.cameras(&cli.source, file_cameras, &config)?;
         config.source = config
@@ -432,57 +376,18 @@ impl Config {
     }
 }
 
-fn on_off(v: String) -> Result<bool, String> {
-    match v.trim() {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err("must be \"on\" or \"off\"".into()),
-    }
-}
-
-impl Layers<'_> {
-    /// Origins from repeated flags, a comma-separated variable, or a TOML array.
-    fn origins(&self, flags: &[String], file: Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
-        let (list, origin) = if !flags.is_empty() {
-            (flags.to_vec(), "--allowed-origin".to_owned())
-        } else if let Some(v) =
-            (self.env)("KINDERCAM_ALLOWED_ORIGINS").filter(|v| !v.trim().is_empty())
-        {
-            let list = v
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
-            (list, "KINDERCAM_ALLOWED_ORIGINS".to_owned())
-        } else if let Some(list) = file {
-            (list, self.file_origin("allowed_origins"))
-        } else {
-            return Ok(Vec::new());
-        };
-        for o in &list {
-            if crate::auth::origin::normalize(o).is_none() {
-                bail!("invalid {origin}: {o:?} is not an origin like https://camera.example.org or http://192.168.1.20:8080");
-            }
-        }
-        Ok(list)
-    }
-}
-
 impl Config {
     /// Rules that involve more than one setting.
     fn check_combinations(&self) -> anyhow::Result<()> {
         let loopback_only =
             self.listen.http_listen.ip().is_loopback() && self.listen.ws_listen.ip().is_loopback();
-        if !self.auth && !loopback_only {
+        if !self.access.auth && !loopback_only {
             bail!(
                 "auth = \"off\" is only allowed when both listeners are on loopback (127.0.0.1 or [::1]); \
                  --http-listen is {} and --ws-listen is {}",
                 self.listen.http_listen,
                 self.listen.ws_listen
             );
-        }
-        if let (Some(v), Some(s)) = (&self.viewer_code, &self.staff_code) {
-            crate::auth::codes::check_distinct(v, s)?;
         }
         Ok(())
     }
@@ -609,6 +514,7 @@ pub fn file_keys() -> &'static [&'static str] {
             file::keys_of::<listen::ListenFile>(),
             file::keys_of::<limits::LimitsFile>(),
             file::keys_of::<storage::StorageFile>(),
+            file::keys_of::<access::AccessFile>(),
             file::keys_of::<FileConfig>(),
         ]
         .concat()
