@@ -353,10 +353,10 @@ fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
         "ws_port": ctx.ws_port,
         "ws_url": c.listen.ws_public_url,
         "default_stream": CAMERA,
-        "interval_ms": c.interval.as_millis() as u64,
-        "width": c.width,
-        "height": c.height,
-        "quality": c.quality,
+        "interval_ms": c.capture.interval.as_millis() as u64,
+        "width": c.capture.width,
+        "height": c.capture.height,
+        "quality": c.capture.quality,
         "max_upload_bytes": c.limits.max_upload_bytes,
         "version": env!("CARGO_PKG_VERSION"),
     })
@@ -374,7 +374,7 @@ fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
     let Some(stream) = ctx.hub.get(name) else {
         return text(404, &format!("no stream named {name:?}\n"));
     };
-    let has_source = ctx.config.cameras.iter().any(|c| c.name == name);
+    let has_source = ctx.config.capture.cameras.iter().any(|c| c.name == name);
     if has_source && stream.demand_count() == 0 {
         // Nobody watches, so the source may be idle: ask it for one fresh frame.
         let _wake = stream.demand();

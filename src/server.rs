@@ -166,14 +166,14 @@ impl Server {
             trigger.subscribe(),
         ));
         tracing::info!(
-            http = %self.http_addr, ws = %self.ws_addr, source = %self.config.source,
+            http = %self.http_addr, ws = %self.ws_addr, source = %self.config.capture.source,
             "kindercam is serving"
         );
         // Both listeners were bound in `bind` and their accept loops run now, and the
         // source has started: only now may systemd consider the service up.
         self.notifier.ready(&format!(
             "serving pages on {}, WebSocket on {}, source {}",
-            self.http_addr, self.ws_addr, self.config.source
+            self.http_addr, self.ws_addr, self.config.capture.source
         ));
         tokio::spawn(notify::watchdog(
             self.notifier.clone(),
