@@ -158,18 +158,23 @@ fn describe(node: &Path, config: &Config, links: &[PathBuf]) -> (String, bool) {
             unusable.join(", ")
         );
     }
-    let ok = match negotiate::choose(&offers, config.format, config.width, config.height) {
+    let ok = match negotiate::choose(
+        &offers,
+        config.capture.format,
+        config.capture.width,
+        config.capture.height,
+    ) {
         Ok(choice) => {
             let _ = writeln!(
                 out,
                 "  kindercam would use: {} (for --width {} --height {}{})",
                 choice.reason,
-                config.width,
-                config.height,
-                if config.format == CaptureFormat::Auto {
+                config.capture.width,
+                config.capture.height,
+                if config.capture.format == CaptureFormat::Auto {
                     String::new()
                 } else {
-                    format!(" --format {}", config.format)
+                    format!(" --format {}", config.capture.format)
                 }
             );
             let stable = links

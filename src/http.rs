@@ -354,13 +354,13 @@ fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
         "name": who.name,
         "auth": ctx.access.enabled(),
         "ws_port": ctx.ws_port,
-        "ws_url": c.ws_public_url,
+        "ws_url": c.listen.ws_public_url,
         "default_stream": CAMERA,
-        "interval_ms": c.interval.as_millis() as u64,
-        "width": c.width,
-        "height": c.height,
-        "quality": c.quality,
-        "max_upload_bytes": c.max_upload_bytes,
+        "interval_ms": c.capture.interval.as_millis() as u64,
+        "width": c.capture.width,
+        "height": c.capture.height,
+        "quality": c.capture.quality,
+        "max_upload_bytes": c.limits.max_upload_bytes,
         "version": env!("CARGO_PKG_VERSION"),
     })
 }
@@ -377,7 +377,7 @@ fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
     let Some(stream) = ctx.hub.get(name) else {
         return text(404, &format!("no stream named {name:?}\n"));
     };
-    let has_source = ctx.config.cameras.iter().any(|c| c.name == name);
+    let has_source = ctx.config.capture.cameras.iter().any(|c| c.name == name);
     if has_source && stream.demand_count() == 0 {
         // Nobody watches, so the source may be idle: ask it for one fresh frame.
         let _wake = stream.demand();
@@ -411,7 +411,7 @@ fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
 
 /// Serves an embedded file, or one from `--web-dir`.
 fn page(ctx: &HttpContext, path: &str, host: Option<&str>) -> Reply {
-    let body = match &ctx.config.web_dir {
+    let body = match &ctx.config.storage.web_dir {
         Some(dir) => read_from_dir(dir, path).map(Bytes::from),
         None => embedded::ASSETS
             .iter()
@@ -458,7 +458,7 @@ fn content_security_policy(ctx: &HttpContext, host: Option<&str>) -> String {
         })
         .unwrap_or("localhost");
     // Behind a reverse proxy the sockets go where the installer said, and only there.
-    let sockets = match &ctx.config.ws_public_url {
+    let sockets = match &ctx.config.listen.ws_public_url {
         // A CSP source with a path matches only that exact path unless it ends in '/'.
         Some(url)
             if url

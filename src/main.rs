@@ -23,7 +23,7 @@ fn run() -> anyhow::Result<()> {
         return hash_code();
     }
     let config = kindercam::Config::from_process()?;
-    if config.list_devices {
+    if config.capture.list_devices {
         let listing = kindercam::devices::list(&config);
         print!("{}", listing.text);
         if listing.usable == 0 {

@@ -55,15 +55,16 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         source::check_supported(&config)?;
         let access = Arc::new(Access::from_config(&config)?);
-        let tls = match (&config.tls_cert, &config.tls_key) {
+        let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(net::tls_acceptor(cert, key)?),
             _ => None,
         };
-        let ws_listener = net::listen(config.ws_listen)
-            .with_context(|| format!("cannot listen for WebSocket on {}", config.ws_listen))?;
+        let ws_listener = net::listen(config.listen.ws_listen).with_context(|| {
+            format!("cannot listen for WebSocket on {}", config.listen.ws_listen)
+        })?;
         let ws_addr = ws_listener.local_addr()?;
-        let http_listener = net::listen(config.http_listen)
-            .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+        let http_listener = net::listen(config.listen.http_listen)
+            .with_context(|| format!("cannot listen for HTTP on {}", config.listen.http_listen))?;
         let http_addr = http_listener.local_addr()?;
         let backend_dir = backend_dir();
         let (http_backend, backend_socket) = http::bind_backend(&backend_dir)?;
@@ -108,9 +109,10 @@ impl Server {
 
     /// The file holding generated access codes, when those are in use.
     pub fn generated_codes_file(&self) -> Option<PathBuf> {
-        let uses_generated = self.config.auth
-            && (self.config.viewer_code.is_none() || self.config.staff_code.is_none());
-        uses_generated.then(|| self.config.state_dir.join(codes::GENERATED_FILE))
+        let uses_generated = self.config.access.auth
+            && (self.config.access.viewer_code.is_none()
+                || self.config.access.staff_code.is_none());
+        uses_generated.then(|| self.config.storage.state_dir.join(codes::GENERATED_FILE))
     }
 
     /// Serves until `stop` completes, then shuts everything down.
@@ -122,8 +124,11 @@ impl Server {
             .map(|s| (s.name().to_owned(), s.heartbeat().clone()))
             .collect();
 
-        let history_file = self.config.state_dir.join(chat::HISTORY_FILE);
-        let chat = Arc::new(ChatRoom::load(self.config.chat_history, &history_file));
+        let history_file = self.config.storage.state_dir.join(chat::HISTORY_FILE);
+        let chat = Arc::new(ChatRoom::load(
+            self.config.storage.chat_history,
+            &history_file,
+        ));
         let ws_ctx = Arc::new(WsContext::new(
             self.config.clone(),
             self.hub.clone(),
@@ -132,7 +137,7 @@ impl Server {
             self.tls.clone(),
             self.http_addr.port(),
         ));
-        let history_saver = (self.config.chat_history > 0).then(|| {
+        let history_saver = (self.config.storage.chat_history > 0).then(|| {
             let (chat, shutdown, file) = (chat.clone(), trigger.subscribe(), history_file.clone());
             tokio::spawn(async move { chat.keep_saved(&file, shutdown).await })
         });
@@ -155,7 +160,7 @@ impl Server {
         let guard = http_guard::Guard::new(
             Gate::new(
                 http_guard::MAX_IN_FLIGHT,
-                self.config.max_connections_per_ip,
+                self.config.limits.max_connections_per_ip,
             ),
             self.tls.clone(),
             self.backend_socket.clone(),
@@ -166,14 +171,14 @@ impl Server {
             trigger.subscribe(),
         ));
         tracing::info!(
-            http = %self.http_addr, ws = %self.ws_addr, source = %self.config.source,
+            http = %self.http_addr, ws = %self.ws_addr, source = %self.config.capture.source,
             "kindercam is serving"
         );
         // Both listeners were bound in `bind` and their accept loops run now, and the
         // source has started: only now may systemd consider the service up.
         self.notifier.ready(&format!(
             "serving pages on {}, WebSocket on {}, source {}",
-            self.http_addr, self.ws_addr, self.config.source
+            self.http_addr, self.ws_addr, self.config.capture.source
         ));
         tokio::spawn(notify::watchdog(
             self.notifier.clone(),

@@ -35,13 +35,16 @@ fn path_str(p: &Path) -> &str {
 #[test]
 fn defaults_are_the_documented_ones() {
     let c = load(&[], &[]).unwrap();
-    assert_eq!(c.http_listen.to_string(), "0.0.0.0:8080");
-    assert_eq!(c.ws_listen.to_string(), "0.0.0.0:9000");
-    assert_eq!(c.interval, Duration::from_millis(500));
-    assert_eq!((c.width, c.height, c.quality), (640, 480, 75));
-    assert_eq!(c.max_upload_bytes, 4 * 1024 * 1024);
-    assert!(c.max_connections >= 500);
-    assert_eq!(c.source.to_string(), "test-pattern");
+    assert_eq!(c.listen.http_listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.listen.ws_listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(c.capture.interval, Duration::from_millis(500));
+    assert_eq!(
+        (c.capture.width, c.capture.height, c.capture.quality),
+        (640, 480, 75)
+    );
+    assert_eq!(c.limits.max_upload_bytes, 4 * 1024 * 1024);
+    assert!(c.limits.max_connections >= 500);
+    assert_eq!(c.capture.source.to_string(), "test-pattern");
 }
 
 #[test]
@@ -66,18 +69,25 @@ ws_listen = "127.0.0.1:9100"
         ("KINDERCAM_HEIGHT", ""),
     ];
     let c = load(&["--config", path_str(&file), "--quality", "30"], &env).unwrap();
-    assert_eq!(c.quality, 30, "flag beats env and file");
-    assert_eq!(c.interval, Duration::from_millis(222), "env beats file");
-    assert_eq!(c.width, 400, "env beats file");
-    assert_eq!(c.height, 200, "file beats default");
-    assert_eq!(c.chat_history, 7, "file beats default");
-    assert_eq!(c.ws_listen.to_string(), "127.0.0.1:9100");
-    assert_eq!(c.max_chat_bytes, 4096, "default when no layer sets it");
-    assert_eq!(c.http_listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.capture.quality, 30, "flag beats env and file");
+    assert_eq!(
+        c.capture.interval,
+        Duration::from_millis(222),
+        "env beats file"
+    );
+    assert_eq!(c.capture.width, 400, "env beats file");
+    assert_eq!(c.capture.height, 200, "file beats default");
+    assert_eq!(c.storage.chat_history, 7, "file beats default");
+    assert_eq!(c.listen.ws_listen.to_string(), "127.0.0.1:9100");
+    assert_eq!(
+        c.limits.max_chat_bytes, 4096,
+        "default when no layer sets it"
+    );
+    assert_eq!(c.listen.http_listen.to_string(), "0.0.0.0:8080");
 
     // The file can also be named by KINDERCAM_CONFIG.
     let c = load(&[], &[("KINDERCAM_CONFIG", path_str(&file))]).unwrap();
-    assert_eq!((c.quality, c.width), (10, 320));
+    assert_eq!((c.capture.quality, c.capture.width), (10, 320));
 }
 
 #[test]
@@ -182,7 +192,7 @@ fn bad_values_in_the_file_name_the_key_and_the_file() {
     // A flag overriding the bad file value wins, so the file's value is never used.
     let file = tmp.write("override.toml", "quality = 0");
     let c = load(&["--config", path_str(&file), "--quality", "50"], &[]).unwrap();
-    assert_eq!(c.quality, 50);
+    assert_eq!(c.capture.quality, 50);
 }
 
 #[test]
@@ -213,5 +223,5 @@ fn auth_off_is_refused_unless_both_listeners_are_loopback() {
         &[],
     )
     .expect("loopback-only auth off is allowed");
-    assert!(!ok.auth);
+    assert!(!ok.access.auth);
 }

@@ -13,21 +13,11 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The field names of `FileConfig` in src/config.rs: the keys the file may hold.
-/// Read from the source because the struct is private to the config module.
+/// The keys the file may hold, as the daemon knows them.
 fn file_config_keys() -> Vec<String> {
-    let src = std::fs::read_to_string(root().join("src/config.rs")).unwrap();
-    let start = src
-        .find("struct FileConfig {")
-        .expect("src/config.rs has struct FileConfig");
-    let body = &src[start..];
-    let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
-    body.lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("//") && !l.starts_with("#["))
-        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
-        .map(|name| name.trim_start_matches("pub ").to_owned())
-        .filter(|name| !name.is_empty())
+    kindercam::config::file_keys()
+        .iter()
+        .map(|k| k.to_string())
         .collect()
 }
 

@@ -260,14 +260,14 @@ impl AccessCodes {
 /// The access codes in force: configured ones, or those generated on first start.
 /// `None` when access control is off.
 pub fn resolve(config: &Config) -> anyhow::Result<Option<(Code, Code)>> {
-    if !config.auth {
+    if !config.access.auth {
         return Ok(None);
     }
-    let (viewer, staff) = match (&config.viewer_code, &config.staff_code) {
+    let (viewer, staff) = match (&config.access.viewer_code, &config.access.staff_code) {
         (Some(v), Some(s)) => (v.clone(), s.clone()),
         (v, s) => {
-            let (gv, gs, fresh) = load_or_generate(&config.state_dir)?;
-            let file = config.state_dir.join(GENERATED_FILE);
+            let (gv, gs, fresh) = load_or_generate(&config.storage.state_dir)?;
+            let file = config.storage.state_dir.join(GENERATED_FILE);
             if fresh {
                 // The one time codes are logged: the installer needs them once.
                 tracing::warn!(

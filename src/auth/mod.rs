@@ -199,19 +199,20 @@ impl Access {
         }
         // Sessions outlive restarts when the state directory is writable.
         let sessions_file = codes.as_ref().and_then(|_| {
-            std::fs::create_dir_all(&config.state_dir)
-                .map_err(|e| tracing::error!(dir = %config.state_dir.display(), error = %e, "no state directory; logins will not survive a restart"))
+            std::fs::create_dir_all(&config.storage.state_dir)
+                .map_err(|e| tracing::error!(dir = %config.storage.state_dir.display(), error = %e, "no state directory; logins will not survive a restart"))
                 .ok()
-                .map(|_| config.state_dir.join(sessions::SESSIONS_FILE))
+                .map(|_| config.storage.state_dir.join(sessions::SESSIONS_FILE))
         });
         Ok(Access::new(AccessSettings {
             sessions_file,
             codes,
-            allowed_origins: config.allowed_origins.clone(),
-            session_ttl: config.session_ttl,
+            allowed_origins: config.access.allowed_origins.clone(),
+            session_ttl: config.access.session_ttl,
             // Behind a TLS-terminating proxy the browser still sees https.
-            tls: config.tls_cert.is_some()
+            tls: config.listen.tls_cert.is_some()
                 || config
+                    .listen
                     .ws_public_url
                     .as_deref()
                     .is_some_and(|u| u.starts_with("wss://")),

@@ -29,7 +29,7 @@ use crate::shutdown::Shutdown;
 /// that is merely unplugged is not refused: the daemon starts, shows it offline
 /// and waits for it.
 pub fn check_supported(config: &Config) -> anyhow::Result<()> {
-    for camera in &config.cameras {
+    for camera in &config.capture.cameras {
         match &camera.source {
             Source::TestPattern | Source::Exec(_) => {}
             Source::V4l2(path) => {
@@ -53,7 +53,7 @@ pub fn spawn(config: &Config, hub: &Hub, shutdown: Shutdown) -> anyhow::Result<V
     check_supported(config)?;
     hub.stream(CAMERA).expect("camera is a valid stream name");
     let mut fed = Vec::new();
-    for camera in &config.cameras {
+    for camera in &config.capture.cameras {
         let stream = hub
             .stream(&camera.name)
             .with_context(|| format!("cannot create stream {:?}", camera.name))?;
@@ -64,10 +64,15 @@ pub fn spawn(config: &Config, hub: &Hub, shutdown: Shutdown) -> anyhow::Result<V
 }
 
 fn spawn_one(config: &Config, camera: &Camera, stream: Arc<Stream>, shutdown: Shutdown) {
-    let (w, h, q, interval) = (camera.width, camera.height, config.quality, config.interval);
+    let (w, h, q, interval) = (
+        camera.width,
+        camera.height,
+        config.capture.quality,
+        config.capture.interval,
+    );
     let target = Target {
         stream: stream.clone(),
-        on_demand: config.on_demand,
+        on_demand: config.capture.on_demand,
         width: w,
         height: h,
         quality: q,
@@ -89,7 +94,7 @@ fn spawn_one(config: &Config, camera: &Camera, stream: Arc<Stream>, shutdown: Sh
                 height: h,
                 interval,
                 quality: q,
-                on_demand: config.on_demand,
+                on_demand: config.capture.on_demand,
             });
             // Remembered across sessions, to find the camera again after a replug.
             let identity = Arc::new(Mutex::new(None));
@@ -110,7 +115,7 @@ fn spawn_one(config: &Config, camera: &Camera, stream: Arc<Stream>, shutdown: Sh
             let settings = Arc::new(pipe::Settings {
                 command: command.clone(),
                 interval,
-                on_demand: config.on_demand,
+                on_demand: config.capture.on_demand,
             });
             tokio::spawn(supervisor::supervise(
                 target,

@@ -98,7 +98,10 @@ impl WsContext {
     ) -> WsContext {
         WsContext {
             chat,
-            gate: Gate::new(config.max_connections, config.max_connections_per_ip),
+            gate: Gate::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
             config,
             hub,
             access,
@@ -141,7 +144,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>, shutdown: Shutdow
 
 /// Answers 503 once the client has sent its request, so it sees a clear refusal.
 async fn refuse_busy(socket: TcpStream, ctx: Arc<WsContext>) {
-    let limit = ctx.config.handshake_timeout.min(Duration::from_secs(1));
+    let limit = ctx
+        .config
+        .limits
+        .handshake_timeout
+        .min(Duration::from_secs(1));
     let Ok(mut conn) = Conn::establish(socket, ctx.tls.as_ref(), limit).await else {
         return;
     };
@@ -156,7 +163,7 @@ async fn handle(
     ctx: Arc<WsContext>,
     shutdown: Shutdown,
 ) {
-    let limit = ctx.config.handshake_timeout;
+    let limit = ctx.config.limits.handshake_timeout;
     let Ok(mut conn) = Conn::establish(socket, ctx.tls.as_ref(), limit).await else {
         tracing::info!(%peer, "TLS handshake failed");
         return;
@@ -231,21 +238,21 @@ async fn handle(
     };
     let route = upgrade.request.route;
     let socket = Prefixed::new(upgrade.leftover, conn);
-    let config = &ctx.config;
+    let limits = &ctx.config.limits;
     match route {
         Route::Chat => {
-            let ws_config = ctx.tungstenite_config(config.max_chat_bytes);
+            let ws_config = ctx.tungstenite_config(limits.max_chat_bytes);
             let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config)).await;
-            chat::serve(ws, &ctx.chat, config.max_chat_bytes, principal, shutdown).await;
+            chat::serve(ws, &ctx.chat, limits.max_chat_bytes, principal, shutdown).await;
         }
         Route::Video { binary, .. } => {
             let stream = video_stream.expect("resolved above");
             video::serve(socket, stream, binary, shutdown).await;
         }
         Route::Upload { stream } => {
-            let ws_config = ctx.tungstenite_config(config.max_upload_bytes);
+            let ws_config = ctx.tungstenite_config(limits.max_upload_bytes);
             let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config)).await;
-            upload::serve(ws, &ctx.hub, &stream, config.max_upload_bytes, shutdown).await;
+            upload::serve(ws, &ctx.hub, &stream, limits.max_upload_bytes, shutdown).await;
         }
     }
     tracing::info!(%peer, "WebSocket closed");
