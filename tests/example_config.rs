@@ -77,7 +77,7 @@ fn the_example_config_lists_every_key() {
         .collect();
     assert!(
         missing.is_empty(),
-        "{EXAMPLE} does not show these keys of FileConfig: {missing:?}; \
+        "{EXAMPLE} does not show these keys the daemon reads: {missing:?}; \
          add each as `#key = default` with a comment saying what it does"
     );
 }

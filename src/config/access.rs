@@ -19,6 +19,8 @@ pub struct AccessConfig {
     /// Configured codes; `None` means "use the generated ones from the state directory".
     pub viewer_code: Option<Code>,
     pub staff_code: Option<Code>,
+    /// The director's code (admin role); `None` until one is generated on first start.
+    pub admin_code: Option<Code>,
     /// Exact origins allowed to open sockets and post forms; empty means our own pages only.
     pub allowed_origins: Vec<String>,
     pub session_ttl: Duration,
@@ -30,6 +32,7 @@ impl Default for AccessConfig {
             auth: true,
             viewer_code: None,
             staff_code: None,
+            admin_code: None,
             allowed_origins: Vec::new(),
             session_ttl: Duration::from_secs(7 * 24 * 3600),
         }
@@ -51,6 +54,10 @@ pub(super) struct AccessFlags {
     /// [default: generated on first start]
     #[arg(long, value_name = "CODE")]
     staff_code: Option<String>,
+    /// Access code for the director (admin: also families, rooms, hours and the viewing log)
+    /// [env: KINDERCAM_ADMIN_CODE] [default: generated on first start]
+    #[arg(long, value_name = "CODE")]
+    admin_code: Option<String>,
     /// An origin (scheme://host[:port]) allowed to open WebSockets and post forms, e.g. a
     /// reverse proxy's https://camera.example.org; repeat for several
     /// [env: KINDERCAM_ALLOWED_ORIGINS, comma-separated] [default: the pages' own origin]
@@ -67,6 +74,7 @@ pub(super) struct AccessFile {
     auth: Option<String>,
     viewer_code: Option<String>,
     staff_code: Option<String>,
+    admin_code: Option<String>,
     allowed_origins: Option<Vec<String>>,
     session_hours: Option<u64>,
 }
@@ -91,6 +99,13 @@ impl AccessConfig {
                 d.staff_code,
                 |c: String| Code::parse(&c).map(Some),
             )?,
+            admin_code: layers.resolve(
+                "admin_code",
+                &flags.admin_code,
+                file.admin_code,
+                d.admin_code,
+                |c: String| Code::parse(&c).map(Some),
+            )?,
             allowed_origins: origins(layers, &flags.allowed_origins, file.allowed_origins)?,
             session_ttl: layers.resolve(
                 "session_hours",
@@ -102,6 +117,14 @@ impl AccessConfig {
         };
         if let (Some(v), Some(s)) = (&config.viewer_code, &config.staff_code) {
             crate::auth::codes::check_distinct(v, s)?;
+        }
+        if let Some(Code::Plain(admin)) = &config.admin_code {
+            let taken = [&config.viewer_code, &config.staff_code]
+                .into_iter()
+                .any(|c| matches!(c, Some(Code::Plain(other)) if other == admin));
+            if taken {
+                bail!("the admin code must differ from the viewer and staff codes");
+            }
         }
         Ok(config)
     }
@@ -177,6 +200,59 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("must differ"), "{e}");
+    }
+
+    #[test]
+    fn the_admin_code_is_set_like_the_others_and_must_differ_from_them() {
+        let c = load(&[], &[]).unwrap();
+        assert_eq!(
+            c.access.admin_code, None,
+            "generated on first start by default"
+        );
+        let c = load(&[], &[("KINDERCAM_ADMIN_CODE", "director-2468")]).unwrap();
+        assert_eq!(
+            c.access.admin_code,
+            Some(Code::Plain("director-2468".into()))
+        );
+        let hashed = crate::auth::codes::hash_code("director-2468").unwrap();
+        let file = TomlFile::new("admin", &format!("admin_code = \"{hashed}\"\n"));
+        let c = load(
+            &["--config", file.path(), "--admin-code", "director-1357"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.access.admin_code,
+            Some(Code::Plain("director-1357".into())),
+            "the flag beats the file"
+        );
+        let c = load(&["--config", file.path()], &[]).unwrap();
+        assert_eq!(c.access.admin_code, Some(Code::Hashed(hashed)));
+        let e = load(&["--admin-code", "short"], &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("--admin-code") && e.to_string().contains("6 characters"),
+            "{e}"
+        );
+        file.write("admin_code = \"$argon2id$nonsense\"\n");
+        let e = load(&["--config", file.path()], &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("admin_code in {}", file.path()))
+                && e.to_string().contains("argon2"),
+            "{e}"
+        );
+        let e = load(
+            &["--admin-code", "same-code", "--staff-code", "same-code"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("admin code must differ"), "{e}");
+        let e = load(
+            &["--admin-code", "same-code"],
+            &[("KINDERCAM_VIEWER_CODE", "same-code")],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("admin code must differ"), "{e}");
     }
 
     #[test]

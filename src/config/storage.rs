@@ -1,6 +1,7 @@
 //! The storage section: the directories the daemon reads and writes (its state
 //! directory, and in development a directory of pages to serve instead of the
-//! embedded ones) and how much chat history it keeps. Its flags, variables, file
+//! embedded ones), how much chat history it keeps and how long the viewing log is
+//! kept. Its flags, variables, file
 //! keys, defaults and checks sit together so that a key is added in one place.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ pub struct StorageConfig {
     pub web_dir: Option<PathBuf>,
     /// Chat messages replayed to a client that joins.
     pub chat_history: usize,
+    /// Days the viewing log keeps a row before it is pruned.
+    pub audit_days: u32,
 }
 
 impl Default for StorageConfig {
@@ -40,6 +43,9 @@ pub(super) struct StorageFlags {
     /// Chat messages replayed to a client that joins [env: KINDERCAM_CHAT_HISTORY] [default: 50]
     #[arg(long, value_name = "N")]
     chat_history: Option<String>,
+    /// Days the viewing log is kept, 1-3650 [env: KINDERCAM_AUDIT_DAYS] [default: 30]
+    #[arg(long, value_name = "N")]
+    audit_days: Option<String>,
 }
 
 /// The section's keys in the TOML file.
@@ -48,6 +54,7 @@ pub(super) struct StorageFile {
     state_dir: Option<PathBuf>,
     web_dir: Option<PathBuf>,
     chat_history: Option<usize>,
+    audit_days: Option<u32>,
 }
 
 impl StorageConfig {
@@ -57,6 +64,7 @@ impl StorageConfig {
             state_dir: default_state_dir(env),
             web_dir: None,
             chat_history: 50,
+            audit_days: 30,
         }
     }
 
@@ -84,6 +92,13 @@ impl StorageConfig {
                 file.chat_history,
                 d.chat_history,
                 in_range(0, 1000),
+            )?,
+            audit_days: layers.resolve(
+                "audit_days",
+                &flags.audit_days,
+                file.audit_days,
+                d.audit_days,
+                in_range(1, 3650),
             )?,
         })
     }
@@ -134,6 +149,42 @@ mod tests {
             dir(&[("STATE_DIRECTORY", "/s"), ("KINDERCAM_STATE_DIR", "/k")]),
             Path::new("/k"),
             "the setting beats systemd's default"
+        );
+    }
+
+    #[test]
+    fn the_viewing_log_is_kept_30_days_unless_set_within_1_to_3650() {
+        assert_eq!(load(&[], &[]).unwrap().storage.audit_days, 30);
+        let file = TomlFile::new("audit", "audit_days = 365\n");
+        let c = load(&["--config", file.path()], &[]).unwrap();
+        assert_eq!(c.storage.audit_days, 365);
+        let c = load(
+            &["--config", file.path()],
+            &[("KINDERCAM_AUDIT_DAYS", "3650")],
+        )
+        .unwrap();
+        assert_eq!(c.storage.audit_days, 3650, "the environment beats the file");
+        let c = load(&["--config", file.path(), "--audit-days", "1"], &[]).unwrap();
+        assert_eq!(c.storage.audit_days, 1, "the flag beats both");
+        let e = load(&["--audit-days", "0"], &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("--audit-days") && e.to_string().contains("1 and 3650"),
+            "{e}"
+        );
+        let e = load(&[], &[("KINDERCAM_AUDIT_DAYS", "3651")]).unwrap_err();
+        assert!(e.to_string().contains("KINDERCAM_AUDIT_DAYS"), "{e}");
+        file.write("audit_days = -1\n");
+        let e = load(&["--config", file.path()], &[]).unwrap_err();
+        assert!(
+            e.to_string().contains(file.path()) && e.to_string().contains("audit_days"),
+            "{e}"
+        );
+        file.write("audit_days = 0\n");
+        let e = load(&["--config", file.path()], &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("audit_days in {}", file.path())),
+            "{e}"
         );
     }
 
