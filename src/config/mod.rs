@@ -37,25 +37,13 @@ pub use storage::StorageConfig;
 use layers::Layers;
 
 /// The daemon's settings after merging every layer. Built once, then shared read-only.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     pub listen: ListenConfig,
     pub capture: CaptureConfig,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub access: AccessConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: ListenConfig::default(),
-            capture: CaptureConfig::default(),
-            storage: StorageConfig::default(),
-            limits: LimitsConfig::default(),
-            access: AccessConfig::default(),
-        }
-    }
 }
 
 /// Command-line flags. Values stay strings here so that one parser, shared with
