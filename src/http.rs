@@ -349,8 +349,15 @@ fn healthz(ctx: &HttpContext) -> serde_json::Value {
 
 fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
     let c = &ctx.config;
+    let family_name = match &who.account {
+        crate::auth::Account::Family(id) => ctx.access.families.get(id).map(|f| f.name.clone()),
+        crate::auth::Account::Role => None,
+    };
     serde_json::json!({
         "role": who.role,
+        "staff": who.role.is_staff(),
+        "admin": who.role == crate::auth::Role::Admin,
+        "family": family_name,
         "name": who.name,
         "auth": ctx.access.enabled(),
         "ws_port": ctx.ws_port,

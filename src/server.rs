@@ -110,8 +110,7 @@ impl Server {
     /// The file holding generated access codes, when those are in use.
     pub fn generated_codes_file(&self) -> Option<PathBuf> {
         let uses_generated = self.config.access.auth
-            && (self.config.access.viewer_code.is_none()
-                || self.config.access.staff_code.is_none());
+            && (self.config.access.admin_code.is_none() || self.config.access.staff_code.is_none());
         uses_generated.then(|| self.config.storage.state_dir.join(codes::GENERATED_FILE))
     }
 

@@ -405,17 +405,23 @@ async fn first_start_generates_private_codes_that_work() {
         let line = text.lines().find(|l| l.starts_with(key)).expect(key);
         line.split('"').nth(1).unwrap().to_owned()
     };
-    let (viewer, staff) = (code("viewer_code"), code("staff_code"));
-    assert_ne!(viewer, staff);
-    let as_viewer = http_request(
+    // The director's code and the teachers'; parents get family codes from the admin page.
+    let (admin, staff) = (code("admin_code"), code("staff_code"));
+    assert_ne!(admin, staff);
+    assert!(
+        !text.contains("viewer_code"),
+        "no shared parents' code is made"
+    );
+    let as_admin = http_request(
         server.http,
         "GET",
         "/config.json",
-        &[("Authorization", &basic(&viewer))],
+        &[("Authorization", &basic(&admin))],
         "",
     )
     .await;
-    assert_eq!(as_viewer.json()["role"], "viewer");
+    assert_eq!(as_admin.json()["role"], "admin");
+    assert_eq!(as_admin.json()["staff"], true, "the admin has staff rights");
     let as_staff = http_request(
         server.http,
         "GET",

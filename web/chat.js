@@ -66,7 +66,7 @@ export function startChat(config = {}) {
   // we send, so the name is shown, not asked for.
   const sessionName = config.name ? String(config.name) : '';
   /** Staff moderate. Without access control everyone counts as staff: then nobody does. */
-  const moderator = config.auth === true && config.role === 'staff';
+  const moderator = config.auth === true && config.staff === true;
   if (sessionName) {
     nameInput.value = sessionName;
     nameInput.hidden = true;

@@ -108,7 +108,7 @@ export function showAccount(config) {
   const avatar = byId('account-avatar');
   avatar.textContent = firstLetter(name);
   box.title = name;
-  byId('account-role').hidden = config.role !== 'staff';
+  byId('account-role').hidden = !config.staff;
   box.hidden = false;
 }
 

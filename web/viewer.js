@@ -359,13 +359,13 @@ async function main() {
   // Back to the page whose session ended, now that the login is done.
   const back = takeReturn();
   const here = location.pathname + location.search;
-  if (back && back !== here && (config.role === 'staff' || !back.startsWith('/camera'))) {
+  if (back && back !== here && (config.staff === true || !back.startsWith('/camera'))) {
     location.replace(back);
     return;
   }
   // Staff get a way to the broadcaster. Without access control there are no
   // roles (everyone counts as staff), so the page shows the parents' view.
-  byId('to-camera').hidden = !(config.auth && config.role === 'staff');
+  byId('to-camera').hidden = !(config.auth && config.staff === true);
   showAccount(config);
   startChat(config);
   let streams = [];

@@ -191,21 +191,28 @@ pub fn hash_code(code: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("cannot hash the code: {e}"))
 }
 
-/// The codes of both roles, with a cache of recent successful checks.
+/// The role codes in force. The viewer code is optional: families have codes of
+/// their own, and a shared viewer code is kept for configs from before them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeSet {
+    pub viewer: Option<Code>,
+    pub staff: Code,
+    pub admin: Code,
+}
+
+/// The role codes, with a cache of recent successful checks.
 #[derive(Debug)]
 pub struct AccessCodes {
-    viewer: Code,
-    staff: Code,
+    codes: CodeSet,
     verified: Mutex<HashMap<[u8; 32], Role>>,
     /// Shared by every `AccessCodes` (they are replaced on reload): the global limit.
     permits: &'static Permits,
 }
 
 impl AccessCodes {
-    pub fn new(viewer: Code, staff: Code) -> AccessCodes {
+    pub fn new(codes: CodeSet) -> AccessCodes {
         AccessCodes {
-            viewer,
-            staff,
+            codes,
             verified: Mutex::new(HashMap::new()),
             permits: &HASHING,
         }
@@ -218,8 +225,16 @@ impl AccessCodes {
         self
     }
 
-    /// The role a presented code grants, if any. Staff wins if both codes are equal.
-    /// `Busy` when a hashed code could not be checked in time.
+    fn code(&self, role: Role) -> Option<&Code> {
+        match role {
+            Role::Viewer => self.codes.viewer.as_ref(),
+            Role::Staff => Some(&self.codes.staff),
+            Role::Admin => Some(&self.codes.admin),
+        }
+    }
+
+    /// The role a presented code grants, if any; the highest role wins if codes
+    /// are equal. `Busy` when a hashed code could not be checked in time.
     pub fn check(&self, presented: &str) -> Result<Option<Role>, Busy> {
         if presented.is_empty() {
             return Ok(None);
@@ -228,11 +243,16 @@ impl AccessCodes {
         if let Some(role) = self.verified.locked().get(&key) {
             return Ok(Some(*role));
         }
-        let role = if self.staff.matches(presented, self.permits)? {
-            Role::Staff
-        } else if self.viewer.matches(presented, self.permits)? {
-            Role::Viewer
-        } else {
+        let mut granted = None;
+        for role in [Role::Admin, Role::Staff, Role::Viewer] {
+            if let Some(code) = self.code(role) {
+                if code.matches(presented, self.permits)? {
+                    granted = Some(role);
+                    break;
+                }
+            }
+        }
+        let Some(role) = granted else {
             return Ok(None);
         };
         let mut verified = self.verified.locked();
@@ -245,61 +265,81 @@ impl AccessCodes {
 
     /// A value that changes whenever a role's code changes; sessions record it.
     pub fn fingerprint(&self, role: Role) -> [u8; 32] {
-        let code = match role {
-            Role::Viewer => &self.viewer,
-            Role::Staff => &self.staff,
-        };
-        let text = match code {
-            Code::Plain(c) => format!("plain:{c}"),
-            Code::Hashed(h) => format!("hashed:{h}"),
+        let text = match self.code(role) {
+            Some(Code::Plain(c)) => format!("plain:{c}"),
+            Some(Code::Hashed(h)) => format!("hashed:{h}"),
+            None => "none".to_owned(),
         };
         Sha256::digest(text.as_bytes()).into()
     }
 }
 
-/// The access codes in force: configured ones, or those generated on first start.
-/// `None` when access control is off.
-pub fn resolve(config: &Config) -> anyhow::Result<Option<(Code, Code)>> {
-    if !config.access.auth {
+/// The role codes in force: configured ones, or those generated on first start
+/// (an admin and a staff code; a viewer code only where an older version made
+/// one). `None` when access control is off.
+pub fn resolve(config: &Config) -> anyhow::Result<Option<CodeSet>> {
+    let access = &config.access;
+    if !access.auth {
         return Ok(None);
     }
-    let (viewer, staff) = match (&config.access.viewer_code, &config.access.staff_code) {
-        (Some(v), Some(s)) => (v.clone(), s.clone()),
-        (v, s) => {
-            let (gv, gs, fresh) = load_or_generate(&config.storage.state_dir)?;
-            let file = config.storage.state_dir.join(GENERATED_FILE);
-            if fresh {
-                // The one time codes are logged: the installer needs them once.
-                tracing::warn!(
-                    viewer_code = %gv, staff_code = %gs, file = %file.display(),
-                    "generated access codes; give the viewer code to parents and keep the staff code for staff"
-                );
-            } else {
+    let codes = match (&access.staff_code, &access.admin_code) {
+        (Some(staff), Some(admin)) => CodeSet {
+            viewer: access.viewer_code.clone(),
+            staff: staff.clone(),
+            admin: admin.clone(),
+        },
+        (staff, admin) => {
+            let state_dir = &config.storage.state_dir;
+            let (generated, made) = load_or_generate(state_dir)?;
+            let file = state_dir.join(GENERATED_FILE);
+            if made.is_empty() {
                 tracing::info!(file = %file.display(), "using the access codes generated on first start");
+            } else {
+                // The one time new codes are logged: the installer needs them once.
+                tracing::warn!(
+                    admin_code = %generated.admin_code.as_deref().unwrap_or_default(),
+                    staff_code = %generated.staff_code,
+                    file = %file.display(),
+                    "generated access codes ({}); the admin code is the director's, for families \
+                     and the viewing log; the staff code is the teachers'", made.join(", ")
+                );
             }
-            (
-                v.clone().unwrap_or(Code::Plain(gv)),
-                s.clone().unwrap_or(Code::Plain(gs)),
-            )
+            CodeSet {
+                viewer: access
+                    .viewer_code
+                    .clone()
+                    .or(generated.viewer_code.map(Code::Plain)),
+                staff: staff.clone().unwrap_or(Code::Plain(generated.staff_code)),
+                admin: admin.clone().unwrap_or_else(|| {
+                    Code::Plain(generated.admin_code.expect("load_or_generate makes one"))
+                }),
+            }
         }
     };
-    check_distinct(&viewer, &staff)?;
-    Ok(Some((viewer, staff)))
+    check_distinct(&codes)?;
+    Ok(Some(codes))
 }
 
-/// Codes generated on first start, as stored in the state directory.
+/// Codes generated on first start, as stored in the state directory. Files
+/// written before families existed hold a viewer and a staff code and no admin
+/// code; one is added to them.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Generated {
-    viewer_code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_code: Option<String>,
     staff_code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    viewer_code: Option<String>,
 }
 
 /// Loads the generated codes from `state_dir`, creating them (mode 0600) on first
-/// use. Returns the codes and whether they were created just now.
-pub fn load_or_generate(state_dir: &Path) -> anyhow::Result<(String, String, bool)> {
+/// use, and adding an admin code to a file from before there was one. Returns the
+/// codes and which ones were made just now.
+fn load_or_generate(state_dir: &Path) -> anyhow::Result<(Generated, Vec<&'static str>)> {
     let path: PathBuf = state_dir.join(GENERATED_FILE);
-    match fs::read_to_string(&path) {
+    let mut made = Vec::new();
+    let mut generated = match fs::read_to_string(&path) {
         Ok(text) => {
             let mode = fs::metadata(&path)?.permissions().mode();
             if mode & 0o077 != 0 {
@@ -307,27 +347,35 @@ pub fn load_or_generate(state_dir: &Path) -> anyhow::Result<(String, String, boo
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
                     .with_context(|| format!("cannot restrict {}", path.display()))?;
             }
-            let g: Generated =
-                toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
-            return Ok((g.viewer_code, g.staff_code, false));
+            toml::from_str::<Generated>(&text)
+                .with_context(|| format!("invalid {}", path.display()))?
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            made.push("staff");
+            Generated {
+                admin_code: None,
+                staff_code: generate_code()?,
+                viewer_code: None,
+            }
+        }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-    fs::create_dir_all(state_dir)
-        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
-    let generated = Generated {
-        viewer_code: generate_code()?,
-        staff_code: generate_code()?,
     };
-    let text = format!(
-        "# Access codes generated by kindercam on first start. Keep this file private.\n\
-         # Set viewer_code/staff_code in the config (or delete this file) to change them.\n{}",
-        toml::to_string(&generated)?
-    );
-    crate::state_file::write_private(&path, text.as_bytes())
-        .with_context(|| format!("cannot write {} (disk full?)", path.display()))?;
-    Ok((generated.viewer_code, generated.staff_code, true))
+    if generated.admin_code.is_none() {
+        generated.admin_code = Some(generate_code()?);
+        made.insert(0, "admin");
+    }
+    if !made.is_empty() {
+        fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let text = format!(
+            "# Access codes generated by kindercam. Keep this file private.\n\
+             # Set admin_code/staff_code in the config (or delete this file) to change them.\n{}",
+            toml::to_string(&generated)?
+        );
+        crate::state_file::write_private(&path, text.as_bytes())
+            .with_context(|| format!("cannot write {} (disk full?)", path.display()))?;
+    }
+    Ok((generated, made))
 }
 
 /// A code like `k7pq-m3xa-9wtr`: 12 characters of a 31-letter alphabet, ~59 bits.
@@ -359,12 +407,22 @@ pub fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
     Ok(buf)
 }
 
-/// Refuses configs where the two roles would share one code.
-pub fn check_distinct(viewer: &Code, staff: &Code) -> anyhow::Result<()> {
-    if let (Code::Plain(v), Code::Plain(s)) = (viewer, staff) {
-        if v == s {
-            bail!("the viewer and staff codes must differ");
-        }
+/// Refuses codes where two roles would share one code.
+pub fn check_distinct(codes: &CodeSet) -> anyhow::Result<()> {
+    let plain = |c: Option<&Code>| match c {
+        Some(Code::Plain(p)) => Some(p.clone()),
+        _ => None,
+    };
+    let (viewer, staff, admin) = (
+        plain(codes.viewer.as_ref()),
+        plain(Some(&codes.staff)),
+        plain(Some(&codes.admin)),
+    );
+    if viewer.is_some() && viewer == staff {
+        bail!("the viewer and staff codes must differ");
+    }
+    if admin.is_some() && (admin == staff || admin == viewer) {
+        bail!("the admin code must differ from the viewer and staff codes");
     }
     Ok(())
 }
@@ -373,15 +431,22 @@ pub fn check_distinct(viewer: &Code, staff: &Code) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A viewer, a staff and the admin code `director-1`.
+    fn set(viewer: &str, staff: &str) -> CodeSet {
+        CodeSet {
+            viewer: Some(Code::parse(viewer).unwrap()),
+            staff: Code::parse(staff).unwrap(),
+            admin: Code::parse("director-1").unwrap(),
+        }
+    }
+
     #[test]
     fn plain_and_hashed_codes_grant_their_roles() {
         let hashed = hash_code("staff-secret").unwrap();
         assert!(hashed.starts_with("$argon2id$"));
-        let codes = AccessCodes::new(
-            Code::parse("parents-123").unwrap(),
-            Code::parse(&hashed).unwrap(),
-        );
+        let codes = AccessCodes::new(set("parents-123", &hashed));
         assert_eq!(codes.check("parents-123"), Ok(Some(Role::Viewer)));
+        assert_eq!(codes.check("director-1"), Ok(Some(Role::Admin)));
         assert_eq!(codes.check("staff-secret"), Ok(Some(Role::Staff)));
         assert_eq!(codes.check("staff-secret"), Ok(Some(Role::Staff)), "cached");
         assert_eq!(codes.check("wrong"), Ok(None));
@@ -447,11 +512,8 @@ mod tests {
     fn a_hashed_check_that_cannot_get_a_turn_is_busy_not_wrong() {
         let permits: &'static Permits =
             Box::leak(Box::new(Permits::new(1, Duration::from_millis(50))));
-        let codes = AccessCodes::new(
-            Code::parse("parents-123").unwrap(),
-            Code::parse(&hash_code("staff-secret").unwrap()).unwrap(),
-        )
-        .with_permits(permits);
+        let codes = AccessCodes::new(set("parents-123", &hash_code("staff-secret").unwrap()))
+            .with_permits(permits);
         let held = permits.acquire().unwrap();
         assert_eq!(codes.check("staff-secret"), Err(Busy));
         assert_eq!(permits.waiting(), 0, "the timed-out waiter left the queue");
@@ -469,17 +531,50 @@ mod tests {
     fn generated_codes_are_stored_private_and_reused() {
         let dir = std::env::temp_dir().join(format!("kc-codes-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let (v, s, fresh) = load_or_generate(&dir).unwrap();
-        assert!(fresh);
-        assert_ne!(v, s);
-        assert_eq!(v.len(), 14);
+        let (g, made) = load_or_generate(&dir).unwrap();
+        assert_eq!(
+            made,
+            ["admin", "staff"],
+            "a first start makes an admin and a staff code"
+        );
+        assert_eq!(g.viewer_code, None, "families get their own codes");
+        let admin = g.admin_code.clone().unwrap();
+        assert_ne!(admin, g.staff_code);
+        assert_eq!(admin.len(), 14);
         let mode = fs::metadata(dir.join(GENERATED_FILE))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let (v2, s2, fresh2) = load_or_generate(&dir).unwrap();
-        assert_eq!((v2, s2, fresh2), (v, s, false));
+        let (again, made) = load_or_generate(&dir).unwrap();
+        assert!(made.is_empty());
+        assert_eq!(
+            (again.admin_code, again.staff_code),
+            (Some(admin), g.staff_code)
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file written before families existed keeps its codes and gains an admin code.
+    #[test]
+    fn an_older_codes_file_keeps_its_codes_and_gains_an_admin_code() {
+        let dir = std::env::temp_dir().join(format!("kc-codes-old-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let old = "# Access codes generated by kindercam on first start.\n\
+                   viewer_code = \"abcd-efgh-jkmn\"\nstaff_code = \"pqrs-tuvw-xyz2\"\n";
+        crate::state_file::write_private(&dir.join(GENERATED_FILE), old.as_bytes()).unwrap();
+        let (g, made) = load_or_generate(&dir).unwrap();
+        assert_eq!(made, ["admin"]);
+        assert_eq!(
+            g.viewer_code.as_deref(),
+            Some("abcd-efgh-jkmn"),
+            "parents keep their code"
+        );
+        assert_eq!(g.staff_code, "pqrs-tuvw-xyz2");
+        let (again, made) = load_or_generate(&dir).unwrap();
+        assert!(made.is_empty(), "the admin code was kept");
+        assert_eq!(again.admin_code, g.admin_code);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,9 +1,12 @@
-//! Who may do what. Two roles (viewer: watch and chat; staff: also broadcast
-//! and moderate), one access code each, and three ways to present it: a browser
-//! session cookie set by `POST /login`, HTTP Basic auth (any user name, the code
-//! as password) for VLC and scripts, or nothing at all when `auth = "off"` on a
-//! loopback-only daemon. The HTTP and WebSocket servers ask `Access` and act on
-//! the answer; nothing else decides.
+//! Who may do what. Three roles (viewer: watch and chat; staff: also broadcast,
+//! moderate and pause; admin, the director: also families and the viewing log).
+//! Staff and admin have a code each; parents log in with their family's code
+//! (`families.rs`), which opens only that family's rooms, or with the shared
+//! viewer code of older configs, which opens every room. A code is presented
+//! three ways: a browser session cookie set by `POST /login`, HTTP Basic auth
+//! (any user name, the code as password) for VLC and scripts, or nothing at all
+//! when `auth = "off"` on a loopback-only daemon. Every front door names what it
+//! is asked as a [`Route`] and asks [`Access::authorize`]; nothing else decides.
 
 pub mod codes;
 pub mod families;
@@ -23,7 +26,8 @@ use crate::config::Config;
 use crate::sync::{Locked, ReadWrite};
 
 use crate::ratelimit::KeyedLimiter;
-use codes::{AccessCodes, Code};
+use codes::{AccessCodes, CodeSet};
+use families::{Families, Family};
 pub use name::DisplayName;
 use sessions::{Session, SessionStore};
 
@@ -38,21 +42,40 @@ const MAX_TRACKED_ADDRESSES: usize = 4096;
 pub enum Role {
     Viewer,
     Staff,
+    Admin,
 }
 
 impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Staff, Role::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
             Role::Staff => "staff",
+            Role::Admin => "admin",
         }
     }
+
+    /// Staff rights: broadcast, moderate, pause, every room. The admin has them too.
+    pub fn is_staff(self) -> bool {
+        matches!(self, Role::Staff | Role::Admin)
+    }
+}
+
+/// Whose credentials a principal presented, beyond its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Account {
+    /// A role's own code (admin, staff, or the shared viewer code), or auth off.
+    Role,
+    /// A family's code: that family's rooms only.
+    Family(String),
 }
 
 /// Who a request comes from.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub role: Role,
+    pub account: Account,
     /// The chat name fixed at login; `None` for Basic auth and auth-off clients.
     pub name: Option<DisplayName>,
     pub session: Option<Arc<Session>>,
@@ -120,6 +143,15 @@ pub enum Route<'a> {
     Broadcast(Option<&'a str>),
     /// The viewer page, its settings and the figures anyone logged in may see.
     Pages,
+    /// The director's work: families, the viewing log, the admin page.
+    Admin,
+}
+
+/// What a presented code turned out to be.
+#[derive(Debug, Clone)]
+enum Grant {
+    Role(Role),
+    Family(Arc<Family>),
 }
 
 impl std::fmt::Display for LoginError {
@@ -139,10 +171,11 @@ impl std::fmt::Display for LoginError {
 #[derive(Debug)]
 pub struct Access {
     codes: RwLock<Option<Arc<AccessCodes>>>,
-    /// Per role (viewer, staff): fired and replaced when that role's code changes,
-    /// so sockets opened with the old code by Basic auth close too.
-    code_generation: [Mutex<watch::Sender<bool>>; 2],
+    /// Per role (viewer, staff, admin): fired and replaced when that role's code
+    /// changes, so sockets opened with the old code by Basic auth close too.
+    code_generation: [Mutex<watch::Sender<bool>>; 3],
     pub sessions: SessionStore,
+    pub families: Families,
     login_failures: KeyedLimiter<IpAddr>,
     allowed_origins: Vec<String>,
     tls: bool,
@@ -152,7 +185,8 @@ pub struct Access {
 #[derive(Debug, Clone)]
 pub struct AccessSettings {
     /// `None` with auth off.
-    pub codes: Option<(Code, Code)>,
+    pub codes: Option<CodeSet>,
+    pub families: Families,
     pub allowed_origins: Vec<String>,
     pub session_ttl: Duration,
     pub tls: bool,
@@ -162,22 +196,22 @@ pub struct AccessSettings {
 
 impl Access {
     pub fn new(settings: AccessSettings) -> Access {
-        let codes = settings
-            .codes
-            .map(|(v, s)| Arc::new(AccessCodes::new(v, s)));
+        let codes = settings.codes.map(|c| Arc::new(AccessCodes::new(c)));
+        let families = settings.families;
         let sessions = match (&codes, settings.sessions_file) {
             (Some(codes), Some(file)) => {
-                SessionStore::load(settings.session_ttl, file, |role| codes.fingerprint(role))
+                SessionStore::load(settings.session_ttl, file, |role, family| match family {
+                    None => Some(codes.fingerprint(role)),
+                    Some(id) => families.get(id).map(|f| f.code_hash),
+                })
             }
             _ => SessionStore::new(settings.session_ttl),
         };
         Access {
             codes: RwLock::new(codes),
-            code_generation: [
-                Mutex::new(watch::Sender::new(false)),
-                Mutex::new(watch::Sender::new(false)),
-            ],
+            code_generation: std::array::from_fn(|_| Mutex::new(watch::Sender::new(false))),
             sessions,
+            families,
             login_failures: KeyedLimiter::new(
                 LOGIN_FAILURE_BURST,
                 LOGIN_FAILURE_RATE,
@@ -207,6 +241,7 @@ impl Access {
         Ok(Access::new(AccessSettings {
             sessions_file,
             codes,
+            families: Families::default(),
             allowed_origins: config.access.allowed_origins.clone(),
             session_ttl: config.access.session_ttl,
             // Behind a TLS-terminating proxy the browser still sees https.
@@ -222,8 +257,8 @@ impl Access {
     /// Re-reads the codes (SIGHUP): sessions and sockets of a role whose code changed end.
     pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
         match codes::resolve(config)? {
-            Some((viewer, staff)) if self.enabled() => {
-                let changed = self.set_codes(viewer, staff);
+            Some(codes) if self.enabled() => {
+                let changed = self.set_codes(codes);
                 tracing::info!(changed = changed.len(), "access codes reloaded");
                 Ok(())
             }
@@ -252,6 +287,7 @@ impl Access {
         let Some(codes) = self.current_codes() else {
             return Ok(Principal {
                 role: Role::Staff,
+                account: Account::Role,
                 name: None,
                 session: None,
                 ended: None,
@@ -264,6 +300,10 @@ impl Access {
         {
             return Ok(Principal {
                 role: session.role,
+                account: session
+                    .family
+                    .clone()
+                    .map_or(Account::Role, Account::Family),
                 name: Some(session.name.clone()),
                 ended: Some(session.ended()),
                 expires: Some(session.expires),
@@ -273,15 +313,26 @@ impl Access {
         let code = authorization
             .and_then(basic_password)
             .ok_or(Denied::Unauthorized)?;
-        let role = self
+        let grant = self
             .limited_check(peer, &codes, &code)
             .map_err(|_| Denied::Busy)?
             .ok_or(Denied::Unauthorized)?;
+        let (role, account, ended) = match grant {
+            Grant::Role(role) => (role, Account::Role, self.generation(role).subscribe()),
+            Grant::Family(family) => (
+                Role::Viewer,
+                Account::Family(family.id.clone()),
+                self.families
+                    .ended(&family.id)
+                    .ok_or(Denied::Unauthorized)?,
+            ),
+        };
         Ok(Principal {
             role,
+            account,
             name: None,
             session: None,
-            ended: Some(self.generation(role).subscribe()),
+            ended: Some(ended),
             expires: None,
         })
     }
@@ -295,26 +346,56 @@ impl Access {
         peer: IpAddr,
         codes: &AccessCodes,
         code: &str,
-    ) -> Result<Option<Role>, codes::Busy> {
+    ) -> Result<Option<Grant>, codes::Busy> {
         if !self.login_failures.try_take(&peer) {
             return Ok(None);
         }
-        let checked = codes.check(code);
+        // A family code is one hash and a look-up; only role codes may be argon2.
+        let checked = match self.families.by_code(code) {
+            Some(family) => Ok(Some(Grant::Family(family))),
+            None => codes.check(code).map(|role| role.map(Grant::Role)),
+        };
         if !matches!(checked, Ok(None)) {
             self.login_failures.refund(&peer);
         }
         checked
     }
 
-    /// Whether `who` may do what `route` asks. Staff may do everything; a viewer
-    /// may watch and chat but not broadcast.
+    /// Whether `who` may do what `route` asks. The admin may do everything, staff
+    /// all but the admin's work; a viewer may watch and chat, in every room with
+    /// the shared viewer code and in its family's rooms with a family code.
     pub fn authorize(&self, who: &Principal, route: Route<'_>) -> Result<(), Denied> {
+        let forbidden = |why: &'static str| Err(Denied::Forbidden(why.into()));
         match (who.role, route) {
+            (Role::Admin, _) => Ok(()),
+            (Role::Staff, Route::Admin) => {
+                forbidden("this needs the director's admin code: log out and log in with it")
+            }
             (Role::Staff, _) => Ok(()),
-            (Role::Viewer, Route::Broadcast(_)) => Err(Denied::Forbidden(
-                "broadcasting needs the staff code: log out and log in with it".into(),
-            )),
-            (Role::Viewer, Route::Watch(_) | Route::Chat(_) | Route::Pages) => Ok(()),
+            (Role::Viewer, Route::Broadcast(_)) => {
+                forbidden("broadcasting needs the staff code: log out and log in with it")
+            }
+            (Role::Viewer, Route::Admin) => {
+                forbidden("this needs the director's admin code: log out and log in with it")
+            }
+            (Role::Viewer, Route::Pages) => Ok(()),
+            (Role::Viewer, Route::Watch(room) | Route::Chat(room)) => match &who.account {
+                Account::Role => Ok(()),
+                Account::Family(id) => match self.families.get(id) {
+                    Some(family) if family.may_enter(room) => Ok(()),
+                    Some(_) => forbidden("your family's login does not include this room"),
+                    None => Err(Denied::Unauthorized),
+                },
+            },
+        }
+    }
+
+    /// Fires when `who` loses `room` (the room is taken from its family, or the
+    /// family revoked); `None` for principals whose rooms cannot change.
+    pub fn room_access(&self, who: &Principal, room: &str) -> Option<watch::Receiver<bool>> {
+        match &who.account {
+            Account::Family(id) if !who.role.is_staff() => self.families.room_access(id, room),
+            _ => None,
         }
     }
 
@@ -347,18 +428,25 @@ impl Access {
         // A code pasted from a message often carries a stray space or line break.
         let code = code.trim();
         let codes = self.current_codes();
-        let role = match &codes {
+        let grant = match &codes {
             Some(codes) => self
                 .limited_check(peer, codes, code)
                 .map_err(|_| LoginError::Busy)?,
-            None => Some(Role::Staff),
+            None => Some(Grant::Role(Role::Staff)),
         };
-        let Some(role) = role else {
-            return Err(LoginError::WrongCode);
+        let (role, family, fingerprint) = match grant {
+            None => return Err(LoginError::WrongCode),
+            Some(Grant::Role(role)) => (
+                role,
+                None,
+                codes.map(|c| c.fingerprint(role)).unwrap_or_default(),
+            ),
+            Some(Grant::Family(family)) => {
+                (Role::Viewer, Some(family.id.clone()), family.code_hash)
+            }
         };
-        let fingerprint = codes.map(|c| c.fingerprint(role)).unwrap_or_default();
         self.sessions
-            .create(role, name, fingerprint)
+            .create(role, name, family, fingerprint)
             .map_err(|_| LoginError::BadName("cannot create a session right now".into()))
     }
 
@@ -398,10 +486,10 @@ impl Access {
         self.code_generation[role as usize].locked()
     }
 
-    pub fn set_codes(&self, viewer: Code, staff: Code) -> Vec<Role> {
-        let new = Arc::new(AccessCodes::new(viewer, staff));
+    pub fn set_codes(&self, codes: CodeSet) -> Vec<Role> {
+        let new = Arc::new(AccessCodes::new(codes));
         let old = self.codes.writing().replace(new.clone());
-        let changed: Vec<Role> = [Role::Viewer, Role::Staff]
+        let changed: Vec<Role> = Role::ALL
             .into_iter()
             .filter(|&r| {
                 old.as_ref()
@@ -450,13 +538,28 @@ pub fn basic_password(header: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use codes::Code;
+
+    fn set(viewer: &str, staff: Code) -> CodeSet {
+        CodeSet {
+            viewer: Some(Code::parse(viewer).unwrap()),
+            staff,
+            admin: Code::parse("admin-code").unwrap(),
+        }
+    }
 
     fn access() -> Access {
         Access::new(AccessSettings {
-            codes: Some((
-                Code::parse("viewer-code").unwrap(),
-                Code::parse("staff-code").unwrap(),
-            )),
+            codes: Some(set("viewer-code", Code::parse("staff-code").unwrap())),
+            families: Families::new([families::Family {
+                id: "f1".into(),
+                name: "Familia Pérez".into(),
+                rooms: vec!["camera".into()],
+                max_devices: 3,
+                created: 0,
+                last_seen: None,
+                code_hash: families::code_hash("perez-code"),
+            }]),
             allowed_origins: vec![],
             session_ttl: Duration::from_secs(3600),
             tls: false,
@@ -538,7 +641,7 @@ mod tests {
         let a = access();
         let hashed = Code::parse(&codes::hash_code("staff-secret").unwrap()).unwrap();
         *a.codes.writing() = Some(Arc::new(
-            AccessCodes::new(Code::parse("viewer-code").unwrap(), hashed).with_permits(permits),
+            AccessCodes::new(set("viewer-code", hashed)).with_permits(permits),
         ));
         let family: IpAddr = "10.0.0.6".parse().unwrap();
         let held = permits.acquire().unwrap();
@@ -574,7 +677,7 @@ mod tests {
         let a = Arc::new(a);
         let hashed = Code::parse(&codes::hash_code("staff-secret").unwrap()).unwrap();
         *a.codes.writing() = Some(Arc::new(
-            AccessCodes::new(Code::parse("viewer-code").unwrap(), hashed).with_permits(permits),
+            AccessCodes::new(set("viewer-code", hashed)).with_permits(permits),
         ));
         let guesser: IpAddr = "10.0.0.7".parse().unwrap();
         // The hash is busy: every guess that gets through the limit queues here.
@@ -621,6 +724,7 @@ mod tests {
     fn without_codes_only_loopback_host_names_are_served() {
         let off = Access::new(AccessSettings {
             codes: None,
+            families: Families::default(),
             allowed_origins: vec![],
             session_ttl: Duration::from_secs(60),
             tls: false,
@@ -672,14 +776,74 @@ mod tests {
         let (viewer, vs) = a.login(peer, "v", "viewer-code").unwrap();
         let (staff, _) = a.login(peer, "s", "staff-code").unwrap();
         let ended = vs.ended();
-        let changed = a.set_codes(
-            Code::parse("new-viewer").unwrap(),
-            Code::parse("staff-code").unwrap(),
-        );
+        let changed = a.set_codes(set("new-viewer", Code::parse("staff-code").unwrap()));
         assert_eq!(changed, vec![Role::Viewer]);
         assert!(*ended.borrow());
         assert!(a.sessions.get(&viewer).is_none());
         assert!(a.sessions.get(&staff).is_some());
+    }
+
+    #[test]
+    fn a_family_code_opens_only_the_familys_rooms_and_ends_with_the_family() {
+        let a = access();
+        let (token, session) = a.login(peer(), "Ana", " perez-code ").unwrap();
+        assert_eq!(
+            (session.role, session.family.as_deref()),
+            (Role::Viewer, Some("f1"))
+        );
+        let cookie = format!("{SESSION_COOKIE}={token}");
+        let who = a.authenticate(peer(), Some(&cookie), None).unwrap();
+        assert_eq!(who.account, Account::Family("f1".into()));
+        assert_eq!(a.authorize(&who, Route::Watch("camera")), Ok(()));
+        assert_eq!(a.authorize(&who, Route::Chat("camera")), Ok(()));
+        for other in [
+            Route::Watch("aula-2"),
+            Route::Chat("aula-2"),
+            Route::Broadcast(None),
+            Route::Admin,
+        ] {
+            assert_eq!(
+                a.authorize(&who, other).unwrap_err().status(),
+                403,
+                "{other:?}"
+            );
+        }
+        let basic_who = a
+            .authenticate(peer(), None, Some(&basic("perez-code")))
+            .unwrap();
+        assert_eq!(basic_who.account, Account::Family("f1".into()));
+        let basic_ended = basic_who.ended.clone().unwrap();
+        a.families.remove("f1");
+        assert!(
+            *basic_ended.borrow(),
+            "a revoked family's Basic sockets close"
+        );
+        assert_eq!(
+            a.authorize(&who, Route::Watch("camera")).unwrap_err(),
+            Denied::Unauthorized
+        );
+        assert_eq!(
+            a.login(peer(), "Ana", "perez-code").unwrap_err(),
+            LoginError::WrongCode,
+            "the code stops working at once"
+        );
+    }
+
+    #[test]
+    fn roles_reach_what_they_should() {
+        let a = access();
+        let who = |code: &str| a.authenticate(peer(), None, Some(&basic(code))).unwrap();
+        let (viewer, staff, admin) = (who("viewer-code"), who("staff-code"), who("admin-code"));
+        assert_eq!(admin.role, Role::Admin);
+        for route in [Route::Watch("any"), Route::Chat("any"), Route::Pages] {
+            for p in [&viewer, &staff, &admin] {
+                assert_eq!(a.authorize(p, route), Ok(()), "{:?} {route:?}", p.role);
+            }
+        }
+        assert!(a.authorize(&viewer, Route::Broadcast(Some("x"))).is_err());
+        assert!(a.authorize(&staff, Route::Broadcast(Some("x"))).is_ok());
+        assert!(a.authorize(&staff, Route::Admin).is_err());
+        assert!(a.authorize(&admin, Route::Admin).is_ok());
     }
 
     #[test]

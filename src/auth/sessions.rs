@@ -40,6 +40,8 @@ pub struct Session {
     /// Unique for the daemon's lifetime; chat moderation mutes by it.
     pub id: u64,
     pub role: Role,
+    /// The family whose code opened it; `None` for a role's code.
+    pub family: Option<String>,
     pub name: DisplayName,
     pub expires: SystemTime,
     /// Of the role's code when the session began.
@@ -63,6 +65,8 @@ impl Session {
 struct Stored {
     key: String,
     role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    family: Option<String>,
     name: String,
     expires_unix: u64,
     code: String,
@@ -121,7 +125,7 @@ impl SessionStore {
     pub fn load(
         ttl: Duration,
         file: PathBuf,
-        current_code: impl Fn(Role) -> [u8; 32],
+        current_code: impl Fn(Role, Option<&str>) -> Option<[u8; 32]>,
     ) -> SessionStore {
         let mut sessions = HashMap::new();
         match fs::read_to_string(&file) {
@@ -135,12 +139,14 @@ impl SessionStore {
                         else {
                             continue;
                         };
-                        if expires <= now || code != current_code(s.role) {
+                        if expires <= now || Some(code) != current_code(s.role, s.family.as_deref())
+                        {
                             continue;
                         }
                         let session = Session {
                             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                             role: s.role,
+                            family: s.family,
                             name,
                             expires,
                             fingerprint: code,
@@ -200,6 +206,7 @@ impl SessionStore {
             .map(|(k, s)| Stored {
                 key: hex(k),
                 role: s.role,
+                family: s.family.clone(),
                 name: s.name.to_string(),
                 expires_unix: s
                     .expires
@@ -221,6 +228,7 @@ impl SessionStore {
         &self,
         role: Role,
         name: DisplayName,
+        family: Option<String>,
         fingerprint: [u8; 32],
     ) -> anyhow::Result<(String, Arc<Session>)> {
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -228,6 +236,7 @@ impl SessionStore {
         let session = Arc::new(Session {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             role,
+            family,
             name,
             expires: SystemTime::now() + self.ttl,
             fingerprint,
@@ -319,7 +328,7 @@ mod tests {
     #[test]
     fn logout_ends_the_session_and_signals_sockets() {
         let store = SessionStore::new(Duration::from_secs(60));
-        let (token, session) = store.create(Role::Viewer, name("Ana"), CODE).unwrap();
+        let (token, session) = store.create(Role::Viewer, name("Ana"), None, CODE).unwrap();
         let ended = session.ended();
         assert_eq!(store.get(&token).unwrap().name.as_str(), "Ana");
         assert!(store.end(&token));
@@ -330,15 +339,15 @@ mod tests {
     #[test]
     fn expired_sessions_are_refused() {
         let store = SessionStore::new(Duration::from_millis(0));
-        let (token, _) = store.create(Role::Staff, name("x"), CODE).unwrap();
+        let (token, _) = store.create(Role::Staff, name("x"), None, CODE).unwrap();
         assert!(store.get(&token).is_none());
     }
 
     #[test]
     fn ending_a_role_keeps_the_other() {
         let store = SessionStore::new(Duration::from_secs(60));
-        let (viewer, _) = store.create(Role::Viewer, name("v"), CODE).unwrap();
-        let (staff, _) = store.create(Role::Staff, name("s"), CODE).unwrap();
+        let (viewer, _) = store.create(Role::Viewer, name("v"), None, CODE).unwrap();
+        let (staff, _) = store.create(Role::Staff, name("s"), None, CODE).unwrap();
         assert_eq!(store.end_role(Role::Viewer), 1);
         assert!(store.get(&viewer).is_none());
         assert!(store.get(&staff).is_some());
@@ -352,9 +361,9 @@ mod tests {
         let store = Arc::new(SessionStore::load(
             Duration::from_secs(3600),
             file.clone(),
-            |_| CODE,
+            |_, _| Some(CODE),
         ));
-        let (existing, _) = store.create(Role::Viewer, name("Ana"), CODE).unwrap();
+        let (existing, _) = store.create(Role::Viewer, name("Ana"), None, CODE).unwrap();
 
         // The disk is busy: whoever writes next waits, as on a stalled SD card.
         let disk = store.written.locked();
@@ -362,7 +371,9 @@ mod tests {
         let login = {
             let store = store.clone();
             std::thread::spawn(move || {
-                let (token, _) = store.create(Role::Staff, name("Profe"), CODE).unwrap();
+                let (token, _) = store
+                    .create(Role::Staff, name("Profe"), None, CODE)
+                    .unwrap();
                 created_tx.send(token).unwrap();
             })
         };
@@ -385,7 +396,7 @@ mod tests {
         drop(disk);
         let token = created_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         login.join().unwrap();
-        let restarted = SessionStore::load(Duration::from_secs(3600), file, |_| CODE);
+        let restarted = SessionStore::load(Duration::from_secs(3600), file, |_, _| Some(CODE));
         assert_eq!(
             restarted.get(&token).unwrap().name.as_str(),
             "Profe",
@@ -400,14 +411,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kc-sessions-order-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let file = dir.join(SESSIONS_FILE);
-        let store = SessionStore::load(Duration::from_secs(3600), file.clone(), |_| CODE);
-        let (first, _) = store.create(Role::Viewer, name("Ana"), CODE).unwrap();
+        let store = SessionStore::load(Duration::from_secs(3600), file.clone(), |_, _| Some(CODE));
+        let (first, _) = store.create(Role::Viewer, name("Ana"), None, CODE).unwrap();
         // A snapshot taken now but written late (its thread was descheduled)...
         let stale = store.snapshot(&store.sessions.locked());
         // ...while a logout lands in between.
         assert!(store.end(&first));
         store.persist(stale);
-        let restarted = SessionStore::load(Duration::from_secs(3600), file, |_| CODE);
+        let restarted = SessionStore::load(Duration::from_secs(3600), file, |_, _| Some(CODE));
         assert!(restarted.get(&first).is_none(), "the logout stays on disk");
         fs::remove_dir_all(dir).unwrap();
     }
@@ -418,10 +429,14 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let file = dir.join(SESSIONS_FILE);
         let ttl = Duration::from_secs(3600);
-        let store = SessionStore::load(ttl, file.clone(), |_| CODE);
-        let (viewer, _) = store.create(Role::Viewer, name("Ana"), CODE).unwrap();
-        let (staff, _) = store.create(Role::Staff, name("Profe"), CODE).unwrap();
-        let (gone, _) = store.create(Role::Viewer, name("Luis"), CODE).unwrap();
+        let store = SessionStore::load(ttl, file.clone(), |_, _| Some(CODE));
+        let (viewer, _) = store.create(Role::Viewer, name("Ana"), None, CODE).unwrap();
+        let (staff, _) = store
+            .create(Role::Staff, name("Profe"), None, CODE)
+            .unwrap();
+        let (gone, _) = store
+            .create(Role::Viewer, name("Luis"), None, CODE)
+            .unwrap();
         store.end(&gone);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -434,7 +449,7 @@ mod tests {
         );
         drop(store);
 
-        let restarted = SessionStore::load(ttl, file.clone(), |_| CODE);
+        let restarted = SessionStore::load(ttl, file.clone(), |_, _| Some(CODE));
         assert_eq!(restarted.get(&viewer).unwrap().name.as_str(), "Ana");
         assert!(restarted.get(&staff).is_some());
         assert!(
@@ -443,12 +458,9 @@ mod tests {
         );
 
         // The viewer code changed while the daemon was down.
-        let changed =
-            SessionStore::load(
-                ttl,
-                file,
-                |role| if role == Role::Viewer { [9; 32] } else { CODE },
-            );
+        let changed = SessionStore::load(ttl, file, |role, _| {
+            Some(if role == Role::Viewer { [9; 32] } else { CODE })
+        });
         assert!(changed.get(&viewer).is_none());
         assert!(changed.get(&staff).is_some());
         fs::remove_dir_all(dir).unwrap();

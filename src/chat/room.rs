@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::protocol::{parse_message_as, Command, Outgoing};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::ratelimit::TokenBucket;
 use crate::shutdown::Shutdown;
 use crate::sync::Locked;
@@ -319,7 +319,7 @@ impl ChatRoom {
             Some(session) => Author::Session(session.id),
             None => Author::Connection(self.next_connection.fetch_add(1, Ordering::Relaxed)),
         };
-        let staff = principal.role == Role::Staff;
+        let staff = principal.role.is_staff();
         let (rx, history) = self.join();
         let online = self.online.fetch_add(1, Ordering::Relaxed) + 1;
         self.announce("join", &format!("A participant joined ({online} online)"));

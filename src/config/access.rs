@@ -115,8 +115,12 @@ impl AccessConfig {
                 |h: u64| in_range(1, 24 * 365)(h).map(|h| Duration::from_secs(h * 3600)),
             )?,
         };
-        if let (Some(v), Some(s)) = (&config.viewer_code, &config.staff_code) {
-            crate::auth::codes::check_distinct(v, s)?;
+        if let (Some(Code::Plain(v)), Some(Code::Plain(s))) =
+            (&config.viewer_code, &config.staff_code)
+        {
+            if v == s {
+                bail!("the viewer and staff codes must differ");
+            }
         }
         if let Some(Code::Plain(admin)) = &config.admin_code {
             let taken = [&config.viewer_code, &config.staff_code]

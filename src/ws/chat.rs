@@ -119,6 +119,7 @@ mod tests {
         let trigger = crate::shutdown::ShutdownTrigger::new();
         let principal = Principal {
             role: Role::Viewer,
+            account: crate::auth::Account::Role,
             name: None,
             session: None,
             ended: None,
