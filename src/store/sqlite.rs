@@ -615,7 +615,7 @@ fn rooms_json(rooms: &[String]) -> rusqlite::Result<String> {
 
 pub(super) fn families(c: &Connection) -> rusqlite::Result<Vec<Family>> {
     c.prepare_cached(&format!(
-        "SELECT {FAMILY_COLUMNS} FROM families ORDER BY created, id"
+        "SELECT {FAMILY_COLUMNS} FROM families ORDER BY created, rowid"
     ))?
     .query_map([], family_row)?
     .collect()
