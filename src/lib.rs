@@ -5,7 +5,8 @@
 //! makes its data URL once, `hub.rs` holds the newest one per stream and fans it
 //! out, and `ws/video.rs` sends it to each viewer. `ws/upload.rs` is the other way
 //! in (a browser's camera), `ws/chat.rs` the chat relay, `http.rs` the pages.
-//! `server.rs` binds and runs all of it under one `Shutdown`.
+//! `server.rs` binds and runs all of it under one `Shutdown`. `store/` keeps what
+//! must survive a restart in one SQLite database.
 
 pub mod auth;
 pub mod canvas;
@@ -27,6 +28,7 @@ pub mod server;
 pub mod shutdown;
 pub mod source;
 pub mod state_file;
+pub mod store;
 pub mod sync;
 pub mod ws;
 

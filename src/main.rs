@@ -19,8 +19,10 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("hash-code") {
-        return hash_code();
+    match std::env::args().nth(1).as_deref() {
+        Some("hash-code") => return hash_code(),
+        Some("backup") => return backup(),
+        _ => {}
     }
     let config = kindercam::Config::from_process()?;
     if config.capture.list_devices {
@@ -101,6 +103,24 @@ fn hash_code() -> anyhow::Result<()> {
     };
     kindercam::auth::codes::Code::parse(&code).map_err(anyhow::Error::msg)?;
     println!("{}", kindercam::auth::codes::hash_code(&code)?);
+    Ok(())
+}
+
+/// `kindercam backup FILE [--state-dir DIR] [other daemon flags]`: a consistent copy
+/// of the live database, safe while the daemon runs. The state directory is found
+/// exactly as the daemon finds it (flags, environment, --config file, defaults).
+/// Restore: stop the daemon, copy FILE over kindercam.db in the state directory,
+/// remove kindercam.db-wal and kindercam.db-shm there, start the daemon.
+fn backup() -> anyhow::Result<()> {
+    let mut args = std::env::args_os().skip(2);
+    let file = match args.next() {
+        Some(file) if !file.to_string_lossy().starts_with('-') => std::path::PathBuf::from(file),
+        _ => anyhow::bail!("usage: kindercam backup FILE [--state-dir DIR] [--config FILE]"),
+    };
+    let daemon_args = std::iter::once(std::ffi::OsString::from("kindercam")).chain(args);
+    let config = kindercam::Config::load(daemon_args, &|k| std::env::var(k).ok())?;
+    let report = kindercam::store::backup(&config.state_dir, &file)?;
+    println!("kindercam: {report}");
     Ok(())
 }
 

@@ -1,0 +1,230 @@
+//! Store behaviours that need its insides: a database that is full, a writer that
+//! stalls, the settings of the writer's connection. The rest of the store's tests,
+//! through its public API only, are in tests/store.rs.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::*;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "kc-store-{tag}-{}-{n}-{}",
+            std::process::id(),
+            unix_now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The writer thread held inside a change, as on a hung SD card, until released.
+struct Stalled {
+    release: std::sync::mpsc::Sender<()>,
+    waiter: std::thread::JoinHandle<()>,
+}
+
+fn stall(store: &Store) -> Stalled {
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let store = store.clone();
+    let waiter = std::thread::spawn(move || {
+        store
+            .on_writer(move |_| {
+                let _ = entered_tx.send(());
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .unwrap();
+    });
+    entered_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the writer takes the change");
+    Stalled { release, waiter }
+}
+
+impl Stalled {
+    fn release(self) {
+        drop(self.release);
+        self.waiter.join().unwrap();
+    }
+}
+
+fn family(id: &str, code: u8) -> Family {
+    Family {
+        id: id.to_owned(),
+        name: format!("Familia {id}"),
+        rooms: vec!["camera".into()],
+        max_devices: 3,
+        code_hash: [code; 32],
+        created: 1_000,
+        last_seen: None,
+    }
+}
+
+#[test]
+fn the_writer_connection_is_durable_wal_with_foreign_keys() {
+    let dir = TempDir::new("pragmas");
+    let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+    let (mode, sync, fk, busy) = store
+        .on_writer(|c| {
+            let get = |p: &str| c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0));
+            let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            Ok((
+                mode,
+                get("synchronous")?,
+                get("foreign_keys")?,
+                get("busy_timeout")?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(sync, 2, "synchronous=FULL");
+    assert_eq!(fk, 1);
+    assert!(busy > 0);
+}
+
+#[test]
+fn a_full_database_fails_writes_with_a_reason_and_they_succeed_once_there_is_room() {
+    let dir = TempDir::new("full");
+    let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+    store.create_family(&family("fa", 1)).unwrap();
+    // The database may not grow: SQLite answers SQLITE_FULL, exactly as on a full disk.
+    let pages: i64 = store
+        .on_writer(|c| c.query_row("PRAGMA page_count", [], |r| r.get(0)))
+        .unwrap();
+    store
+        .on_writer(move |c| {
+            c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        })
+        .unwrap();
+
+    let big = "x".repeat(8 * 1024);
+    for id in 0..20 {
+        store.chat_append("camera", id, &big, 100);
+    }
+    store.flush().unwrap();
+    let stats = store.write_stats();
+    assert_eq!(stats.failed, 20, "every queued write failed: {stats:?}");
+    assert_eq!(stats.dropped, 0);
+    assert!(store.chat_history("camera", 100).unwrap().is_empty());
+
+    let mut crowded = family("fb", 2);
+    crowded.name = big.repeat(4);
+    assert_eq!(store.create_family(&crowded), Err(StoreError::Full));
+    assert_eq!(store.families().unwrap().len(), 1, "nothing half-applied");
+    assert_eq!(store.write_stats().failed, 21);
+
+    // Room again: the same writer thread carries on.
+    store
+        .on_writer(|c| c.query_row("PRAGMA max_page_count = 1000000", [], |_| Ok(())))
+        .unwrap();
+    store.create_family(&crowded).unwrap();
+    store.chat_append("camera", 30, "hola", 100);
+    store.flush().unwrap();
+    assert_eq!(store.families().unwrap().len(), 2);
+    assert_eq!(
+        store.chat_history("camera", 100).unwrap(),
+        vec![(30, "hola".to_owned())]
+    );
+    assert_eq!(store.write_stats().failed, 21);
+}
+
+#[test]
+fn a_stalled_writer_never_blocks_queued_writes_it_drops_and_counts_them() {
+    let dir = TempDir::new("stalled");
+    let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+    let stalled = stall(&store);
+    let sent = 2 * QUEUE as u64;
+    let began = Instant::now();
+    for id in 0..sent {
+        store.chat_append("camera", id, "hola", usize::MAX);
+    }
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "queued writes waited for the stalled writer: {took:?}"
+    );
+    assert_eq!(
+        store.write_stats().dropped,
+        sent - QUEUE as u64,
+        "the queue's overflow"
+    );
+    stalled.release();
+    store.flush().unwrap();
+    let kept = store.chat_history("camera", usize::MAX).unwrap().len();
+    assert_eq!(kept, QUEUE, "every write that was queued landed");
+    assert_eq!(store.write_stats().failed, 0);
+}
+
+#[test]
+fn a_write_breaking_a_rule_is_skipped_alone_and_its_batch_commits() {
+    let store = Store::in_memory(StoreSettings::default()).unwrap();
+    let session = |family: Option<&str>, key: u8| StoredSession {
+        key: [key; 32],
+        role: "viewer".into(),
+        name: "Ana".into(),
+        family: family.map(str::to_owned),
+        code: [0; 32],
+        expires: unix_now() + 3600,
+    };
+    // Queued while the writer is busy, the three writes make one batch.
+    let stalled = stall(&store);
+    store.put_session(session(None, 1));
+    store.put_session(session(Some("no-such-family"), 2));
+    store.chat_append("camera", 1, "hola", 10);
+    stalled.release();
+    store.flush().unwrap();
+    let keys: Vec<[u8; 32]> = store.sessions().unwrap().iter().map(|s| s.key).collect();
+    assert_eq!(keys, vec![[1; 32]]);
+    assert_eq!(store.chat_history("camera", 10).unwrap().len(), 1);
+    assert_eq!(store.write_stats().failed, 1);
+}
+
+#[test]
+fn family_ids_are_short_random_and_unambiguous() {
+    let a = Family::new_id().unwrap();
+    let b = Family::new_id().unwrap();
+    assert_ne!(a, b);
+    for id in [&a, &b] {
+        assert_eq!(id.len(), 11, "{id}");
+        assert!(id.starts_with('f'));
+        assert!(id[1..].bytes().all(|c| ID_ALPHABET.contains(&c)), "{id}");
+    }
+}
+
+#[test]
+fn close_commits_what_was_queued_and_later_writes_are_refused() {
+    let dir = TempDir::new("close");
+    let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+    let other = store.clone();
+    for id in 1..=100 {
+        store.chat_append("camera", id, "hola", 1000);
+    }
+    store.close();
+    assert_eq!(
+        other.create_family(&family("fa", 1)),
+        Err(StoreError::Closed)
+    );
+    other.chat_append("camera", 101, "tarde", 1000);
+    assert_eq!(other.write_stats().dropped, 1);
+    assert_eq!(other.flush(), Err(StoreError::Closed));
+    drop((store, other));
+    let reopened = Store::open(dir.path(), StoreSettings::default()).unwrap();
+    assert_eq!(reopened.chat_history("camera", 1000).unwrap().len(), 100);
+}
