@@ -119,7 +119,7 @@ fn backup() -> anyhow::Result<()> {
     };
     let daemon_args = std::iter::once(std::ffi::OsString::from("kindercam")).chain(args);
     let config = kindercam::Config::load(daemon_args, &|k| std::env::var(k).ok())?;
-    let report = kindercam::store::backup(&config.state_dir, &file)?;
+    let report = kindercam::store::backup(&config.storage.state_dir, &file)?;
     println!("kindercam: {report}");
     Ok(())
 }

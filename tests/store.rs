@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use kindercam::store::{
-    audit_csv, unix_now, Family, FamilyPatch, SessionsOf, Store, StoreError, StoreSettings,
+    audit_csv, unix_now, Family, FamilyChange, SessionsOf, Store, StoreError, StoreSettings,
     StoredSession, ViewStart, DB_FILE,
 };
 use serde_json::json;
@@ -134,10 +134,10 @@ fn families_are_created_listed_changed_recoded_and_deleted() {
         Some(perez.clone())
     );
 
-    let patch = FamilyPatch {
+    let patch = FamilyChange {
         rooms: Some(vec!["sala-3".into()]),
         max_devices: Some(5),
-        ..FamilyPatch::default()
+        ..FamilyChange::default()
     };
     let changed = store
         .update_family("fperez", patch.clone())

@@ -420,13 +420,25 @@ impl Drop for DeviceGuard {
     }
 }
 
-/// A new family id: `f` and ten characters of the code alphabet.
-pub fn new_id() -> anyhow::Result<String> {
-    let code = crate::auth::codes::generate_code()?;
-    Ok(format!(
-        "f{}",
-        code.replace('-', "").get(..10).unwrap_or_default()
-    ))
+/// Characters of family ids: lower case and digits without look-alikes (0/o, 1/l/i).
+pub(crate) const ID_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+impl Family {
+    /// A fresh random id: `f` and 10 characters (about 50 bits), e.g. `fk3x9mq2hw7`.
+    pub fn new_id() -> anyhow::Result<String> {
+        let mut id = String::from("f");
+        while id.len() < 11 {
+            for byte in crate::auth::codes::random_bytes::<16>()? {
+                // 248 = 8 * 31: rejecting the rest keeps every character equally likely.
+                if byte < 248 && id.len() < 11 {
+                    id.push(char::from(
+                        ID_ALPHABET[usize::from(byte) % ID_ALPHABET.len()],
+                    ));
+                }
+            }
+        }
+        Ok(id)
+    }
 }
 
 #[cfg(test)]
@@ -591,5 +603,17 @@ mod tests {
             (after.max_devices, after.name, after.rooms),
             (5, before.name, before.rooms)
         );
+    }
+
+    #[test]
+    fn family_ids_are_short_random_and_unambiguous() {
+        let a = Family::new_id().unwrap();
+        let b = Family::new_id().unwrap();
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 11, "{id}");
+            assert!(id.starts_with('f'));
+            assert!(id[1..].bytes().all(|c| ID_ALPHABET.contains(&c)), "{id}");
+        }
     }
 }

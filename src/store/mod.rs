@@ -66,52 +66,7 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// A family: one login for the parents of one child, scoped to its rooms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Family {
-    /// Made by the caller with [`Family::new_id`].
-    pub id: String,
-    pub name: String,
-    /// Stream names the family may watch and chat in.
-    pub rooms: Vec<String>,
-    /// Devices that may watch at once.
-    pub max_devices: u32,
-    /// SHA-256 of the family's access code; no two families share one.
-    pub code_hash: [u8; 32],
-    /// UNIX seconds.
-    pub created: i64,
-    /// UNIX seconds of the family's last visit, if any.
-    pub last_seen: Option<i64>,
-}
-
-/// Characters of family ids: lower case and digits without look-alikes (0/o, 1/l/i).
-const ID_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
-
-impl Family {
-    /// A fresh random id: `f` and 10 characters (about 50 bits), e.g. `fk3x9mq2hw7`.
-    pub fn new_id() -> anyhow::Result<String> {
-        let mut id = String::from("f");
-        while id.len() < 11 {
-            for byte in crate::auth::codes::random_bytes::<16>()? {
-                // 248 = 8 * 31: rejecting the rest keeps every character equally likely.
-                if byte < 248 && id.len() < 11 {
-                    id.push(char::from(
-                        ID_ALPHABET[usize::from(byte) % ID_ALPHABET.len()],
-                    ));
-                }
-            }
-        }
-        Ok(id)
-    }
-}
-
-/// A change to a family: each field given is replaced, the others kept.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FamilyPatch {
-    pub name: Option<String>,
-    pub rooms: Option<Vec<String>>,
-    pub max_devices: Option<u32>,
-}
+pub use crate::auth::families::{Family, FamilyChange};
 
 /// A login session as stored: the SHA-256 of its token, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,7 +375,7 @@ impl Store {
     pub fn update_family(
         &self,
         id: &str,
-        patch: FamilyPatch,
+        patch: FamilyChange,
     ) -> Result<Option<Family>, StoreError> {
         let id = id.to_owned();
         self.acknowledged("a family change", move |c| {

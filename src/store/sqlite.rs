@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    migrate, unix_now, Family, FamilyPatch, SessionsOf, StoreError, StoreSettings, StoredSession,
+    migrate, unix_now, Family, FamilyChange, SessionsOf, StoreError, StoreSettings, StoredSession,
     ViewId, ViewRecord, ViewStart, WriteStats, DB_FILE, QUEUE,
 };
 use crate::sync::Locked;
@@ -659,7 +659,7 @@ pub(super) fn create_family(c: &Connection, f: &Family) -> rusqlite::Result<()> 
 pub(super) fn update_family(
     c: &Connection,
     id: &str,
-    patch: &FamilyPatch,
+    patch: &FamilyChange,
 ) -> rusqlite::Result<Option<Family>> {
     let Some(mut f) = family(c, id)? else {
         return Ok(None);

@@ -197,18 +197,6 @@ fn a_write_breaking_a_rule_is_skipped_alone_and_its_batch_commits() {
 }
 
 #[test]
-fn family_ids_are_short_random_and_unambiguous() {
-    let a = Family::new_id().unwrap();
-    let b = Family::new_id().unwrap();
-    assert_ne!(a, b);
-    for id in [&a, &b] {
-        assert_eq!(id.len(), 11, "{id}");
-        assert!(id.starts_with('f'));
-        assert!(id[1..].bytes().all(|c| ID_ALPHABET.contains(&c)), "{id}");
-    }
-}
-
-#[test]
 fn close_commits_what_was_queued_and_later_writes_are_refused() {
     let dir = TempDir::new("close");
     let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
