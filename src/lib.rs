@@ -30,6 +30,7 @@ pub mod source;
 pub mod state_file;
 pub mod store;
 pub mod sync;
+pub mod viewing_log;
 pub mod ws;
 
 pub use config::Config;

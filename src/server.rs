@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::codes;
 use crate::auth::Access;
-use crate::chat::{self, ChatRoom};
+use crate::chat::Rooms;
 use crate::config::Config;
 use crate::http::{self, HttpContext};
 use crate::http_guard;
@@ -24,13 +24,15 @@ use crate::net::{self, Gate};
 use crate::notify::{self, Notifier};
 use crate::shutdown::ShutdownTrigger;
 use crate::source;
+use crate::store::{Store, StoreSettings};
+use crate::viewing_log::ViewingLog;
 use crate::ws::{self, WsContext};
 
 /// How long open connections get to say goodbye at shutdown.
 const DRAIN_LIMIT: Duration = Duration::from_millis(800);
-/// How long the last chat-history save may take at shutdown. Longer than the
-/// drain: an fsync to a busy SD card can take seconds, and the history is what
-/// parents see after a restart.
+/// How long the database's last queued writes (chat, sessions, the viewing log)
+/// may take at shutdown. Longer than the drain: an fsync to a busy SD card can
+/// take seconds, and the history is what parents see after a restart.
 const FINAL_SAVE_LIMIT: Duration = Duration::from_secs(5);
 
 pub struct Server {
@@ -45,6 +47,7 @@ pub struct Server {
     http_addr: SocketAddr,
     hub: Arc<Hub>,
     access: Arc<Access>,
+    store: Store,
     tls: Option<TlsAcceptor>,
     notifier: Arc<Notifier>,
 }
@@ -54,7 +57,8 @@ impl Server {
     /// mean the daemon cannot start.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         source::check_supported(&config)?;
-        let access = Arc::new(Access::from_config(&config)?);
+        let store = open_store(&config);
+        let access = Arc::new(Access::from_config(&config, &store)?);
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(net::tls_acceptor(cert, key)?),
             _ => None,
@@ -79,6 +83,7 @@ impl Server {
             http_addr,
             hub: Arc::new(Hub::new()),
             access,
+            store,
             tls,
             notifier: Arc::new(Notifier::disabled()),
         })
@@ -123,23 +128,20 @@ impl Server {
             .map(|s| (s.name().to_owned(), s.heartbeat().clone()))
             .collect();
 
-        let history_file = self.config.storage.state_dir.join(chat::HISTORY_FILE);
-        let chat = Arc::new(ChatRoom::load(
+        let chat = Arc::new(Rooms::new(
+            self.store.clone(),
             self.config.storage.chat_history,
-            &history_file,
         ));
+        let viewing = ViewingLog::new(self.store.clone());
         let ws_ctx = Arc::new(WsContext::new(
             self.config.clone(),
             self.hub.clone(),
-            chat.clone(),
+            chat,
+            viewing,
             self.access.clone(),
             self.tls.clone(),
             self.http_addr.port(),
         ));
-        let history_saver = (self.config.storage.chat_history > 0).then(|| {
-            let (chat, shutdown, file) = (chat.clone(), trigger.subscribe(), history_file.clone());
-            tokio::spawn(async move { chat.keep_saved(&file, shutdown).await })
-        });
         let ws_task = tokio::spawn(ws::serve(
             self.ws_listener,
             ws_ctx.clone(),
@@ -191,17 +193,17 @@ impl Server {
         if !trigger.drained(DRAIN_LIMIT).await {
             tracing::warn!("some connections did not close in time");
         }
-        if let Some(saver) = history_saver {
-            // After the drain, so it holds what was posted until the last chat closed.
-            let last_save = async {
-                let _ = saver.await;
-                chat.save(&history_file).await;
-            };
-            if tokio::time::timeout(FINAL_SAVE_LIMIT, last_save)
-                .await
-                .is_err()
-            {
-                tracing::warn!("the chat history could not be saved in time at shutdown");
+        // After the drain, so it holds what was posted until the last chat closed
+        // and every viewing session's end.
+        let store = self.store.clone();
+        let last_save = tokio::task::spawn_blocking(move || store.flush());
+        match tokio::time::timeout(FINAL_SAVE_LIMIT, last_save).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, "the last writes to the database failed at shutdown")
+            }
+            _ => {
+                tracing::warn!("the last writes to the database did not finish in time at shutdown")
             }
         }
         let _ = ws_task.await;
@@ -211,6 +213,27 @@ impl Server {
         }
         let _ = std::fs::remove_dir_all(&self.backend_dir);
         Ok(())
+    }
+}
+
+/// The database in the state directory. One that cannot be opened (a read-only
+/// or full SD card, a corrupt file) must not stop live viewing: kindercam then
+/// keeps families' changes, sessions, chat and the viewing log in memory until
+/// a restart, and says so.
+fn open_store(config: &Config) -> Store {
+    let settings = StoreSettings {
+        audit_days: config.storage.audit_days,
+        ..StoreSettings::default()
+    };
+    match Store::open(&config.storage.state_dir, settings.clone()) {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!(
+                dir = %config.storage.state_dir.display(), error = %e,
+                "cannot open the database; families, logins, chat and the viewing log are kept in memory until a restart"
+            );
+            Store::in_memory(settings).expect("an in-memory database always opens")
+        }
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Shutdown {
 struct SessionEnd {
     /// Turns true on logout or when the role's code changes.
     ended: watch::Receiver<bool>,
+    /// Turns true when the login loses the room this socket is in (a family's
+    /// room taken away, or the family revoked).
+    room: Option<watch::Receiver<bool>>,
     /// When the login runs out.
     expires: Option<tokio::time::Instant>,
 }
@@ -50,6 +53,7 @@ struct SessionEnd {
 impl SessionEnd {
     fn is_over(&self) -> bool {
         *self.ended.borrow()
+            || self.room.as_ref().is_some_and(|r| *r.borrow())
             || self
                 .expires
                 .is_some_and(|at| tokio::time::Instant::now() >= at)
@@ -123,9 +127,18 @@ impl Shutdown {
                 None => std::future::pending().await,
             }
         };
+        let room = async {
+            match &mut session.room {
+                Some(room) => {
+                    let _ = room.wait_for(|lost| *lost).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.fired.wait_for(|fired| fired.is_some()) => {}
             Ok(_) = session.ended.wait_for(|ended| *ended) => {}
+            _ = room => {}
             _ = expiry => {}
         }
     }
@@ -155,9 +168,29 @@ impl Shutdown {
             tokio::time::Instant::now() + left
         });
         Shutdown {
-            session: Some(SessionEnd { ended, expires }),
+            session: Some(SessionEnd {
+                ended,
+                room: None,
+                expires,
+            }),
             ..self.clone()
         }
+    }
+
+    /// This handle, also firing (with `SESSION_ENDED`) when `lost` turns true: the
+    /// login lost the room the socket is in. Call after `or_session_end`.
+    pub fn or_room_lost(mut self, lost: watch::Receiver<bool>) -> Shutdown {
+        match &mut self.session {
+            Some(session) => session.room = Some(lost),
+            None => {
+                self.session = Some(SessionEnd {
+                    ended: watch::Sender::new(false).subscribe(),
+                    room: Some(lost),
+                    expires: None,
+                })
+            }
+        }
+        self
     }
 }
 
@@ -177,6 +210,25 @@ mod tests {
             .unwrap();
         assert_eq!(child.goodbye(), Goodbye::SESSION_ENDED);
         assert!(!parent.is_triggered());
+    }
+
+    #[tokio::test]
+    async fn losing_the_room_fires_the_child_only() {
+        let trigger = ShutdownTrigger::new();
+        let (_end, ended) = watch::channel(false);
+        let (lose, lost) = watch::channel(false);
+        let mut child = trigger
+            .subscribe()
+            .or_session_end(ended, None)
+            .or_room_lost(lost);
+        let other = trigger.subscribe();
+        assert!(!child.is_triggered());
+        lose.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .unwrap();
+        assert_eq!(child.goodbye(), Goodbye::SESSION_ENDED);
+        assert!(!other.is_triggered());
     }
 
     #[tokio::test]

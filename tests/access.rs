@@ -500,10 +500,10 @@ async fn say(server: &TestServer, cookie: &str, text: &str) {
 async fn a_state_directory_that_cannot_be_written_loses_nothing_live() {
     let state = TempDir::new("state-broken");
     let dir = state.path().to_str().unwrap();
-    // Every state write goes through a temporary file beside its target; a
-    // directory in its place makes each write fail, for root too, as a full or
-    // read-only SD card would.
-    let blockers = ["sessions.tmp", "chat-history.tmp"].map(|f| state.path().join(f));
+    // A directory where the database should be makes it impossible to open, for
+    // root too, as a broken or read-only SD card would: the daemon then keeps
+    // everything in memory.
+    let blockers = ["kindercam.db"].map(|f| state.path().join(f));
     for blocker in &blockers {
         std::fs::create_dir(blocker).unwrap();
     }
@@ -513,7 +513,7 @@ async fn a_state_directory_that_cannot_be_written_loses_nothing_live() {
     assert_eq!(first.get("/healthz").await.status, 200);
     let out = http_request(first.http, "POST", "/logout", &[("Cookie", &ana)], "").await;
     assert_eq!(out.status, 303, "logout works without the disk");
-    // Shutdown saves the chat history, fails, and still ends cleanly.
+    // Shutdown has nowhere to save the chat history, and still ends cleanly.
     first.stop().await;
 
     // The card is fixed: the next changes are saved again.

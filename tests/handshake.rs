@@ -26,7 +26,8 @@ async fn unknown_paths_are_404_at_the_handshake() {
     for path in [
         "/",
         "/nope",
-        "/chat/extra",
+        "/chat/Extra",
+        "/chat/a/b",
         "/video/",
         "/video/UPPER",
         "/video/has%20space",

@@ -168,11 +168,12 @@ async fn signal_closes_everything_with_1001(signal: &str) {
         took < Duration::from_secs(2) * common::time_scale(),
         "shutdown after SIG{signal} took {took:?}"
     );
-    let history = std::fs::read_to_string(daemon.state.path().join("chat-history.json"))
-        .expect("the chat history is saved at shutdown");
+    let db = kindercam::store::Store::open(daemon.state.path(), Default::default())
+        .expect("the database opens after the exit");
+    let history = db.chat_history("camera", 50).unwrap();
     assert!(
-        history.contains(&last_words),
-        "the message posted just before SIG{signal} was saved: {history}"
+        history.iter().any(|(_, text)| text.contains(&last_words)),
+        "the message posted just before SIG{signal} was saved: {history:?}"
     );
 }
 

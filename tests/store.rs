@@ -514,10 +514,10 @@ fn an_unreadable_json_file_is_logged_and_left_in_place() {
     assert!(line.contains("not imported, left in place"), "{line}");
 }
 
-/// Logs in and chats on a server running the current code, stops it, then opens the
-/// store on its state directory: what the server kept comes across.
+/// Logs in and chats on a running server, stops it, then opens the store on its
+/// state directory: the daemon keeps its sessions and chat there, not in JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_written_by_the_current_daemon_is_imported() {
+async fn the_daemon_keeps_sessions_and_chat_in_the_database() {
     let state = TempDir::new("daemon-json");
     let dir = state.path().to_str().unwrap();
     let server = start_secured(&["--state-dir", dir]).await;
@@ -551,8 +551,8 @@ async fn state_written_by_the_current_daemon_is_imported() {
     let posted = recv_json_until(&mut ws, "Ana's message", |v| v["type"] == "usermsg").await;
     drop(ws);
     server.stop().await;
-    assert!(state.path().join("sessions.json").exists());
-    assert!(state.path().join("chat-history.json").exists());
+    assert!(!state.path().join("sessions.json").exists());
+    assert!(!state.path().join("chat-history.json").exists());
 
     let store = tokio::task::spawn_blocking({
         let dir = state.path().to_owned();

@@ -23,11 +23,12 @@ use tokio::sync::watch;
 use base64::Engine;
 
 use crate::config::Config;
+use crate::store::Store;
 use crate::sync::{Locked, ReadWrite};
 
 use crate::ratelimit::KeyedLimiter;
 use codes::{AccessCodes, CodeSet};
-use families::{Families, Family};
+use families::{DeviceGuard, DeviceRefusal, Families, Family};
 pub use name::DisplayName;
 use sessions::{Session, SessionStore};
 
@@ -147,6 +148,17 @@ pub enum Route<'a> {
     Admin,
 }
 
+/// A family device turned away: over `max_devices`, or the family just revoked.
+#[derive(Debug, Clone)]
+pub struct DeviceRefused {
+    /// A key the pages translate.
+    pub reason: &'static str,
+    /// The same in English, for logs and clients without a translation.
+    pub message: String,
+    /// The `{"type":"status","state":"refused",...}` message a viewer receives.
+    pub status: serde_json::Value,
+}
+
 /// What a presented code turned out to be.
 #[derive(Debug, Clone)]
 enum Grant {
@@ -176,6 +188,8 @@ pub struct Access {
     code_generation: [Mutex<watch::Sender<bool>>; 3],
     pub sessions: SessionStore,
     pub families: Families,
+    /// Where families' last visits are kept; `None` in memory-only tests.
+    store: Option<Store>,
     login_failures: KeyedLimiter<IpAddr>,
     allowed_origins: Vec<String>,
     tls: bool,
@@ -191,16 +205,17 @@ pub struct AccessSettings {
     pub session_ttl: Duration,
     pub tls: bool,
     /// Where sessions are kept across restarts; `None` keeps them in memory.
-    pub sessions_file: Option<std::path::PathBuf>,
+    pub store: Option<Store>,
 }
 
 impl Access {
     pub fn new(settings: AccessSettings) -> Access {
         let codes = settings.codes.map(|c| Arc::new(AccessCodes::new(c)));
         let families = settings.families;
-        let sessions = match (&codes, settings.sessions_file) {
-            (Some(codes), Some(file)) => {
-                SessionStore::load(settings.session_ttl, file, |role, family| match family {
+        let store = settings.store.clone();
+        let sessions = match (&codes, settings.store) {
+            (Some(codes), Some(store)) => {
+                SessionStore::load(settings.session_ttl, store, |role, family| match family {
                     None => Some(codes.fingerprint(role)),
                     Some(id) => families.get(id).map(|f| f.code_hash),
                 })
@@ -212,6 +227,7 @@ impl Access {
             code_generation: std::array::from_fn(|_| Mutex::new(watch::Sender::new(false))),
             sessions,
             families,
+            store,
             login_failures: KeyedLimiter::new(
                 LOGIN_FAILURE_BURST,
                 LOGIN_FAILURE_RATE,
@@ -223,25 +239,22 @@ impl Access {
     }
 
     /// Access as the config sets it: codes configured or generated on first start,
-    /// and sessions kept in the state directory when it is writable.
-    pub fn from_config(config: &Config) -> anyhow::Result<Access> {
+    /// and the families and sessions kept in `store`.
+    pub fn from_config(config: &Config, store: &Store) -> anyhow::Result<Access> {
         let codes = codes::resolve(config)?;
         if codes.is_none() {
             tracing::warn!(
                 "access control is off (loopback only): anyone on this machine is staff"
             );
         }
-        // Sessions outlive restarts when the state directory is writable.
-        let sessions_file = codes.as_ref().and_then(|_| {
-            std::fs::create_dir_all(&config.storage.state_dir)
-                .map_err(|e| tracing::error!(dir = %config.storage.state_dir.display(), error = %e, "no state directory; logins will not survive a restart"))
-                .ok()
-                .map(|_| config.storage.state_dir.join(sessions::SESSIONS_FILE))
+        let families = store.families().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the families; only role codes work until a restart");
+            Vec::new()
         });
         Ok(Access::new(AccessSettings {
-            sessions_file,
+            store: Some(store.clone()),
             codes,
-            families: Families::default(),
+            families: Families::new(families),
             allowed_origins: config.access.allowed_origins.clone(),
             session_ttl: config.access.session_ttl,
             // Behind a TLS-terminating proxy the browser still sees https.
@@ -387,6 +400,64 @@ impl Access {
                     None => Err(Denied::Unauthorized),
                 },
             },
+        }
+    }
+
+    /// The name of `who`'s family, for a family login.
+    pub fn family_name(&self, who: &Principal) -> Option<String> {
+        match &who.account {
+            Account::Family(id) => self.families.get(id).map(|f| f.name.clone()),
+            Account::Role => None,
+        }
+    }
+
+    /// A place among the family's watching devices for `who` (a device is a
+    /// login session; each Basic-auth connection is a device of its own). Role
+    /// logins have no limit: `Ok(None)`.
+    pub fn claim_device(&self, who: &Principal) -> Result<Option<DeviceGuard>, DeviceRefused> {
+        let Account::Family(id) = &who.account else {
+            return Ok(None);
+        };
+        static NEXT_CONNECTION: std::sync::atomic::AtomicU64 =
+            std::sync::atomic::AtomicU64::new(1 << 62);
+        let device = who.session.as_ref().map_or_else(
+            || NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            |s| s.id,
+        );
+        self.families
+            .claim_device(id, device)
+            .map(Some)
+            .map_err(|refusal| match refusal {
+                DeviceRefusal::Limit(limit) => DeviceRefused {
+                    reason: "device_limit",
+                    message: format!(
+                        "{limit} devices of your family are watching already, the most it may use at once"
+                    ),
+                    status: serde_json::json!({
+                        "type": "status", "state": "refused", "reason": "device_limit",
+                        "limit": limit,
+                        "message": format!("{limit} devices of your family are watching already, the most it may use at once"),
+                    }),
+                },
+                DeviceRefusal::Gone => DeviceRefused {
+                    reason: "session_ended",
+                    message: "this family's access was withdrawn".into(),
+                    status: serde_json::json!({
+                        "type": "status", "state": "refused", "reason": "session_ended",
+                        "message": "this family's access was withdrawn",
+                    }),
+                },
+            })
+    }
+
+    /// Notes that `who` was here now: a family's last visit, kept in the database.
+    pub fn seen(&self, who: &Principal) {
+        if let Account::Family(id) = &who.account {
+            let now = crate::store::unix_now();
+            self.families.touch(id, now);
+            if let Some(store) = &self.store {
+                store.touch_family(id, now);
+            }
         }
     }
 
@@ -563,7 +634,7 @@ mod tests {
             allowed_origins: vec![],
             session_ttl: Duration::from_secs(3600),
             tls: false,
-            sessions_file: None,
+            store: None,
         })
     }
 
@@ -728,7 +799,7 @@ mod tests {
             allowed_origins: vec![],
             session_ttl: Duration::from_secs(60),
             tls: false,
-            sessions_file: None,
+            store: None,
         });
         for host in [
             "127.0.0.1:8080",

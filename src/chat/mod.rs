@@ -7,4 +7,77 @@
 pub mod protocol;
 pub mod room;
 
-pub use room::{ChatRoom, Member, Refused, HISTORY_FILE};
+pub use room::{ChatRoom, Member, Refused};
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::store::Store;
+use crate::sync::Locked;
+
+/// Rooms one daemon keeps at most: one beside each stream the hub can hold.
+pub const MAX_ROOMS: usize = crate::hub::MAX_STREAMS;
+
+/// Every chat room, by the name of the stream it sits beside. A room is made
+/// the first time somebody allowed in it joins, with its history read back from
+/// the database; `/chat` is the room of `camera`.
+#[derive(Debug)]
+pub struct Rooms {
+    rooms: Mutex<BTreeMap<String, Arc<ChatRoom>>>,
+    history_len: usize,
+    store: Store,
+}
+
+/// No room can be opened: [`MAX_ROOMS`] are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyRooms;
+
+impl std::fmt::Display for TooManyRooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "too many chat rooms (at most {MAX_ROOMS})")
+    }
+}
+
+impl Rooms {
+    pub fn new(store: Store, history_len: usize) -> Rooms {
+        Rooms {
+            rooms: Mutex::new(BTreeMap::new()),
+            history_len,
+            store,
+        }
+    }
+
+    /// The room beside stream `name`, opened if needed. The caller has checked
+    /// the name and that the asker may open it.
+    pub fn room(&self, name: &str) -> Result<Arc<ChatRoom>, TooManyRooms> {
+        let mut rooms = self.rooms.locked();
+        if let Some(room) = rooms.get(name) {
+            return Ok(room.clone());
+        }
+        if rooms.len() >= MAX_ROOMS {
+            // Forget a room nobody is in; its history stays in the database.
+            let idle = rooms
+                .iter()
+                .find(|(_, r)| Arc::strong_count(r) == 1)
+                .map(|(n, _)| n.clone());
+            match idle {
+                Some(n) => {
+                    rooms.remove(&n);
+                }
+                None => return Err(TooManyRooms),
+            }
+        }
+        let room = Arc::new(ChatRoom::load(name, self.history_len, self.store.clone()));
+        rooms.insert(name.to_owned(), room.clone());
+        Ok(room)
+    }
+
+    /// People in each open room now, for `/stats.json`.
+    pub fn online(&self) -> BTreeMap<String, usize> {
+        self.rooms
+            .locked()
+            .iter()
+            .map(|(name, room)| (name.clone(), room.online()))
+            .collect()
+    }
+}

@@ -19,6 +19,9 @@ pub(crate) enum Outgoing<'a> {
     Usermsg {
         id: u64,
         name: &'a str,
+        /// The family's name, for a member logged in with a family code.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        family: Option<&'a str>,
         message: &'a str,
         color: &'a str,
         #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -7,25 +7,21 @@
 //! its message budget, and the leave announcement when it is dropped.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::protocol::{parse_message_as, Command, Outgoing};
 use crate::auth::Principal;
 use crate::ratelimit::TokenBucket;
-use crate::shutdown::Shutdown;
+use crate::store::Store;
 use crate::sync::Locked;
 
 /// Messages a client may fall behind by before it skips ahead.
 pub(crate) const CHANNEL_CAPACITY: usize = 256;
-/// File in the state directory holding the recent messages.
-pub const HISTORY_FILE: &str = "chat-history.json";
 /// Per connection: a burst of this many messages, then one per second.
 pub const CHAT_BURST: u32 = 5;
 pub const CHAT_PER_SECOND: f64 = 1.0;
@@ -53,9 +49,11 @@ struct Posted {
     text: Utf8Bytes,
 }
 
-/// The shared chat room.
+/// One room's chat.
 #[derive(Debug)]
 pub struct ChatRoom {
+    /// The room's name: the stream it sits beside.
+    name: String,
     tx: broadcast::Sender<Utf8Bytes>,
     /// Recent user messages for clients that join; guarded together with sending
     /// so that history and live messages never overlap or leave a gap.
@@ -66,20 +64,15 @@ pub struct ChatRoom {
     next_color: AtomicUsize,
     next_id: AtomicU64,
     next_connection: AtomicU64,
-    /// Bumped when the history changes, for `keep_saved`.
-    changed: watch::Sender<u64>,
-}
-
-/// A history entry on disk: the message exactly as clients received it.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Saved {
-    id: u64,
-    text: String,
+    /// Where the history outlives a restart (writes are queued, never awaited).
+    store: Option<Store>,
 }
 
 impl ChatRoom {
-    pub fn new(history_len: usize) -> ChatRoom {
+    /// A room kept in memory only.
+    pub fn new(name: &str, history_len: usize) -> ChatRoom {
         ChatRoom {
+            name: name.to_owned(),
             tx: broadcast::Sender::new(CHANNEL_CAPACITY),
             history: Mutex::new(VecDeque::with_capacity(history_len)),
             history_len,
@@ -88,86 +81,45 @@ impl ChatRoom {
             next_color: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             next_connection: AtomicU64::new(1),
-            changed: watch::Sender::new(0),
+            store: None,
         }
     }
 
-    /// A room whose history is read back from `file` (written by `keep_saved`), so
-    /// the conversation survives a power cut. An unreadable file starts it empty.
-    pub fn load(history_len: usize, file: &Path) -> ChatRoom {
-        let room = ChatRoom::new(history_len);
-        let saved: Vec<Saved> = match fs::read_to_string(file) {
-            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-                tracing::warn!(file = %file.display(), error = %e, "ignoring unreadable chat history");
-                Vec::new()
-            }),
-            Err(_) => Vec::new(),
-        };
+    /// A room whose history is kept in `store`, so the conversation survives a
+    /// power cut; what was saved is read back now. An unreadable history starts
+    /// the room empty (and says so in the log).
+    pub fn load(name: &str, history_len: usize, store: Store) -> ChatRoom {
+        let mut room = ChatRoom::new(name, history_len);
+        let saved = store.chat_history(name, history_len).unwrap_or_else(|e| {
+            tracing::error!(room = name, error = %e, "cannot read the chat history");
+            Vec::new()
+        });
         let mut history = room.history.locked();
-        for s in saved.into_iter().rev().take(history_len).rev() {
+        for (id, text) in saved {
             // Only well-formed user messages come back; the author of an old message
             // is unknown now, so muting it mutes nobody.
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(&s.text) else {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
                 continue;
             };
             let (Some("usermsg"), Some(name)) = (value["type"].as_str(), value["name"].as_str())
             else {
                 continue;
             };
-            room.next_id.fetch_max(s.id + 1, Ordering::Relaxed);
+            room.next_id.fetch_max(id + 1, Ordering::Relaxed);
             history.push_back(Posted {
-                id: s.id,
+                id,
                 author: Author::Connection(0),
                 name: name.to_owned(),
-                text: Utf8Bytes::from(s.text),
+                text: Utf8Bytes::from(text),
             });
         }
         drop(history);
+        room.store = Some(store);
         room
     }
 
-    /// Writes the history to `file` a second after each change (a chat burst is one
-    /// write, which spares a Pi's SD card), until shutdown. The last save is the
-    /// caller's, with `save` once the connections have closed, so that it holds
-    /// whatever was posted during the drain; awaiting this task first keeps two
-    /// writes from sharing the temporary file.
-    pub async fn keep_saved(&self, file: &Path, mut shutdown: Shutdown) {
-        let mut changed = self.changed.subscribe();
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                r = changed.changed() => if r.is_err() { return },
-            }
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            changed.mark_unchanged();
-            self.save(file).await;
-        }
-    }
-
-    /// Writes the history to `file` now, off the async threads. A failed write
-    /// (full disk) is logged; the chat goes on.
-    pub async fn save(&self, file: &Path) {
-        let saved: Vec<Saved> = self
-            .history
-            .locked()
-            .iter()
-            .map(|p| Saved {
-                id: p.id,
-                text: p.text.to_string(),
-            })
-            .collect();
-        let target = file.to_owned();
-        let written = tokio::task::spawn_blocking(move || {
-            let json = serde_json::to_string(&saved).unwrap_or_default();
-            crate::state_file::write_private(&target, json.as_bytes())
-        })
-        .await;
-        if let Ok(Err(e)) = written {
-            tracing::error!(file = %file.display(), error = %e, "cannot save the chat history");
-        }
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn online(&self) -> usize {
@@ -180,12 +132,21 @@ impl ChatRoom {
         let _ = self.tx.send(text);
     }
 
-    pub(crate) fn post(&self, author: Author, name: &str, message: &str, color: &str, staff: bool) {
+    pub(crate) fn post(
+        &self,
+        author: Author,
+        name: &str,
+        family: Option<&str>,
+        message: &str,
+        color: &str,
+        staff: bool,
+    ) {
         let mut history = self.history.locked();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let text = Outgoing::Usermsg {
             id,
             name,
+            family,
             message,
             color,
             staff,
@@ -201,7 +162,9 @@ impl ChatRoom {
                 name: name.to_owned(),
                 text: text.clone(),
             });
-            self.changed.send_modify(|v| *v += 1);
+            if let Some(store) = &self.store {
+                store.chat_append(&self.name, id, &text, self.history_len);
+            }
         }
         let _ = self.tx.send(text);
     }
@@ -244,7 +207,9 @@ impl ChatRoom {
             Command::Delete { id } => {
                 let mut history = self.history.locked();
                 history.retain(|p| p.id != id);
-                self.changed.send_modify(|v| *v += 1);
+                if let Some(store) = &self.store {
+                    store.chat_delete(&self.name, id);
+                }
                 let _ = self.tx.send(Outgoing::Delete { id }.to_text());
                 Ok(())
             }
@@ -298,6 +263,8 @@ impl Refused {
 pub struct Member<'a> {
     room: &'a ChatRoom,
     principal: Principal,
+    /// The family's name, shown beside the member's own so staff know who speaks.
+    family: Option<String>,
     author: Author,
     color: &'static str,
     staff: bool,
@@ -312,6 +279,7 @@ impl ChatRoom {
     pub fn enter(
         &self,
         principal: Principal,
+        family: Option<String>,
         max_bytes: usize,
     ) -> (Member<'_>, broadcast::Receiver<Utf8Bytes>, Vec<Utf8Bytes>) {
         let color = PALETTE[self.next_color.fetch_add(1, Ordering::Relaxed) % PALETTE.len()];
@@ -326,6 +294,7 @@ impl ChatRoom {
         let member = Member {
             room: self,
             principal,
+            family,
             author,
             color,
             staff,
@@ -376,6 +345,7 @@ impl Member<'_> {
         room.post(
             self.author,
             msg.name.as_str(),
+            self.family.as_deref(),
             &msg.message,
             color,
             self.staff,
@@ -407,62 +377,61 @@ impl Drop for Member<'_> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn history_is_saved_and_read_back_after_a_restart() {
-        let dir = std::env::temp_dir().join(format!("kc-chat-{}", std::process::id()));
-        let file = dir.join("chat-history.json");
-        let trigger = crate::shutdown::ShutdownTrigger::new();
-        let room = std::sync::Arc::new(ChatRoom::new(3));
-        let saver = tokio::spawn({
-            let (room, file, shutdown) = (room.clone(), file.clone(), trigger.subscribe());
-            async move { room.keep_saved(&file, shutdown).await }
-        });
+    #[test]
+    fn history_is_saved_and_read_back_after_a_restart() {
+        let store = Store::in_memory(Default::default()).unwrap();
+        let room = ChatRoom::load("camera", 3, store.clone());
+        let other = ChatRoom::load("aula-2", 3, store.clone());
         for (i, word) in ["uno", "dos", "tres", "cuatro"].iter().enumerate() {
-            room.post(Author::Connection(1), "Ana", word, "000000", i == 0);
+            room.post(Author::Connection(1), "Ana", None, word, "000000", i == 0);
         }
+        other.post(
+            Author::Connection(1),
+            "Luis",
+            None,
+            "otra sala",
+            "000000",
+            false,
+        );
         let gone = room.history.locked()[0].id;
         room.moderate(Command::Delete { id: gone }).unwrap();
-        assert!(
-            trigger.drained(Duration::from_secs(5)).await,
-            "the saver stops at shutdown"
-        );
-        saver.await.unwrap();
-        room.save(&file).await;
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        store.flush().unwrap();
 
-        let back = ChatRoom::load(3, &file);
-        let (_, texts) = back.join();
-        let words: Vec<String> = texts
-            .iter()
-            .map(|t| {
-                serde_json::from_str::<serde_json::Value>(t).unwrap()["message"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
+        let words = |room: &ChatRoom| -> Vec<String> {
+            room.join()
+                .1
+                .iter()
+                .map(|t| {
+                    serde_json::from_str::<serde_json::Value>(t).unwrap()["message"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        };
+        let back = ChatRoom::load("camera", 3, store.clone());
         assert_eq!(
-            words,
+            words(&back),
             ["tres", "cuatro"],
             "the last three, minus the deleted one"
         );
-        back.post(Author::Connection(1), "Ana", "cinco", "000000", false);
+        assert_eq!(
+            words(&ChatRoom::load("aula-2", 3, store)),
+            ["otra sala"],
+            "rooms keep their own"
+        );
+        back.post(Author::Connection(1), "Ana", None, "cinco", "000000", false);
         assert!(
             back.history.locked().back().unwrap().id > gone + 2,
             "ids keep counting up"
         );
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn staff_can_delete_and_mute() {
-        let room = ChatRoom::new(10);
+        let room = ChatRoom::new("camera", 10);
         let author = Author::Connection(7);
-        room.post(author, "Ana", "hola", "000000", false);
+        room.post(author, "Ana", None, "hola", "000000", false);
         let id = room.history.locked()[0].id;
         assert!(room
             .moderate(Command::Mute {

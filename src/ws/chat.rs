@@ -23,11 +23,12 @@ pub async fn serve<S>(
     room: &ChatRoom,
     max_bytes: usize,
     principal: Principal,
+    family: Option<String>,
     mut shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut member, mut rx, history) = room.enter(principal, max_bytes);
+    let (mut member, mut rx, history) = room.enter(principal, family, max_bytes);
     // The whole replay, not only its flush, is bounded: with no write buffer,
     // each `feed` already waits on the socket.
     let replay = async {
@@ -111,7 +112,7 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_reader_is_told_what_it_missed_and_skips_ahead() {
         use tokio_tungstenite::tungstenite::protocol::Role as Side;
-        let room = std::sync::Arc::new(ChatRoom::new(10));
+        let room = std::sync::Arc::new(ChatRoom::new("camera", 10));
         // A 1 KiB pipe: the server's writes stall after about one message.
         let (server_io, client_io) = tokio::io::duplex(1024);
         let server_ws = WebSocketStream::from_raw_socket(server_io, Side::Server, None).await;
@@ -127,7 +128,7 @@ mod tests {
         };
         let server = tokio::spawn({
             let (room, shutdown) = (room.clone(), trigger.subscribe());
-            async move { serve(server_ws, &room, 4096, principal, shutdown).await }
+            async move { serve(server_ws, &room, 4096, principal, None, shutdown).await }
         });
         while next(&mut client).await["event"] != "join" {}
 
@@ -139,6 +140,7 @@ mod tests {
             room.post(
                 Author::Connection(99),
                 "Ana",
+                None,
                 &format!("{i} {filler}"),
                 "000000",
                 false,

@@ -19,9 +19,17 @@ const MAX_HEADERS: usize = 48;
 /// Where an upgraded connection goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    Chat,
-    Video { stream: String, binary: bool },
-    Upload { stream: String },
+    /// `/chat` (the room of `camera`) or `/chat/NAME`.
+    Chat {
+        room: String,
+    },
+    Video {
+        stream: String,
+        binary: bool,
+    },
+    Upload {
+        stream: String,
+    },
 }
 
 impl Route {
@@ -31,13 +39,17 @@ impl Route {
         let binary = query.split('&').any(|kv| kv == "format=binary");
         let named = |rest: &str| hub::valid_stream_name(rest).then(|| rest.to_owned());
         match path {
-            "/chat" => Some(Route::Chat),
+            "/chat" => Some(Route::Chat {
+                room: CAMERA.to_owned(),
+            }),
             "/video" => Some(Route::Video {
                 stream: CAMERA.to_owned(),
                 binary,
             }),
             _ => {
-                if let Some(rest) = path.strip_prefix("/video/") {
+                if let Some(rest) = path.strip_prefix("/chat/") {
+                    named(rest).map(|room| Route::Chat { room })
+                } else if let Some(rest) = path.strip_prefix("/video/") {
                     named(rest).map(|stream| Route::Video { stream, binary })
                 } else if let Some(rest) = path.strip_prefix("/upload/") {
                     named(rest).map(|stream| Route::Upload { stream })
@@ -100,7 +112,7 @@ impl Refusal {
     fn body(&self) -> std::borrow::Cow<'static, str> {
         let text = match self {
             Refusal::NotFound => {
-                "no such WebSocket endpoint: use /chat, /video, /video/NAME or /upload/NAME\n"
+                "no such WebSocket endpoint: use /chat, /chat/NAME, /video, /video/NAME or /upload/NAME\n"
             }
             Refusal::BadRequest(why) => why,
             Refusal::HeadTooLarge => "request head too large\n",
@@ -214,7 +226,19 @@ mod tests {
 
     #[test]
     fn routes_by_path() {
-        assert_eq!(Route::parse("/chat"), Some(Route::Chat));
+        assert_eq!(
+            Route::parse("/chat"),
+            Some(Route::Chat {
+                room: "camera".into()
+            })
+        );
+        assert_eq!(
+            Route::parse("/chat/aula-2"),
+            Some(Route::Chat {
+                room: "aula-2".into()
+            })
+        );
+        assert_eq!(Route::parse("/chat/Bad Name"), None);
         assert_eq!(
             Route::parse("/video"),
             Some(Route::Video {

@@ -23,11 +23,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{self, Access};
-use crate::chat::ChatRoom;
+use crate::chat::Rooms;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::net::{self, client_ip, Admission, Conn, Gate};
 use crate::shutdown::Shutdown;
+use crate::viewing_log::ViewingLog;
 use handshake::{Refusal, Route};
 use prefixed::Prefixed;
 
@@ -76,7 +77,9 @@ pub(crate) async fn close_within<S>(
 pub struct WsContext {
     pub config: Arc<Config>,
     pub hub: Arc<Hub>,
-    pub chat: Arc<ChatRoom>,
+    pub chat: Arc<Rooms>,
+    /// Who watches now, and the log of who watched.
+    pub viewing: Arc<ViewingLog>,
     pub access: Arc<Access>,
     pub gate: Arc<Gate>,
     pub tls: Option<TlsAcceptor>,
@@ -91,13 +94,15 @@ impl WsContext {
     pub fn new(
         config: Arc<Config>,
         hub: Arc<Hub>,
-        chat: Arc<ChatRoom>,
+        chat: Arc<Rooms>,
+        viewing: Arc<ViewingLog>,
         access: Arc<Access>,
         tls: Option<TlsAcceptor>,
         http_port: u16,
     ) -> WsContext {
         WsContext {
             chat,
+            viewing,
             gate: Gate::new(
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
@@ -215,7 +220,8 @@ async fn handle(
             return;
         }
     };
-    // Resolve the stream before upgrading, so a full hub is a plain HTTP refusal.
+    // Resolve the stream or room before upgrading, so a full hub or an unknown
+    // room is a plain HTTP refusal.
     let video_stream = match &upgrade.request.route {
         Route::Video { stream, .. } => match ctx.hub.stream(stream) {
             Ok(s) => Some(s),
@@ -227,26 +233,71 @@ async fn handle(
         },
         _ => None,
     };
+    let chat_room = match &upgrade.request.route {
+        Route::Chat { room } => match open_room(&ctx, &principal, room) {
+            Ok(room) => Some(room),
+            Err(refusal) => {
+                tracing::info!(%peer, ?refusal, "chat room refused");
+                refusal.send(&mut conn).await;
+                return;
+            }
+        },
+        _ => None,
+    };
     if upgrade.accept(&mut conn, limit).await.is_err() {
         return;
     }
     tracing::info!(%peer, route = ?upgrade.request.route, role = principal.role.as_str(), "WebSocket connected");
-    // A logout or a changed code closes this socket too.
+    // A logout, a changed code or a revoked family closes this socket too, and so
+    // does the family losing this room.
     let shutdown = match &principal.ended {
         Some(ended) => shutdown.or_session_end(ended.clone(), principal.expires),
         None => shutdown,
     };
+    let room_lost = match &upgrade.request.route {
+        Route::Chat { room } | Route::Video { stream: room, .. } => {
+            ctx.access.room_access(&principal, room)
+        }
+        Route::Upload { .. } => None,
+    };
+    let shutdown = match room_lost {
+        Some(lost) => shutdown.or_room_lost(lost),
+        None => shutdown,
+    };
     let route = upgrade.request.route;
-    let socket = Prefixed::new(upgrade.leftover, conn);
+    let mut socket = Prefixed::new(upgrade.leftover, conn);
     let limits = &ctx.config.limits;
     match route {
-        Route::Chat => {
+        Route::Chat { .. } => {
+            let room = chat_room.expect("resolved above");
             let ws_config = ctx.tungstenite_config(limits.max_chat_bytes);
             let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config)).await;
-            chat::serve(ws, &ctx.chat, limits.max_chat_bytes, principal, shutdown).await;
+            let family = ctx.access.family_name(&principal);
+            chat::serve(
+                ws,
+                &room,
+                limits.max_chat_bytes,
+                principal,
+                family,
+                shutdown,
+            )
+            .await;
         }
-        Route::Video { binary, .. } => {
+        Route::Video {
+            binary,
+            stream: name,
+        } => {
             let stream = video_stream.expect("resolved above");
+            let _device = match ctx.access.claim_device(&principal) {
+                Ok(place) => place,
+                Err(refused) => {
+                    tracing::info!(%peer, family = ?principal.account, "video refused: {}", refused.message);
+                    video::refuse(&mut socket, &refused.status, 4003, refused.reason).await;
+                    return;
+                }
+            };
+            let _viewing = ctx.viewing.open(&principal, &name, client_ip(peer));
+            ctx.access.seen(&principal);
             video::serve(socket, stream, binary, shutdown).await;
         }
         Route::Upload { stream } => {
@@ -256,6 +307,25 @@ async fn handle(
         }
     }
     tracing::info!(%peer, "WebSocket closed");
+}
+
+/// The chat room a socket asks for, if it may be opened. A room exists beside
+/// every configured camera and live stream; a family may also open its own
+/// rooms, and staff any room. Anything else is 404, so a viewer cannot make the
+/// server keep rooms for made-up names.
+fn open_room(
+    ctx: &WsContext,
+    principal: &auth::Principal,
+    room: &str,
+) -> Result<Arc<crate::chat::ChatRoom>, Refusal> {
+    let known = ctx.config.capture.cameras.iter().any(|c| c.name == room)
+        || ctx.hub.get(room).is_some()
+        || principal.role.is_staff()
+        || matches!(principal.account, auth::Account::Family(_));
+    if !known {
+        return Err(Refusal::NotFound);
+    }
+    ctx.chat.room(room).map_err(|_| Refusal::Busy)
 }
 
 /// Who may open this socket: the host name, credentials, then the page's origin,
@@ -288,7 +358,7 @@ fn admit(
         ));
     }
     let asked = match &upgrade.route {
-        Route::Chat => auth::Route::Chat(crate::hub::CAMERA),
+        Route::Chat { room } => auth::Route::Chat(room),
         Route::Video { stream, .. } => auth::Route::Watch(stream),
         Route::Upload { stream } => auth::Route::Broadcast(Some(stream)),
     };

@@ -254,6 +254,23 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Incoming> {
     })
 }
 
+/// Turns a viewer away after the handshake, where a browser can read why: a
+/// `{"type":"status","state":"refused",...}` message with the reason, then a close
+/// frame with `code` and a short reason. Bounded by the close limit.
+pub async fn refuse<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    status: &serde_json::Value,
+    code: u16,
+    reason: &str,
+) {
+    let text = status.to_string();
+    let goodbye = async {
+        write_message(w, OP_TEXT, text.as_bytes()).await?;
+        write_close(w, code, reason).await
+    };
+    let _ = tokio::time::timeout(CLOSE_LIMIT, goodbye).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
