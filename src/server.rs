@@ -152,6 +152,7 @@ impl Server {
             hub: self.hub.clone(),
             ws: ws_ctx,
             access: self.access.clone(),
+            store: self.store.clone(),
             http_port: self.http_addr.port(),
             ws_port: self.ws_addr.port(),
             started: Instant::now(),

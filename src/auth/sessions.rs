@@ -38,6 +38,10 @@ pub struct Session {
     pub family: Option<String>,
     pub name: DisplayName,
     pub expires: SystemTime,
+    /// What the session's pages send with each change they make (`X-CSRF-Token`):
+    /// derived from the token's hash, so it survives a restart, and useless to
+    /// anyone who cannot read the page.
+    pub csrf: String,
     /// Of the role's code when the session began.
     fingerprint: [u8; 32],
     ended: watch::Sender<bool>,
@@ -64,6 +68,14 @@ pub struct SessionStore {
 
 fn key(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+fn csrf_for(key: &[u8; 32]) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"kindercam csrf\0")
+        .chain_update(key)
+        .finalize();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18])
 }
 
 fn unix(at: SystemTime) -> i64 {
@@ -113,6 +125,7 @@ impl SessionStore {
                 role,
                 family: s.family,
                 name,
+                csrf: csrf_for(&s.key),
                 expires,
                 fingerprint: s.code,
                 ended: watch::Sender::new(false),
@@ -143,11 +156,13 @@ impl SessionStore {
     ) -> anyhow::Result<(String, Arc<Session>)> {
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(super::codes::random_bytes::<32>()?);
+        let key = key(&token);
         let session = Arc::new(Session {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             role,
             family,
             name,
+            csrf: csrf_for(&key),
             expires: SystemTime::now() + self.ttl,
             fingerprint,
             ended: watch::Sender::new(false),
@@ -168,7 +183,6 @@ impl SessionStore {
                 }
             }
         }
-        let key = key(&token);
         sessions.insert(key, session.clone());
         drop(sessions);
         if let Some(store) = &self.store {

@@ -23,6 +23,8 @@ use crate::hub::{Hub, StreamStatus, CAMERA};
 use crate::shutdown::Shutdown;
 use crate::ws::WsContext;
 
+pub mod api;
+
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 }
@@ -40,6 +42,8 @@ pub struct HttpContext {
     pub hub: Arc<Hub>,
     pub ws: Arc<WsContext>,
     pub access: Arc<Access>,
+    /// The database: families, the viewing log.
+    pub store: crate::store::Store,
     /// The listeners' real ports (tests bind port 0): our pages' origin, for CSRF
     /// checks, and where the pages find the WebSocket server.
     pub http_port: u16,
@@ -111,6 +115,10 @@ struct Incoming<'a> {
     cookie: Option<String>,
     authorization: Option<String>,
     accepts_html: bool,
+    /// The whole `Accept` header (the viewing log answers CSV when asked).
+    accept: Option<String>,
+    /// `X-CSRF-Token`, which a browser session's admin changes must carry.
+    csrf: Option<String>,
     sec_fetch_site: Option<String>,
     sec_fetch_mode: Option<String>,
 }
@@ -137,10 +145,15 @@ fn respond(mut request: Request, ctx: &HttpContext) {
         cookie: header_value(&request, "Cookie"),
         authorization: header_value(&request, "Authorization"),
         accepts_html: header_value(&request, "Accept").is_some_and(|a| a.contains("text/html")),
+        accept: header_value(&request, "Accept"),
+        csrf: header_value(&request, api::CSRF_HEADER),
         sec_fetch_site: header_value(&request, "Sec-Fetch-Site"),
         sec_fetch_mode: header_value(&request, "Sec-Fetch-Mode"),
     };
-    let body = if incoming.method == Method::Post {
+    let body = if matches!(
+        incoming.method,
+        Method::Post | Method::Patch | Method::Put | Method::Delete
+    ) {
         let mut body = String::new();
         // The guard already refused bodies over its limit; this is belt and braces.
         let _ = request
@@ -181,6 +194,7 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         (Method::Post, "/login") => return login(req, body, ctx),
         (Method::Post, "/logout") => return logout(req, ctx),
         (Method::Get | Method::Head, _) => {}
+        (_, p) if p.starts_with("/api/") => {}
         _ => {
             return text(405, "method not allowed\n")
                 .with_header(header("Allow", "GET, HEAD, POST"))
@@ -206,12 +220,24 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
     let asked = match req.path {
         "/snapshot.jpg" => Route::Watch(snapshot_stream),
         "/camera" => Route::Broadcast(None),
+        "/admin" => Route::Admin,
+        p if p.starts_with("/api/") => Route::Admin,
         _ => Route::Pages,
     };
     if let Err(denied) = ctx.access.authorize(&who, asked) {
+        if req.path.starts_with("/api/") {
+            return json(
+                denied.status(),
+                &serde_json::json!({ "error": denied.to_string() }),
+            );
+        }
         return refused(req, &denied);
     }
+    if req.path.starts_with("/api/") {
+        return api::handle(req, body, &who, ctx);
+    }
     match req.path {
+        "/admin" => page(ctx, "/admin.html", req.host.as_deref()),
         "/config.json" => json(200, &page_config(ctx, &who)),
         "/stats.json" => json(200, &stats(ctx)),
         "/snapshot.jpg" => snapshot(ctx, snapshot_stream),
@@ -356,6 +382,7 @@ fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
     serde_json::json!({
         "role": who.role,
         "staff": who.role.is_staff(),
+        "csrf": who.session.as_ref().map(|s| s.csrf.clone()),
         "admin": who.role == crate::auth::Role::Admin,
         "family": family_name,
         "name": who.name,

@@ -1,0 +1,323 @@
+//! The admin API: JSON over HTTP for the director (the admin role only), the
+//! contract that the admin page, scripts and outside checks use.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `POST /api/families` | 201, the family and its code (shown only here and on rotation) |
+//! | `GET /api/families` | 200, every family with how many devices watch now |
+//! | `PATCH /api/families/ID` | 200, the family; a room taken away closes its sockets |
+//! | `DELETE /api/families/ID` | 204; its sessions and sockets end within a second |
+//! | `POST /api/families/ID/code` | 200, a new code; the old one and its sessions end |
+//! | `GET /api/viewers` | 200, who is watching now |
+//! | `GET /api/audit?since=&until=` | 200, the viewing log (JSON, or CSV) |
+//! | `POST /api/qr` | 200, an SVG QR code of the text sent (the invite) |
+//!
+//! Every change is written to the database first and applied in memory only
+//! once committed, so a failed write changes nothing. A browser session must
+//! send the `X-CSRF-Token` its page got from `/config.json` with each change (a
+//! cross-site form cannot set a header); HTTP Basic clients need none. Bad input
+//! is a 400 whose JSON names the field.
+
+use tiny_http::Method;
+
+use super::{header, json, HttpContext, Incoming, Reply};
+use crate::auth::families::{self, Family, FamilyChange, FieldError};
+use crate::auth::{codes, Principal};
+use crate::store::{audit_csv, unix_now};
+
+/// The header a browser session's changes must carry.
+pub const CSRF_HEADER: &str = "X-CSRF-Token";
+/// The longest text the QR endpoint encodes: an invite link with its code.
+const MAX_QR_TEXT: usize = 512;
+
+/// Answers an `/api/...` request from `who`, already known to be the admin.
+pub(super) fn handle(req: &Incoming, body: &str, who: &Principal, ctx: &HttpContext) -> Reply {
+    let changes = !matches!(req.method, Method::Get | Method::Head);
+    if changes {
+        if let Some(refused) = csrf_refusal(req, who, ctx) {
+            return refused;
+        }
+    }
+    let path = req.path.trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').skip(2).collect();
+    match (&req.method, segments.as_slice()) {
+        (Method::Get | Method::Head, ["families"]) => list_families(ctx),
+        (Method::Post, ["families"]) => create_family(body, ctx),
+        (Method::Patch, ["families", id]) => edit_family(id, body, ctx),
+        (Method::Delete, ["families", id]) => revoke_family(id, ctx),
+        (Method::Post, ["families", id, "code"]) => rotate_code(id, ctx),
+        (Method::Get | Method::Head, ["viewers"]) => {
+            json(200, &serde_json::json!(ctx.ws.viewing.now()))
+        }
+        (Method::Get | Method::Head, ["audit"]) => audit(req, ctx),
+        (Method::Post, ["qr"]) => qr(body),
+        (
+            _,
+            ["families"]
+            | ["families", _]
+            | ["families", _, "code"]
+            | ["viewers"]
+            | ["audit"]
+            | ["qr"],
+        ) => error(405, "method not allowed here", None),
+        _ => error(404, "no such API path", None),
+    }
+}
+
+/// A change from a browser session must prove it comes from our own page.
+fn csrf_refusal(req: &Incoming, who: &Principal, ctx: &HttpContext) -> Option<Reply> {
+    if !super::same_origin_post(req, ctx) {
+        return Some(error(403, "cross-site requests are not accepted", None));
+    }
+    let session = who.session.as_ref()?;
+    let expected = session.csrf.clone();
+    let presented = req.csrf.as_deref().unwrap_or("");
+    if !codes::same_secret(presented, &expected) {
+        return Some(error(
+            403,
+            "missing or wrong X-CSRF-Token: reload the page and try again",
+            None,
+        ));
+    }
+    None
+}
+
+fn error(status: u16, why: &str, field: Option<&str>) -> Reply {
+    let mut body = serde_json::json!({ "error": why });
+    if let Some(field) = field {
+        body["field"] = field.into();
+    }
+    json(status, &body)
+}
+
+fn bad_field(e: FieldError) -> Reply {
+    error(400, &e.to_string(), Some(&e.field))
+}
+
+fn storage_failed(e: impl std::fmt::Display) -> Reply {
+    tracing::error!(error = %e, "an admin change could not be saved");
+    error(
+        503,
+        &format!("the change could not be saved, nothing was changed: {e}"),
+        None,
+    )
+    .with_header(header("Retry-After", "5"))
+}
+
+fn family_json(family: &Family, watching: usize) -> serde_json::Value {
+    let mut value = serde_json::json!(family);
+    value["watching"] = watching.into();
+    value
+}
+
+fn not_found(id: &str) -> Reply {
+    error(404, &format!("no family with id {id:?}"), None)
+}
+
+fn list_families(ctx: &HttpContext) -> Reply {
+    let all: Vec<_> = ctx
+        .access
+        .families
+        .list()
+        .iter()
+        .map(|(family, watching)| family_json(family, *watching))
+        .collect();
+    json(200, &serde_json::json!(all))
+}
+
+/// A fresh code no family uses yet.
+fn new_code(ctx: &HttpContext) -> anyhow::Result<(String, [u8; 32])> {
+    loop {
+        let code = codes::generate_code()?;
+        let hash = families::code_hash(&code);
+        if !ctx.access.families.code_taken(&hash) {
+            return Ok((code, hash));
+        }
+    }
+}
+
+fn create_family(body: &str, ctx: &HttpContext) -> Reply {
+    let change = match FamilyChange::from_json(body, true) {
+        Ok(change) => change,
+        Err(e) => return bad_field(e),
+    };
+    if ctx.access.families.len() >= families::MAX_FAMILIES {
+        return error(
+            409,
+            &format!("at most {} families", families::MAX_FAMILIES),
+            None,
+        );
+    }
+    let (id, (code, code_hash)) = match Family::new_id().and_then(|id| Ok((id, new_code(ctx)?))) {
+        Ok(made) => made,
+        Err(e) => return storage_failed(e),
+    };
+    let blank = Family {
+        id,
+        name: String::new(),
+        rooms: Vec::new(),
+        max_devices: families::DEFAULT_MAX_DEVICES,
+        created: unix_now(),
+        last_seen: None,
+        code_hash,
+    };
+    let family = change.apply_to(&blank);
+    if let Err(e) = ctx.store.create_family(&family) {
+        return storage_failed(e);
+    }
+    ctx.access.families.insert(family.clone());
+    tracing::info!(family = %family.id, rooms = ?family.rooms, "family added");
+    let mut answer = family_json(&family, 0);
+    answer["code"] = code.into();
+    json(201, &answer)
+}
+
+fn edit_family(id: &str, body: &str, ctx: &HttpContext) -> Reply {
+    let change = match FamilyChange::from_json(body, false) {
+        Ok(change) => change,
+        Err(e) => return bad_field(e),
+    };
+    let Some(current) = ctx.access.families.get(id) else {
+        return not_found(id);
+    };
+    match ctx.store.update_family(id, change.clone()) {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(id),
+        Err(e) => return storage_failed(e),
+    }
+    let edited = change.apply_to(&current);
+    ctx.access.families.update(edited.clone());
+    tracing::info!(family = %id, rooms = ?edited.rooms, "family changed");
+    let watching = ctx
+        .access
+        .families
+        .list()
+        .iter()
+        .find(|(f, _)| f.id == id)
+        .map_or(0, |(_, n)| *n);
+    json(200, &family_json(&edited, watching))
+}
+
+fn revoke_family(id: &str, ctx: &HttpContext) -> Reply {
+    if ctx.access.families.get(id).is_none() {
+        return not_found(id);
+    }
+    match ctx.store.delete_family(id) {
+        Ok(true) => {}
+        Ok(false) => return not_found(id),
+        Err(e) => return storage_failed(e),
+    }
+    ctx.access.families.remove(id);
+    let sessions = ctx.access.sessions.end_family(id);
+    tracing::info!(family = %id, sessions, "family revoked");
+    tiny_http::Response::new(
+        tiny_http::StatusCode(204),
+        vec![header("Cache-Control", "no-store")],
+        std::io::Cursor::new(bytes::Bytes::new()),
+        Some(0),
+        None,
+    )
+}
+
+fn rotate_code(id: &str, ctx: &HttpContext) -> Reply {
+    if ctx.access.families.get(id).is_none() {
+        return not_found(id);
+    }
+    let (code, hash) = match new_code(ctx) {
+        Ok(made) => made,
+        Err(e) => return storage_failed(e),
+    };
+    match ctx.store.set_family_code(id, hash) {
+        Ok(true) => {}
+        Ok(false) => return not_found(id),
+        Err(e) => return storage_failed(e),
+    }
+    ctx.access.families.rotate_code(id, hash);
+    let sessions = ctx.access.sessions.end_family(id);
+    tracing::info!(family = %id, sessions, "family code rotated");
+    json(200, &serde_json::json!({ "code": code }))
+}
+
+fn audit(req: &Incoming, ctx: &HttpContext) -> Reply {
+    let number = |key: &str, default: i64| -> Result<i64, Reply> {
+        match super::query_param(req.query, key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .map_err(|_| error(400, &format!("{key}: must be UNIX seconds"), Some(key))),
+        }
+    };
+    let (since, until) = match (number("since", 0), number("until", i64::MAX)) {
+        (Ok(since), Ok(until)) => (since, until),
+        (Err(reply), _) | (_, Err(reply)) => return reply,
+    };
+    if since > until {
+        return error(400, "since: must not be after until", Some("since"));
+    }
+    let records = match ctx.store.audit(since, until) {
+        Ok(records) => records,
+        Err(e) => return storage_failed(e),
+    };
+    let csv = super::query_param(req.query, "format") == Some("csv")
+        || req
+            .accept
+            .as_deref()
+            .is_some_and(|a| a.contains("text/csv"));
+    if !csv {
+        return json(200, &serde_json::json!(records));
+    }
+    let body = audit_csv(&records);
+    let len = body.len();
+    tiny_http::Response::new(
+        tiny_http::StatusCode(200),
+        vec![
+            header("Content-Type", "text/csv; charset=utf-8"),
+            header(
+                "Content-Disposition",
+                "attachment; filename=\"kindercam-viewing-log.csv\"",
+            ),
+            header("Cache-Control", "no-store"),
+            header("X-Content-Type-Options", "nosniff"),
+        ],
+        std::io::Cursor::new(bytes::Bytes::from(body)),
+        Some(len),
+        None,
+    )
+}
+
+/// An SVG QR code of `{"text": "..."}`: the invite's login link, made here so the
+/// page needs no QR library and the code never goes into a URL.
+fn qr(body: &str) -> Reply {
+    let text = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["text"].as_str().map(str::to_owned));
+    let Some(text) = text.filter(|t| !t.is_empty() && t.len() <= MAX_QR_TEXT) else {
+        return error(
+            400,
+            &format!("text: a string of 1-{MAX_QR_TEXT} bytes"),
+            Some("text"),
+        );
+    };
+    let code =
+        match qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M) {
+            Ok(code) => code,
+            Err(e) => return error(400, &format!("text: cannot be encoded: {e}"), Some("text")),
+        };
+    let svg = code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(256, 256)
+        .quiet_zone(true)
+        .build();
+    let len = svg.len();
+    tiny_http::Response::new(
+        tiny_http::StatusCode(200),
+        vec![
+            header("Content-Type", "image/svg+xml"),
+            header("Cache-Control", "no-store"),
+            header("X-Content-Type-Options", "nosniff"),
+        ],
+        std::io::Cursor::new(bytes::Bytes::from(svg)),
+        Some(len),
+        None,
+    )
+}
