@@ -239,7 +239,7 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
     match req.path {
         "/admin" => page(ctx, "/admin.html", req.host.as_deref()),
         "/config.json" => json(200, &page_config(ctx, &who)),
-        "/stats.json" => json(200, &stats(ctx)),
+        "/stats.json" => json(200, &stats(ctx, &who)),
         "/snapshot.jpg" => snapshot(ctx, snapshot_stream),
         "/" => page(ctx, "/index.html", req.host.as_deref()),
         "/camera" => page(ctx, "/camera.html", req.host.as_deref()),
@@ -375,16 +375,20 @@ fn healthz(ctx: &HttpContext) -> serde_json::Value {
 
 fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
     let c = &ctx.config;
-    let family_name = match &who.account {
-        crate::auth::Account::Family(id) => ctx.access.families.get(id).map(|f| f.name.clone()),
+    let family = match &who.account {
+        crate::auth::Account::Family(id) => ctx.access.families.get(id),
         crate::auth::Account::Role => None,
     };
+    let family_name = family.as_ref().map(|f| f.name.clone());
+    let family_rooms = family.as_ref().map(|f| f.rooms.clone());
     serde_json::json!({
         "role": who.role,
         "staff": who.role.is_staff(),
         "csrf": who.session.as_ref().map(|s| s.csrf.clone()),
         "admin": who.role == crate::auth::Role::Admin,
         "family": family_name,
+        // The rooms a family may enter; `null` means every room.
+        "rooms": family_rooms,
         "name": who.name,
         "auth": ctx.access.enabled(),
         "ws_port": ctx.ws_port,
@@ -399,11 +403,21 @@ fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
     })
 }
 
-fn stats(ctx: &HttpContext) -> serde_json::Value {
+/// The figures `who` may see: a family sees only its own rooms.
+fn stats(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
+    let visible = |room: &str| ctx.access.authorize(who, Route::Watch(room)).is_ok();
+    let streams: Vec<_> = ctx
+        .hub
+        .stats()
+        .into_iter()
+        .filter(|s| visible(&s.name))
+        .collect();
+    let mut chat_online = ctx.ws.chat.online();
+    chat_online.retain(|room, _| visible(room));
     serde_json::json!({
         "connections": ctx.ws.open_connections(),
-        "chat_online": ctx.ws.chat.online(),
-        "streams": ctx.hub.stats(),
+        "chat_online": chat_online,
+        "streams": streams,
     })
 }
 
