@@ -540,7 +540,7 @@ impl Writer {
         drop(conn);
         if let Err(e) = &result {
             // A refusal (a code already in use) is an answer, not a failure.
-            if !matches!(e, StoreError::Conflict(_)) {
+            if !matches!(e, StoreError::Conflict(_) | StoreError::Invalid(_)) {
                 self.shared.failed(1, what, e);
             }
         }
