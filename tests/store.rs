@@ -128,6 +128,12 @@ fn families_are_created_listed_changed_recoded_and_deleted() {
         store.create_family(&family("fdiaz", "fresh")),
         Err(StoreError::Conflict(_))
     ));
+    let mut nobody_may_watch = family("fzero", "code-zero");
+    nobody_may_watch.max_devices = 0;
+    assert!(matches!(
+        store.create_family(&nobody_may_watch),
+        Err(StoreError::Invalid(_))
+    ));
     assert_eq!(store.families().unwrap(), vec![perez.clone(), diaz.clone()]);
     assert_eq!(
         store.family_by_code(&perez.code_hash).unwrap(),
@@ -904,6 +910,41 @@ fn a_backup_taken_while_the_store_writes_is_a_consistent_copy() {
     assert_eq!(back.families().unwrap().len(), last);
     let ids: HashSet<String> = back.families().unwrap().into_iter().map(|f| f.id).collect();
     assert!((0..last).all(|n| ids.contains(&format!("f{n}"))));
+}
+
+#[test]
+fn a_backup_of_a_stopped_daemon_leaves_its_files_usable_by_the_daemon() {
+    use std::os::unix::fs::MetadataExt;
+    let state = TempDir::new("backup-owner");
+    let store = open(state.path());
+    store.create_family(&family("fperez", "c1")).unwrap();
+    drop(store);
+    // The daemon's files belong to its (dynamic) user; the backup runs as root.
+    let db = state.path().join(DB_FILE);
+    let daemon = (4_242_424, 4_242_424);
+    if std::os::unix::fs::chown(&db, Some(daemon.0), Some(daemon.1)).is_err() {
+        eprintln!("skipped: cannot give a file away here (needs root)");
+        return;
+    }
+    for sidecar in ["kindercam.db-wal", "kindercam.db-shm"] {
+        assert!(
+            !state.path().join(sidecar).exists(),
+            "a clean stop removes {sidecar}"
+        );
+    }
+    // Reading a stopped daemon's database makes its -wal and -shm files; SQLite,
+    // run as root, gives them the database's owner, or the daemon could not open
+    // them at its next start.
+    kindercam::store::backup(state.path(), &state.path().join("copia.db")).unwrap();
+    for sidecar in ["kindercam.db-wal", "kindercam.db-shm"] {
+        if let Ok(meta) = std::fs::metadata(state.path().join(sidecar)) {
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                daemon,
+                "{sidecar} is the daemon's"
+            );
+        }
+    }
 }
 
 #[test]

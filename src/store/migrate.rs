@@ -50,6 +50,7 @@ CREATE TABLE viewing (
     address TEXT NOT NULL
 ) STRICT;
 CREATE INDEX viewing_start ON viewing (start);
+CREATE INDEX viewing_end ON viewing ("end");     -- reports on recent days, pruning
 
 CREATE TABLE chat (
     room TEXT NOT NULL,

@@ -163,6 +163,9 @@ pub enum StoreError {
     ReadOnly(String),
     /// A uniqueness rule: another family has this id or this code.
     Conflict(String),
+    /// A value the schema refuses (a session of a family that does not exist, a
+    /// role other than viewer, staff or admin), with SQLite's words.
+    Invalid(String),
     /// The store was closed: the writer thread is gone.
     Closed,
     /// Anything else SQLite reported (an I/O error, a damaged file), with its words.
@@ -175,6 +178,7 @@ impl fmt::Display for StoreError {
             StoreError::Full => f.write_str("the disk is full"),
             StoreError::ReadOnly(why) => write!(f, "the database cannot be written: {why}"),
             StoreError::Conflict(why) => f.write_str(why),
+            StoreError::Invalid(why) => write!(f, "refused by the database: {why}"),
             StoreError::Closed => f.write_str("the database is closed"),
             StoreError::Failed(why) => write!(f, "database error: {why}"),
         }
@@ -192,8 +196,16 @@ impl From<rusqlite::Error> for StoreError {
                 StoreError::ReadOnly(e.to_string())
             }
             Some(C::ConstraintViolation) => {
+                let unique = matches!(
+                    &e,
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                );
                 let text = e.to_string();
-                if text.contains("families.code_hash") {
+                if !unique {
+                    StoreError::Invalid(text)
+                } else if text.contains("families.code_hash") {
                     StoreError::Conflict("another family has this code".into())
                 } else if text.contains("families.id") {
                     StoreError::Conflict("a family with this id exists".into())
@@ -216,7 +228,8 @@ pub struct WriteStats {
 }
 
 /// A handle on the store; clones share it. The writer stops, after committing what
-/// was queued, when the last handle is dropped or [`Store::close`] is called.
+/// was queued, when the last handle is dropped or [`Store::close`] is called; both
+/// wait for that commit, so do either at shutdown, off the async workers.
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
