@@ -8,45 +8,12 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use common::{
     basic_auth as basic, start_secured as secured, STAFF_CODE as STAFF, VIEWER_CODE as VIEWER,
 };
 
 /// Logs in through the form and returns the `name=value` cookie pair.
-async fn login(server: &TestServer, name: &str, code: &str) -> String {
-    let body = format!("name={name}&code={code}");
-    let reply = http_request(server.http, "POST", "/login", &[], &body).await;
-    assert_eq!(reply.status, 303, "login: {}", reply.text());
-    assert_eq!(reply.header("Location"), Some("/"));
-    let cookie = reply.header("Set-Cookie").expect("a session cookie");
-    for part in ["HttpOnly", "SameSite=Strict", "Max-Age="] {
-        assert!(cookie.contains(part), "cookie lacks {part}: {cookie}");
-    }
-    cookie.split(';').next().unwrap().to_owned()
-}
-
-/// Opens a WebSocket with the given headers; `Err(status)` when refused.
-async fn ws_with(
-    server: &TestServer,
-    path: &str,
-    headers: &[(&'static str, String)],
-) -> Result<Ws, u16> {
-    let mut req = server.ws_url(path).into_client_request().unwrap();
-    for (name, value) in headers {
-        req.headers_mut()
-            .insert(*name, HeaderValue::from_str(value).unwrap());
-    }
-    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await {
-        Err(_) => panic!("handshake to {path} hung"),
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => Err(resp.status().as_u16()),
-        Ok(Err(e)) => panic!("handshake to {path} failed oddly: {e}"),
-    }
-}
-
 #[tokio::test]
 async fn every_endpoint_but_login_and_healthz_needs_credentials() {
     let server = secured(&[]).await;

@@ -453,11 +453,15 @@ impl Access {
     /// Notes that `who` was here now: a family's last visit, kept in the database.
     pub fn seen(&self, who: &Principal) {
         if let Account::Family(id) = &who.account {
-            let now = crate::store::unix_now();
-            self.families.touch(id, now);
-            if let Some(store) = &self.store {
-                store.touch_family(id, now);
-            }
+            self.family_seen(id);
+        }
+    }
+
+    fn family_seen(&self, id: &str) {
+        let now = crate::store::unix_now();
+        self.families.touch(id, now);
+        if let Some(store) = &self.store {
+            store.touch_family(id, now);
         }
     }
 
@@ -516,6 +520,9 @@ impl Access {
                 (Role::Viewer, Some(family.id.clone()), family.code_hash)
             }
         };
+        if let Some(id) = &family {
+            self.family_seen(id);
+        }
         self.sessions
             .create(role, name, family, fingerprint)
             .map_err(|_| LoginError::BadName("cannot create a session right now".into()))

@@ -34,6 +34,7 @@ pub const DATA_URL_PREFIX: &str = "data:image/jpeg;base64,";
 /// The access codes of test servers started with [`start_secured`].
 pub const VIEWER_CODE: &str = "parents-2468";
 pub const STAFF_CODE: &str = "teachers-1357";
+pub const ADMIN_CODE: &str = "director-9753";
 
 /// How much slower than native this suite runs: `KINDERCAM_TEST_TIME_SCALE`, set
 /// by `scripts/test-cross` for qemu-user (default 1). Only bounds on promises made
@@ -84,9 +85,45 @@ pub async fn start_secured(extra: &[&str]) -> TestServer {
         VIEWER_CODE,
         "--staff-code",
         STAFF_CODE,
+        "--admin-code",
+        ADMIN_CODE,
     ];
     args.extend_from_slice(extra);
     start(&args).await
+}
+
+/// Logs in through the form as a browser does; returns the `Cookie` header value.
+pub async fn login(server: &TestServer, name: &str, code: &str) -> String {
+    let body = format!("name={name}&code={code}");
+    let reply = http_request(server.http, "POST", "/login", &[], &body).await;
+    assert_eq!(reply.status, 303, "login: {}", reply.text());
+    assert_eq!(reply.header("Location"), Some("/"));
+    let cookie = reply.header("Set-Cookie").expect("a session cookie");
+    for part in ["HttpOnly", "SameSite=Strict", "Max-Age="] {
+        assert!(cookie.contains(part), "cookie lacks {part}: {cookie}");
+    }
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// Opens a WebSocket with the given headers; `Err(status)` when refused.
+pub async fn ws_with(
+    server: &TestServer,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> Result<Ws, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut req = server.ws_url(path).into_client_request().unwrap();
+    for (name, value) in headers {
+        req.headers_mut()
+            .insert(*name, HeaderValue::from_str(value).unwrap());
+    }
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await {
+        Err(_) => panic!("handshake to {path} hung"),
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tungstenite::Error::Http(resp))) => Err(resp.status().as_u16()),
+        Ok(Err(e)) => panic!("handshake to {path} failed oddly: {e}"),
+    }
 }
 
 /// An `Authorization` value for HTTP Basic auth with `code`, as VLC sends it.
@@ -463,6 +500,11 @@ pub async fn http_request(
     if method == "POST" {
         req.push_str(&format!(
             "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    } else if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
         ));
     }
