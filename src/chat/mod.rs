@@ -47,7 +47,8 @@ impl Rooms {
         }
     }
 
-    /// The room beside stream `name`, opened if needed. The caller has checked
+    /// The room beside stream `name`, opened if needed (which reads its history
+    /// from the database: call it off the async workers). The caller has checked
     /// the name and that the asker may open it.
     pub fn room(&self, name: &str) -> Result<Arc<ChatRoom>, TooManyRooms> {
         let mut rooms = self.rooms.locked();
@@ -70,6 +71,11 @@ impl Rooms {
         let room = Arc::new(ChatRoom::load(name, self.history_len, self.store.clone()));
         rooms.insert(name.to_owned(), room.clone());
         Ok(room)
+    }
+
+    /// The room beside stream `name` if it is open already (no database read).
+    pub fn open_room(&self, name: &str) -> Option<Arc<ChatRoom>> {
+        self.rooms.locked().get(name).cloned()
     }
 
     /// People in each open room now, for `/stats.json`.

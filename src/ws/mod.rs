@@ -234,7 +234,7 @@ async fn handle(
         _ => None,
     };
     let chat_room = match &upgrade.request.route {
-        Route::Chat { room } => match open_room(&ctx, &principal, room) {
+        Route::Chat { room } => match open_room(&ctx, &principal, room).await {
             Ok(room) => Some(room),
             Err(refusal) => {
                 tracing::info!(%peer, ?refusal, "chat room refused");
@@ -312,9 +312,11 @@ async fn handle(
 /// The chat room a socket asks for, if it may be opened. A room exists beside
 /// every configured camera and live stream; a family may also open its own
 /// rooms, and staff any room. Anything else is 404, so a viewer cannot make the
-/// server keep rooms for made-up names.
-fn open_room(
-    ctx: &WsContext,
+/// server keep rooms for made-up names. A room opened for the first time reads
+/// its history from the database, on a blocking thread: the async workers carry
+/// frames and never wait for the disk.
+async fn open_room(
+    ctx: &Arc<WsContext>,
     principal: &auth::Principal,
     room: &str,
 ) -> Result<Arc<crate::chat::ChatRoom>, Refusal> {
@@ -325,7 +327,14 @@ fn open_room(
     if !known {
         return Err(Refusal::NotFound);
     }
-    ctx.chat.room(room).map_err(|_| Refusal::Busy)
+    if let Some(open) = ctx.chat.open_room(room) {
+        return Ok(open);
+    }
+    let (ctx, room) = (ctx.clone(), room.to_owned());
+    tokio::task::spawn_blocking(move || ctx.chat.room(&room))
+        .await
+        .map_err(|_| Refusal::Busy)?
+        .map_err(|_| Refusal::Busy)
 }
 
 /// Who may open this socket: the host name, credentials, then the page's origin,
