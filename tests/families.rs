@@ -27,10 +27,21 @@ async fn centre() -> TestServer {
     .await
 }
 
-/// An admin API call with the admin code over Basic auth, as a script makes it.
-async fn admin(server: &TestServer, method: &str, path: &str, body: &str) -> HttpReply {
-    let auth = basic_auth(ADMIN_CODE);
+/// A request with `code` over HTTP Basic auth, as a script or VLC makes it.
+async fn with_code(
+    server: &TestServer,
+    code: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> HttpReply {
+    let auth = basic_auth(code);
     http_request(server.http, method, path, &[("Authorization", &auth)], body).await
+}
+
+/// An admin API call with the admin code.
+async fn admin(server: &TestServer, method: &str, path: &str, body: &str) -> HttpReply {
+    with_code(server, ADMIN_CODE, method, path, body).await
 }
 
 /// Adds a family; returns its id and code.
@@ -93,15 +104,7 @@ async fn the_admin_adds_lists_edits_rotates_and_revokes_families() {
     let server = centre().await;
     // Only the admin may: staff and parents get 403, strangers 401.
     for (code, status) in [(STAFF_CODE, 403), (VIEWER_CODE, 403)] {
-        let auth = basic_auth(code);
-        let reply = http_request(
-            server.http,
-            "GET",
-            "/api/families",
-            &[("Authorization", &auth)],
-            "",
-        )
-        .await;
+        let reply = with_code(&server, code, "GET", "/api/families", "").await;
         assert_eq!(reply.status, status, "{code}");
         assert!(reply.json()["error"].as_str().unwrap().contains("admin"));
     }
@@ -228,15 +231,7 @@ async fn the_admin_adds_lists_edits_rotates_and_revokes_families() {
     // Revoked: its sessions end and its code stops working at once.
     assert_eq!(admin(&server, "DELETE", &path, "").await.status, 204);
     assert_eq!(config_of(&server, &papa).await.status, 401);
-    let basic = basic_auth(&new_code);
-    let reply = http_request(
-        server.http,
-        "GET",
-        "/config.json",
-        &[("Authorization", &basic)],
-        "",
-    )
-    .await;
+    let reply = with_code(&server, &new_code, "GET", "/config.json", "").await;
     assert_eq!(reply.status, 401);
     assert_eq!(
         admin(&server, "GET", "/api/families", "").await.json(),
@@ -329,15 +324,7 @@ async fn a_family_reaches_only_its_rooms_and_each_room_has_its_own_chat() {
     .await;
     assert_eq!(snapshot.status, 403);
     assert!(snapshot.text().contains("room"), "{}", snapshot.text());
-    let basic = basic_auth(&code);
-    let by_basic = http_request(
-        server.http,
-        "GET",
-        "/snapshot.jpg?stream=aula-2",
-        &[("Authorization", &basic)],
-        "",
-    )
-    .await;
+    let by_basic = with_code(&server, &code, "GET", "/snapshot.jpg?stream=aula-2", "").await;
     assert_eq!(by_basic.status, 403);
     // Its own room works, and /stats.json shows only it.
     let own = http_request(server.http, "GET", "/snapshot.jpg", &with_cookie, "").await;
@@ -472,22 +459,14 @@ async fn every_viewing_session_is_logged_and_exports_as_csv() {
     );
     assert_eq!(mine[0]["address"], "127.0.0.1");
 
-    let log = |server: &TestServer| {
-        let path = format!("/api/audit?since={before}");
-        let addr = server.http;
-        async move {
-            let auth = basic_auth(ADMIN_CODE);
-            http_request(addr, "GET", &path, &[("Authorization", &auth)], "")
-                .await
-                .json()
-        }
-    };
+    let path = format!("/api/audit?since={before}");
+    let log = || async { admin(&server, "GET", &path, "").await.json() };
     let open = poll_until(
         "the open session in the log",
         WAIT,
         Duration::from_millis(50),
         || async {
-            let rows = log(&server).await;
+            let rows = log().await;
             rows.as_array()
                 .unwrap()
                 .iter()
@@ -511,7 +490,7 @@ async fn every_viewing_session_is_logged_and_exports_as_csv() {
         WAIT,
         Duration::from_millis(50),
         || async {
-            let rows = log(&server).await;
+            let rows = log().await;
             rows.as_array()
                 .unwrap()
                 .iter()
