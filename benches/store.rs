@@ -98,6 +98,7 @@ fn main() {
             for v in 0..VIEWS_PER_FAMILY_PER_DAY {
                 let start = now - (days - day) as i64 * 86_400 + (v * 3_600 + n * 13) as i64;
                 let id = store.audit_open(ViewStart {
+                    family_name: None,
                     family: Some(family(n).id),
                     name: Some(format!("Padre {n}")),
                     role: "viewer".into(),
@@ -173,6 +174,7 @@ fn main() {
         "audit_open + audit_close, caller's side",
         timed(if quick { 100 } else { 2000 }, || {
             let id = store.audit_open(ViewStart {
+                family_name: None,
                 family: Some("f0000000001".into()),
                 name: Some("Ana".into()),
                 role: "viewer".into(),

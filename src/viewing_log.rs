@@ -47,7 +47,13 @@ impl ViewingLog {
 
     /// Records that `who` started watching `stream` from `address`; the session
     /// ends (and its row is closed) when the guard is dropped.
-    pub fn open(self: &Arc<Self>, who: &Principal, stream: &str, address: IpAddr) -> ViewingGuard {
+    pub fn open(
+        self: &Arc<Self>,
+        who: &Principal,
+        family_name: Option<String>,
+        stream: &str,
+        address: IpAddr,
+    ) -> ViewingGuard {
         let viewing = Viewing {
             family: match &who.account {
                 Account::Family(id) => Some(id.clone()),
@@ -61,6 +67,7 @@ impl ViewingLog {
         };
         let row = self.store.audit_open(ViewStart {
             family: viewing.family.clone(),
+            family_name,
             name: viewing.name.clone(),
             role: viewing.role.to_owned(),
             stream: viewing.stream.clone(),
@@ -114,7 +121,12 @@ mod tests {
             ended: None,
             expires: None,
         };
-        let guard = log.open(&who, "camera", "10.0.0.5".parse().unwrap());
+        let guard = log.open(
+            &who,
+            Some("Pérez".into()),
+            "camera",
+            "10.0.0.5".parse().unwrap(),
+        );
         let now = log.now();
         assert_eq!(now.len(), 1);
         assert_eq!(
@@ -130,6 +142,11 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].end, None, "still open");
         assert_eq!(rows[0].address, "10.0.0.5");
+        assert_eq!(
+            rows[0].family_name.as_deref(),
+            Some("Pérez"),
+            "the name as it was"
+        );
         drop(guard);
         assert!(log.now().is_empty());
         store.flush().unwrap();

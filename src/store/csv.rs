@@ -1,6 +1,6 @@
 //! The viewing log as CSV for a spreadsheet: RFC 4180 (comma-separated, CRLF line
 //! ends, fields with a comma, quote or line break quoted, quotes doubled), with the
-//! header `family,name,role,stream,start,end,address`.
+//! header `family,name,role,stream,start,end,address,family_name`.
 //!
 //! Times are ISO 8601 in UTC (`2026-11-22T08:30:05Z`), which spreadsheets read as
 //! dates, rather than UNIX seconds; `end` is empty while the viewer still watches.
@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use super::ViewRecord;
 
-const HEADER: &str = "family,name,role,stream,start,end,address\r\n";
+const HEADER: &str = "family,name,role,stream,start,end,address,family_name\r\n";
 
 pub fn audit_csv(records: &[ViewRecord]) -> String {
     let mut out = String::with_capacity(HEADER.len() + records.len() * 96);
@@ -26,6 +26,7 @@ pub fn audit_csv(records: &[ViewRecord]) -> String {
             iso_utc(r.start),
             r.end.map(iso_utc).unwrap_or_default(),
             field(&r.address),
+            field(r.family_name.as_deref().unwrap_or("")),
         ];
         out.push_str(&fields.join(","));
         out.push_str("\r\n");
@@ -97,18 +98,20 @@ mod tests {
             start: 1_795_854_605,
             end: None,
             address: "192.0.2.7".into(),
+            family_name: Some("@Familia".into()),
         };
         let formula = ViewRecord {
             name: Some("=HYPERLINK(\"http://x\")".into()),
             family: None,
+            family_name: None,
             end: Some(1_795_854_665),
             ..record.clone()
         };
         assert_eq!(
             audit_csv(&[record, formula]),
-            "family,name,role,stream,start,end,address\r\n\
-             fk3x9mq2hw7,\"Pérez, \"\"Ana\"\"\",viewer,sala-1,2026-11-28T08:30:05Z,,192.0.2.7\r\n\
-             ,\"'=HYPERLINK(\"\"http://x\"\")\",viewer,sala-1,2026-11-28T08:30:05Z,2026-11-28T08:31:05Z,192.0.2.7\r\n"
+            "family,name,role,stream,start,end,address,family_name\r\n\
+             fk3x9mq2hw7,\"Pérez, \"\"Ana\"\"\",viewer,sala-1,2026-11-28T08:30:05Z,,192.0.2.7,'@Familia\r\n\
+             ,\"'=HYPERLINK(\"\"http://x\"\")\",viewer,sala-1,2026-11-28T08:30:05Z,2026-11-28T08:31:05Z,192.0.2.7,\r\n"
         );
     }
 }

@@ -98,6 +98,8 @@ pub enum SessionsOf {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewStart {
     pub family: Option<String>,
+    /// The family's display name at the time, kept beside its id.
+    pub family_name: Option<String>,
     /// The viewer's chat name, when logged in with one.
     pub name: Option<String>,
     pub role: String,
@@ -133,6 +135,8 @@ pub struct ViewRecord {
     /// `None` while the session is still open.
     pub end: Option<i64>,
     pub address: String,
+    /// The family's display name when it watched.
+    pub family_name: Option<String>,
 }
 
 /// How the store keeps itself tidy.

@@ -211,11 +211,18 @@ impl Write {
         match self {
             Write::AuditOpen(id, s) => {
                 c.prepare_cached(
-                    r#"INSERT INTO viewing (id, family, name, role, stream, start, "end", address)
-                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)"#,
+                    r#"INSERT INTO viewing (id, family, name, role, stream, start, "end", address, family_name)
+                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8)"#,
                 )?
                 .execute(params![
-                    id.0, s.family, s.name, s.role, s.stream, s.start, s.address
+                    id.0,
+                    s.family,
+                    s.name,
+                    s.role,
+                    s.stream,
+                    s.start,
+                    s.address,
+                    s.family_name
                 ])?;
             }
             Write::AuditClose(id, end) => {
@@ -722,11 +729,11 @@ pub(super) fn audit(c: &Connection, since: i64, until: i64) -> rusqlite::Result<
         // Both arms read the index on "end", so a report on recent days reads
         // those days' rows, not the whole log (left to itself, SQLite walks the
         // index on start to save the sort, reading every row before `until`).
-        r#"SELECT id, family, name, role, stream, start, "end", address
+        r#"SELECT id, family, name, role, stream, start, "end", address, family_name
            FROM viewing INDEXED BY viewing_end
            WHERE "end" >= ?1 AND start <= ?2
            UNION ALL
-           SELECT id, family, name, role, stream, start, "end", address
+           SELECT id, family, name, role, stream, start, "end", address, family_name
            FROM viewing INDEXED BY viewing_end
            WHERE "end" IS NULL AND start <= ?2
            ORDER BY start, id"#,
@@ -741,6 +748,7 @@ pub(super) fn audit(c: &Connection, since: i64, until: i64) -> rusqlite::Result<
             start: row.get(5)?,
             end: row.get(6)?,
             address: row.get(7)?,
+            family_name: row.get(8)?,
         })
     })?
     .collect()

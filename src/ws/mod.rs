@@ -296,7 +296,8 @@ async fn handle(
                     return;
                 }
             };
-            let _viewing = ctx.viewing.open(&principal, &name, client_ip(peer));
+            let family = ctx.access.family_name(&principal);
+            let _viewing = ctx.viewing.open(&principal, family, &name, client_ip(peer));
             ctx.access.seen(&principal);
             video::serve(socket, stream, binary, shutdown).await;
         }
