@@ -1,5 +1,7 @@
-// The chat panel. Protocol: we send {"name","message","color":"RRGGBB"}; the
-// server sends everyone {"type":"usermsg","id",...,"staff"?}, {"type":"system",
+// The chat panel, of the room being watched: /chat for the server's own
+// camera, /chat/NAME for any other room. Protocol: we send
+// {"name","message","color":"RRGGBB"}; the server sends everyone
+// {"type":"usermsg","id",...,"staff"?,"family"?}, {"type":"system",
 // "event":"join"|"leave"|"mute"|...,"online":N}, {"type":"delete","id"} when staff
 // remove a message and, to the sender only, {"type":"error","code","message"}.
 // Staff also send {"type":"delete","id"} and {"type":"mute","id","minutes"}.
@@ -132,6 +134,8 @@ export function startChat(config = {}) {
     item.style.setProperty('--who', HEX6.test(msg.color) ? `#${msg.color}` : '#6b7280');
     const head = el('p', 'msg-head');
     head.append(el('span', 'msg-dot'), el('span', 'msg-name', msg.name));
+    // A family login's messages say which family speaks, so staff know who it is.
+    if (msg.family) head.append(el('span', 'msg-family', msg.family));
     if (staff) {
       const badge = el('span', 'msg-staff');
       badge.append(icon('M12 2l8 3v6c0 5-3.4 9.4-8 11-4.6-1.6-8-6-8-11V5l8-3Zm-1 13.4 5.7-5.7-1.4-1.4L11 12.6l-2.3-2.3-1.4 1.4L11 15.4Z'));
@@ -363,6 +367,7 @@ export function startChat(config = {}) {
       msg.color = String(msg.color ?? '');
       msg.id = String(msg.id ?? '');
       msg.staff = msg.staff === true;
+      msg.family = typeof msg.family === 'string' ? msg.family : '';
       if (replay) {
         replay.push(msg);
         return;
@@ -480,6 +485,30 @@ export function startChat(config = {}) {
     if (connText.dataset.key) connText.textContent = t(connText.dataset.key);
   });
 
+  /** The socket's path for the chat of `room`. */
+  const roomPath = (room) => (!room || room === config.default_stream ? '/chat' : `/chat/${room}`);
+
   setConnected(false, 'chat.connecting');
-  link.start();
+  return {
+    /**
+     * Joins the chat of `room`, leaving the one before: a room's talk is for
+     * those who watch it, so the list starts again with the new room's history.
+     */
+    join(room) {
+      const path = roomPath(room);
+      if (link.running && link.path === path) return;
+      if (link.running) {
+        list.replaceChildren();
+        userMessages = 0;
+        online = 0;
+        empty.hidden = false;
+        newButton.hidden = true;
+        renderOnline();
+        hideError();
+      }
+      replay = null;
+      setConnected(false, 'chat.connecting');
+      link.start(path);
+    },
+  };
 }

@@ -1,6 +1,8 @@
-// What both pages share: the server's settings, WebSocket addresses, and a
-// socket that reconnects by itself with backoff after a Wi-Fi drop or a server
-// restart.
+// What the pages share: the server's settings, WebSocket addresses, the top
+// bar's account, and a socket that reconnects by itself with backoff after a
+// Wi-Fi drop or a server restart.
+
+import { t } from './i18n.js';
 
 /** The element with this id; a missing one is a bug in the markup, so say so. */
 export function byId(id) {
@@ -48,7 +50,8 @@ function sessionEnded() {
 }
 
 /**
- * GET one of the server's private resources with this browser's session.
+ * Fetches one of the server's private resources with this browser's session
+ * (a GET, unless `init` says otherwise: the admin page's changes).
  *
  * Why not a plain fetch: without a session the server answers a script's request
  * with 401 and `WWW-Authenticate: Basic` (for VLC and scripts), and a browser
@@ -56,11 +59,12 @@ function sessionEnded() {
  * see. A request that also accepts HTML gets the server's redirect to /login
  * instead; it is not followed, only noticed.
  */
-export async function authedFetch(path, accept = 'application/json') {
+export async function authedFetch(path, accept = 'application/json', init = {}) {
   const reply = await fetch(path, {
     cache: 'no-store',
     redirect: 'manual',
-    headers: { Accept: `${accept}, text/html;q=0.1` },
+    ...init,
+    headers: { Accept: `${accept}, text/html;q=0.1`, ...init.headers },
   });
   if (reply.type === 'opaqueredirect' || reply.status === 401) {
     sessionEnded();
@@ -96,19 +100,31 @@ export function takeReturn() {
 }
 
 /**
- * The signed-in person in the top bar, and the logout form beside it. Shown
- * only for a login session: Basic-auth and auth-off clients have nothing to
- * log out of. `config` is /config.json.
+ * The signed-in person in the top bar (with their family, for a family login),
+ * and the logout form beside it. Shown only for a login session: Basic-auth and
+ * auth-off clients have nothing to log out of. The director also gets the way
+ * to the admin page, whatever the login. `config` is /config.json.
  */
 export function showAccount(config) {
+  const toAdmin = document.getElementById('to-admin');
+  if (toAdmin) toAdmin.hidden = !(config?.auth && config.admin === true);
   const box = document.getElementById('account');
   if (!box || !config?.auth || !config.name) return;
   const name = String(config.name);
   byId('account-name').textContent = name;
+  const family = typeof config.family === 'string' && config.family ? config.family : '';
+  const familyText = document.getElementById('account-family');
+  if (familyText) {
+    familyText.textContent = family;
+    familyText.hidden = !family;
+  }
   const avatar = byId('account-avatar');
   avatar.textContent = firstLetter(name);
-  box.title = name;
-  byId('account-role').hidden = !config.staff;
+  box.title = family ? `${name} · ${family}` : name;
+  const role = byId('account-role');
+  role.dataset.i18n = config.admin === true ? 'role.admin' : 'role.staff';
+  role.textContent = t(role.dataset.i18n);
+  role.hidden = !config.staff;
   box.hidden = false;
 }
 

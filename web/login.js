@@ -4,6 +4,7 @@
 // not public, so nothing here needs it; it is only asked whether a session
 // already exists (a shared link opened from another site arrives without the
 // SameSite=Strict cookie, and lands here although its owner is logged in).
+// An invite's link, /login#code=..., fills the code in.
 
 import { t, translate, onLanguage, languageToggle } from './i18n.js';
 import { byId, load, save } from './common.js';
@@ -150,8 +151,13 @@ function main() {
 
   const params = new URLSearchParams(location.search);
   const error = params.get('error');
+  // An invite's link carries the family's code in the fragment (#code=...),
+  // which no request ever sends to a server: fill it in, then take it out of
+  // the address bar and the history, so only the name is left to type.
+  const invited = new URLSearchParams(location.hash.slice(1)).get('code')?.trim() || '';
+  if (invited) codeInput.value = invited;
   // A reload should not repeat an old error.
-  if (location.search) history.replaceState(null, '', location.pathname);
+  if (location.search || location.hash) history.replaceState(null, '', location.pathname);
 
   nameInput.value ||= load(NAME_KEY, '');
   if (error) {
@@ -164,10 +170,13 @@ function main() {
     return;
   }
   if (params.get('session') === 'ended') noteKey = 'login.ended';
+  if (invited) noteKey = 'login.fromInvite';
   render();
   // A keyboard is there anyway on a computer; on a phone it would hide the page.
-  if (matchMedia('(pointer: fine)').matches) (nameInput.value ? codeInput : nameInput).focus();
-  leaveIfLoggedIn();
+  if (matchMedia('(pointer: fine)').matches) (nameInput.value && !invited ? codeInput : nameInput).focus();
+  // Someone opening an invite means to log in with its code, even in a browser
+  // that has a session already (the director trying the link, a shared tablet).
+  if (!invited) leaveIfLoggedIn();
 }
 
 main();

@@ -1,8 +1,10 @@
 // The viewer page: the live picture of one stream, its state, fullscreen,
-// snapshot download and the stream picker. The chat lives in chat.js.
+// snapshot download and the stream picker. The chat lives in chat.js and
+// follows the room being watched. A family's login sees only its own rooms,
+// and is told plainly when its devices are all in use.
 
 import { t, age, translate, onLanguage, languageToggle } from './i18n.js';
-import { byId, load, save, authedFetch, loadConfig, showAccount, takeReturn, Link } from './common.js';
+import { byId, load, save, authedFetch, loadConfig, showAccount, takeReturn, Link, SessionEnded } from './common.js';
 import { startChat } from './chat.js';
 
 /** A live stream that sends nothing for this long is presumed stuck: reconnect. */
@@ -10,6 +12,8 @@ const STALL_MS = 15_000;
 const STATS_EVERY_MS = 10_000;
 const STREAM_KEY = 'kindercam.stream';
 const NAME_RE = /^[a-z0-9_-]{1,32}$/;
+/** The close code of a socket whose login ended or lost the room (the server's Goodbye::SESSION_ENDED). */
+const CLOSE_SESSION_ENDED = 1008;
 
 const screen = byId('screen');
 const picture = byId('picture');
@@ -22,11 +26,15 @@ const select = byId('stream-select');
 const notice = byId('notice');
 const fullscreenButton = byId('fullscreen');
 const snapshotButton = byId('snapshot');
+const retryButton = byId('retry');
 
 let config = null;
+let chat = null;
 let streamName = null;
-/** connecting | live | reconnecting | offline */
+/** connecting | live | reconnecting | offline | refused */
 let state = 'connecting';
+/** While refused: the family's device limit the server named. */
+let deviceLimit = 0;
 /** Why offline: 'offline' (the source left) or 'waiting' (never had one). */
 let offlineWhy = 'offline';
 let lastFrameAt = 0;
@@ -35,8 +43,40 @@ let stallTimer = 0;
 const video = new Link({
   path: '/video',
   onMessage: onVideoMessage,
-  onDown: () => setState(state === 'connecting' && !lastFrameAt ? 'connecting' : 'reconnecting'),
+  onDown: (event) => {
+    setState(state === 'connecting' && !lastFrameAt ? 'connecting' : 'reconnecting');
+    if (event?.code === CLOSE_SESSION_ENDED) checkAccess();
+  },
 });
+
+/** The rooms this login may watch: a family's own, or null for every room. */
+function allowedRooms() {
+  return Array.isArray(config?.rooms) ? config.rooms.map(String) : null;
+}
+
+function mayWatch(name) {
+  const rooms = allowedRooms();
+  return !rooms || rooms.includes(name);
+}
+
+/**
+ * The server closed the picture because the login ended or lost this room
+ * (the director revoked the family, gave it a new code, or took the room
+ * away). A dead session goes to the login page, which says so (authedFetch);
+ * a lost room moves the page to a room the family still has.
+ */
+async function checkAccess() {
+  try {
+    config = await loadConfig();
+  } catch {
+    return; // SessionEnded is on its way to /login; a network error retries by itself
+  }
+  const rooms = allowedRooms();
+  if (streamName && !mayWatch(streamName) && rooms?.length) {
+    watch(rooms[0]);
+    refreshStreams();
+  }
+}
 
 // ---- frames -------------------------------------------------------------
 // Only the newest frame matters: while one decodes, later arrivals replace each
@@ -108,6 +148,10 @@ function onVideoMessage(event) {
     return;
   }
   if (message?.type !== 'status') return;
+  if (message.state === 'refused') {
+    refused(message);
+    return;
+  }
   if (message.state === 'offline' || message.state === 'waiting') {
     offlineWhy = message.state;
     clearTimeout(stallTimer);
@@ -115,6 +159,29 @@ function onVideoMessage(event) {
   }
   // "live" needs no action: the frame that follows it says so.
 }
+
+/**
+ * The server turned this device away: every device the family may use is
+ * watching already. Retrying by itself would only knock again and again, so
+ * the page stops, says why with the limit, and offers a button to try again.
+ */
+function refused(message) {
+  video.stop();
+  clearPicture();
+  if (message.reason === 'device_limit') {
+    const limit = Number(message.limit);
+    deviceLimit = Number.isInteger(limit) && limit > 0 ? limit : 0;
+    setState('refused');
+    retryButton.focus({ preventScroll: true });
+  } else {
+    // "session_ended": the family's access was withdrawn as this socket opened.
+    checkAccess();
+  }
+}
+
+retryButton.addEventListener('click', () => {
+  if (streamName) watch(streamName);
+});
 
 function watchForStall() {
   clearTimeout(stallTimer);
@@ -141,8 +208,10 @@ function render() {
     reconnecting: 'viewer.reconnecting',
     offline: offlineWhy === 'waiting' ? 'viewer.waiting' : 'viewer.offline',
     live: 'viewer.connecting',
+    refused: deviceLimit === 1 ? 'viewer.deviceLimit.one' : 'viewer.deviceLimit.many',
   }[state];
-  placeholderText.textContent = t(detail);
+  placeholderText.textContent = t(detail, { n: deviceLimit });
+  retryButton.hidden = state !== 'refused';
   renderAge();
 }
 
@@ -161,22 +230,27 @@ setInterval(() => {
 
 function streamFromUrl() {
   const name = new URLSearchParams(location.search).get('stream');
-  return name && NAME_RE.test(name) ? name : null;
+  return name && NAME_RE.test(name) && mayWatch(name) ? name : null;
 }
 
-/** Streams worth offering: the default one, and any that has had frames or a broadcaster. */
+/**
+ * Streams worth offering: a family's own rooms, all of them and only them;
+ * for everyone else the default one, and any that has had frames or a broadcaster.
+ */
 async function listStreams() {
   const reply = await authedFetch('/stats.json');
   if (!reply.ok) throw new Error(`/stats.json: HTTP ${reply.status}`);
   const stats = await reply.json();
-  const streams = (stats.streams || []).filter(
-    (s) => s.name === config.default_stream || s.uploading || s.frames_published > 0,
-  );
-  return streams;
+  const all = stats.streams || [];
+  const rooms = allowedRooms();
+  if (rooms) {
+    return rooms.map((name) => all.find((s) => s.name === name) || { name, status: 'waiting' });
+  }
+  return all.filter((s) => s.name === config.default_stream || s.uploading || s.frames_published > 0);
 }
 
 function fillPicker(names) {
-  if (streamName && !names.includes(streamName)) names.push(streamName);
+  if (streamName && !names.includes(streamName) && mayWatch(streamName)) names.push(streamName);
   const current = [...select.options].map((o) => o.value);
   if (current.join('\n') !== names.join('\n')) {
     select.replaceChildren(
@@ -201,8 +275,11 @@ function labelStreams() {
 
 async function refreshStreams() {
   try {
+    // A family's rooms can change while the page is open: ask again.
+    if (allowedRooms()) config = await loadConfig();
     fillPicker((await listStreams()).map((s) => s.name));
-  } catch {
+  } catch (error) {
+    if (error instanceof SessionEnded) return;
     // the video link shows the trouble; the picker just keeps its list
   }
 }
@@ -212,16 +289,18 @@ function chooseStream(streams) {
   const saved = load(STREAM_KEY, null);
   if (saved && names.includes(saved)) return saved;
   const live = streams.filter((s) => s.status === 'live' || s.uploading);
-  const preferred =
-    live.find((s) => s.name === config.default_stream) || live[0] || { name: config.default_stream };
+  const fallback = allowedRooms()?.[0] ?? config.default_stream;
+  const preferred = live.find((s) => s.name === config.default_stream) || live[0] || { name: fallback };
   return preferred.name;
 }
 
 function watch(name) {
   streamName = name;
+  deviceLimit = 0;
   clearPicture();
   offlineWhy = 'offline';
   setState('connecting');
+  chat?.join(name);
   if (select.value !== name) select.value = name;
   const url = new URL(location.href);
   url.searchParams.set('stream', name);
@@ -367,7 +446,7 @@ async function main() {
   // roles (everyone counts as staff), so the page shows the parents' view.
   byId('to-camera').hidden = !(config.auth && config.staff === true);
   showAccount(config);
-  startChat(config);
+  chat = startChat(config);
   let streams = [];
   try {
     streams = await listStreams();

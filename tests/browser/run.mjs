@@ -4,7 +4,10 @@
 // (KINDERCAM_WEB_DIR=web serves them from disk instead, for page work).
 //
 // Access control is on, as in production: every browser context logs in through
-// the login page, parents with the viewer code and staff with the staff code.
+// the login page, parents with the viewer code, staff with the staff code, the
+// director with the admin code, and families with the codes the director's page
+// hands out. A second camera ("patio") runs beside "camera", so that a family's
+// rooms are a real choice.
 //
 //   1. the staff page broadcasts the fake camera; a viewer shows changing frames
 //   2. chat between two browsers: order, own messages, markup stays text, scrolling
@@ -14,8 +17,18 @@
 //   5. the login page in both languages, its errors, logout, and a dead session
 //   6. moderation: staff delete a parent's message and mute the parent
 //   7. a parent sees no broadcast navigation and gets 403 at /camera
-//   8. screenshots for README: login.png, viewer-phone.png,
-//      viewer-desktop.png, broadcaster.png (into docs/ with
+//   8. the director reaches /admin from the bar, adds a family with clicks and
+//      gets its invite: the code, the login link with #code=, a QR image; a bad
+//      room name is refused beside its field; printing shows only the invite
+//   9. in Spanish and in English: a family logs in through its invite link
+//      (typing only a name), sees the live picture with only its room in the
+//      picker; the director sees it watching, revokes it in the page, and the
+//      family's page says it was logged out within a few seconds
+//  10. the device limit: a family with max_devices 1 gets the refusal on its
+//      second device, in English and in Spanish, while the first keeps
+//      watching; once the first leaves, "try again" brings the picture
+//  11. screenshots for README: login.png, viewer-phone.png,
+//      viewer-desktop.png, broadcaster.png, admin.png (into docs/ with
 //      KINDERCAM_SCREENSHOTS=docs)
 //
 // Every wait is on a condition with a timeout. The last line is
@@ -42,10 +55,13 @@ const SCREENSHOTS_TO_DOCS = process.env.KINDERCAM_SCREENSHOTS === 'docs';
 const WAIT_MS = 20_000;
 /** The whole run, in case something hangs outside a wait. */
 const RUN_LIMIT_MS = 300_000;
-const TESTS = 8;
+const TESTS = 11;
 const VIEWER_CODE = 'familias-2026';
 const STAFF_CODE = 'profes-2026';
-const CODES = { parent: VIEWER_CODE, staff: STAFF_CODE };
+const ADMIN_CODE = 'direccion-2026';
+const CODES = { parent: VIEWER_CODE, staff: STAFF_CODE, admin: ADMIN_CODE };
+/** The second camera, a room a family may or may not have. */
+const SECOND_ROOM = 'patio';
 /**
  * A Basic-auth challenge to a page's script would pop up the browser's own
  * password dialog over the page (headless, the request just hangs). With these
@@ -75,8 +91,9 @@ class Daemon {
   /** Starts kindercam on loopback port 0, or on the given addresses (a restart). */
   async start(http = '127.0.0.1:0', ws = '127.0.0.1:0', state = 'state') {
     if (!existsSync(BIN)) throw new Error(`kindercam binary not found at ${BIN} (set KINDERCAM_BIN)`);
-    const args = ['--http-listen', http, '--ws-listen', ws, '--source', 'test-pattern', '--state-dir', path.join(work, state),
-      '--auth', 'on', '--viewer-code', VIEWER_CODE, '--staff-code', STAFF_CODE];
+    const args = ['--http-listen', http, '--ws-listen', ws, '--source', 'test-pattern', '--source', `${SECOND_ROOM}=test-pattern`,
+      '--state-dir', path.join(work, state), '--auth', 'on', '--viewer-code', VIEWER_CODE, '--staff-code', STAFF_CODE,
+      '--admin-code', ADMIN_CODE];
     if (WEB_DIR) args.push('--web-dir', path.resolve(ROOT, WEB_DIR));
     const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KINDERCAM_LOG: 'info' } });
     this.child = child;
@@ -221,6 +238,33 @@ async function logIn(page, name, code, landing = (u) => u.pathname === '/') {
   await Promise.all([page.waitForURL(landing, { timeout: WAIT_MS }), page.click('#login-submit')]);
 }
 
+/**
+ * Adds a family in the director's page the way a person does: the name, the
+ * rooms ticked (only `rooms`), the device limit, then "add". Waits for its
+ * invite and answers what it shows.
+ */
+async function addFamily(admin, name, { rooms = ['camera'], max = null } = {}) {
+  await until(admin, 'the room checkboxes', () => document.querySelectorAll('#room-choices input').length > 0);
+  await admin.fill('#family-name', name);
+  for (const box of await admin.locator('#room-choices input').all()) {
+    await box.setChecked(rooms.includes(await box.inputValue()));
+  }
+  if (max !== null) await admin.fill('#family-max', String(max));
+  await admin.click('#family-submit');
+  await until(
+    admin,
+    `the invite of ${name}`,
+    (n) => !document.getElementById('invite').hidden && document.getElementById('invite-family').textContent === n,
+    name,
+  );
+  return { code: await admin.textContent('#invite-code'), link: await admin.textContent('#invite-link') };
+}
+
+/** A family's card in the director's list. */
+function familyCard(admin, name) {
+  return admin.locator('#family-list li.family').filter({ has: admin.locator('.family-name', { hasText: name }) });
+}
+
 function noProblems() {
   const found = problems.splice(0);
   assert(found.length === 0, `page errors:\n  ${found.join('\n  ')}`);
@@ -272,8 +316,8 @@ async function main() {
     ],
   });
   /**
-   * A new browser (context) that logs in as `as` ("parent" or "staff", or null
-   * for nobody) under `name`, then opens `url`.
+   * A new browser (context) that logs in as `as` ("parent", "staff" or
+   * "admin", or null for nobody) under `name`, then opens `url`.
    */
   const open = async (label, url, { as = 'parent', name = label, ...options } = {}) => {
     const context = await browser.newContext({ locale: 'es-CO', viewport: { width: 1280, height: 800 }, httpCredentials: CHALLENGED, ...options });
@@ -281,6 +325,23 @@ async function main() {
     page.person = { as, name };
     if (as) await logIn(page, name, CODES[as]);
     if (!as || where(page) !== url) await page.goto(daemon.base + url);
+    return page;
+  };
+
+  /**
+   * A family's device: a new browser that opens the invite's link, checks the
+   * code is filled in (and gone from the address), types only the name, and
+   * lands on the camera page.
+   */
+  const familyDevice = async (label, invite, name, { locale = 'es-CO', ...options } = {}) => {
+    const context = await browser.newContext({ locale, viewport: { width: 1280, height: 800 }, httpCredentials: CHALLENGED, ...options });
+    const page = watchPage(await context.newPage(), label);
+    page.person = { as: 'family', name };
+    await page.goto(invite.link);
+    equal(await page.inputValue('#code'), invite.code, `${label}: the code filled in from the link`);
+    equal(new URL(page.url()).hash, '', `${label}: the code left in the address bar`);
+    await page.fill('#name', name);
+    await Promise.all([page.waitForURL((u) => u.pathname === '/', { timeout: WAIT_MS }), page.click('#login-submit')]);
     return page;
   };
 
@@ -690,7 +751,194 @@ async function main() {
       await Promise.all([parent.context().close(), teacher.context().close()]);
     });
 
-    await test('screenshots of the login page, the viewer (phone, desktop) and the broadcaster', async () => {
+    await test('the director adds a family in the admin page and gets its invite with a QR code', async () => {
+      const admin = await open('director', '/', { as: 'admin', name: 'Directora Marta' });
+      // The bar leads the director (only) to the admin page; the role tag says who.
+      await until(admin, 'the admin link', () => !document.getElementById('to-admin').hidden);
+      equal(await admin.textContent('#to-admin'), 'Administración', 'admin link');
+      equal(await admin.textContent('#account-role'), 'Dirección', "the director's role tag");
+      await Promise.all([admin.waitForURL((u) => u.pathname === '/admin', { timeout: WAIT_MS }), admin.click('#to-admin')]);
+      equal(await admin.title(), 'Administración · kindercam', 'admin page title');
+      await until(admin, 'both cameras as rooms', () =>
+        ['camera', 'patio'].every((r) => document.querySelector(`#room-choices input[value="${r}"]`)),
+      );
+      assert(await admin.isChecked('#room-choices input[value="camera"]'), 'the main camera ticked for a new family');
+      assert(!(await admin.isChecked('#room-choices input[value="patio"]')), 'the patio not ticked for a new family');
+
+      // Bad input is caught and shown beside its field, and nothing is added.
+      await admin.fill('#family-name', 'Familia Pérez');
+      await admin.fill('#room-extra', 'Sala Dos');
+      await admin.click('#family-submit');
+      equal(
+        await admin.textContent('#family-rooms-error'),
+        '«Sala» no es un nombre de sala válido: de 1 a 32 minúsculas, números, - y _.',
+        'a bad room name',
+      );
+      equal(await admin.getAttribute('#room-extra', 'aria-invalid'), 'true', 'the room field marked');
+      await admin.fill('#room-extra', '');
+      await admin.fill('#family-name', '   ');
+      await admin.click('#family-submit');
+      equal(await admin.textContent('#family-name-error'), 'Escribe un nombre de 1 a 64 caracteres.', 'a blank name');
+      equal(await admin.locator('#family-list li').count(), 0, 'families after refused input');
+
+      const invite = await addFamily(admin, 'Familia Pérez', { max: 2 });
+      assert(/^\S{6,}$/.test(invite.code), `a code on the invite: ${invite.code}`);
+      equal(invite.link, `${daemon.base}/login#code=${invite.code}`, 'the login link, with the code in its fragment');
+      equal(await admin.textContent('#invite-page'), `${daemon.base}/login`, 'the page address on the invite');
+      const qr = await until(admin, 'the QR image to load', () => {
+        const img = document.getElementById('invite-qr');
+        const box = img.getBoundingClientRect();
+        return !img.hidden && img.complete && img.naturalWidth > 0 && box.width > 0 && box.height > 0 && [img.naturalWidth, img.src.slice(0, 5)];
+      });
+      assert(qr[0] >= 100, `a QR image of some size: ${qr}`);
+      equal(qr[1], 'blob:', 'the QR image is a blob: URL (the CSP allows no other)');
+      const card = familyCard(admin, 'Familia Pérez');
+      equal(await card.locator('.room-tag').allTextContents(), ['Cámara principal (camera)'], 'its rooms');
+      equal(await card.locator('.family-devices').textContent(), 'Hasta 2 dispositivos a la vez', 'its device limit');
+      equal(await card.locator('.family-watching').textContent(), 'Mirando ahora: 0', 'nobody of it watching');
+      // On paper, only the invite.
+      await admin.emulateMedia({ media: 'print' });
+      assert(await admin.isVisible('#invite-card'), 'the invite printed');
+      for (const other of ['#family-form', '#family-list', '#log-form', '.bar', '#invite-print']) {
+        assert(!(await admin.isVisible(other)), `${other} printed with the invite`);
+      }
+      await admin.emulateMedia({ media: 'screen' });
+      await admin.click('#invite-close');
+      assert(await admin.isHidden('#invite'), 'the invite closes');
+      equal(await admin.textContent('#invite-code'), '', 'the code gone from the page once closed');
+      await admin.context().close();
+
+      // Staff have no way in.
+      const teacher = await open('staff-admin', '/', { as: 'staff' });
+      await until(teacher, 'the bar', () => !document.getElementById('account').hidden);
+      assert(!(await teacher.isVisible('#to-admin')), 'the admin link shown to staff');
+      teacher.expectHttp(403, '/admin');
+      equal((await teacher.goto(`${daemon.base}/admin`)).status(), 403, '/admin for staff');
+      await teacher.context().close();
+    });
+
+    await test('a family logs in with its invite, sees only its room, and is logged out when revoked (es-CO, en-US)', async () => {
+      const texts = {
+        'es-CO': {
+          fromInvite: 'El código de tu familia ya está escrito: solo falta tu nombre.',
+          watching: 'Mirando ahora: 1',
+          confirm: (n) => `¿Revocar el acceso de ${n}? Sus dispositivos dejan de ver al instante y su código deja de funcionar.`,
+          yes: 'Sí, revocar',
+          revoked: (n) => `${n} ya no tiene acceso.`,
+          ended: 'Se cerró tu sesión. Para seguir mirando, escribe el código otra vez; si ya no funciona, pide uno nuevo al personal del jardín.',
+          family: 'Familia Rojas',
+          parent: 'Mamá de Lucas',
+        },
+        'en-US': {
+          fromInvite: 'Your family’s code is already filled in: just add your name.',
+          watching: 'Watching now: 1',
+          confirm: (n) => `Revoke ${n}’s access? Its devices stop watching at once and its code stops working.`,
+          yes: 'Yes, revoke',
+          revoked: (n) => `${n} no longer has access.`,
+          ended: 'You were logged out. To keep watching, enter the code again; if it no longer works, ask the daycare staff for a new one.',
+          family: 'The Smith family',
+          parent: "Emma's dad",
+        },
+      };
+      for (const [locale, want] of Object.entries(texts)) {
+        const admin = await open(`director-${locale}`, '/admin', { as: 'admin', name: 'Directora Marta', locale });
+        const invite = await addFamily(admin, want.family);
+        await admin.click('#invite-close');
+
+        const context = await browser.newContext({ locale, viewport: { width: 1280, height: 800 }, httpCredentials: CHALLENGED });
+        const family = watchPage(await context.newPage(), `family-${locale}`);
+        family.person = { as: 'family', name: want.parent };
+        await family.goto(invite.link);
+        equal(await family.textContent('#login-note'), want.fromInvite, `${locale}: the invite note`);
+        equal(await family.inputValue('#code'), invite.code, `${locale}: the code filled in`);
+        equal(new URL(family.url()).hash, '', `${locale}: the code left in the address bar`);
+        equal(await family.inputValue('#name'), '', `${locale}: the name left to type`);
+        await family.fill('#name', want.parent);
+        await Promise.all([family.waitForURL((u) => u.pathname === '/', { timeout: WAIT_MS }), family.click('#login-submit')]);
+        await nextPicture(family, null, `${locale}: the family's live picture`);
+        await until(family, 'the picker', () => document.querySelectorAll('#stream-select option').length > 0);
+        equal(await family.$$eval('#stream-select option', (os) => os.map((o) => o.value)), ['camera'], `${locale}: the rooms in the picker`);
+        equal(await family.textContent('#account-family'), want.family, `${locale}: the family beside the name`);
+        // Another room in the address is not for this family: the page stays on its own.
+        await family.goto(`${daemon.base}/?stream=${SECOND_ROOM}`);
+        await nextPicture(family, null, `${locale}: the live picture again`);
+        equal(where(family), '/?stream=camera', `${locale}: the room watched after asking for ${SECOND_ROOM}`);
+
+        // The director sees the family watching, in its card and under its room.
+        const card = familyCard(admin, want.family);
+        await until(admin, `${locale}: the family watching`, (name) => {
+          const item = [...document.querySelectorAll('#family-list li.family')].find((li) => li.querySelector('.family-name').textContent === name);
+          return item?.querySelector('.family-watching').textContent.endsWith(': 1');
+        }, want.family);
+        equal(await card.locator('.family-watching').textContent(), want.watching, `${locale}: watching count`);
+        await until(admin, `${locale}: the parent under "camera" in watching now`, ([who, fam]) =>
+          [...document.querySelectorAll('.room-group[data-room="camera"] .viewer')].some(
+            (li) => li.querySelector('.viewer-name').textContent === who && li.querySelector('.viewer-detail').textContent === fam,
+          ), [want.parent, want.family]);
+
+        // Revoked in the page, with a confirmation first.
+        await card.locator('[data-action="revoke"]').click();
+        equal(await card.locator('.confirm-text').textContent(), want.confirm(want.family), `${locale}: the revoke confirmation`);
+        family.expectHttp(401, '/config.json');
+        family.expectHttp(401, '/stats.json');
+        const revokedAt = Date.now();
+        await card.locator('.confirm-yes').click();
+        await family.waitForURL((u) => u.pathname === '/login', { timeout: 5000 });
+        const took = Date.now() - revokedAt;
+        await until(family, `${locale}: the logged-out note`, (text) => document.getElementById('login-note').textContent === text, want.ended);
+        console.log(`# ${locale}: the revoked family's page was on the login page ${took} ms after the click`);
+        await until(admin, `${locale}: the card gone`, (name) => ![...document.querySelectorAll('.family-name')].some((e) => e.textContent === name), want.family);
+        equal(await admin.textContent('#admin-note'), want.revoked(want.family), `${locale}: the note after revoking`);
+        // Its code no longer opens anything.
+        await family.fill('#name', want.parent);
+        await family.fill('#code', invite.code);
+        await family.click('#login-submit');
+        await until(family, `${locale}: the old code refused`, () => !document.getElementById('login-error').hidden);
+        await Promise.all([context.close(), admin.context().close()]);
+      }
+    });
+
+    await test('a family over its device limit is told so in both languages, and the first device keeps watching', async () => {
+      const admin = await open('director-limit', '/admin', { as: 'admin', name: 'Directora Marta' });
+      const invite = await addFamily(admin, 'Familia Uno', { max: 1 });
+      await admin.context().close();
+      const first = await familyDevice('first-device', invite, 'Papá de Ana');
+      const before = (await nextPicture(first, null, 'the first device live')).hash;
+      const second = await familyDevice('second-device', invite, 'Mamá de Ana', { locale: 'en-US' });
+      await until(second, 'the refusal', () => document.getElementById('screen').dataset.state === 'refused');
+      equal(
+        await second.textContent('#placeholder-text'),
+        'Your family is already watching on 1 device, the most allowed at once. Close the camera on the other device and try again.',
+        'the English refusal',
+      );
+      equal(await second.textContent('#stage-state'), 'Device limit', 'the English state');
+      await second.click('#lang-toggle');
+      equal(
+        await second.textContent('#placeholder-text'),
+        'Tu familia ya está mirando en 1 dispositivo, el máximo permitido a la vez. Cierra la cámara en el otro dispositivo y vuelve a intentarlo.',
+        'the Spanish refusal',
+      );
+      equal(await second.textContent('#retry'), 'Intentar de nuevo', 'the retry button');
+      // No knocking again and again: while the first device gets two new
+      // pictures (a reconnect would come within 0.5 s), the refused page opens
+      // no video socket and stays refused.
+      const sockets = [];
+      second.on('websocket', (ws) => sockets.push(ws.url()));
+      const next = (await nextPicture(first, before, 'the first device still receiving')).hash;
+      await nextPicture(first, next, 'the first device still receiving, again');
+      equal(sockets.filter((u) => u.includes('/video')), [], 'video sockets opened by the refused page');
+      equal(await second.evaluate(() => document.getElementById('screen').dataset.state), 'refused', 'still refused');
+      // Once the first device leaves, "try again" brings the picture.
+      await first.context().close();
+      await until(second, 'the picture after the first device left', () => {
+        const state = document.getElementById('screen').dataset.state;
+        if (state === 'refused') document.getElementById('retry').click();
+        return state === 'live';
+      });
+      await second.context().close();
+    });
+
+    await test('screenshots of the login page, the viewer (phone, desktop), the broadcaster and the admin page', async () => {
       // A fresh daemon with a fresh state directory (the chat history survives
       // restarts), so the chat shows a real conversation rather than test strings.
       await Promise.all([viewer, other].map((page) => page.context().close()));
@@ -713,7 +961,9 @@ async function main() {
       // A parent on a phone; a teacher at a computer, who sees the moderation buttons.
       const phone = await open('phone', '/?stream=camera', { name: 'Mamá de Sofía', ...phoneSize });
       const desktop = await open('desktop', '/?stream=camera', { as: 'staff', name: 'Profe Lucía' });
-      const family = await open('family', '/?stream=aula', { name: 'Papá de Tomás' }); // watching the broadcast
+      // The chat is the room's: everyone who speaks here watches the main camera.
+      const family = await open('family', '/?stream=camera', { name: 'Papá de Tomás' });
+      const grandpa = await open('grandpa', '/?stream=aula', { name: 'Abuelo Luis' }); // watching the broadcast
       const say = async (page, color, text) => {
         await until(page, 'the chat', () => !document.getElementById('chat-send').disabled);
         await page.fill('#chat-color', color);
@@ -738,7 +988,25 @@ async function main() {
       await until(teacher, 'a viewer on the broadcaster', () => Number(document.getElementById('viewers').textContent) >= 1);
       await teacher.mouse.move(0, 0);
       await teacher.screenshot({ path: path.join(DOCS, 'broadcaster.png') });
-      for (const file of ['login.png', 'viewer-phone.png', 'viewer-desktop.png', 'broadcaster.png']) {
+      await grandpa.context().close();
+
+      // The director's page: three families, one of them watching.
+      const admin = await open('director-shot', '/admin', { as: 'admin', name: 'Directora Marta', viewport: { width: 1280, height: 900 } });
+      const perez = await addFamily(admin, 'Familia Pérez', { rooms: ['camera', 'aula'] });
+      await addFamily(admin, 'Familia Gómez', { rooms: ['camera'], max: 2 });
+      await addFamily(admin, 'Familia Rojas', { rooms: ['camera', 'patio'] });
+      await admin.click('#invite-close');
+      const martin = await familyDevice('martin', perez, 'Papá de Martín');
+      await nextPicture(martin, null, "the Pérez family's picture");
+      await until(admin, 'the Pérez family watching', () =>
+        [...document.querySelectorAll('.viewer-name')].some((e) => e.textContent === 'Papá de Martín'),
+      );
+      await admin.reload();
+      await until(admin, 'the viewing log', () => !document.getElementById('log-table').hidden);
+      await until(admin, 'who is watching', () => document.querySelectorAll('.viewer').length >= 3);
+      await admin.mouse.move(0, 0);
+      await admin.screenshot({ path: path.join(DOCS, 'admin.png'), fullPage: true });
+      for (const file of ['login.png', 'viewer-phone.png', 'viewer-desktop.png', 'broadcaster.png', 'admin.png']) {
         const png = readFileSync(path.join(DOCS, file));
         assert(png.length > 10_000 && png.readUInt32BE(0) === 0x89504e47, `${file} is a PNG`);
       }
