@@ -586,7 +586,9 @@ function whoLabel(viewer) {
   const name = viewer.name ? String(viewer.name) : t('admin.noName');
   if (viewer.family) {
     const family = families.get(viewer.family);
-    return { name, detail: family ? family.name : t('admin.goneFamily') };
+    // The log keeps the name the family had when it watched, even after it left.
+    const known = family ? family.name : viewer.family_name;
+    return { name, detail: known ? String(known) : t('admin.goneFamily') };
   }
   const role = ['staff', 'admin', 'viewer'].includes(viewer.role) ? viewer.role : 'viewer';
   return { name, detail: t(`admin.role.${role}`) };
