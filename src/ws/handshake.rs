@@ -86,6 +86,8 @@ pub struct Credentials {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     NotFound,
+    /// A viewer asked for a stream that nothing feeds (viewers never create one).
+    NoStream,
     BadRequest(&'static str),
     HeadTooLarge,
     WrongVersion,
@@ -99,7 +101,7 @@ pub enum Refusal {
 impl Refusal {
     fn status(&self) -> u16 {
         match self {
-            Refusal::NotFound => 404,
+            Refusal::NotFound | Refusal::NoStream => 404,
             Refusal::BadRequest(_) => 400,
             Refusal::HeadTooLarge => 431,
             Refusal::WrongVersion => 426,
@@ -113,6 +115,9 @@ impl Refusal {
         let text = match self {
             Refusal::NotFound => {
                 "no such WebSocket endpoint: use /chat, /chat/NAME, /video, /video/NAME or /upload/NAME\n"
+            }
+            Refusal::NoStream => {
+                "no such stream: watch a camera or a room that is being broadcast\n"
             }
             Refusal::BadRequest(why) => why,
             Refusal::HeadTooLarge => "request head too large\n",

@@ -220,14 +220,14 @@ async fn handle(
             return;
         }
     };
-    // Resolve the stream or room before upgrading, so a full hub or an unknown
-    // room is a plain HTTP refusal.
-    let video_stream = match &upgrade.request.route {
-        Route::Video { stream, .. } => match ctx.hub.stream(stream) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "WebSocket refused");
-                Refusal::Busy.send(&mut conn).await;
+    // Resolve the stream or room before upgrading, so an unknown stream, a full
+    // hub or an unknown room is a plain HTTP refusal.
+    let video_feed = match &upgrade.request.route {
+        Route::Video { stream, .. } => match video_feed(&ctx, &principal, stream) {
+            Ok(feed) => Some(feed),
+            Err(refusal) => {
+                tracing::info!(%peer, stream = %stream, ?refusal, "video refused");
+                refusal.send(&mut conn).await;
                 return;
             }
         },
@@ -287,7 +287,7 @@ async fn handle(
             binary,
             stream: name,
         } => {
-            let stream = video_stream.expect("resolved above");
+            let feed = video_feed.expect("resolved above");
             let _device = match ctx.access.claim_device(&principal) {
                 Ok(place) => place,
                 Err(refused) => {
@@ -298,7 +298,7 @@ async fn handle(
             };
             let _viewing = ctx.viewing.open(&principal, &name, client_ip(peer));
             ctx.access.seen(&principal);
-            video::serve(socket, stream, binary, shutdown).await;
+            video::serve(socket, feed, binary, shutdown).await;
         }
         Route::Upload { stream } => {
             let ws_config = ctx.tungstenite_config(limits.max_upload_bytes);
@@ -307,6 +307,37 @@ async fn handle(
         }
     }
     tracing::info!(%peer, "WebSocket closed");
+}
+
+/// What a video socket will show. A viewer never creates a stream: it watches
+/// one that exists (a configured camera, a broadcast), or waits without taking
+/// a hub slot for one of its family's rooms whose broadcast has not begun; any
+/// other name is 404. Staff may create a stream by watching it (within the hub's
+/// bound), as before.
+fn video_feed(
+    ctx: &WsContext,
+    principal: &auth::Principal,
+    name: &str,
+) -> Result<video::Feed, Refusal> {
+    if let Some(stream) = ctx.hub.get(name) {
+        return Ok(video::Feed::Ready(stream));
+    }
+    if principal.role.is_staff() {
+        return ctx.hub.stream(name).map(video::Feed::Ready).map_err(|e| {
+            tracing::info!(stream = name, error = %e, "stream not created");
+            Refusal::Busy
+        });
+    }
+    let configured = ctx.config.capture.cameras.iter().any(|c| c.name == name);
+    // `admit` already checked that a family may enter this room.
+    let familys_room = matches!(principal.account, auth::Account::Family(_));
+    if configured || familys_room {
+        return Ok(video::Feed::Awaited {
+            hub: ctx.hub.clone(),
+            name: name.to_owned(),
+        });
+    }
+    Err(Refusal::NoStream)
 }
 
 /// The chat room a socket asks for, if it may be opened. A room exists beside
