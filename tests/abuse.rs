@@ -31,8 +31,8 @@ fn cookie(value: &str) -> [(&'static str, String); 1] {
     [("Cookie", value.to_owned())]
 }
 
-/// The streams `/stats.json` lists, as staff sees them.
-async fn stream_names(server: &TestServer) -> Vec<String> {
+/// `/stats.json` as staff sees it.
+async fn staff_stats(server: &TestServer) -> Value {
     let auth = basic_auth(STAFF_CODE);
     let reply = http_request(
         server.http,
@@ -43,7 +43,12 @@ async fn stream_names(server: &TestServer) -> Vec<String> {
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json()["streams"]
+    reply.json()
+}
+
+/// The streams `/stats.json` lists.
+async fn stream_names(server: &TestServer) -> Vec<String> {
+    staff_stats(server).await["streams"]
         .as_array()
         .unwrap()
         .iter()
@@ -157,5 +162,90 @@ async fn a_familys_room_waits_without_a_slot_and_goes_live_with_the_broadcast() 
             other => panic!("the waiting viewer got no picture: {other:?}"),
         }
     }
+    server.stop().await;
+}
+
+/// Reads `ws` for `quiet` and returns the chat `system` messages it got.
+async fn system_messages_within(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + quiet;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return seen;
+        }
+        match recv_within(ws, left).await {
+            Some(Message::Text(text)) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "system" {
+                    seen.push(value);
+                }
+            }
+            Some(_) => {}
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_connect_storm_is_a_handful_of_updates_and_the_count_stays_right() {
+    let server = school(&[]).await;
+    let teacher = login(&server, "Maestra", STAFF_CODE).await;
+    let parent = login(&server, "Ana", VIEWER_CODE).await;
+    let mut observer = ws_with(&server, "/chat", &cookie(&teacher)).await.unwrap();
+    let welcome = until_type(&mut observer, "system").await;
+    assert_eq!(welcome["event"], "welcome", "{welcome}");
+    let settled = recv_json_until(&mut observer, "the teacher counted", |m| {
+        m["event"] == "online"
+    })
+    .await;
+    assert_eq!(settled["online"], 1, "{settled}");
+
+    // The attack of the issue: 200 connect/close cycles, as fast as they go.
+    let started = Instant::now();
+    for i in 0..200 {
+        let mut junk = ws_with(&server, "/chat", &cookie(&parent))
+            .await
+            .unwrap_or_else(|status| panic!("cycle {i} refused: {status}"));
+        junk.close(None).await.unwrap();
+    }
+    let storm = started.elapsed();
+    let during_and_after =
+        system_messages_within(&mut observer, storm + Duration::from_secs(4)).await;
+    eprintln!(
+        "200 chat cycles in {storm:?}: the observer got {} system messages",
+        during_and_after.len()
+    );
+    assert!(
+        during_and_after.len() <= 3,
+        "a handful at most, not 400 lines: {during_and_after:?}"
+    );
+    if let Some(last) = during_and_after.last() {
+        assert_eq!(last["online"], 1, "{last}");
+    }
+
+    // A parent who stays is counted, in one update, and so is its leaving.
+    let mut stays = ws_with(&server, "/chat", &cookie(&parent)).await.unwrap();
+    let arrived = recv_json_until(&mut observer, "the parent counted", |m| {
+        m["event"] == "online"
+    })
+    .await;
+    assert_eq!(
+        (arrived["online"].as_u64(), arrived["joined"].as_u64()),
+        (Some(2), Some(1)),
+        "{arrived}"
+    );
+    let chat_online = staff_stats(&server).await["chat_online"]["camera"].clone();
+    assert_eq!(chat_online, 2, "the stats count only who is connected");
+    stays.close(None).await.unwrap();
+    let gone = recv_json_until(&mut observer, "the parent's leave", |m| {
+        m["event"] == "online"
+    })
+    .await;
+    assert_eq!(
+        (gone["online"].as_u64(), gone["left"].as_u64()),
+        (Some(1), Some(1)),
+        "{gone}"
+    );
     server.stop().await;
 }

@@ -373,7 +373,8 @@ async function main() {
       const own = (page) => page.$$eval('#messages .msg', (els) => els.slice(-5).map((e) => e.classList.contains('own')));
       equal(await own(viewer), [true, true, true, true, false], "Alicia's own messages");
       equal(await own(other), [false, false, false, false, true], "Beto's own messages");
-      assert(/2 personas en línea/.test(await viewer.textContent('#chat-online')), 'online count in Spanish');
+      // Arrivals are announced once they have stayed a second, at most every two.
+      await until(viewer, 'the online count in Spanish', () => /2 personas en línea/.test(document.getElementById('chat-online').textContent));
 
       // Reading older messages is not interrupted by new ones. Long messages
       // fill the list quickly (the server allows a burst of five, then one a second).
