@@ -249,3 +249,92 @@ async fn a_chat_connect_storm_is_a_handful_of_updates_and_the_count_stays_right(
     );
     server.stop().await;
 }
+
+/// Opens a WebSocket with `headers`; on refusal, the HTTP status and body.
+async fn open_or_why(
+    server: &TestServer,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> Result<Ws, (u16, String)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut request = server.ws_url(path).into_client_request().unwrap();
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, HeaderValue::from_str(value).unwrap());
+    }
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await {
+        Err(_) => panic!("handshake to {path} hung"),
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(reply))) => {
+            let body = reply
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err((reply.status().as_u16(), body))
+        }
+        Ok(Err(e)) => panic!("handshake to {path} failed oddly: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_login_holds_at_most_eight_sockets_and_another_is_unaffected() {
+    let server = school(&[]).await;
+    let ana = login(&server, "Ana", VIEWER_CODE).await;
+    let ben = login(&server, "Ben", VIEWER_CODE).await;
+    // Eight across the routes: video and chat count alike.
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let path = if i % 2 == 0 { "/video" } else { "/chat" };
+        held.push(
+            open_or_why(&server, path, &cookie(&ana))
+                .await
+                .unwrap_or_else(|e| panic!("socket {} refused: {e:?}", i + 1)),
+        );
+    }
+    let (status, why) = open_or_why(&server, "/video", &cookie(&ana))
+        .await
+        .err()
+        .expect("socket 9 of one login is refused");
+    assert_eq!(status, 429);
+    assert!(why.contains("8 connections"), "the refusal says why: {why}");
+
+    // Another family's session, from the same address, is not affected.
+    let mut other = open_or_why(&server, "/video?format=binary", &cookie(&ben))
+        .await
+        .expect("another session from the same address");
+    assert!(matches!(recv(&mut other).await, Message::Binary(_)));
+
+    // Closing one frees a place.
+    held.pop().unwrap().close(None).await.unwrap();
+    poll_until(
+        "a place freed",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async { open_or_why(&server, "/chat", &cookie(&ana)).await.ok() },
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basic_auth_code_is_one_holder_and_the_cap_is_configurable() {
+    let server = school(&["--max-sockets-per-login", "2"]).await;
+    let family = [("Authorization", basic_auth(VIEWER_CODE))];
+    let _a = open_or_why(&server, "/chat", &family).await.unwrap();
+    let _b = open_or_why(&server, "/video", &family).await.unwrap();
+    let (status, why) = open_or_why(&server, "/chat", &family).await.err().unwrap();
+    assert_eq!(
+        (status, why.contains("2 connections")),
+        (429, true),
+        "{why}"
+    );
+    let staff = [("Authorization", basic_auth(STAFF_CODE))];
+    assert!(
+        open_or_why(&server, "/chat", &staff).await.is_ok(),
+        "staff's code is its own holder"
+    );
+    server.stop().await;
+}

@@ -96,6 +96,8 @@ pub enum Refusal {
     Denied(crate::auth::Denied),
     /// The request itself is not acceptable here (host name, page origin).
     Forbidden(&'static str),
+    /// The login holds as many sockets as it may.
+    TooManySockets(crate::auth::sockets::TooManySockets),
 }
 
 impl Refusal {
@@ -108,6 +110,7 @@ impl Refusal {
             Refusal::Busy => 503,
             Refusal::Denied(denied) => denied.status(),
             Refusal::Forbidden(_) => 403,
+            Refusal::TooManySockets(_) => 429,
         }
     }
 
@@ -125,6 +128,7 @@ impl Refusal {
             Refusal::Busy => "too many connections; try again shortly\n",
             Refusal::Denied(denied) => return format!("{denied}\n").into(),
             Refusal::Forbidden(why) => why,
+            Refusal::TooManySockets(refused) => return format!("{refused}\n").into(),
         };
         text.into()
     }
@@ -133,7 +137,9 @@ impl Refusal {
     pub async fn send<S: AsyncWrite + Unpin>(&self, stream: &mut S) {
         let extra = match self {
             Refusal::WrongVersion => "Sec-WebSocket-Version: 13\r\n",
-            Refusal::Busy | Refusal::Denied(Denied::Busy) => "Retry-After: 5\r\n",
+            Refusal::Busy | Refusal::Denied(Denied::Busy) | Refusal::TooManySockets(_) => {
+                "Retry-After: 5\r\n"
+            }
             Refusal::Denied(Denied::Unauthorized) => {
                 "WWW-Authenticate: Basic realm=\"kindercam\", charset=\"UTF-8\"\r\n"
             }

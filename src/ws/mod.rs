@@ -1,7 +1,8 @@
 //! The WebSocket server on `--ws-listen`: admits connections within the caps
 //! (in total and per address), completes TLS and the handshake within a time
 //! limit, checks who is asking (session cookie or Basic auth, allowed Origin,
-//! staff for uploads), and hands each socket to its route: `/chat`,
+//! staff for uploads), counts it against its login's socket cap, and hands each
+//! socket to its route: `/chat`,
 //! `/video[/NAME]` or `/upload/NAME`.
 
 pub mod chat;
@@ -82,6 +83,8 @@ pub struct WsContext {
     pub viewing: Arc<ViewingLog>,
     pub access: Arc<Access>,
     pub gate: Arc<Gate>,
+    /// Sockets open per login, against `--max-sockets-per-login`.
+    pub sockets: Arc<auth::sockets::SocketCounts>,
     pub tls: Option<TlsAcceptor>,
     /// The HTTP listener's real port: our pages' origin, for the Origin check.
     pub http_port: u16,
@@ -107,6 +110,7 @@ impl WsContext {
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
             ),
+            sockets: auth::sockets::SocketCounts::new(config.limits.max_sockets_per_login),
             config,
             hub,
             access,
@@ -219,6 +223,18 @@ async fn handle(
             refusal.send(&mut conn).await;
             return;
         }
+    };
+    // Counted against its login for as long as it is open, whatever the route.
+    let _place = match auth::sockets::Holder::of(&principal, ctx.access.enabled()) {
+        Some(holder) => match ctx.sockets.claim(holder) {
+            Ok(place) => Some(place),
+            Err(refused) => {
+                tracing::warn!(%peer, route = ?upgrade.request.route, account = ?principal.account, "WebSocket refused: {refused}");
+                Refusal::TooManySockets(refused).send(&mut conn).await;
+                return;
+            }
+        },
+        None => None,
     };
     // Resolve the stream or room before upgrading, so an unknown stream, a full
     // hub or an unknown room is a plain HTTP refusal.
