@@ -338,3 +338,65 @@ async fn a_basic_auth_code_is_one_holder_and_the_cap_is_configurable() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_snapshots_of_idle_cameras_do_not_stall_the_pages() {
+    // Four cameras that never deliver: a snapshot of each could hold one of the
+    // four HTTP workers for the whole 3 s wait.
+    let server = start_secured(&[
+        "--source",
+        "a=exec:sleep 101",
+        "--source",
+        "b=exec:sleep 102",
+        "--source",
+        "c=exec:sleep 103",
+        "--source",
+        "d=exec:sleep 104",
+    ])
+    .await;
+    let parent = basic_auth(VIEWER_CODE);
+    let snapshot = |name: &'static str| {
+        let (addr, auth) = (server.http, parent.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let path = format!("/snapshot.jpg?stream={name}");
+            let reply = http_request(addr, "GET", &path, &[("Authorization", &auth)], "").await;
+            let retry = reply.header("Retry-After").map(str::to_owned);
+            (reply.status, retry, started.elapsed())
+        })
+    };
+    let asked: Vec<_> = ["a", "b", "c", "d", "a", "b"]
+        .into_iter()
+        .map(snapshot)
+        .collect();
+    let mut waited = 0;
+    for answer in asked {
+        let (status, retry, took) = answer.await.unwrap();
+        assert_eq!(
+            (status, retry.as_deref()),
+            (503, Some("1")),
+            "no frame yet, retry"
+        );
+        if took >= Duration::from_secs(2) {
+            waited += 1;
+        }
+    }
+    eprintln!("6 snapshot requests of 4 idle cameras: {waited} waited for a frame");
+    assert!(
+        waited <= 1,
+        "{waited} snapshots held a worker for the whole wait"
+    );
+
+    // While one snapshot waits, the pages are served at once.
+    let held = snapshot("c");
+    let asked = Instant::now();
+    let login_page = http_request(server.http, "GET", "/login", &[], "").await;
+    assert_eq!(login_page.status, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the login page waited {:?}",
+        asked.elapsed()
+    );
+    held.await.unwrap();
+    server.stop().await;
+}
