@@ -296,8 +296,7 @@ async fn one_login_holds_at_most_eight_sockets_and_another_is_unaffected() {
     }
     let (status, why) = open_or_why(&server, "/video", &cookie(&ana))
         .await
-        .err()
-        .expect("socket 9 of one login is refused");
+        .expect_err("socket 9 of one login is refused");
     assert_eq!(status, 429);
     assert!(why.contains("8 connections"), "the refusal says why: {why}");
 
