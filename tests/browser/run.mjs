@@ -487,7 +487,7 @@ async function main() {
           // System messages are localised from their fields: someone joins.
           const joiner = await open('joiner', '/');
           await until(page, 'a Spanish join note', () =>
-            [...document.querySelectorAll('#messages .system')].some((e) => /^Alguien entró · \d+ personas en línea$/.test(e.textContent)),
+            [...document.querySelectorAll('#messages .system')].some((e) => /^(1 persona entró|\d+ personas entraron)( · (1 persona salió|\d+ personas salieron))? · \d+ personas en línea$/.test(e.textContent)),
           );
           await joiner.context().close();
         }
