@@ -21,7 +21,8 @@ use crate::sync::Locked;
 
 /// The stream fed by `--source`.
 pub const CAMERA: &str = "camera";
-/// Named streams are created on demand by viewers and uploaders; this bounds them.
+/// Streams are created by their sources (configured cameras, staff uploads) and
+/// by staff; never by a viewer asking for a name. This bounds them.
 pub const MAX_STREAMS: usize = 32;
 
 /// Whether a stream currently has a picture source.
@@ -80,7 +81,7 @@ impl Snapshot {
 
 /// `{"type":"status","state":...,"message":...}`: JSON, so it can never be
 /// mistaken for a `data:` frame.
-fn status_message(status: &StreamStatus) -> Utf8Bytes {
+pub fn status_message(status: &StreamStatus) -> Utf8Bytes {
     let message = match status {
         StreamStatus::Live => "live",
         StreamStatus::Waiting => "waiting for a source",
@@ -354,9 +355,21 @@ impl std::fmt::Display for StreamError {
 impl std::error::Error for StreamError {}
 
 /// All streams by name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     streams: Mutex<BTreeMap<String, Arc<Stream>>>,
+    /// Bumped whenever a stream is created, so viewers waiting for a room whose
+    /// source has not started yet can attach the moment it does.
+    created: watch::Sender<u64>,
+}
+
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub {
+            streams: Mutex::new(BTreeMap::new()),
+            created: watch::Sender::new(0),
+        }
+    }
 }
 
 pub fn valid_stream_name(name: &str) -> bool {
@@ -399,7 +412,25 @@ impl Hub {
         }
         let stream = Arc::new(Stream::new(name));
         streams.insert(name.to_owned(), stream.clone());
+        drop(streams);
+        self.created.send_modify(|n| *n += 1);
         Ok(stream)
+    }
+
+    /// The stream called `name` once a source or staff creates it. Waiting costs
+    /// the hub nothing: a viewer of a room whose broadcast has not begun holds no
+    /// slot that a source might need.
+    pub async fn appeared(&self, name: &str) -> Arc<Stream> {
+        let mut created = self.created.subscribe();
+        loop {
+            if let Some(stream) = self.get(name) {
+                return stream;
+            }
+            // The sender lives as long as the hub, which outlives this borrow.
+            if created.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The stream called `name` if it exists; never creates one.
@@ -478,6 +509,24 @@ mod tests {
         );
         s.publish(frame(1));
         assert!(s.current().status_message.contains("\"live\""));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_viewer_takes_no_slot_and_attaches_when_the_source_starts() {
+        let hub = std::sync::Arc::new(Hub::new());
+        let waiter = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.appeared("aula-2").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(hub.get("aula-2").is_none(), "waiting created nothing");
+        assert!(hub.stats().is_empty());
+        let fed = hub.stream("aula-2").unwrap();
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("attached in time")
+            .unwrap();
+        assert!(Arc::ptr_eq(&fed, &seen));
     }
 
     #[test]

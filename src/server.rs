@@ -157,6 +157,7 @@ impl Server {
             ws_port: self.ws_addr.port(),
             started: Instant::now(),
             runtime: tokio::runtime::Handle::current(),
+            snapshot_waits: Default::default(),
         });
         let http_threads = http::spawn(self.http_backend, http_ctx, trigger.subscribe());
         let guard = http_guard::Guard::new(

@@ -41,14 +41,41 @@ async fn expect_system(ws: &mut Ws, event: &str, online: u64) -> Value {
     msg
 }
 
-/// Connects `n` chat clients one after another; each hears every later join.
+/// The next message that is not a presence update: those come on the room's own
+/// clock (gathered, at most every 2 s), between anything else.
+async fn next(ws: &mut Ws) -> Value {
+    recv_json_until(ws, "a message other than a presence update", |m| {
+        m["event"] != "online"
+    })
+    .await
+}
+
+/// Reads presence updates until one says `online` are counted.
+async fn until_online(ws: &mut Ws, online: u64) -> Value {
+    recv_json_until(ws, &format!("{online} online"), |m| {
+        m["type"] == "system" && m["event"] == "online" && m["online"] == online
+    })
+    .await
+}
+
+/// Connects a chat client and reads the end of its history replay: its own
+/// welcome, which carries the online count.
+async fn enter(server: &TestServer) -> Ws {
+    let mut ws = server.connect("/chat").await;
+    let welcome = next(&mut ws).await;
+    assert_eq!(welcome["event"], "welcome", "{welcome}");
+    assert!(welcome["online"].as_u64().unwrap() >= 1, "{welcome}");
+    ws
+}
+
+/// Connects `n` chat clients; each hears, in one update or a few, that all are in.
 async fn join_all(server: &TestServer, n: u64) -> Vec<Ws> {
     let mut clients: Vec<Ws> = Vec::new();
-    for online in 1..=n {
-        clients.push(server.connect("/chat").await);
-        for ws in clients.iter_mut() {
-            expect_system(ws, "join", online).await;
-        }
+    for _ in 0..n {
+        clients.push(enter(server).await);
+    }
+    for ws in clients.iter_mut() {
+        until_online(ws, n).await;
     }
     clients
 }
@@ -76,7 +103,7 @@ async fn two_clients_chat_in_the_prototype_format() {
     .await;
     for ws in [&mut ana, &mut ben] {
         // The sender hears itself, in the same format as everyone else.
-        let msg = recv_json(ws).await;
+        let msg = next(ws).await;
         assert_usermsg(&msg, "Ana", "hola");
         assert_eq!(msg["color"], "FF8800", "{msg}");
     }
@@ -87,14 +114,15 @@ async fn two_clients_chat_in_the_prototype_format() {
         &json!({"name": " Ben ", "message": " hi there ", "color": "red"}),
     )
     .await;
-    let to_ben = recv_json(&mut ben).await;
-    let to_ana = recv_json(&mut ana).await;
+    let to_ben = next(&mut ben).await;
+    let to_ana = next(&mut ana).await;
     assert_eq!(to_ben, to_ana);
     assert_usermsg(&to_ben, "Ben", "hi there"); // trimmed
     assert_ne!(to_ben["color"], "red");
 
     ben.close(None).await.expect("close");
-    expect_system(&mut ana, "leave", 1).await;
+    let left = expect_system(&mut ana, "online", 1).await;
+    assert_eq!(left["left"], 1, "{left}");
     server.stop().await;
 }
 
@@ -127,7 +155,7 @@ async fn everyone_sees_messages_in_the_same_order() {
     for ws in clients.iter_mut() {
         let mut order = Vec::new();
         for _ in 0..names.len() * PER_CLIENT {
-            let msg = recv_json(ws).await;
+            let msg = next(ws).await;
             assert_eq!(msg["type"], "usermsg", "{msg}");
             order.push(msg["message"].as_str().unwrap().to_owned());
         }
@@ -150,10 +178,9 @@ async fn everyone_sees_messages_in_the_same_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_messages_get_an_error_and_the_chat_goes_on() {
-    // No history, so each new sender's first message is its own join.
+    // No history, so each new sender's first message is its own welcome.
     let server = start(&["--chat-history", "0"]).await;
-    let mut ben = server.connect("/chat").await;
-    expect_system(&mut ben, "join", 1).await;
+    let mut ben = enter(&server).await;
 
     let long_name = "n".repeat(33);
     let long_message = "m".repeat(1001);
@@ -188,10 +215,9 @@ async fn invalid_messages_get_an_error_and_the_chat_goes_on() {
     ];
     for (i, (bad, mentions)) in cases.into_iter().enumerate() {
         let what = clip(&format!("{bad:?}"));
-        let mut ana = server.connect("/chat").await;
-        expect_system(&mut ana, "join", 2).await;
+        let mut ana = enter(&server).await;
         ana.send(bad).await.expect("send");
-        let reply = recv_json(&mut ana).await;
+        let reply = next(&mut ana).await;
         assert_eq!(reply["type"], "error", "for {what}: {reply}");
         let why = reply["message"].as_str().unwrap_or_default();
         assert!(
@@ -203,19 +229,16 @@ async fn invalid_messages_get_an_error_and_the_chat_goes_on() {
         // ever seeing Ana's error.
         let good = format!("still here {i}");
         send_json(&mut ana, &json!({"name": "Ana", "message": good})).await;
-        assert_usermsg(&recv_json(&mut ana).await, "Ana", &good);
+        assert_usermsg(&next(&mut ana).await, "Ana", &good);
         bystander_sees(&mut ben, &good).await;
         ana.close(None).await.expect("close");
-        // Once Ben hears the leave, the next sender joins an empty room again.
-        recv_json_until(&mut ben, "Ana's leave", |m| m["event"] == "leave").await;
     }
 
     // The limits are inclusive, counted in characters, not bytes.
-    let mut ana = server.connect("/chat").await;
-    expect_system(&mut ana, "join", 2).await;
+    let mut ana = enter(&server).await;
     let (name, message) = ("ñ".repeat(32), "é".repeat(1000));
     send_json(&mut ana, &json!({"name": name, "message": message})).await;
-    assert_usermsg(&recv_json(&mut ana).await, &name, &message);
+    assert_usermsg(&next(&mut ana).await, &name, &message);
     bystander_sees(&mut ben, &message).await;
     server.stop().await;
 }
@@ -230,7 +253,7 @@ async fn oversize_frames_get_an_error_and_far_oversize_ones_close_1009() {
     let over = json!({"name": "Ana", "message": "x".repeat(limit + 100)}).to_string();
     assert!(over.len() > limit && over.len() < 4 * limit);
     send_text(&mut ana, over).await;
-    let reply = recv_json(&mut ana).await;
+    let reply = next(&mut ana).await;
     assert_eq!(reply["type"], "error", "{reply}");
     assert!(
         reply["message"]
@@ -240,7 +263,7 @@ async fn oversize_frames_get_an_error_and_far_oversize_ones_close_1009() {
         "the error names the limit: {reply}"
     );
     send_json(&mut ana, &json!({"name": "Ana", "message": "still open"})).await;
-    assert_usermsg(&recv_json(&mut ana).await, "Ana", "still open");
+    assert_usermsg(&next(&mut ana).await, "Ana", "still open");
     bystander_sees(&mut ben, "still open").await;
 
     // Far over (more than 4x): the server closes with 1009 (message too big).
@@ -249,17 +272,17 @@ async fn oversize_frames_get_an_error_and_far_oversize_ones_close_1009() {
     assert_eq!(expect_close(&mut ana).await, 1009);
 
     // Ben hears Ana leave and keeps chatting.
-    recv_json_until(&mut ben, "Ana's leave", |m| m["event"] == "leave").await;
+    let left = until_online(&mut ben, 1).await;
+    assert_eq!(left["left"], 1, "{left}");
     send_json(&mut ben, &json!({"name": "Ben", "message": "anyone?"})).await;
-    assert_usermsg(&recv_json(&mut ben).await, "Ben", "anyone?");
+    assert_usermsg(&next(&mut ben).await, "Ben", "anyone?");
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joiner_gets_the_recent_history_in_order() {
     let server = start(&["--chat-history", "3"]).await;
-    let mut ana = server.connect("/chat").await;
-    expect_system(&mut ana, "join", 1).await;
+    let mut ana = enter(&server).await;
     for i in 1..=4 {
         send_json(
             &mut ana,
@@ -269,20 +292,20 @@ async fn a_joiner_gets_the_recent_history_in_order() {
     }
     // Once Ana has heard all four, they are in the room's history.
     for i in 1..=4 {
-        assert_usermsg(&recv_json(&mut ana).await, "Ana", &format!("m{i}"));
+        assert_usermsg(&next(&mut ana).await, "Ana", &format!("m{i}"));
     }
 
     let mut ben = server.connect("/chat").await;
     for i in 2..=4 {
         // The last 3, oldest first.
-        assert_usermsg(&recv_json(&mut ben).await, "Ana", &format!("m{i}"));
+        assert_usermsg(&next(&mut ben).await, "Ana", &format!("m{i}"));
     }
-    expect_system(&mut ben, "join", 2).await;
-    expect_system(&mut ana, "join", 2).await;
+    let welcome = next(&mut ben).await;
+    assert_eq!(welcome["event"], "welcome", "{welcome}");
 
     // Live messages follow the history without repeats.
     send_json(&mut ben, &json!({"name": "Ben", "message": "m5"})).await;
-    assert_usermsg(&recv_json(&mut ben).await, "Ben", "m5");
-    assert_usermsg(&recv_json(&mut ana).await, "Ben", "m5");
+    assert_usermsg(&next(&mut ben).await, "Ben", "m5");
+    assert_usermsg(&next(&mut ana).await, "Ben", "m5");
     server.stop().await;
 }

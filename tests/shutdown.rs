@@ -126,7 +126,7 @@ async fn signal_closes_everything_with_1001(signal: &str) {
     let mut daemon = spawn_daemon(&["--interval-ms", "100", "--width", "160", "--height", "120"]);
     let mut chat = connect(daemon.ws, "/chat").await;
     let join = recv_json(&mut chat).await;
-    assert_eq!(join["event"], "join", "{join}");
+    assert_eq!(join["event"], "welcome", "{join}");
     let mut video = connect(daemon.ws, "/video").await;
     recv_frame(&mut video).await;
     let health = common::http_get(daemon.http, "/healthz").await;

@@ -2,10 +2,12 @@
 // camera, /chat/NAME for any other room. Protocol: we send
 // {"name","message","color":"RRGGBB"}; the server sends everyone
 // {"type":"usermsg","id",...,"staff"?,"family"?}, {"type":"system",
-// "event":"join"|"leave"|"mute"|...,"online":N}, {"type":"delete","id"} when staff
+// "event":"online"|"mute"|...,"online":N}, {"type":"delete","id"} when staff
 // remove a message and, to the sender only, {"type":"error","code","message"}.
+// Comings and goings arrive gathered: {"event":"online","joined":J,"left":L},
+// at most one every couple of seconds, and nobody who stayed under a second.
 // Staff also send {"type":"delete","id"} and {"type":"mute","id","minutes"}.
-// A client that (re)joins first gets the recent history, then its own join.
+// A client that (re)joins first gets the recent history, then its own welcome.
 // Everything from the network goes into the page as text, never as markup.
 
 import { t, currentLang, onLanguage } from './i18n.js';
@@ -275,10 +277,20 @@ export function startChat(config = {}) {
     return n === 1 ? t('chat.online.one') : t('chat.online.many', { n });
   }
 
+  /** "2 people joined · 1 person left · 5 people online" */
+  function comingsAndGoings(joined, left, n) {
+    const parts = [];
+    if (joined > 0) parts.push(joined === 1 ? t('chat.joined.one') : t('chat.joined.many', { n: joined }));
+    if (left > 0) parts.push(left === 1 ? t('chat.left.one') : t('chat.left.many', { n: left }));
+    parts.push(onlineLabel(n));
+    return parts.join(' · ');
+  }
+
   function systemText(item) {
     const { event, online: n, name, minutes } = item.dataset;
-    if (event === 'join') return t('chat.joined', { online: onlineLabel(Number(n)) });
-    if (event === 'leave') return t('chat.left', { online: onlineLabel(Number(n)) });
+    if (event === 'online') {
+      return comingsAndGoings(Number(item.dataset.joined), Number(item.dataset.left), Number(n));
+    }
     if (event === 'lagged') return t('chat.lagged');
     if (event === 'mute') {
       return name && minutes ? t('chat.mutedNotice', { name, n: minutes }) : t('chat.mutedSomeone');
@@ -286,20 +298,24 @@ export function startChat(config = {}) {
     return item.dataset.message || '';
   }
 
-  const COMINGS_AND_GOINGS = ['join', 'leave'];
+  const count = (value) => (Number.isFinite(value) && value > 0 ? Math.round(value) : 0);
 
   /**
-   * System notes. Consecutive joins and leaves collapse into one line, so they
-   * never flood the chat; anything else (a mute) keeps a line of its own.
+   * System notes. Consecutive updates of who is online collapse into one line
+   * that adds up who came and went, so they never crowd out the conversation;
+   * anything else (a mute) keeps a line of its own.
    */
   function addSystem(msg) {
     const event = String(msg.event ?? '');
+    if (event === 'welcome') return; // our own arrival: the count is in the header
     const last = list.lastElementChild;
-    const merge =
-      last?.classList.contains('system') &&
-      COMINGS_AND_GOINGS.includes(last.dataset.event) &&
-      COMINGS_AND_GOINGS.includes(event);
+    const merge = last?.classList.contains('system') && last.dataset.event === 'online' && event === 'online';
     const item = merge ? last : el('li', `system ${event === 'mute' ? 'notice' : ''}`.trim());
+    if (event === 'online') {
+      const before = (key) => (merge ? Number(item.dataset[key]) : 0);
+      item.dataset.joined = String(before('joined') + count(msg.joined));
+      item.dataset.left = String(before('left') + count(msg.left));
+    }
     item.dataset.event = event;
     item.dataset.online = String(msg.online ?? '');
     item.dataset.message = String(msg.message ?? '');
@@ -380,7 +396,7 @@ export function startChat(config = {}) {
       if (Number.isFinite(msg.online)) online = msg.online;
       renderOnline();
       if (replay) {
-        endReplay(); // this is our own join: counted, not shown
+        endReplay(); // this is our own welcome: counted, not shown
         return;
       }
       addSystem(msg);

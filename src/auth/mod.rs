@@ -13,6 +13,7 @@ pub mod families;
 pub mod name;
 pub mod origin;
 pub mod sessions;
+pub mod sockets;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};

@@ -1,6 +1,7 @@
 //! Browser sessions: a random token in an HttpOnly cookie maps to a role, a
 //! family (for a family's code) and a chat name. Only the token's SHA-256 is
-//! kept, sessions expire, their number is bounded, and ending one (logout, its
+//! kept, sessions expire, their number is bounded (a full table gives up the
+//! oldest session of the code holding the most, never someone else's), and ending one (logout, its
 //! code changing, its family revoked) signals every socket opened with it to close.
 //!
 //! Sessions are kept in the database (`store`) so that a power cut or a restart
@@ -81,6 +82,27 @@ fn csrf_for(key: &[u8; 32]) -> String {
 fn unix(at: SystemTime) -> i64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Frees one place in a full table: the oldest session of the code that holds
+/// the most. Every successful login makes a session, so anyone with a code could
+/// otherwise log everybody else out (staff included) just by logging in 10,000
+/// times; this way such a script only pushes out its own code's sessions.
+fn make_room(sessions: &mut HashMap<[u8; 32], Arc<Session>>) -> Option<([u8; 32], Arc<Session>)> {
+    let mut held: HashMap<(Role, Option<&str>), usize> = HashMap::new();
+    for s in sessions.values() {
+        *held.entry((s.role, s.family.as_deref())).or_insert(0) += 1;
+    }
+    let (role, family) = held
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|((role, family), _)| (role, family.map(str::to_owned)))?;
+    let oldest = sessions
+        .iter()
+        .filter(|(_, s)| s.role == role && s.family == family)
+        .min_by_key(|(_, s)| s.expires)
+        .map(|(k, _)| *k)?;
+    sessions.remove(&oldest).map(|s| (oldest, s))
 }
 
 impl SessionStore {
@@ -172,13 +194,10 @@ impl SessionStore {
             let now = SystemTime::now();
             sessions.retain(|_, s| s.expires > now);
             if sessions.len() >= MAX_SESSIONS {
-                if let Some(oldest) = sessions
-                    .iter()
-                    .min_by_key(|(_, s)| s.expires)
-                    .map(|(k, _)| *k)
-                {
-                    if let Some(s) = sessions.remove(&oldest) {
-                        s.ended.send_replace(true);
+                if let Some(evicted) = make_room(&mut sessions) {
+                    evicted.1.ended.send_replace(true);
+                    if let Some(store) = &self.store {
+                        store.delete_session(evicted.0);
                     }
                 }
             }
@@ -286,6 +305,29 @@ mod tests {
         let store = SessionStore::new(Duration::from_millis(0));
         let (token, _) = store.create(Role::Staff, name("x"), None, CODE).unwrap();
         assert!(store.get(&token).is_none());
+    }
+
+    #[test]
+    fn a_code_logging_in_over_and_over_pushes_out_only_its_own_sessions() {
+        let store = SessionStore::new(Duration::from_secs(3600));
+        let (staff, _) = store
+            .create(Role::Staff, name("Maestra"), None, CODE)
+            .unwrap();
+        let (family, _) = store
+            .create(Role::Viewer, name("Ana"), Some("f1".into()), CODE)
+            .unwrap();
+        let (first, first_session) = store.create(Role::Viewer, name("x"), None, CODE).unwrap();
+        for _ in 0..MAX_SESSIONS + 50 {
+            store.create(Role::Viewer, name("x"), None, CODE).unwrap();
+        }
+        assert_eq!(store.len(), MAX_SESSIONS, "the table stays bounded");
+        assert!(store.get(&staff).is_some(), "staff stay logged in");
+        assert!(store.get(&family).is_some(), "the family stays logged in");
+        assert!(
+            store.get(&first).is_none(),
+            "the script's oldest went first"
+        );
+        assert!(first_session.is_ended(), "and its sockets were told");
     }
 
     #[test]

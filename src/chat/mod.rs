@@ -1,9 +1,11 @@
 //! The chat: rooms where families and staff talk beside the picture.
 //!
 //! `protocol.rs` is the wire format (the prototype's JSON), `room.rs` a room
-//! (history, members, moderation, persistence). The server owns the rooms;
+//! (history, members, moderation, persistence), `presence.rs` who is in a room
+//! and when the others hear of it. The server owns the rooms;
 //! `ws/chat.rs` is only the socket adapter that connects a WebSocket to one.
 
+pub mod presence;
 pub mod protocol;
 pub mod room;
 

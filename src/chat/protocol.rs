@@ -1,6 +1,7 @@
 //! The chat's wire protocol, the prototype's: a client sends
 //! `{"name","message","color"}`, everyone receives `{"type":"usermsg",...}`,
-//! joins and leaves go out as `{"type":"system",...}`, a bad message earns its
+//! comings and goings go out, gathered, as `{"type":"system","event":"online",...}`
+//! (a joining client first gets its own `{"type":"system","event":"welcome"}`), a bad message earns its
 //! sender alone `{"type":"error",...}`, and staff send `{"type":"delete"}` or
 //! `{"type":"mute"}` commands. This file parses and checks what clients send and
 //! serialises what they receive; it keeps no state.
@@ -31,6 +32,15 @@ pub(crate) enum Outgoing<'a> {
         message: &'a str,
         event: &'a str,
         online: usize,
+    },
+    /// Comings and goings, gathered (see `presence.rs`).
+    #[serde(rename = "system")]
+    Presence {
+        message: &'a str,
+        event: &'a str,
+        online: usize,
+        joined: usize,
+        left: usize,
     },
     Delete {
         id: u64,

@@ -4,16 +4,18 @@
 //! told how much it missed. A logged-in member's name comes from its session, so
 //! nobody can post as somebody else; staff may delete a message or mute its
 //! author. A `Member` is one participant from joining to leaving: its colour,
-//! its message budget, and the leave announcement when it is dropped.
+//! its message budget, and its place in the room's presence (`presence.rs`),
+//! which an announcer task turns into rate-limited `online` updates.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::presence::{Presence, Update};
 use super::protocol::{parse_message_as, Command, Outgoing};
 use crate::auth::Principal;
 use crate::ratelimit::TokenBucket;
@@ -60,7 +62,10 @@ pub struct ChatRoom {
     history: Mutex<VecDeque<Posted>>,
     history_len: usize,
     muted: Mutex<HashMap<Author, Instant>>,
-    online: AtomicUsize,
+    /// Who is here and what the room was told; taken before `history`, never after.
+    presence: Mutex<Gathering>,
+    /// Wakes the announcer when someone comes or goes.
+    changed: Notify,
     next_color: AtomicUsize,
     next_id: AtomicU64,
     next_connection: AtomicU64,
@@ -77,7 +82,8 @@ impl ChatRoom {
             history: Mutex::new(VecDeque::with_capacity(history_len)),
             history_len,
             muted: Mutex::new(HashMap::new()),
-            online: AtomicUsize::new(0),
+            presence: Mutex::new(Gathering::default()),
+            changed: Notify::new(),
             next_color: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             next_connection: AtomicU64::new(1),
@@ -122,8 +128,14 @@ impl ChatRoom {
         &self.name
     }
 
+    /// Members connected now (for `/stats.json`), counted or not.
     pub fn online(&self) -> usize {
-        self.online.load(Ordering::Relaxed)
+        self.presence.locked().presence.connected()
+    }
+
+    /// The online count pages show: members who have settled.
+    fn counted(&self) -> usize {
+        self.presence.locked().presence.counted()
     }
 
     fn broadcast(&self, text: Utf8Bytes) {
@@ -177,18 +189,6 @@ impl ChatRoom {
         )
     }
 
-    fn announce(&self, event: &str, message: &str) {
-        let online = self.online();
-        self.broadcast(
-            Outgoing::System {
-                message,
-                event,
-                online,
-            }
-            .to_text(),
-        );
-    }
-
     /// Minutes left on `author`'s mute, if muted.
     fn muted_for(&self, author: Author) -> Option<u64> {
         let mut muted = self.muted.locked();
@@ -234,7 +234,7 @@ impl ChatRoom {
                 let message = format!("{name} was muted by staff for {minutes} minutes");
                 let notice = serde_json::json!({
                     "type": "system", "event": "mute", "message": message,
-                    "name": name, "minutes": minutes, "online": self.online(),
+                    "name": name, "minutes": minutes, "online": self.counted(),
                 });
                 self.broadcast(Utf8Bytes::from(notice.to_string()));
                 Ok(())
@@ -259,9 +259,18 @@ impl Refused {
     }
 }
 
+/// A room's presence and whether its announcer task runs.
+#[derive(Debug, Default)]
+struct Gathering {
+    presence: Presence,
+    announcing: bool,
+}
+
 /// One participant of a room, from joining to leaving (when dropped).
-pub struct Member<'a> {
-    room: &'a ChatRoom,
+pub struct Member {
+    room: Arc<ChatRoom>,
+    /// Its place in the room's presence.
+    place: u64,
     principal: Principal,
     /// The family's name, shown beside the member's own so staff know who speaks.
     family: Option<String>,
@@ -274,25 +283,40 @@ pub struct Member<'a> {
 
 impl ChatRoom {
     /// Joins `principal` to the room: returns the member, its feed of messages, and
-    /// the history to replay first (taken together, so nothing is missed or doubled).
-    /// Messages over `max_bytes` are refused.
+    /// what to send it first: the history, then a `welcome` with the online count
+    /// (taken together, so nothing is missed or doubled). The others hear of it
+    /// only once it has stayed, in the next `online` update. Messages over
+    /// `max_bytes` are refused.
     pub fn enter(
-        &self,
+        self: &Arc<Self>,
         principal: Principal,
         family: Option<String>,
         max_bytes: usize,
-    ) -> (Member<'_>, broadcast::Receiver<Utf8Bytes>, Vec<Utf8Bytes>) {
+    ) -> (Member, broadcast::Receiver<Utf8Bytes>, Vec<Utf8Bytes>) {
         let color = PALETTE[self.next_color.fetch_add(1, Ordering::Relaxed) % PALETTE.len()];
         let author = match &principal.session {
             Some(session) => Author::Session(session.id),
             None => Author::Connection(self.next_connection.fetch_add(1, Ordering::Relaxed)),
         };
         let staff = principal.role.is_staff();
-        let (rx, history) = self.join();
-        let online = self.online.fetch_add(1, Ordering::Relaxed) + 1;
-        self.announce("join", &format!("A participant joined ({online} online)"));
+        let mut gathering = self.presence.locked();
+        let place = gathering.presence.enter(Instant::now());
+        let (rx, mut first) = self.join();
+        // Itself, and those counted already: what the others' pages show, plus one.
+        let online = gathering.presence.counted() + 1;
+        first.push(
+            Outgoing::System {
+                message: &format!("You joined ({online} online)"),
+                event: "welcome",
+                online,
+            }
+            .to_text(),
+        );
+        self.keep_announcing(&mut gathering);
+        drop(gathering);
         let member = Member {
-            room: self,
+            room: self.clone(),
+            place,
             principal,
             family,
             author,
@@ -301,11 +325,77 @@ impl ChatRoom {
             bucket: TokenBucket::new(CHAT_BURST, CHAT_PER_SECOND),
             max_bytes,
         };
-        (member, rx, history)
+        (member, rx, first)
+    }
+
+    /// Starts the announcer if something is pending and it is not running, or
+    /// wakes it to look at the new due time.
+    fn keep_announcing(self: &Arc<Self>, gathering: &mut Gathering) {
+        if gathering.announcing {
+            self.changed.notify_one();
+            return;
+        }
+        if gathering.presence.due().is_none() {
+            return;
+        }
+        // Members come and go on the runtime's workers; without a runtime (a
+        // unit test dropping a member) the next arrival starts the announcer.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        gathering.announcing = true;
+        runtime.spawn(announce(self.clone()));
     }
 }
 
-impl Member<'_> {
+/// Sends the room's `online` updates while any are pending, then ends.
+async fn announce(room: Arc<ChatRoom>) {
+    loop {
+        let due = {
+            let mut gathering = room.presence.locked();
+            if let Some(update) = gathering.presence.poll(Instant::now()) {
+                room.broadcast(update_text(&update));
+            }
+            match gathering.presence.due() {
+                Some(due) => due,
+                None => {
+                    gathering.announcing = false;
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {}
+            _ = room.changed.notified() => {}
+        }
+    }
+}
+
+/// `{"type":"system","event":"online","online":N,"joined":J,"left":L,"message":...}`.
+fn update_text(update: &Update) -> Utf8Bytes {
+    let mut parts = Vec::new();
+    match update.joined {
+        0 => {}
+        1 => parts.push("1 participant joined".to_owned()),
+        n => parts.push(format!("{n} participants joined")),
+    }
+    match update.left {
+        0 => {}
+        1 => parts.push("1 participant left".to_owned()),
+        n => parts.push(format!("{n} participants left")),
+    }
+    let message = format!("{} ({} online)", parts.join(", "), update.online);
+    Outgoing::Presence {
+        message: &message,
+        event: "online",
+        online: update.online,
+        joined: update.joined,
+        left: update.left,
+    }
+    .to_text()
+}
+
+impl Member {
     /// Handles one text message from this member: a post or a staff command.
     pub fn say(&mut self, text: &str) -> Result<(), Refused> {
         let max_bytes = self.max_bytes;
@@ -321,7 +411,7 @@ impl Member<'_> {
                 "slow down: at most one message per second",
             ));
         }
-        let room = self.room;
+        let room = &self.room;
         if let Ok(command) = serde_json::from_str::<Command>(text) {
             if !self.staff {
                 return Err(Refused::new(
@@ -359,17 +449,17 @@ impl Member<'_> {
         Outgoing::System {
             message: &note,
             event: "lagged",
-            online: self.room.online(),
+            online: self.room.counted(),
         }
         .to_text()
     }
 }
 
-impl Drop for Member<'_> {
+impl Drop for Member {
     fn drop(&mut self) {
-        let online = self.room.online.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.room
-            .announce("leave", &format!("A participant left ({online} online)"));
+        let mut gathering = self.room.presence.locked();
+        gathering.presence.leave(self.place, Instant::now());
+        self.room.keep_announcing(&mut gathering);
     }
 }
 

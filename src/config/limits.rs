@@ -1,5 +1,5 @@
 //! The limits section: how much one client, or all of them together, may cost the
-//! daemon: connections at once (in all and per address), time to finish a
+//! daemon: connections at once (in all, per address and per login), time to finish a
 //! WebSocket handshake, and the largest chat and upload message. Its flags,
 //! variables, file keys, defaults and checks sit together so that a key is added
 //! in one place.
@@ -17,6 +17,9 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// WebSocket and HTTP connections at once from one client address; 0 means no cap.
     pub max_connections_per_ip: usize,
+    /// WebSocket connections at once of one login (a session, or a code over
+    /// Basic auth), across every route.
+    pub max_sockets_per_login: usize,
     pub handshake_timeout: Duration,
     pub max_chat_bytes: usize,
     pub max_upload_bytes: usize,
@@ -27,6 +30,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: 1000,
             max_connections_per_ip: 24,
+            max_sockets_per_login: 8,
             handshake_timeout: Duration::from_secs(5),
             max_chat_bytes: 4 * 1024,
             max_upload_bytes: 4 * 1024 * 1024,
@@ -45,6 +49,10 @@ pub(super) struct LimitsFlags {
     /// proxy) [env: KINDERCAM_MAX_CONNECTIONS_PER_IP] [default: 24]
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<String>,
+    /// WebSocket connections at once of one login (a session, or a code over Basic auth),
+    /// across video, chat and uploads [env: KINDERCAM_MAX_SOCKETS_PER_LOGIN] [default: 8]
+    #[arg(long, value_name = "N")]
+    max_sockets_per_login: Option<String>,
     /// Milliseconds a client has to complete the WebSocket handshake
     /// [env: KINDERCAM_HANDSHAKE_TIMEOUT_MS] [default: 5000]
     #[arg(long, value_name = "MS")]
@@ -63,6 +71,7 @@ pub(super) struct LimitsFlags {
 pub(super) struct LimitsFile {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    max_sockets_per_login: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     max_chat_bytes: Option<usize>,
     max_upload_bytes: Option<usize>,
@@ -86,6 +95,13 @@ impl LimitsConfig {
                 file.max_connections_per_ip,
                 d.max_connections_per_ip,
                 in_range(0, 100_000),
+            )?,
+            max_sockets_per_login: layers.resolve(
+                "max_sockets_per_login",
+                &flags.max_sockets_per_login,
+                file.max_sockets_per_login,
+                d.max_sockets_per_login,
+                in_range(1, 1000),
             )?,
             handshake_timeout: layers.resolve(
                 "handshake_timeout_ms",
@@ -134,6 +150,38 @@ mod tests {
         assert_eq!(c.limits.handshake_timeout, Duration::from_millis(250));
         assert_eq!(c.limits.max_chat_bytes, 200, "the flag beats the file");
         assert_eq!(c.limits.max_upload_bytes, 4 * 1024 * 1024, "default");
+        assert_eq!(c.limits.max_sockets_per_login, 8, "default");
+    }
+
+    #[test]
+    fn sockets_per_login_resolve_through_every_layer_and_are_checked() {
+        let file = TomlFile::new("sockets", "max_sockets_per_login = 12\n");
+        let from_file = load(&["--config", file.path()], &[]).unwrap();
+        assert_eq!(from_file.limits.max_sockets_per_login, 12);
+        let from_env = load(
+            &["--config", file.path()],
+            &[("KINDERCAM_MAX_SOCKETS_PER_LOGIN", "5")],
+        )
+        .unwrap();
+        assert_eq!(
+            from_env.limits.max_sockets_per_login, 5,
+            "env beats the file"
+        );
+        let from_flag = load(
+            &["--max-sockets-per-login", "3"],
+            &[("KINDERCAM_MAX_SOCKETS_PER_LOGIN", "5")],
+        )
+        .unwrap();
+        assert_eq!(
+            from_flag.limits.max_sockets_per_login, 3,
+            "the flag beats env"
+        );
+        let e = load(&["--max-sockets-per-login", "0"], &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("--max-sockets-per-login")
+                && e.to_string().contains("1 and 1000"),
+            "{e}"
+        );
     }
 
     #[test]

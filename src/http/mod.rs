@@ -34,6 +34,10 @@ mod embedded {
 const WORKERS: usize = 4;
 /// How long a snapshot waits for an idle source to produce a fresh frame.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
+/// Snapshots that may wait for an idle source at once. Each wait holds one of the
+/// few workers for up to `SNAPSHOT_WAIT`: four parallel requests from one parent
+/// would otherwise stall the login page and everyone's `/config.json`.
+const MAX_SNAPSHOT_WAITS: usize = 1;
 
 type Reply = Response<Cursor<Bytes>>;
 
@@ -50,6 +54,8 @@ pub struct HttpContext {
     pub ws_port: u16,
     pub started: Instant,
     pub runtime: tokio::runtime::Handle,
+    /// Snapshot requests waiting for an idle source now (at most `MAX_SNAPSHOT_WAITS`).
+    pub snapshot_waits: std::sync::atomic::AtomicUsize,
 }
 
 /// Starts tiny_http on a private Unix socket in `dir` (mode 0700). Only the guard
@@ -426,7 +432,11 @@ fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
         return text(404, &format!("no stream named {name:?}\n"));
     };
     let has_source = ctx.config.capture.cameras.iter().any(|c| c.name == name);
-    if has_source && stream.demand_count() == 0 {
+    // Past the cap a request answers with what there is, without waiting.
+    let turn = has_source
+        .then(|| SnapshotTurn::take(&ctx.snapshot_waits))
+        .flatten();
+    if turn.is_some() && stream.demand_count() == 0 {
         // Nobody watches, so the source may be idle: ask it for one fresh frame.
         let _wake = stream.demand();
         let seen = stream.current().seq;
@@ -454,6 +464,27 @@ fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
         }
         _ => text(503, &format!("stream {name:?} has no frame yet\n"))
             .with_header(header("Retry-After", "1")),
+    }
+}
+
+/// One of the `MAX_SNAPSHOT_WAITS` turns to wait for an idle source.
+struct SnapshotTurn<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> SnapshotTurn<'a> {
+    fn take(waits: &'a std::sync::atomic::AtomicUsize) -> Option<SnapshotTurn<'a>> {
+        use std::sync::atomic::Ordering;
+        waits
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_SNAPSHOT_WAITS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SnapshotTurn(waits))
+    }
+}
+
+impl Drop for SnapshotTurn<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -3,6 +3,8 @@
 //! bounded sends and a goodbye at shutdown. What a message means is the room's
 //! business (`chat/`); this file only moves text.
 
+use std::sync::Arc;
+
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
@@ -20,7 +22,7 @@ use crate::ws::{close_within, send_within, SEND_STALL_LIMIT};
 /// Serves one chat client until it leaves, its session ends, or the daemon shuts down.
 pub async fn serve<S>(
     mut ws: WebSocketStream<S>,
-    room: &ChatRoom,
+    room: &Arc<ChatRoom>,
     max_bytes: usize,
     principal: Principal,
     family: Option<String>,
@@ -130,7 +132,7 @@ mod tests {
             let (room, shutdown) = (room.clone(), trigger.subscribe());
             async move { serve(server_ws, &room, 4096, principal, None, shutdown).await }
         });
-        while next(&mut client).await["event"] != "join" {}
+        while next(&mut client).await["event"] != "welcome" {}
 
         // More posts than the channel holds, while this client reads nothing. The
         // test runs on one thread, so the server task cannot drain any in between.

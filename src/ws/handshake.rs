@@ -86,6 +86,8 @@ pub struct Credentials {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     NotFound,
+    /// A viewer asked for a stream that nothing feeds (viewers never create one).
+    NoStream,
     BadRequest(&'static str),
     HeadTooLarge,
     WrongVersion,
@@ -94,18 +96,21 @@ pub enum Refusal {
     Denied(crate::auth::Denied),
     /// The request itself is not acceptable here (host name, page origin).
     Forbidden(&'static str),
+    /// The login holds as many sockets as it may.
+    TooManySockets(crate::auth::sockets::TooManySockets),
 }
 
 impl Refusal {
     fn status(&self) -> u16 {
         match self {
-            Refusal::NotFound => 404,
+            Refusal::NotFound | Refusal::NoStream => 404,
             Refusal::BadRequest(_) => 400,
             Refusal::HeadTooLarge => 431,
             Refusal::WrongVersion => 426,
             Refusal::Busy => 503,
             Refusal::Denied(denied) => denied.status(),
             Refusal::Forbidden(_) => 403,
+            Refusal::TooManySockets(_) => 429,
         }
     }
 
@@ -114,12 +119,16 @@ impl Refusal {
             Refusal::NotFound => {
                 "no such WebSocket endpoint: use /chat, /chat/NAME, /video, /video/NAME or /upload/NAME\n"
             }
+            Refusal::NoStream => {
+                "no such stream: watch a camera or a room that is being broadcast\n"
+            }
             Refusal::BadRequest(why) => why,
             Refusal::HeadTooLarge => "request head too large\n",
             Refusal::WrongVersion => "only WebSocket version 13 is supported\n",
             Refusal::Busy => "too many connections; try again shortly\n",
             Refusal::Denied(denied) => return format!("{denied}\n").into(),
             Refusal::Forbidden(why) => why,
+            Refusal::TooManySockets(refused) => return format!("{refused}\n").into(),
         };
         text.into()
     }
@@ -128,7 +137,9 @@ impl Refusal {
     pub async fn send<S: AsyncWrite + Unpin>(&self, stream: &mut S) {
         let extra = match self {
             Refusal::WrongVersion => "Sec-WebSocket-Version: 13\r\n",
-            Refusal::Busy | Refusal::Denied(Denied::Busy) => "Retry-After: 5\r\n",
+            Refusal::Busy | Refusal::Denied(Denied::Busy) | Refusal::TooManySockets(_) => {
+                "Retry-After: 5\r\n"
+            }
             Refusal::Denied(Denied::Unauthorized) => {
                 "WWW-Authenticate: Basic realm=\"kindercam\", charset=\"UTF-8\"\r\n"
             }

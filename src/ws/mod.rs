@@ -1,7 +1,8 @@
 //! The WebSocket server on `--ws-listen`: admits connections within the caps
 //! (in total and per address), completes TLS and the handshake within a time
 //! limit, checks who is asking (session cookie or Basic auth, allowed Origin,
-//! staff for uploads), and hands each socket to its route: `/chat`,
+//! staff for uploads), counts it against its login's socket cap, and hands each
+//! socket to its route: `/chat`,
 //! `/video[/NAME]` or `/upload/NAME`.
 
 pub mod chat;
@@ -82,6 +83,8 @@ pub struct WsContext {
     pub viewing: Arc<ViewingLog>,
     pub access: Arc<Access>,
     pub gate: Arc<Gate>,
+    /// Sockets open per login, against `--max-sockets-per-login`.
+    pub sockets: Arc<auth::sockets::SocketCounts>,
     pub tls: Option<TlsAcceptor>,
     /// The HTTP listener's real port: our pages' origin, for the Origin check.
     pub http_port: u16,
@@ -107,6 +110,7 @@ impl WsContext {
                 config.limits.max_connections,
                 config.limits.max_connections_per_ip,
             ),
+            sockets: auth::sockets::SocketCounts::new(config.limits.max_sockets_per_login),
             config,
             hub,
             access,
@@ -220,14 +224,26 @@ async fn handle(
             return;
         }
     };
-    // Resolve the stream or room before upgrading, so a full hub or an unknown
-    // room is a plain HTTP refusal.
-    let video_stream = match &upgrade.request.route {
-        Route::Video { stream, .. } => match ctx.hub.stream(stream) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "WebSocket refused");
-                Refusal::Busy.send(&mut conn).await;
+    // Counted against its login for as long as it is open, whatever the route.
+    let _place = match auth::sockets::Holder::of(&principal, ctx.access.enabled()) {
+        Some(holder) => match ctx.sockets.claim(holder) {
+            Ok(place) => Some(place),
+            Err(refused) => {
+                tracing::warn!(%peer, route = ?upgrade.request.route, account = ?principal.account, "WebSocket refused: {refused}");
+                Refusal::TooManySockets(refused).send(&mut conn).await;
+                return;
+            }
+        },
+        None => None,
+    };
+    // Resolve the stream or room before upgrading, so an unknown stream, a full
+    // hub or an unknown room is a plain HTTP refusal.
+    let video_feed = match &upgrade.request.route {
+        Route::Video { stream, .. } => match video_feed(&ctx, &principal, stream) {
+            Ok(feed) => Some(feed),
+            Err(refusal) => {
+                tracing::info!(%peer, stream = %stream, ?refusal, "video refused");
+                refusal.send(&mut conn).await;
                 return;
             }
         },
@@ -287,7 +303,7 @@ async fn handle(
             binary,
             stream: name,
         } => {
-            let stream = video_stream.expect("resolved above");
+            let feed = video_feed.expect("resolved above");
             let _device = match ctx.access.claim_device(&principal) {
                 Ok(place) => place,
                 Err(refused) => {
@@ -299,7 +315,7 @@ async fn handle(
             let family = ctx.access.family_name(&principal);
             let _viewing = ctx.viewing.open(&principal, family, &name, client_ip(peer));
             ctx.access.seen(&principal);
-            video::serve(socket, stream, binary, shutdown).await;
+            video::serve(socket, feed, binary, shutdown).await;
         }
         Route::Upload { stream } => {
             let ws_config = ctx.tungstenite_config(limits.max_upload_bytes);
@@ -308,6 +324,37 @@ async fn handle(
         }
     }
     tracing::info!(%peer, "WebSocket closed");
+}
+
+/// What a video socket will show. A viewer never creates a stream: it watches
+/// one that exists (a configured camera, a broadcast), or waits without taking
+/// a hub slot for one of its family's rooms whose broadcast has not begun; any
+/// other name is 404. Staff may create a stream by watching it (within the hub's
+/// bound), as before.
+fn video_feed(
+    ctx: &WsContext,
+    principal: &auth::Principal,
+    name: &str,
+) -> Result<video::Feed, Refusal> {
+    if let Some(stream) = ctx.hub.get(name) {
+        return Ok(video::Feed::Ready(stream));
+    }
+    if principal.role.is_staff() {
+        return ctx.hub.stream(name).map(video::Feed::Ready).map_err(|e| {
+            tracing::info!(stream = name, error = %e, "stream not created");
+            Refusal::Busy
+        });
+    }
+    let configured = ctx.config.capture.cameras.iter().any(|c| c.name == name);
+    // `admit` already checked that a family may enter this room.
+    let familys_room = matches!(principal.account, auth::Account::Family(_));
+    if configured || familys_room {
+        return Ok(video::Feed::Awaited {
+            hub: ctx.hub.clone(),
+            name: name.to_owned(),
+        });
+    }
+    Err(Refusal::NoStream)
 }
 
 /// The chat room a socket asks for, if it may be opened. A room exists beside

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::hub::{Stream, StreamStatus};
+use crate::hub::{status_message, Hub, Stream, StreamStatus};
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
 use crate::ws::{CLOSE_LIMIT, SEND_STALL_LIMIT};
@@ -37,77 +37,179 @@ enum Control {
     Heard,
 }
 
-pub async fn serve<S>(socket: S, stream: Arc<Stream>, binary: bool, mut shutdown: Shutdown)
+/// What a viewer's socket shows: a stream that exists, or a room the viewer may
+/// watch whose source has not started yet (the viewer is told `waiting` and
+/// attaches when the source creates the stream; meanwhile it holds no hub slot).
+pub enum Feed {
+    Ready(Arc<Stream>),
+    Awaited { hub: Arc<Hub>, name: String },
+}
+
+pub async fn serve<S>(socket: S, feed: Feed, binary: bool, mut shutdown: Shutdown)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let viewer = stream.watch();
-    let mut frames = stream.subscribe();
-    frames.mark_changed(); // a joining viewer gets the latest frame at once
     let (reader, mut writer) = tokio::io::split(socket);
     let (control_tx, mut control) = mpsc::channel(4);
     let reader = tokio::spawn(read_client(reader, control_tx));
-
-    let mut keepalive = Keepalive::relaxed();
-    let mut last_seq = 0u64;
-    let mut told: Option<StreamStatus> = None;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.wait() => {
-                let bye = shutdown.goodbye();
-                let _ = tokio::time::timeout(CLOSE_LIMIT, write_close(&mut writer, bye.code, bye.reason)).await;
-                break;
+    let mut link = Link {
+        keepalive: Keepalive::relaxed(),
+        told: None,
+    };
+    let stream = match feed {
+        Feed::Ready(stream) => Some(stream),
+        Feed::Awaited { hub, name } => {
+            let waiting = StreamStatus::Waiting;
+            let text = status_message(&waiting);
+            link.told = Some(waiting);
+            if send(&mut writer, OP_TEXT, text.as_ref()).await {
+                link.await_stream(&hub, &name, &mut writer, &mut control, &mut shutdown)
+                    .await
+            } else {
+                None
             }
-            beat = keepalive.tick() => match beat {
-                Beat::Ping => {
-                    if !send(&mut writer, OP_PING, &[]).await { break; }
-                }
-                Beat::Dead => break,
-            },
-            request = control.recv() => match request {
-                Some(Control::Heard) => keepalive.heard(),
-                Some(Control::Pong(payload)) => {
-                    keepalive.heard();
-                    if !send(&mut writer, OP_PONG, &payload).await { break; }
-                }
-                Some(Control::Close(code)) => {
-                    let _ = write_close(&mut writer, code, "").await;
-                    break;
-                }
-                None => break, // the client went away
-            },
-            changed = frames.changed() => {
-                if changed.is_err() { break; }
-                let snapshot = frames.borrow_and_update().clone();
-                if should_tell(&snapshot.status, &mut told)
-                    && !send(&mut writer, OP_TEXT, snapshot.status_message.as_ref()).await
-                {
-                    break;
-                }
-                let Some(frame) = snapshot.frame.filter(|_| snapshot.seq != last_seq) else { continue };
-                if last_seq != 0 {
-                    viewer.stats.frames_skipped.fetch_add(snapshot.seq - last_seq - 1, Ordering::Relaxed);
-                }
-                last_seq = snapshot.seq;
-                let (opcode, payload): (u8, &[u8]) = if binary {
-                    (OP_BINARY, &frame.jpeg)
+        }
+    };
+    if let Some(stream) = stream {
+        link.watch(stream, binary, &mut writer, &mut control, &mut shutdown)
+            .await;
+    }
+    reader.abort();
+}
+
+/// One viewer's side of the socket: keepalive, and what it was last told.
+struct Link {
+    keepalive: Keepalive,
+    told: Option<StreamStatus>,
+}
+
+/// Whether the loop goes on after a keepalive beat, a control request or shutdown.
+enum Next {
+    Continue,
+    Stop,
+}
+
+impl Link {
+    async fn beat<W: AsyncWrite + Unpin>(&mut self, beat: Beat, writer: &mut W) -> Next {
+        match beat {
+            Beat::Ping if send(writer, OP_PING, &[]).await => Next::Continue,
+            _ => Next::Stop,
+        }
+    }
+
+    async fn control<W: AsyncWrite + Unpin>(
+        &mut self,
+        request: Option<Control>,
+        writer: &mut W,
+    ) -> Next {
+        match request {
+            Some(Control::Heard) => {
+                self.keepalive.heard();
+                Next::Continue
+            }
+            Some(Control::Pong(payload)) => {
+                self.keepalive.heard();
+                if send(writer, OP_PONG, &payload).await {
+                    Next::Continue
                 } else {
-                    (OP_TEXT, frame.data_url.as_ref())
-                };
-                viewer.stats.pending_bytes.store(payload.len(), Ordering::Relaxed);
-                let sent = tokio::select! {
-                    sent = send(&mut writer, opcode, payload) => sent,
-                    // Mid-frame there is no way to say goodbye politely; just drop the socket.
-                    _ = shutdown.wait() => false,
-                };
-                viewer.stats.pending_bytes.store(0, Ordering::Relaxed);
-                if !sent { break; }
-                viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    Next::Stop
+                }
+            }
+            Some(Control::Close(code)) => {
+                let _ = write_close(writer, code, "").await;
+                Next::Stop
+            }
+            None => Next::Stop, // the client went away
+        }
+    }
+
+    /// Waits for stream `name` to be created; `None` when the viewer or the daemon
+    /// leaves first.
+    async fn await_stream<W: AsyncWrite + Unpin>(
+        &mut self,
+        hub: &Hub,
+        name: &str,
+        writer: &mut W,
+        control: &mut mpsc::Receiver<Control>,
+        shutdown: &mut Shutdown,
+    ) -> Option<Arc<Stream>> {
+        let appeared = hub.appeared(name);
+        tokio::pin!(appeared);
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.wait() => {
+                    let bye = shutdown.goodbye();
+                    let _ = tokio::time::timeout(CLOSE_LIMIT, write_close(writer, bye.code, bye.reason)).await;
+                    return None;
+                }
+                beat = self.keepalive.tick() => self.beat(beat, writer).await,
+                request = control.recv() => self.control(request, writer).await,
+                stream = &mut appeared => return Some(stream),
+            };
+            if let Next::Stop = next {
+                return None;
             }
         }
     }
-    reader.abort();
+
+    async fn watch<W: AsyncWrite + Unpin>(
+        &mut self,
+        stream: Arc<Stream>,
+        binary: bool,
+        writer: &mut W,
+        control: &mut mpsc::Receiver<Control>,
+        shutdown: &mut Shutdown,
+    ) {
+        let viewer = stream.watch();
+        let mut frames = stream.subscribe();
+        frames.mark_changed(); // a joining viewer gets the latest frame at once
+        let mut last_seq = 0u64;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => {
+                    let bye = shutdown.goodbye();
+                    let _ = tokio::time::timeout(CLOSE_LIMIT, write_close(writer, bye.code, bye.reason)).await;
+                    break;
+                }
+                beat = self.keepalive.tick() => {
+                    if let Next::Stop = self.beat(beat, writer).await { break; }
+                }
+                request = control.recv() => {
+                    if let Next::Stop = self.control(request, writer).await { break; }
+                }
+                changed = frames.changed() => {
+                    if changed.is_err() { break; }
+                    let snapshot = frames.borrow_and_update().clone();
+                    if should_tell(&snapshot.status, &mut self.told)
+                        && !send(writer, OP_TEXT, snapshot.status_message.as_ref()).await
+                    {
+                        break;
+                    }
+                    let Some(frame) = snapshot.frame.filter(|_| snapshot.seq != last_seq) else { continue };
+                    if last_seq != 0 {
+                        viewer.stats.frames_skipped.fetch_add(snapshot.seq - last_seq - 1, Ordering::Relaxed);
+                    }
+                    last_seq = snapshot.seq;
+                    let (opcode, payload): (u8, &[u8]) = if binary {
+                        (OP_BINARY, &frame.jpeg)
+                    } else {
+                        (OP_TEXT, frame.data_url.as_ref())
+                    };
+                    viewer.stats.pending_bytes.store(payload.len(), Ordering::Relaxed);
+                    let sent = tokio::select! {
+                        sent = send(writer, opcode, payload) => sent,
+                        // Mid-frame there is no way to say goodbye politely; just drop the socket.
+                        _ = shutdown.wait() => false,
+                    };
+                    viewer.stats.pending_bytes.store(0, Ordering::Relaxed);
+                    if !sent { break; }
+                    viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }
 
 /// Whether to send the stream's status: it changed from what this viewer was last

@@ -434,7 +434,8 @@ async function main() {
       const own = (page) => page.$$eval('#messages .msg', (els) => els.slice(-5).map((e) => e.classList.contains('own')));
       equal(await own(viewer), [true, true, true, true, false], "Alicia's own messages");
       equal(await own(other), [false, false, false, false, true], "Beto's own messages");
-      assert(/2 personas en línea/.test(await viewer.textContent('#chat-online')), 'online count in Spanish');
+      // Arrivals are announced once they have stayed a second, at most every two.
+      await until(viewer, 'the online count in Spanish', () => /2 personas en línea/.test(document.getElementById('chat-online').textContent));
 
       // Reading older messages is not interrupted by new ones. Long messages
       // fill the list quickly (the server allows a burst of five, then one a second).
@@ -547,7 +548,7 @@ async function main() {
           // System messages are localised from their fields: someone joins.
           const joiner = await open('joiner', '/');
           await until(page, 'a Spanish join note', () =>
-            [...document.querySelectorAll('#messages .system')].some((e) => /^Alguien entró · \d+ personas en línea$/.test(e.textContent)),
+            [...document.querySelectorAll('#messages .system')].some((e) => /^(1 persona entró|\d+ personas entraron)( · (1 persona salió|\d+ personas salieron))? · \d+ personas en línea$/.test(e.textContent)),
           );
           await joiner.context().close();
         }
