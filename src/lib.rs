@@ -21,6 +21,7 @@ pub mod mjpeg;
 pub mod net;
 pub mod notify;
 pub mod request_head;
+pub mod sendq;
 pub mod server;
 pub mod shutdown;
 pub mod source;

@@ -8,6 +8,7 @@ pub mod chat;
 pub mod handshake;
 pub mod keepalive;
 mod prefixed;
+pub(crate) mod split;
 pub mod upload;
 pub mod video;
 

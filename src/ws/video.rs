@@ -4,20 +4,29 @@
 //! frames are unmasked: a short header, then the payload) straight from the
 //! frame's shared bytes. tungstenite would copy every message into a per-connection
 //! write buffer; here 500 viewers of a frame share one allocation and nobody's
-//! socket holds a private copy. Only the newest frame is ever sent: while a send
-//! is blocked on a slow socket, newer frames replace each other in the hub and the
-//! viewer skips to the latest once its socket drains.
+//! socket holds a private copy.
+//!
+//! Only the newest frame is ever sent, and it is chosen as late as possible: when
+//! the hub has news, the writer first waits until the kernel has sent all but a
+//! few KiB of what it holds for this viewer (`sendq`), and only then takes the
+//! hub's newest frame. On a link slower than the frames, the frames that arrive
+//! meanwhile replace each other in the hub; none queue in the kernel, so what the
+//! viewer receives is as fresh as the link allows.
 
 use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-use crate::hub::{Stream, StreamStatus};
+use crate::hub::{Snapshot, Stream, StreamStatus};
+use crate::sendq::{self, Outgoing};
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
+use crate::ws::split::{self, HasTcp};
 use crate::ws::{CLOSE_LIMIT, SEND_STALL_LIMIT};
 
 const OP_TEXT: u8 = 0x1;
@@ -39,19 +48,35 @@ enum Control {
 
 pub async fn serve<S>(socket: S, stream: Arc<Stream>, binary: bool, mut shutdown: Shutdown)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + HasTcp + Unpin + Send + 'static,
 {
+    if let Err(e) = sendq::bound(socket.tcp()) {
+        // Frames still flow, only without the bound: worth a note, not a refusal.
+        tracing::warn!(error = %e, "cannot bound a video socket's unsent bytes");
+    }
     let viewer = stream.watch();
     let mut frames = stream.subscribe();
     frames.mark_changed(); // a joining viewer gets the latest frame at once
-    let (reader, mut writer) = tokio::io::split(socket);
+    let fd = socket.tcp().as_raw_fd();
+    let (reader, mut writer) = split::split(socket);
+    // Declared after the socket's halves so that it is dropped before them: the
+    // stats stop asking about this fd before it can close.
+    let _probe = viewer.probe_socket(fd);
     let (control_tx, mut control) = mpsc::channel(4);
     let reader = tokio::spawn(read_client(reader, control_tx));
 
     let mut keepalive = Keepalive::relaxed();
     let mut last_seq = 0u64;
     let mut told: Option<StreamStatus> = None;
+    // Set while the hub has news this viewer has not been sent, until when the
+    // socket must have drained: a peer that takes nothing for that long is gone.
+    let mut due: Option<Instant> = None;
     loop {
+        let frame_bytes = if due.is_some() {
+            newest_bytes(&frames, binary)
+        } else {
+            0
+        };
         tokio::select! {
             biased;
             _ = shutdown.wait() => {
@@ -61,7 +86,7 @@ where
             }
             beat = keepalive.tick() => match beat {
                 Beat::Ping => {
-                    if !send(&mut writer, OP_PING, &[]).await { break; }
+                    if !send(&mut writer, OP_PING, &[], None).await { break; }
                 }
                 Beat::Dead => break,
             },
@@ -69,7 +94,7 @@ where
                 Some(Control::Heard) => keepalive.heard(),
                 Some(Control::Pong(payload)) => {
                     keepalive.heard();
-                    if !send(&mut writer, OP_PONG, &payload).await { break; }
+                    if !send(&mut writer, OP_PONG, &payload, None).await { break; }
                 }
                 Some(Control::Close(code)) => {
                     let _ = write_close(&mut writer, code, "").await;
@@ -77,11 +102,17 @@ where
                 }
                 None => break, // the client went away
             },
-            changed = frames.changed() => {
+            changed = frames.changed(), if due.is_none() => {
                 if changed.is_err() { break; }
+                due = Some(Instant::now() + SEND_STALL_LIMIT);
+            }
+            room = tokio::time::timeout_at(due.unwrap_or_else(Instant::now), writer.room_for(frame_bytes)), if due.is_some() => {
+                if !matches!(room, Ok(Ok(()))) { break; }
+                due = None;
+                // The socket has room: whatever the hub has now is what this viewer gets.
                 let snapshot = frames.borrow_and_update().clone();
                 if should_tell(&snapshot.status, &mut told)
-                    && !send(&mut writer, OP_TEXT, snapshot.status_message.as_ref()).await
+                    && !send(&mut writer, OP_TEXT, snapshot.status_message.as_ref(), None).await
                 {
                     break;
                 }
@@ -95,19 +126,29 @@ where
                 } else {
                     (OP_TEXT, frame.data_url.as_ref())
                 };
-                viewer.stats.pending_bytes.store(payload.len(), Ordering::Relaxed);
                 let sent = tokio::select! {
-                    sent = send(&mut writer, opcode, payload) => sent,
+                    sent = send(&mut writer, opcode, payload, Some(&viewer.stats.outgoing)) => sent,
                     // Mid-frame there is no way to say goodbye politely; just drop the socket.
                     _ = shutdown.wait() => false,
                 };
-                viewer.stats.pending_bytes.store(0, Ordering::Relaxed);
+                viewer.stats.outgoing.end();
                 if !sent { break; }
                 viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
     reader.abort();
+}
+
+/// The size of the message the hub's newest frame makes: what the socket needs room for.
+fn newest_bytes(frames: &watch::Receiver<Snapshot>, binary: bool) -> usize {
+    frames.borrow().frame.as_ref().map_or(0, |f| {
+        if binary {
+            f.jpeg.len()
+        } else {
+            f.data_url.len()
+        }
+    })
 }
 
 /// Whether to send the stream's status: it changed from what this viewer was last
@@ -124,20 +165,33 @@ fn should_tell(status: &StreamStatus, told: &mut Option<StreamStatus>) -> bool {
 }
 
 /// Writes one message within the stall limit: a peer that vanished with a full
-/// buffer is given up on, whatever the message.
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, opcode: u8, payload: &[u8]) -> bool {
+/// buffer is given up on, whatever the message. `outgoing`, if given, follows
+/// the message's bytes the kernel has not taken yet.
+async fn send<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    opcode: u8,
+    payload: &[u8],
+    outgoing: Option<&Outgoing>,
+) -> bool {
     matches!(
-        tokio::time::timeout(SEND_STALL_LIMIT, write_message(w, opcode, payload)).await,
+        tokio::time::timeout(
+            SEND_STALL_LIMIT,
+            write_message(w, opcode, payload, outgoing)
+        )
+        .await,
         Ok(Ok(()))
     )
 }
 
 /// Writes one unfragmented server frame: header and payload in one vectored write
-/// where the socket takes it, without copying the payload.
+/// where the socket takes it, without copying the payload. `outgoing` follows the
+/// bytes not yet written (under TLS, "written" means handed to rustls, whose
+/// buffer the closing flush empties into the kernel).
 async fn write_message<W: AsyncWrite + Unpin>(
     w: &mut W,
     opcode: u8,
     payload: &[u8],
+    outgoing: Option<&Outgoing>,
 ) -> io::Result<()> {
     let mut header = [0u8; 10];
     header[0] = 0x80 | opcode;
@@ -159,6 +213,14 @@ async fn write_message<W: AsyncWrite + Unpin>(
     };
     let mut head = &header[..header_len];
     let mut body = payload;
+    let note = |left: usize| {
+        if let Some(o) = outgoing {
+            o.written(left);
+        }
+    };
+    if let Some(o) = outgoing {
+        o.begin(head.len() + body.len());
+    }
     while !head.is_empty() {
         let n = w
             .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
@@ -172,15 +234,23 @@ async fn write_message<W: AsyncWrite + Unpin>(
             body = &body[n - head.len()..];
             head = &[];
         }
+        note(head.len() + body.len());
     }
-    w.write_all(body).await?;
+    while !body.is_empty() {
+        let n = w.write(body).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        body = &body[n..];
+        note(body.len());
+    }
     w.flush().await
 }
 
 async fn write_close<W: AsyncWrite + Unpin>(w: &mut W, code: u16, reason: &str) -> io::Result<()> {
     let mut payload = code.to_be_bytes().to_vec();
     payload.extend_from_slice(reason.as_bytes());
-    write_message(w, OP_CLOSE, &payload).await
+    write_message(w, OP_CLOSE, &payload, None).await
 }
 
 /// Reads the viewer's frames: answers pings, honours close, ignores data, and ends
@@ -262,7 +332,7 @@ mod tests {
     async fn frames_use_the_shortest_length_encoding() {
         for (len, header_len) in [(5usize, 2usize), (126, 4), (70_000, 10)] {
             let mut out = Vec::new();
-            write_message(&mut out, OP_TEXT, &vec![b'a'; len])
+            write_message(&mut out, OP_TEXT, &vec![b'a'; len], None)
                 .await
                 .unwrap();
             assert_eq!(out.len(), len + header_len, "payload of {len}");
