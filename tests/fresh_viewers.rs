@@ -2,7 +2,8 @@
 //! come has about one frame waiting for it, in kindercam and in the kernel
 //! together (`/stats.json` `pending_bytes_max`), instead of megabytes of old frames
 //! in its socket; once it catches up it is sent the newest frame, not the ones it
-//! missed; and a viewer that keeps up still gets every frame.
+//! missed; and a viewer that keeps up still gets every frame. A viewer that asks
+//! with `?meta=1` learns each frame's capture time, and nobody else is sent it.
 //!
 //! Every upload carries its sequence number in a JPEG comment, so each viewer can
 //! tell which frame it got.
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{make_jpeg, raw_upgrade, recv_binary_frame, recv_json, start, Ws, WAIT};
+use common::{make_jpeg, raw_upgrade, recv, recv_binary_frame, recv_json, start, Ws, WAIT};
 use futures_util::SinkExt;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -207,4 +208,63 @@ async fn a_slow_viewer_gets_the_newest_frame_and_a_fast_one_every_frame() {
     assert_eq!(num(&stats, "pending_bytes_max"), 0, "{stats}");
     drop(fast);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_viewers_learn_each_frames_capture_time_and_others_only_get_frames() {
+    let server = start(&[]).await;
+    let mut plain = server.connect("/video/meta?format=binary").await;
+    let mut meta = server.connect("/video/meta?format=binary&meta=1").await;
+    let mut text = server.connect("/video/meta?meta=1").await;
+    let mut uploader = server.connect("/upload/meta").await;
+    let base = make_jpeg(64, 48, 3);
+    for seq in 1..=3 {
+        let before = unix_ms();
+        upload(&mut uploader, tagged(&base, seq)).await;
+        let after = unix_ms();
+        // The prototype's way: only the frame (and status), never the meta text.
+        assert_eq!(seq_of(&recv_binary_frame(&mut plain).await), seq);
+        // ?meta=1: the capture time comes right before its frame, as JSON.
+        for (viewer, binary) in [(&mut meta, true), (&mut text, false)] {
+            let info = next_meta(viewer).await;
+            let ts = num(&info, "ts");
+            assert!(
+                (before..=after).contains(&ts),
+                "capture time {ts} is the upload's arrival, within [{before}, {after}]"
+            );
+            let frame = match recv(viewer).await {
+                Message::Binary(jpeg) if binary => jpeg.to_vec(),
+                Message::Text(url) if !binary => common::decode_data_url(&url),
+                other => panic!("expected the frame after its meta, got {other:?}"),
+            };
+            assert_eq!(seq_of(&frame), seq);
+        }
+    }
+    // The page reads the server's clock to judge capture times by it.
+    let before = unix_ms();
+    let config = server.get("/config.json").await.json();
+    let now = num(&config, "now_unix_ms");
+    assert!((before..=unix_ms()).contains(&now), "{config}");
+    server.stop().await;
+}
+
+/// The next `{"type":"frame"}` message, skipping status messages.
+async fn next_meta(viewer: &mut Ws) -> Value {
+    loop {
+        let Message::Text(text) = recv(viewer).await else {
+            panic!("expected the frame's meta text first");
+        };
+        let value: Value = serde_json::from_str(&text).expect("meta and status are JSON");
+        if value["type"] == "frame" {
+            return value;
+        }
+        assert_eq!(value["type"], "status", "{value}");
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

@@ -240,9 +240,9 @@ async fn handle(
             let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config)).await;
             chat::serve(ws, &ctx.chat, config.max_chat_bytes, principal, shutdown).await;
         }
-        Route::Video { binary, .. } => {
+        Route::Video { binary, meta, .. } => {
             let stream = video_stream.expect("resolved above");
-            video::serve(socket, stream, binary, shutdown).await;
+            video::serve(socket, stream, video::Format { binary, meta }, shutdown).await;
         }
         Route::Upload { stream } => {
             let ws_config = ctx.tungstenite_config(config.max_upload_bytes);

@@ -46,7 +46,16 @@ enum Control {
     Heard,
 }
 
-pub async fn serve<S>(socket: S, stream: Arc<Stream>, binary: bool, mut shutdown: Shutdown)
+/// What a viewer asked for in its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Format {
+    /// Bare JPEGs (`?format=binary`) instead of data URLs.
+    pub binary: bool,
+    /// Each frame preceded by its capture time (`?meta=1`), in the same write.
+    pub meta: bool,
+}
+
+pub async fn serve<S>(socket: S, stream: Arc<Stream>, format: Format, mut shutdown: Shutdown)
 where
     S: AsyncRead + AsyncWrite + HasTcp + Unpin + Send + 'static,
 {
@@ -73,7 +82,7 @@ where
     let mut due: Option<Instant> = None;
     loop {
         let frame_bytes = if due.is_some() {
-            newest_bytes(&frames, binary)
+            newest_bytes(&frames, format.binary)
         } else {
             0
         };
@@ -86,7 +95,7 @@ where
             }
             beat = keepalive.tick() => match beat {
                 Beat::Ping => {
-                    if !send(&mut writer, OP_PING, &[], None).await { break; }
+                    if !send(&mut writer, &[(OP_PING, &[])], None).await { break; }
                 }
                 Beat::Dead => break,
             },
@@ -94,7 +103,7 @@ where
                 Some(Control::Heard) => keepalive.heard(),
                 Some(Control::Pong(payload)) => {
                     keepalive.heard();
-                    if !send(&mut writer, OP_PONG, &payload, None).await { break; }
+                    if !send(&mut writer, &[(OP_PONG, &payload)], None).await { break; }
                 }
                 Some(Control::Close(code)) => {
                     let _ = write_close(&mut writer, code, "").await;
@@ -112,7 +121,7 @@ where
                 // The socket has room: whatever the hub has now is what this viewer gets.
                 let snapshot = frames.borrow_and_update().clone();
                 if should_tell(&snapshot.status, &mut told)
-                    && !send(&mut writer, OP_TEXT, snapshot.status_message.as_ref(), None).await
+                    && !send(&mut writer, &[(OP_TEXT, snapshot.status_message.as_bytes())], None).await
                 {
                     break;
                 }
@@ -121,13 +130,15 @@ where
                     viewer.stats.frames_skipped.fetch_add(snapshot.seq - last_seq - 1, Ordering::Relaxed);
                 }
                 last_seq = snapshot.seq;
-                let (opcode, payload): (u8, &[u8]) = if binary {
+                let picture: (u8, &[u8]) = if format.binary {
                     (OP_BINARY, &frame.jpeg)
                 } else {
                     (OP_TEXT, frame.data_url.as_ref())
                 };
+                let with_meta = [(OP_TEXT, frame.meta().as_bytes()), picture];
+                let messages = if format.meta { &with_meta[..] } else { &with_meta[1..] };
                 let sent = tokio::select! {
-                    sent = send(&mut writer, opcode, payload, Some(&viewer.stats.outgoing)) => sent,
+                    sent = send(&mut writer, messages, Some(&viewer.stats.outgoing)) => sent,
                     // Mid-frame there is no way to say goodbye politely; just drop the socket.
                     _ = shutdown.wait() => false,
                 };
@@ -164,38 +175,76 @@ fn should_tell(status: &StreamStatus, told: &mut Option<StreamStatus>) -> bool {
     !(first && *status == StreamStatus::Live)
 }
 
-/// Writes one message within the stall limit: a peer that vanished with a full
+/// Writes messages within the stall limit: a peer that vanished with a full
 /// buffer is given up on, whatever the message. `outgoing`, if given, follows
-/// the message's bytes the kernel has not taken yet.
+/// the bytes the kernel has not taken yet.
 async fn send<W: AsyncWrite + Unpin>(
     w: &mut W,
-    opcode: u8,
-    payload: &[u8],
+    messages: &[(u8, &[u8])],
     outgoing: Option<&Outgoing>,
 ) -> bool {
     matches!(
-        tokio::time::timeout(
-            SEND_STALL_LIMIT,
-            write_message(w, opcode, payload, outgoing)
-        )
-        .await,
+        tokio::time::timeout(SEND_STALL_LIMIT, write_messages(w, messages, outgoing)).await,
         Ok(Ok(()))
     )
 }
 
-/// Writes one unfragmented server frame: header and payload in one vectored write
-/// where the socket takes it, without copying the payload. `outgoing` follows the
-/// bytes not yet written (under TLS, "written" means handed to rustls, whose
-/// buffer the closing flush empties into the kernel).
+/// Writes one unfragmented server frame; see [`write_messages`].
 async fn write_message<W: AsyncWrite + Unpin>(
     w: &mut W,
     opcode: u8,
     payload: &[u8],
     outgoing: Option<&Outgoing>,
 ) -> io::Result<()> {
-    let mut header = [0u8; 10];
+    write_messages(w, &[(opcode, payload)], outgoing).await
+}
+
+/// Writes one or two unfragmented server frames (a frame's meta text and the
+/// frame): headers and payloads in one vectored write where the socket takes
+/// them, without copying the payloads. `outgoing` follows the bytes not yet
+/// written (under TLS, "written" means handed to rustls, whose buffer the closing
+/// flush empties into the kernel).
+async fn write_messages<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    messages: &[(u8, &[u8])],
+    outgoing: Option<&Outgoing>,
+) -> io::Result<()> {
+    assert!(messages.len() <= 2, "one frame and its meta at most");
+    let mut headers = [[0u8; 10]; 2];
+    let mut header_lens = [0usize; 2];
+    for (i, (opcode, payload)) in messages.iter().enumerate() {
+        header_lens[i] = frame_header(&mut headers[i], *opcode, payload.len());
+    }
+    let mut slices = [IoSlice::new(&[]); 4];
+    let mut left = 0;
+    for (i, (_, payload)) in messages.iter().enumerate() {
+        slices[2 * i] = IoSlice::new(&headers[i][..header_lens[i]]);
+        slices[2 * i + 1] = IoSlice::new(payload);
+        left += header_lens[i] + payload.len();
+    }
+    if let Some(o) = outgoing {
+        o.begin(left);
+    }
+    let mut bufs = &mut slices[..2 * messages.len()];
+    while !bufs.is_empty() {
+        let n = w.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+        left -= n;
+        if let Some(o) = outgoing {
+            o.written(left);
+        }
+    }
+    w.flush().await
+}
+
+/// Writes a server frame's header (FIN set, unmasked, the shortest length
+/// encoding) into `header`; returns its length.
+fn frame_header(header: &mut [u8; 10], opcode: u8, len: usize) -> usize {
     header[0] = 0x80 | opcode;
-    let header_len = match payload.len() {
+    match len {
         n if n < 126 => {
             header[1] = n as u8;
             2
@@ -210,41 +259,7 @@ async fn write_message<W: AsyncWrite + Unpin>(
             header[2..10].copy_from_slice(&(n as u64).to_be_bytes());
             10
         }
-    };
-    let mut head = &header[..header_len];
-    let mut body = payload;
-    let note = |left: usize| {
-        if let Some(o) = outgoing {
-            o.written(left);
-        }
-    };
-    if let Some(o) = outgoing {
-        o.begin(head.len() + body.len());
     }
-    while !head.is_empty() {
-        let n = w
-            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-            .await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        if n < head.len() {
-            head = &head[n..];
-        } else {
-            body = &body[n - head.len()..];
-            head = &[];
-        }
-        note(head.len() + body.len());
-    }
-    while !body.is_empty() {
-        let n = w.write(body).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        body = &body[n..];
-        note(body.len());
-    }
-    w.flush().await
 }
 
 async fn write_close<W: AsyncWrite + Unpin>(w: &mut W, code: u16, reason: &str) -> io::Result<()> {
@@ -338,6 +353,33 @@ mod tests {
             assert_eq!(out.len(), len + header_len, "payload of {len}");
             assert_eq!(out[0], 0x81);
         }
+    }
+
+    #[tokio::test]
+    async fn a_frame_and_its_meta_go_out_back_to_back() {
+        let mut out = Vec::new();
+        let meta = br#"{"type":"frame","ts":1}"#;
+        let jpeg = vec![0xFFu8; 300];
+        let outgoing = Outgoing::default();
+        write_messages(
+            &mut out,
+            &[(OP_TEXT, meta), (OP_BINARY, &jpeg)],
+            Some(&outgoing),
+        )
+        .await
+        .unwrap();
+        let mut expected = vec![0x81, meta.len() as u8];
+        expected.extend_from_slice(meta);
+        expected.extend_from_slice(&[0x82, 126, 1, 44]);
+        expected.extend_from_slice(&jpeg);
+        assert_eq!(out, expected);
+        assert_eq!(
+            outgoing.pending(),
+            expected.len(),
+            "whole until the send ends"
+        );
+        outgoing.end();
+        assert_eq!(outgoing.pending(), 0);
     }
 
     #[test]
