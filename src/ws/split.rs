@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::sendq::{self, Room};
 use crate::sync::Locked;
@@ -35,19 +36,33 @@ pub struct WriteHalf<S> {
 }
 
 impl<S: HasTcp> WriteHalf<S> {
+    /// Whether the socket has room for a frame of `frame_bytes` now (one `ioctl`
+    /// when it has): the fast path, without a turn through the task's loop.
+    pub fn room_now(&self, frame_bytes: usize) -> Room {
+        sendq::room(self.fd, frame_bytes, false)
+    }
+
     /// Waits until the socket has room for a frame of `frame_bytes` (`sendq::room`):
-    /// the moment to choose the frame to send.
-    pub async fn room_for(&self, frame_bytes: usize) -> io::Result<()> {
+    /// the moment to choose the frame to send. `TimedOut` at `deadline`: a peer
+    /// that takes nothing for that long is gone.
+    pub async fn room_for(&self, frame_bytes: usize, deadline: Instant) -> io::Result<()> {
         let mut drained = false;
         loop {
             match sendq::room(self.fd, frame_bytes, drained) {
-                Room::Now => return Ok(()),
+                Room::Idle | Room::Now => return Ok(()),
                 Room::Unsent => {
-                    std::future::poll_fn(|cx| self.poll_drained(cx)).await?;
+                    let drain = std::future::poll_fn(|cx| self.poll_drained(cx));
+                    match tokio::time::timeout_at(deadline, drain).await {
+                        Ok(result) => result?,
+                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                    }
                     drained = true;
                 }
                 Room::InFlight(wait) => {
-                    tokio::time::sleep(wait).await;
+                    if Instant::now() >= deadline {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
                     drained = false;
                 }
             }

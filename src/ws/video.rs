@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::hub::{Snapshot, Stream, StreamStatus};
-use crate::sendq::{self, Outgoing};
+use crate::sendq::{self, Outgoing, Room, Trust};
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
 use crate::ws::split::{self, HasTcp};
@@ -80,6 +80,7 @@ where
     // Set while the hub has news this viewer has not been sent, until when the
     // socket must have drained: a peer that takes nothing for that long is gone.
     let mut due: Option<Instant> = None;
+    let mut trust = Trust::default();
     loop {
         let frame_bytes = if due.is_some() {
             newest_bytes(&frames, format.binary)
@@ -94,16 +95,15 @@ where
                 break;
             }
             beat = keepalive.tick() => match beat {
-                Beat::Ping => {
-                    if !send(&mut writer, &[(OP_PING, &[])], None).await { break; }
-                }
-                Beat::Dead => break,
+                Beat::Ping if send(&mut writer, &[(OP_PING, &[])], None).await.is_some() => continue,
+                _ => break,
             },
             request = control.recv() => match request {
-                Some(Control::Heard) => keepalive.heard(),
+                Some(Control::Heard) => { keepalive.heard(); continue; }
                 Some(Control::Pong(payload)) => {
                     keepalive.heard();
-                    if !send(&mut writer, &[(OP_PONG, &payload)], None).await { break; }
+                    if send(&mut writer, &[(OP_PONG, &payload)], None).await.is_some() { continue; }
+                    break;
                 }
                 Some(Control::Close(code)) => {
                     let _ = write_close(&mut writer, code, "").await;
@@ -114,39 +114,62 @@ where
             changed = frames.changed(), if due.is_none() => {
                 if changed.is_err() { break; }
                 due = Some(Instant::now() + SEND_STALL_LIMIT);
+                // A link that keeps up has room at once: send in this same turn.
+                if trust.must_ask() {
+                    let room = writer.room_now(newest_bytes(&frames, format.binary));
+                    trust.asked(room);
+                    if !matches!(room, Room::Idle | Room::Now) { continue; }
+                }
             }
-            room = tokio::time::timeout_at(due.unwrap_or_else(Instant::now), writer.room_for(frame_bytes)), if due.is_some() => {
-                if !matches!(room, Ok(Ok(()))) { break; }
-                due = None;
-                // The socket has room: whatever the hub has now is what this viewer gets.
-                let snapshot = frames.borrow_and_update().clone();
-                if should_tell(&snapshot.status, &mut told)
-                    && !send(&mut writer, &[(OP_TEXT, snapshot.status_message.as_bytes())], None).await
-                {
-                    break;
-                }
-                let Some(frame) = snapshot.frame.filter(|_| snapshot.seq != last_seq) else { continue };
-                if last_seq != 0 {
-                    viewer.stats.frames_skipped.fetch_add(snapshot.seq - last_seq - 1, Ordering::Relaxed);
-                }
-                last_seq = snapshot.seq;
-                let picture: (u8, &[u8]) = if format.binary {
-                    (OP_BINARY, &frame.jpeg)
-                } else {
-                    (OP_TEXT, frame.data_url.as_ref())
-                };
-                let with_meta = [(OP_TEXT, frame.meta().as_bytes()), picture];
-                let messages = if format.meta { &with_meta[..] } else { &with_meta[1..] };
-                let sent = tokio::select! {
-                    sent = send(&mut writer, messages, Some(&viewer.stats.outgoing)) => sent,
-                    // Mid-frame there is no way to say goodbye politely; just drop the socket.
-                    _ = shutdown.wait() => false,
-                };
-                viewer.stats.outgoing.end();
-                if !sent { break; }
-                viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+            room = writer.room_for(frame_bytes, due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                if room.is_err() { break; }
             }
         }
+        // The socket has room: whatever the hub has now is what this viewer gets.
+        due = None;
+        let snapshot = frames.borrow_and_update().clone();
+        if should_tell(&snapshot.status, &mut told)
+            && send(
+                &mut writer,
+                &[(OP_TEXT, snapshot.status_message.as_bytes())],
+                None,
+            )
+            .await
+            .is_none()
+        {
+            break;
+        }
+        let Some(frame) = snapshot.frame.filter(|_| snapshot.seq != last_seq) else {
+            continue;
+        };
+        if last_seq != 0 {
+            viewer
+                .stats
+                .frames_skipped
+                .fetch_add(snapshot.seq - last_seq - 1, Ordering::Relaxed);
+        }
+        last_seq = snapshot.seq;
+        let picture: (u8, &[u8]) = if format.binary {
+            (OP_BINARY, &frame.jpeg)
+        } else {
+            (OP_TEXT, frame.data_url.as_ref())
+        };
+        let with_meta;
+        let messages: &[(u8, &[u8])] = if format.meta {
+            with_meta = [(OP_TEXT, frame.meta().as_bytes()), picture];
+            &with_meta
+        } else {
+            std::slice::from_ref(&picture)
+        };
+        let sent = tokio::select! {
+            sent = send(&mut writer, messages, Some(&viewer.stats.outgoing)) => sent,
+            // Mid-frame there is no way to say goodbye politely; just drop the socket.
+            _ = shutdown.wait() => None,
+        };
+        viewer.stats.outgoing.end();
+        let Some(writes) = sent else { break };
+        trust.wrote(writes);
+        viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
     }
     reader.abort();
 }
@@ -177,16 +200,17 @@ fn should_tell(status: &StreamStatus, told: &mut Option<StreamStatus>) -> bool {
 
 /// Writes messages within the stall limit: a peer that vanished with a full
 /// buffer is given up on, whatever the message. `outgoing`, if given, follows
-/// the bytes the kernel has not taken yet.
+/// the bytes the kernel has not taken yet. Returns how many write calls it took;
+/// `None` if the peer is gone.
 async fn send<W: AsyncWrite + Unpin>(
     w: &mut W,
     messages: &[(u8, &[u8])],
     outgoing: Option<&Outgoing>,
-) -> bool {
-    matches!(
-        tokio::time::timeout(SEND_STALL_LIMIT, write_messages(w, messages, outgoing)).await,
-        Ok(Ok(()))
-    )
+) -> Option<u32> {
+    match tokio::time::timeout(SEND_STALL_LIMIT, write_messages(w, messages, outgoing)).await {
+        Ok(Ok(writes)) => Some(writes),
+        _ => None,
+    }
 }
 
 /// Writes one unfragmented server frame; see [`write_messages`].
@@ -196,7 +220,9 @@ async fn write_message<W: AsyncWrite + Unpin>(
     payload: &[u8],
     outgoing: Option<&Outgoing>,
 ) -> io::Result<()> {
-    write_messages(w, &[(opcode, payload)], outgoing).await
+    write_messages(w, &[(opcode, payload)], outgoing)
+        .await
+        .map(|_| ())
 }
 
 /// Writes one or two unfragmented server frames (a frame's meta text and the
@@ -208,7 +234,7 @@ async fn write_messages<W: AsyncWrite + Unpin>(
     w: &mut W,
     messages: &[(u8, &[u8])],
     outgoing: Option<&Outgoing>,
-) -> io::Result<()> {
+) -> io::Result<u32> {
     assert!(messages.len() <= 2, "one frame and its meta at most");
     let mut headers = [[0u8; 10]; 2];
     let mut header_lens = [0usize; 2];
@@ -226,8 +252,10 @@ async fn write_messages<W: AsyncWrite + Unpin>(
         o.begin(left);
     }
     let mut bufs = &mut slices[..2 * messages.len()];
+    let mut writes = 0;
     while !bufs.is_empty() {
         let n = w.write_vectored(bufs).await?;
+        writes += 1;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -237,7 +265,8 @@ async fn write_messages<W: AsyncWrite + Unpin>(
             o.written(left);
         }
     }
-    w.flush().await
+    w.flush().await?;
+    Ok(writes)
 }
 
 /// Writes a server frame's header (FIN set, unmasked, the shortest length
