@@ -1,5 +1,5 @@
-//! A video socket's send queue in the kernel: kept to about one frame, waited on
-//! before a frame is chosen, and measured for `/stats.json`.
+//! A video socket's send queue: kept to about one frame, asked before each frame
+//! is chosen, and measured for `/stats.json`.
 //!
 //! Linux grows a TCP socket's send buffer to megabytes, and it accepts every write
 //! that fits. On a link slower than the frames, the frames then queue in the kernel
@@ -7,10 +7,13 @@
 //! "would block" and so never skips. Here each video socket gets a low
 //! `TCP_NOTSENT_LOWAT` (Linux 3.12, commit c9bee3b7): the socket reports itself
 //! writable only while less than half of it is still unsent, and takes no new
-//! segment while that much is. The writer waits for that before it even picks a
-//! frame ([`poll_drained`]), so the frame it then sends is the newest one, and frames
-//! that arrive meanwhile replace each other in the hub instead of queueing in the
-//! kernel. `SIOCOUTQNSD` (Linux 2.6.39) reads the unsent bytes for the stats.
+//! segment while that much is. Before the writer picks a frame, [`room`] asks how
+//! much is still on its way (unsent, and in flight: a queue in a bloated modem or
+//! a shaped link holds frames just as well) and the writer waits until that is at
+//! most one frame, so the frame it then sends is the hub's newest, and frames that
+//! arrive meanwhile replace each other in the hub instead of queueing anywhere.
+//! A socket that keeps up is asked only now and then ([`Trust`]). `SIOCOUTQNSD`
+//! (Linux 2.6.39) reads the unsent bytes for the stats.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

@@ -7,11 +7,12 @@
 //! socket holds a private copy.
 //!
 //! Only the newest frame is ever sent, and it is chosen as late as possible: when
-//! the hub has news, the writer first waits until the kernel has sent all but a
-//! few KiB of what it holds for this viewer (`sendq`), and only then takes the
-//! hub's newest frame. On a link slower than the frames, the frames that arrive
-//! meanwhile replace each other in the hub; none queue in the kernel, so what the
-//! viewer receives is as fresh as the link allows.
+//! the hub has news, the writer first waits until the socket has room for it
+//! (`sendq`: at most one frame still on its way to this viewer, a few KiB of it
+//! unsent), and only then takes the hub's newest frame. On a link slower than the
+//! frames, the frames that arrive meanwhile replace each other in the hub; none
+//! queue in the kernel or in the network, so what the viewer receives is as fresh
+//! as the link allows. A viewer that keeps up gets every frame.
 
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
