@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{make_jpeg, raw_upgrade, recv, recv_binary_frame, recv_json, start, Ws, WAIT};
+use common::{
+    make_jpeg, poll_until, raw_upgrade, recv, recv_binary_frame, recv_json, start, Ws, WAIT,
+};
 use futures_util::SinkExt;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -140,7 +142,7 @@ async fn a_slow_viewer_gets_the_newest_frame_and_a_fast_one_every_frame() {
     let mut seq = 0u32;
     let mut slow_seen = Vec::new();
     let mut most_pending = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(20) * common::time_scale();
     while slow_seen.len() < 4 || seq < 100 {
         assert!(
             Instant::now() < deadline,
@@ -203,9 +205,18 @@ async fn a_slow_viewer_gets_the_newest_frame_and_a_fast_one_every_frame() {
         );
     }
     eprintln!("after catching up it got {after:?}");
-    // Nothing is left waiting for it.
-    let stats = server.stream_stats("fresh").await.expect("stream stats");
-    assert_eq!(num(&stats, "pending_bytes_max"), 0, "{stats}");
+    // Nothing is left waiting for it (polled: where an emulator counts bytes
+    // not yet acknowledged too, the last ACK may still be on its way).
+    poll_until(
+        "nothing left waiting",
+        WAIT,
+        Duration::from_millis(20),
+        || async {
+            let stats = server.stream_stats("fresh").await.expect("stream stats");
+            (num(&stats, "pending_bytes_max") == 0).then_some(())
+        },
+    )
+    .await;
     drop(fast);
     server.stop().await;
 }
