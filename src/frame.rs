@@ -4,6 +4,7 @@
 //! `data:image/jpeg;base64,...` text are both made here, once, and afterwards only
 //! reference-counted. A viewer's send clones a handle, never the bytes.
 
+use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -24,6 +25,13 @@ pub struct Frame {
     /// When the frame became ready to send; delays are measured from here.
     pub ready_at: Instant,
     pub ready_unix_ms: u64,
+    /// When the picture was taken, as near as the source can tell (the camera's
+    /// buffer time, the moment the test pattern was drawn, an upload's arrival):
+    /// what a viewer's "N s ago" counts from.
+    pub captured_unix_ms: u64,
+    /// `{"type":"frame","ts":captured_unix_ms}`, the text `?meta=1` viewers get
+    /// before the frame: built once, by the first such viewer, and shared.
+    meta: OnceLock<Utf8Bytes>,
 }
 
 impl Frame {
@@ -41,20 +49,60 @@ impl Frame {
     /// Wraps a JPEG that arrived already as a data URL (a browser upload), keeping
     /// the client's text so it is not base64-encoded a second time.
     pub fn from_parts(jpeg: Bytes, data_url: Utf8Bytes, width: u32, height: u32) -> Frame {
+        let now = unix_ms();
         Frame {
             width,
             height,
             jpeg,
             data_url,
             ready_at: Instant::now(),
-            ready_unix_ms: unix_ms(),
+            ready_unix_ms: now,
+            captured_unix_ms: now,
+            meta: OnceLock::new(),
         }
+    }
+
+    /// Sets when the picture was taken, if the source knows it was before now.
+    pub fn captured_at(mut self, unix_ms: u64) -> Frame {
+        self.captured_unix_ms = unix_ms.min(self.ready_unix_ms);
+        self
+    }
+
+    /// The JSON message that tells a `?meta=1` viewer when the next frame was taken.
+    pub fn meta(&self) -> &Utf8Bytes {
+        self.meta
+            .get_or_init(|| format!(r#"{{"type":"frame","ts":{}}}"#, self.captured_unix_ms).into())
     }
 }
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    ms_of(SystemTime::now())
+}
+
+/// `time` in milliseconds since the Unix epoch (0 before it).
+pub fn ms_of(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_names_the_capture_time_once_set() {
+        let frame = Frame::from_jpeg(vec![1, 2, 3], 2, 2).captured_at(1_000);
+        assert_eq!(frame.captured_unix_ms, 1_000);
+        let meta: serde_json::Value = serde_json::from_str(frame.meta()).unwrap();
+        assert_eq!(meta, serde_json::json!({"type": "frame", "ts": 1000}));
+        assert_eq!(frame.meta().as_ptr(), frame.meta().as_ptr(), "built once");
+        let frame = Frame::from_jpeg(vec![1], 1, 1);
+        let ready = frame.ready_unix_ms;
+        assert_eq!(
+            frame.captured_at(ready + 60_000).captured_unix_ms,
+            ready,
+            "a capture time after the frame was ready is not believed"
+        );
+    }
 }

@@ -8,7 +8,8 @@
 //! counters that `/stats.json` reports.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -17,6 +18,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::frame::Frame;
 use crate::notify::Heartbeat;
+use crate::sendq::Outgoing;
 use crate::sync::Locked;
 
 /// The stream fed by `--source`.
@@ -95,8 +97,8 @@ pub fn status_message(status: &StreamStatus) -> Utf8Bytes {
 /// Counters of one connected viewer, readable while it is blocked in a send.
 #[derive(Debug, Default)]
 pub struct ViewerStats {
-    /// Bytes handed to this viewer's socket and not yet written out.
-    pub pending_bytes: AtomicUsize,
+    /// The message being written and the socket's unsent bytes.
+    pub outgoing: Outgoing,
     pub frames_sent: AtomicU64,
     /// Frames that were replaced before this viewer was ready for them.
     pub frames_skipped: AtomicU64,
@@ -231,6 +233,8 @@ impl Stream {
 
     pub fn stats(&self) -> StreamStats {
         let viewers = self.viewers.locked();
+        // Read under the lock: a viewer's socket is forgotten under it before it closes.
+        let pending: Vec<usize> = viewers.iter().map(|v| v.outgoing.pending()).collect();
         let snapshot = self.state.borrow();
         StreamStats {
             name: self.name.clone(),
@@ -243,15 +247,8 @@ impl Stream {
             width: snapshot.frame.as_ref().map(|f| f.width),
             height: snapshot.frame.as_ref().map(|f| f.height),
             frame_bytes: snapshot.frame.as_ref().map(|f| f.jpeg.len()),
-            pending_bytes_max: viewers
-                .iter()
-                .map(|v| v.pending_bytes.load(Ordering::Relaxed))
-                .max()
-                .unwrap_or(0),
-            pending_bytes_total: viewers
-                .iter()
-                .map(|v| v.pending_bytes.load(Ordering::Relaxed))
-                .sum(),
+            pending_bytes_max: pending.iter().copied().max().unwrap_or(0),
+            pending_bytes_total: pending.iter().sum(),
             frames_sent: viewers
                 .iter()
                 .map(|v| v.frames_sent.load(Ordering::Relaxed))
@@ -278,7 +275,9 @@ pub struct StreamStats {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub frame_bytes: Option<usize>,
-    /// The most bytes any one viewer of this stream has waiting to be written.
+    /// The most bytes any one viewer of this stream has waiting to be sent: the
+    /// message being written (whole until the kernel has taken all of it) plus what
+    /// the kernel holds unsent of earlier ones.
     pub pending_bytes_max: usize,
     pub pending_bytes_total: usize,
     /// Sent and skipped over the viewers connected now.
@@ -300,6 +299,27 @@ pub struct ViewerGuard {
     _demand: DemandGuard,
     stream: Arc<Stream>,
     pub stats: Arc<ViewerStats>,
+}
+
+impl ViewerGuard {
+    /// Lets `/stats.json` ask the kernel about this viewer's socket `fd` until the
+    /// returned guard is dropped, which must happen before the socket closes.
+    pub fn probe_socket(&self, fd: RawFd) -> SocketProbeGuard<'_> {
+        self.stats.outgoing.set_socket(fd);
+        SocketProbeGuard(self)
+    }
+}
+
+/// Forgets a viewer's socket when dropped; see [`ViewerGuard::probe_socket`].
+pub struct SocketProbeGuard<'a>(&'a ViewerGuard);
+
+impl Drop for SocketProbeGuard<'_> {
+    fn drop(&mut self) {
+        // Under the viewers' lock, so no stats reader is between reading the fd
+        // and asking the kernel about it when the socket closes.
+        let _viewers = self.0.stream.viewers.locked();
+        self.0.stats.outgoing.clear_socket();
+    }
 }
 
 impl Drop for ViewerGuard {

@@ -3,7 +3,8 @@
 //! A frame's path through the daemon, by file:
 //! `source/` captures or draws it, `encode.rs` turns it into JPEG, `frame.rs`
 //! makes its data URL once, `hub.rs` holds the newest one per stream and fans it
-//! out, and `ws/video.rs` sends it to each viewer. `ws/upload.rs` is the other way
+//! out, and `ws/video.rs` sends it to each viewer when that viewer's socket has
+//! room for it (`sendq.rs`). `ws/upload.rs` is the other way
 //! in (a browser's camera), `ws/chat.rs` the chat relay, `http.rs` the pages.
 //! `server.rs` binds and runs all of it under one `Shutdown`. `store/` keeps what
 //! must survive a restart in one SQLite database.
@@ -24,6 +25,7 @@ pub mod net;
 pub mod notify;
 pub mod ratelimit;
 pub mod request_head;
+pub mod sendq;
 pub mod server;
 pub mod shutdown;
 pub mod source;

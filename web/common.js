@@ -75,12 +75,22 @@ export async function authedFetch(path, accept = 'application/json', init = {}) 
 
 /**
  * GET /config.json: role, name, auth, ws_port, ws_url, default_stream,
- * interval_ms, width, height, quality...
+ * interval_ms, width, height, quality, now_unix_ms... To that it adds
+ * `clockOffsetMs`, the server's clock minus this device's, judged at the middle
+ * of the request, and `clockErrorMs`, half the request's round trip: how far off
+ * that can be.
  */
 export async function loadConfig() {
+  const sent = Date.now();
   const reply = await authedFetch('/config.json');
   if (!reply.ok) throw new Error(`/config.json: HTTP ${reply.status}`);
-  return reply.json();
+  const config = await reply.json();
+  const received = Date.now();
+  if (typeof config.now_unix_ms === 'number') {
+    config.clockOffsetMs = config.now_unix_ms - (sent + received) / 2;
+    config.clockErrorMs = (received - sent) / 2;
+  }
+  return config;
 }
 
 /**

@@ -42,6 +42,7 @@ let stallTimer = 0;
 
 const video = new Link({
   path: '/video',
+  onOpen: noteClock,
   onMessage: onVideoMessage,
   onDown: (event) => {
     setState(state === 'connecting' && !lastFrameAt ? 'connecting' : 'reconnecting');
@@ -78,13 +79,36 @@ async function checkAccess() {
   }
 }
 
+// ---- the server's clock --------------------------------------------------
+// Frames say when they were taken by the server's clock; this phone's clock may
+// differ by seconds or minutes. /config.json, fetched before every connection,
+// tells the difference (common.js), give or take half a round trip. A later
+// estimate replaces an earlier one unless it is much less precise, or when the
+// two cannot both be right: the phone's clock was set meanwhile.
+
+let clock = null;
+
+function noteClock(config) {
+  if (typeof config?.clockOffsetMs !== 'number') return;
+  const estimate = { offset: config.clockOffsetMs, error: config.clockErrorMs };
+  const precise = !clock || estimate.error <= Math.max(2 * clock.error, 250);
+  const moved = clock && Math.abs(estimate.offset - clock.offset) > estimate.error + clock.error + 1000;
+  if (precise || moved) clock = estimate;
+}
+
 // ---- frames -------------------------------------------------------------
 // Only the newest frame matters: while one decodes, later arrivals replace each
-// other in `nextUrl`, and every blob URL is revoked once nothing shows it.
+// other in `nextUrl`, and every blob URL is revoked once nothing shows it. Each
+// frame keeps the capture time its meta message gave (null without one).
 
 let shownUrl = null;
 let loadingUrl = null;
 let nextUrl = null;
+let shownTakenAt = null;
+let loadingTakenAt = null;
+let nextTakenAt = null;
+/** The capture time announced for the frame message that comes next. */
+let announcedTakenAt = null;
 
 function release(url) {
   if (url?.startsWith('blob:')) URL.revokeObjectURL(url);
@@ -93,12 +117,15 @@ function release(url) {
 function queueFrame(url) {
   release(nextUrl);
   nextUrl = url;
+  nextTakenAt = announcedTakenAt;
+  announcedTakenAt = null;
   if (!loadingUrl) showNext();
 }
 
 function showNext() {
   if (!nextUrl) return;
   loadingUrl = nextUrl;
+  loadingTakenAt = nextTakenAt;
   nextUrl = null;
   picture.src = loadingUrl;
 }
@@ -107,6 +134,7 @@ picture.addEventListener('load', () => {
   if (!loadingUrl) return;
   release(shownUrl);
   shownUrl = loadingUrl;
+  shownTakenAt = loadingTakenAt;
   loadingUrl = null;
   picture.hidden = false;
   screen.classList.add('has-frame');
@@ -125,6 +153,7 @@ picture.addEventListener('error', () => {
 function clearPicture() {
   for (const url of [shownUrl, loadingUrl, nextUrl]) release(url);
   shownUrl = loadingUrl = nextUrl = null;
+  shownTakenAt = loadingTakenAt = nextTakenAt = announcedTakenAt = null;
   picture.removeAttribute('src');
   picture.hidden = true;
   screen.classList.remove('has-frame');
@@ -145,6 +174,11 @@ function onVideoMessage(event) {
   try {
     message = JSON.parse(data);
   } catch {
+    return;
+  }
+  if (message?.type === 'frame') {
+    // Sent just before its frame (?meta=1): when the picture was taken.
+    announcedTakenAt = Number.isFinite(message.ts) ? message.ts : null;
     return;
   }
   if (message?.type !== 'status') return;
@@ -215,8 +249,20 @@ function render() {
   renderAge();
 }
 
+/**
+ * How old the picture on screen is: from when it was taken, by the server's
+ * clock, where the frame said so and the clock difference is known; else from
+ * when it arrived.
+ */
+function pictureAge() {
+  if (shownTakenAt !== null && clock) {
+    return Math.max(0, Date.now() + clock.offset - shownTakenAt);
+  }
+  return Date.now() - lastFrameAt;
+}
+
 function renderAge() {
-  const since = lastFrameAt ? age(Date.now() - lastFrameAt) : '';
+  const since = lastFrameAt ? age(pictureAge()) : '';
   ageText.textContent = since;
   placeholderAge.textContent =
     since && state !== 'live' ? t('viewer.lastSeen', { age: since }) : '';
@@ -294,6 +340,11 @@ function chooseStream(streams) {
   return preferred.name;
 }
 
+/** Bare JPEGs, each announced with its capture time. */
+function videoPath(name) {
+  return `/video/${name}?format=binary&meta=1`;
+}
+
 function watch(name) {
   streamName = name;
   deviceLimit = 0;
@@ -305,7 +356,7 @@ function watch(name) {
   const url = new URL(location.href);
   url.searchParams.set('stream', name);
   history.replaceState(null, '', url);
-  if (!document.hidden) video.start(`/video/${name}?format=binary`);
+  if (!document.hidden) video.start(videoPath(name));
 }
 
 select.addEventListener('change', () => {
@@ -320,7 +371,7 @@ document.addEventListener('visibilitychange', () => {
     video.stop();
   } else {
     setState(lastFrameAt ? 'reconnecting' : 'connecting');
-    video.start(`/video/${streamName}?format=binary`);
+    video.start(videoPath(streamName));
     refreshStreams();
   }
 });
@@ -429,6 +480,7 @@ async function main() {
   for (;;) {
     try {
       config = await loadConfig();
+      noteClock(config);
       break;
     } catch {
       // The server is not up yet: keep showing "connecting" and ask again.

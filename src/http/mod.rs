@@ -406,6 +406,9 @@ fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
         "quality": c.capture.quality,
         "max_upload_bytes": c.limits.max_upload_bytes,
         "version": env!("CARGO_PKG_VERSION"),
+        // The server's clock, so that a page can tell how old a frame's capture
+        // time (`?meta=1`) is on a phone whose clock differs.
+        "now_unix_ms": crate::frame::unix_ms(),
     })
 }
 

@@ -13,7 +13,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::canvas::Canvas;
 use crate::encode::Encoder;
-use crate::frame::Frame;
+use crate::frame::{self, Frame};
 use crate::hub::Stream;
 use crate::shutdown::Shutdown;
 
@@ -141,10 +141,13 @@ pub async fn run(
             // a blocking thread), the watchdog stops pinging and systemd restarts us.
             let busy = stream.heartbeat().begin();
             let joined = tokio::task::spawn_blocking(move || {
-                let canvas = pattern.render(SystemTime::now());
+                let drawn = SystemTime::now();
+                let canvas = pattern.render(drawn);
                 let result = encoder
                     .encode_rgb(&canvas.pixels, canvas.width, canvas.height)
-                    .map(|jpeg| Frame::from_jpeg(jpeg, width, height));
+                    .map(|jpeg| {
+                        Frame::from_jpeg(jpeg, width, height).captured_at(frame::ms_of(drawn))
+                    });
                 (pattern, encoder, result)
             })
             .await;

@@ -33,7 +33,7 @@ use v4l::{Format, Fraction};
 use self::negotiate::{FormatOffer, Handling, IntervalOffer, SizeOffer};
 use crate::config::CaptureFormat;
 use crate::encode::{Encoder, RawImage};
-use crate::frame::Frame;
+use crate::frame::{self, Frame};
 use crate::hub::Stream;
 use crate::mjpeg;
 use crate::source::supervisor::{Control, DropLog, Pacer, SourceError};
@@ -438,6 +438,7 @@ pub fn capture(
             n => n.min(buf.len()),
         };
         let data = &buf[..used];
+        let captured = captured_unix_ms(meta);
         // Unwatched (the camera stays open without --on-demand): no work at all.
         if !settings.on_demand && stream.demand_count() == 0 {
             continue;
@@ -467,6 +468,10 @@ pub fn capture(
         };
         match frame {
             Ok(frame) => {
+                let frame = match captured {
+                    Some(ms) => frame.captured_at(ms),
+                    None => frame,
+                };
                 stream.publish(frame);
                 control.delivered();
             }
@@ -477,6 +482,30 @@ pub fn capture(
             }
         }
     }
+}
+
+/// When the camera took the frame, in Unix milliseconds. Drivers stamp buffers
+/// with CLOCK_MONOTONIC (`V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC`, which uvcvideo sets
+/// at the start of the frame); the difference to that clock now maps the stamp to
+/// wall time. `None` for other clocks or a stamp not within the last 10 s.
+// time_t and c_long are 32 bits on armv7: the casts are not the same type there.
+#[allow(clippy::unnecessary_cast)]
+fn captured_unix_ms(meta: &v4l::buffer::Metadata) -> Option<u64> {
+    if meta.flags & BufferFlags::TIMESTAMP_MASK != BufferFlags::TIMESTAMP_MONOTONIC {
+        return None;
+    }
+    let stamp_us = meta.timestamp.sec as i64 * 1_000_000 + meta.timestamp.usec as i64;
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return None;
+    }
+    let now_us = now.tv_sec as i64 * 1_000_000 + now.tv_nsec as i64 / 1_000;
+    let age_ms = u64::try_from(now_us - stamp_us).ok()? / 1_000;
+    (age_ms <= 10_000).then(|| frame::unix_ms().saturating_sub(age_ms))
 }
 
 #[cfg(test)]

@@ -23,9 +23,14 @@ pub enum Route {
     Chat {
         room: String,
     },
+    /// `?format=binary`: bare JPEGs instead of data URLs. `?meta=1`: each frame
+    /// is preceded by `{"type":"frame","ts":...}`, its capture time (the
+    /// kindercam page asks for it; the prototype's pages, which put every text
+    /// message into `img.src`, do not).
     Video {
         stream: String,
         binary: bool,
+        meta: bool,
     },
     Upload {
         stream: String,
@@ -37,6 +42,7 @@ impl Route {
     pub fn parse(target: &str) -> Option<Route> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let binary = query.split('&').any(|kv| kv == "format=binary");
+        let meta = query.split('&').any(|kv| kv == "meta=1");
         let named = |rest: &str| hub::valid_stream_name(rest).then(|| rest.to_owned());
         match path {
             "/chat" => Some(Route::Chat {
@@ -45,12 +51,17 @@ impl Route {
             "/video" => Some(Route::Video {
                 stream: CAMERA.to_owned(),
                 binary,
+                meta,
             }),
             _ => {
                 if let Some(rest) = path.strip_prefix("/chat/") {
                     named(rest).map(|room| Route::Chat { room })
                 } else if let Some(rest) = path.strip_prefix("/video/") {
-                    named(rest).map(|stream| Route::Video { stream, binary })
+                    named(rest).map(|stream| Route::Video {
+                        stream,
+                        binary,
+                        meta,
+                    })
                 } else if let Some(rest) = path.strip_prefix("/upload/") {
                     named(rest).map(|stream| Route::Upload { stream })
                 } else {
@@ -254,14 +265,24 @@ mod tests {
             Route::parse("/video"),
             Some(Route::Video {
                 stream: "camera".into(),
-                binary: false
+                binary: false,
+                meta: false,
             })
         );
         assert_eq!(
             Route::parse("/video/room-2?format=binary"),
             Some(Route::Video {
                 stream: "room-2".into(),
-                binary: true
+                binary: true,
+                meta: false,
+            })
+        );
+        assert_eq!(
+            Route::parse("/video/room-2?format=binary&meta=1"),
+            Some(Route::Video {
+                stream: "room-2".into(),
+                binary: true,
+                meta: true,
             })
         );
         assert_eq!(

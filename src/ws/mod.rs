@@ -9,6 +9,7 @@ pub mod chat;
 pub mod handshake;
 pub mod keepalive;
 mod prefixed;
+pub(crate) mod split;
 pub mod upload;
 pub mod video;
 
@@ -301,6 +302,7 @@ async fn handle(
         }
         Route::Video {
             binary,
+            meta,
             stream: name,
         } => {
             let feed = video_feed.expect("resolved above");
@@ -315,7 +317,7 @@ async fn handle(
             let family = ctx.access.family_name(&principal);
             let _viewing = ctx.viewing.open(&principal, family, &name, client_ip(peer));
             ctx.access.seen(&principal);
-            video::serve(socket, feed, binary, shutdown).await;
+            video::serve(socket, feed, video::Format { binary, meta }, shutdown).await;
         }
         Route::Upload { stream } => {
             let ws_config = ctx.tungstenite_config(limits.max_upload_bytes);

@@ -6,6 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::ws::split::HasTcp;
 
 pub struct Prefixed<S> {
     prefix: Vec<u8>,
@@ -20,6 +23,12 @@ impl<S> Prefixed<S> {
             pos: 0,
             inner,
         }
+    }
+}
+
+impl<S: HasTcp> HasTcp for Prefixed<S> {
+    fn tcp(&self) -> &TcpStream {
+        self.inner.tcp()
     }
 }
 

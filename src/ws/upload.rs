@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::frame::{Frame, DATA_URL_PREFIX};
+use crate::frame::{self, Frame, DATA_URL_PREFIX};
 use crate::hub::{Hub, Stream, CAMERA};
 use crate::jpeg;
 use crate::shutdown::Shutdown;
@@ -134,12 +134,21 @@ pub async fn serve<S>(
             incoming = ws.next() => incoming,
         };
         keepalive.heard();
+        // The browser took the picture just before sending it: its arrival is the
+        // nearest capture time the server can vouch for.
+        let arrived = frame::unix_ms();
         let checked = match incoming {
             Some(Ok(Message::Text(text))) => {
-                tokio::task::spawn_blocking(move || frame_from_data_url(text, max_bytes)).await
+                tokio::task::spawn_blocking(move || {
+                    frame_from_data_url(text, max_bytes).map(|f| f.captured_at(arrived))
+                })
+                .await
             }
             Some(Ok(Message::Binary(data))) => {
-                tokio::task::spawn_blocking(move || frame_from_jpeg(data, max_bytes)).await
+                tokio::task::spawn_blocking(move || {
+                    frame_from_jpeg(data, max_bytes).map(|f| f.captured_at(arrived))
+                })
+                .await
             }
             Some(Ok(Message::Close(_))) | None => break,
             Some(Ok(_)) => continue,

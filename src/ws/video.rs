@@ -4,20 +4,30 @@
 //! frames are unmasked: a short header, then the payload) straight from the
 //! frame's shared bytes. tungstenite would copy every message into a per-connection
 //! write buffer; here 500 viewers of a frame share one allocation and nobody's
-//! socket holds a private copy. Only the newest frame is ever sent: while a send
-//! is blocked on a slow socket, newer frames replace each other in the hub and the
-//! viewer skips to the latest once its socket drains.
+//! socket holds a private copy.
+//!
+//! Only the newest frame is ever sent, and it is chosen as late as possible: when
+//! the hub has news, the writer first waits until the socket has room for it
+//! (`sendq`: at most one frame still on its way to this viewer, a few KiB of it
+//! unsent), and only then takes the hub's newest frame. On a link slower than the
+//! frames, the frames that arrive meanwhile replace each other in the hub; none
+//! queue in the kernel or in the network, so what the viewer receives is as fresh
+//! as the link allows. A viewer that keeps up gets every frame.
 
 use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-use crate::hub::{status_message, Hub, Stream, StreamStatus};
+use crate::hub::{status_message, Hub, Snapshot, Stream, StreamStatus};
+use crate::sendq::{self, Outgoing, Room, Trust};
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
+use crate::ws::split::{self, HasTcp};
 use crate::ws::{CLOSE_LIMIT, SEND_STALL_LIMIT};
 
 const OP_TEXT: u8 = 0x1;
@@ -37,6 +47,15 @@ enum Control {
     Heard,
 }
 
+/// What a viewer asked for in its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Format {
+    /// Bare JPEGs (`?format=binary`) instead of data URLs.
+    pub binary: bool,
+    /// Each frame preceded by its capture time (`?meta=1`), in the same write.
+    pub meta: bool,
+}
+
 /// What a viewer's socket shows: a stream that exists, or a room the viewer may
 /// watch whose source has not started yet (the viewer is told `waiting` and
 /// attaches when the source creates the stream; meanwhile it holds no hub slot).
@@ -45,11 +64,16 @@ pub enum Feed {
     Awaited { hub: Arc<Hub>, name: String },
 }
 
-pub async fn serve<S>(socket: S, feed: Feed, binary: bool, mut shutdown: Shutdown)
+pub async fn serve<S>(socket: S, feed: Feed, format: Format, mut shutdown: Shutdown)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + HasTcp + Unpin + Send + 'static,
 {
-    let (reader, mut writer) = tokio::io::split(socket);
+    if let Err(e) = sendq::bound(socket.tcp()) {
+        // Frames still flow, only without the bound: worth a note, not a refusal.
+        tracing::warn!(error = %e, "cannot bound a video socket's unsent bytes");
+    }
+    let fd = socket.tcp().as_raw_fd();
+    let (reader, mut writer) = split::split(socket);
     let (control_tx, mut control) = mpsc::channel(4);
     let reader = tokio::spawn(read_client(reader, control_tx));
     let mut link = Link {
@@ -62,7 +86,10 @@ where
             let waiting = StreamStatus::Waiting;
             let text = status_message(&waiting);
             link.told = Some(waiting);
-            if send(&mut writer, OP_TEXT, text.as_ref()).await {
+            if send(&mut writer, &[(OP_TEXT, text.as_bytes())], None)
+                .await
+                .is_some()
+            {
                 link.await_stream(&hub, &name, &mut writer, &mut control, &mut shutdown)
                     .await
             } else {
@@ -71,7 +98,7 @@ where
         }
     };
     if let Some(stream) = stream {
-        link.watch(stream, binary, &mut writer, &mut control, &mut shutdown)
+        link.watch(stream, fd, format, &mut writer, &mut control, &mut shutdown)
             .await;
     }
     reader.abort();
@@ -83,7 +110,7 @@ struct Link {
     told: Option<StreamStatus>,
 }
 
-/// Whether the loop goes on after a keepalive beat, a control request or shutdown.
+/// Whether the loop goes on after a keepalive beat or a control request.
 enum Next {
     Continue,
     Stop,
@@ -92,7 +119,7 @@ enum Next {
 impl Link {
     async fn beat<W: AsyncWrite + Unpin>(&mut self, beat: Beat, writer: &mut W) -> Next {
         match beat {
-            Beat::Ping if send(writer, OP_PING, &[]).await => Next::Continue,
+            Beat::Ping if send(writer, &[(OP_PING, &[])], None).await.is_some() => Next::Continue,
             _ => Next::Stop,
         }
     }
@@ -109,7 +136,7 @@ impl Link {
             }
             Some(Control::Pong(payload)) => {
                 self.keepalive.heard();
-                if send(writer, OP_PONG, &payload).await {
+                if send(writer, &[(OP_PONG, &payload)], None).await.is_some() {
                     Next::Continue
                 } else {
                     Next::Stop
@@ -153,19 +180,35 @@ impl Link {
         }
     }
 
-    async fn watch<W: AsyncWrite + Unpin>(
+    /// Sends the stream's frames until the viewer, the stream or the daemon goes.
+    async fn watch<S>(
         &mut self,
         stream: Arc<Stream>,
-        binary: bool,
-        writer: &mut W,
+        fd: std::os::fd::RawFd,
+        format: Format,
+        writer: &mut split::WriteHalf<S>,
         control: &mut mpsc::Receiver<Control>,
         shutdown: &mut Shutdown,
-    ) {
+    ) where
+        S: AsyncRead + AsyncWrite + HasTcp + Unpin,
+    {
         let viewer = stream.watch();
         let mut frames = stream.subscribe();
         frames.mark_changed(); // a joining viewer gets the latest frame at once
+        // Dropped when this returns, before the socket's halves (the caller's): the
+        // stats stop asking about this fd before it can close.
+        let _probe = viewer.probe_socket(fd);
         let mut last_seq = 0u64;
+        // Set while the hub has news this viewer has not been sent, until when the
+        // socket must have drained: a peer that takes nothing for that long is gone.
+        let mut due: Option<Instant> = None;
+        let mut trust = Trust::default();
         loop {
+            let frame_bytes = if due.is_some() {
+                newest_bytes(&frames, format.binary)
+            } else {
+                0
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => {
@@ -173,43 +216,86 @@ impl Link {
                     let _ = tokio::time::timeout(CLOSE_LIMIT, write_close(writer, bye.code, bye.reason)).await;
                     break;
                 }
-                beat = self.keepalive.tick() => {
-                    if let Next::Stop = self.beat(beat, writer).await { break; }
-                }
-                request = control.recv() => {
-                    if let Next::Stop = self.control(request, writer).await { break; }
-                }
-                changed = frames.changed() => {
+                beat = self.keepalive.tick() => match self.beat(beat, writer).await {
+                    Next::Continue => continue,
+                    Next::Stop => break,
+                },
+                request = control.recv() => match self.control(request, writer).await {
+                    Next::Continue => continue,
+                    Next::Stop => break,
+                },
+                changed = frames.changed(), if due.is_none() => {
                     if changed.is_err() { break; }
-                    let snapshot = frames.borrow_and_update().clone();
-                    if should_tell(&snapshot.status, &mut self.told)
-                        && !send(writer, OP_TEXT, snapshot.status_message.as_ref()).await
-                    {
-                        break;
+                    due = Some(Instant::now() + SEND_STALL_LIMIT);
+                    // A link that keeps up has room at once: send in this same turn.
+                    if trust.must_ask() {
+                        let room = writer.room_now(newest_bytes(&frames, format.binary));
+                        trust.asked(room);
+                        if !matches!(room, Room::Idle | Room::Now) { continue; }
                     }
-                    let Some(frame) = snapshot.frame.filter(|_| snapshot.seq != last_seq) else { continue };
-                    if last_seq != 0 {
-                        viewer.stats.frames_skipped.fetch_add(snapshot.seq - last_seq - 1, Ordering::Relaxed);
-                    }
-                    last_seq = snapshot.seq;
-                    let (opcode, payload): (u8, &[u8]) = if binary {
-                        (OP_BINARY, &frame.jpeg)
-                    } else {
-                        (OP_TEXT, frame.data_url.as_ref())
-                    };
-                    viewer.stats.pending_bytes.store(payload.len(), Ordering::Relaxed);
-                    let sent = tokio::select! {
-                        sent = send(writer, opcode, payload) => sent,
-                        // Mid-frame there is no way to say goodbye politely; just drop the socket.
-                        _ = shutdown.wait() => false,
-                    };
-                    viewer.stats.pending_bytes.store(0, Ordering::Relaxed);
-                    if !sent { break; }
-                    viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                room = writer.room_for(frame_bytes, due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    if room.is_err() { break; }
                 }
             }
+            // The socket has room: whatever the hub has now is what this viewer gets.
+            due = None;
+            let snapshot = frames.borrow_and_update().clone();
+            if should_tell(&snapshot.status, &mut self.told)
+                && send(
+                    writer,
+                    &[(OP_TEXT, snapshot.status_message.as_bytes())],
+                    None,
+                )
+                .await
+                .is_none()
+            {
+                break;
+            }
+            let Some(frame) = snapshot.frame.filter(|_| snapshot.seq != last_seq) else {
+                continue;
+            };
+            if last_seq != 0 {
+                viewer
+                    .stats
+                    .frames_skipped
+                    .fetch_add(snapshot.seq - last_seq - 1, Ordering::Relaxed);
+            }
+            last_seq = snapshot.seq;
+            let picture: (u8, &[u8]) = if format.binary {
+                (OP_BINARY, &frame.jpeg)
+            } else {
+                (OP_TEXT, frame.data_url.as_ref())
+            };
+            let with_meta;
+            let messages: &[(u8, &[u8])] = if format.meta {
+                with_meta = [(OP_TEXT, frame.meta().as_bytes()), picture];
+                &with_meta
+            } else {
+                std::slice::from_ref(&picture)
+            };
+            let sent = tokio::select! {
+                sent = send(writer, messages, Some(&viewer.stats.outgoing)) => sent,
+                // Mid-frame there is no way to say goodbye politely; just drop the socket.
+                _ = shutdown.wait() => None,
+            };
+            viewer.stats.outgoing.end();
+            let Some(writes) = sent else { break };
+            trust.wrote(writes);
+            viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The size of the message the hub's newest frame makes: what the socket needs room for.
+fn newest_bytes(frames: &watch::Receiver<Snapshot>, binary: bool) -> usize {
+    frames.borrow().frame.as_ref().map_or(0, |f| {
+        if binary {
+            f.jpeg.len()
+        } else {
+            f.data_url.len()
+        }
+    })
 }
 
 /// Whether to send the stream's status: it changed from what this viewer was last
@@ -225,25 +311,82 @@ fn should_tell(status: &StreamStatus, told: &mut Option<StreamStatus>) -> bool {
     !(first && *status == StreamStatus::Live)
 }
 
-/// Writes one message within the stall limit: a peer that vanished with a full
-/// buffer is given up on, whatever the message.
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, opcode: u8, payload: &[u8]) -> bool {
-    matches!(
-        tokio::time::timeout(SEND_STALL_LIMIT, write_message(w, opcode, payload)).await,
-        Ok(Ok(()))
-    )
+/// Writes messages within the stall limit: a peer that vanished with a full
+/// buffer is given up on, whatever the message. `outgoing`, if given, follows
+/// the bytes the kernel has not taken yet. Returns how many write calls it took;
+/// `None` if the peer is gone.
+async fn send<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    messages: &[(u8, &[u8])],
+    outgoing: Option<&Outgoing>,
+) -> Option<u32> {
+    match tokio::time::timeout(SEND_STALL_LIMIT, write_messages(w, messages, outgoing)).await {
+        Ok(Ok(writes)) => Some(writes),
+        _ => None,
+    }
 }
 
-/// Writes one unfragmented server frame: header and payload in one vectored write
-/// where the socket takes it, without copying the payload.
+/// Writes one unfragmented server frame; see [`write_messages`].
 async fn write_message<W: AsyncWrite + Unpin>(
     w: &mut W,
     opcode: u8,
     payload: &[u8],
+    outgoing: Option<&Outgoing>,
 ) -> io::Result<()> {
-    let mut header = [0u8; 10];
+    write_messages(w, &[(opcode, payload)], outgoing)
+        .await
+        .map(|_| ())
+}
+
+/// Writes one or two unfragmented server frames (a frame's meta text and the
+/// frame): headers and payloads in one vectored write where the socket takes
+/// them, without copying the payloads. `outgoing` follows the bytes not yet
+/// written (under TLS, "written" means handed to rustls, whose buffer the closing
+/// flush empties into the kernel).
+async fn write_messages<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    messages: &[(u8, &[u8])],
+    outgoing: Option<&Outgoing>,
+) -> io::Result<u32> {
+    assert!(messages.len() <= 2, "one frame and its meta at most");
+    let mut headers = [[0u8; 10]; 2];
+    let mut header_lens = [0usize; 2];
+    for (i, (opcode, payload)) in messages.iter().enumerate() {
+        header_lens[i] = frame_header(&mut headers[i], *opcode, payload.len());
+    }
+    let mut slices = [IoSlice::new(&[]); 4];
+    let mut left = 0;
+    for (i, (_, payload)) in messages.iter().enumerate() {
+        slices[2 * i] = IoSlice::new(&headers[i][..header_lens[i]]);
+        slices[2 * i + 1] = IoSlice::new(payload);
+        left += header_lens[i] + payload.len();
+    }
+    if let Some(o) = outgoing {
+        o.begin(left);
+    }
+    let mut bufs = &mut slices[..2 * messages.len()];
+    let mut writes = 0;
+    while !bufs.is_empty() {
+        let n = w.write_vectored(bufs).await?;
+        writes += 1;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+        left -= n;
+        if let Some(o) = outgoing {
+            o.written(left);
+        }
+    }
+    w.flush().await?;
+    Ok(writes)
+}
+
+/// Writes a server frame's header (FIN set, unmasked, the shortest length
+/// encoding) into `header`; returns its length.
+fn frame_header(header: &mut [u8; 10], opcode: u8, len: usize) -> usize {
     header[0] = 0x80 | opcode;
-    let header_len = match payload.len() {
+    match len {
         n if n < 126 => {
             header[1] = n as u8;
             2
@@ -258,31 +401,13 @@ async fn write_message<W: AsyncWrite + Unpin>(
             header[2..10].copy_from_slice(&(n as u64).to_be_bytes());
             10
         }
-    };
-    let mut head = &header[..header_len];
-    let mut body = payload;
-    while !head.is_empty() {
-        let n = w
-            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-            .await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        if n < head.len() {
-            head = &head[n..];
-        } else {
-            body = &body[n - head.len()..];
-            head = &[];
-        }
     }
-    w.write_all(body).await?;
-    w.flush().await
 }
 
 async fn write_close<W: AsyncWrite + Unpin>(w: &mut W, code: u16, reason: &str) -> io::Result<()> {
     let mut payload = code.to_be_bytes().to_vec();
     payload.extend_from_slice(reason.as_bytes());
-    write_message(w, OP_CLOSE, &payload).await
+    write_message(w, OP_CLOSE, &payload, None).await
 }
 
 /// Reads the viewer's frames: answers pings, honours close, ignores data, and ends
@@ -367,7 +492,7 @@ pub async fn refuse<W: AsyncWrite + Unpin>(
 ) {
     let text = status.to_string();
     let goodbye = async {
-        write_message(w, OP_TEXT, text.as_bytes()).await?;
+        write_message(w, OP_TEXT, text.as_bytes(), None).await?;
         write_close(w, code, reason).await
     };
     let _ = tokio::time::timeout(CLOSE_LIMIT, goodbye).await;
@@ -381,12 +506,39 @@ mod tests {
     async fn frames_use_the_shortest_length_encoding() {
         for (len, header_len) in [(5usize, 2usize), (126, 4), (70_000, 10)] {
             let mut out = Vec::new();
-            write_message(&mut out, OP_TEXT, &vec![b'a'; len])
+            write_message(&mut out, OP_TEXT, &vec![b'a'; len], None)
                 .await
                 .unwrap();
             assert_eq!(out.len(), len + header_len, "payload of {len}");
             assert_eq!(out[0], 0x81);
         }
+    }
+
+    #[tokio::test]
+    async fn a_frame_and_its_meta_go_out_back_to_back() {
+        let mut out = Vec::new();
+        let meta = br#"{"type":"frame","ts":1}"#;
+        let jpeg = vec![0xFFu8; 300];
+        let outgoing = Outgoing::default();
+        write_messages(
+            &mut out,
+            &[(OP_TEXT, meta), (OP_BINARY, &jpeg)],
+            Some(&outgoing),
+        )
+        .await
+        .unwrap();
+        let mut expected = vec![0x81, meta.len() as u8];
+        expected.extend_from_slice(meta);
+        expected.extend_from_slice(&[0x82, 126, 1, 44]);
+        expected.extend_from_slice(&jpeg);
+        assert_eq!(out, expected);
+        assert_eq!(
+            outgoing.pending(),
+            expected.len(),
+            "whole until the send ends"
+        );
+        outgoing.end();
+        assert_eq!(outgoing.pending(), 0);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //   2. chat between two browsers: order, own messages, markup stays text, scrolling
 //   3. the viewer recovers from a Wi-Fi drop and a daemon restart, and says
 //      "offline" when the broadcast stops
+//   3b. a phone whose clock is an hour fast, joining then, is sent the last picture
+//      and shows its real age: counted from the capture time, by the server's clock
 //   4. es-CO gets Spanish, en-US English, and the toggle switches and remembers
 //   5. the login page in both languages, its errors, logout, and a dead session
 //   6. moderation: staff delete a parent's message and mute the parent
@@ -55,7 +57,7 @@ const SCREENSHOTS_TO_DOCS = process.env.KINDERCAM_SCREENSHOTS === 'docs';
 const WAIT_MS = 20_000;
 /** The whole run, in case something hangs outside a wait. */
 const RUN_LIMIT_MS = 300_000;
-const TESTS = 11;
+const TESTS = 12;
 const VIEWER_CODE = 'familias-2026';
 const STAFF_CODE = 'profes-2026';
 const ADMIN_CODE = 'direccion-2026';
@@ -521,6 +523,42 @@ async function main() {
       await nextPicture(viewer, after, 'live again after a new start');
       await staff.close({ runBeforeUnload: true });
       await until(viewer, 'offline after the staff tab closed', () => document.getElementById('screen').dataset.state === 'offline');
+    });
+
+    await test("a late picture shows its real age, by the server's clock, on a phone an hour fast", async () => {
+      // The broadcast has stopped: 'aula' keeps its last picture. The first viewer saw it
+      // arrive live and watches it grow old; wait until that is a few seconds.
+      const seconds = (text) => Number(/(\d+) s/.exec(text || '')?.[1] ?? NaN);
+      await until(
+        viewer,
+        'the last picture to be 3 s old',
+        () => Number(/(\d+) s/.exec(document.getElementById('age').textContent)?.[1] ?? 0) >= 3,
+      );
+      // A phone whose clock is an hour fast joins now: it is sent that old picture at once.
+      const context = await browser.newContext({ locale: 'es-CO', viewport: { width: 1280, height: 800 }, httpCredentials: CHALLENGED });
+      await context.addInitScript(() => {
+        const realNow = Date.now;
+        Date.now = () => realNow() + 3600 * 1000;
+      });
+      const page = watchPage(await context.newPage(), 'fast clock');
+      page.person = { as: 'parent', name: 'Reloj' };
+      const sockets = [];
+      page.on('websocket', (ws) => sockets.push(ws.url()));
+      await logIn(page, 'Reloj', CODES.parent);
+      if (where(page) !== '/?stream=aula') await page.goto(daemon.base + '/?stream=aula');
+      const late = await until(page, 'the last picture', () => {
+        const img = document.getElementById('picture');
+        return img && !img.hidden && img.complete && img.naturalWidth > 0 && document.getElementById('age').textContent;
+      });
+      assert(
+        sockets.some((url) => url.endsWith('/video/aula?format=binary&meta=1')),
+        `the page asks for capture times: ${sockets.join(', ')}`,
+      );
+      // Counted from its arrival it would be "ahora"; by the phone's own clock, an hour.
+      const theirs = seconds(await viewer.textContent('#age'));
+      const mine = seconds(late);
+      assert(mine >= 3 && Math.abs(mine - theirs) <= 2, `the late picture's age "${late}" against the first viewer's ${theirs} s`);
+      await context.close();
     });
 
     await test('es-CO gets Spanish, en-US English, and the language toggle is remembered', async () => {

@@ -1,0 +1,115 @@
+//! Splits a video connection into a reading and a writing half, as
+//! `tokio::io::split` does, except that the writing half can still reach the TCP
+//! socket underneath: before choosing a frame, the video writer waits until the
+//! socket has room for it (`sendq`), which tokio's halves cannot ask.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::sendq::{self, Room};
+use crate::sync::Locked;
+
+/// A connection with a TCP socket at the bottom (plain or under TLS).
+pub trait HasTcp {
+    fn tcp(&self) -> &TcpStream;
+}
+
+pub fn split<S: HasTcp>(socket: S) -> (ReadHalf<S>, WriteHalf<S>) {
+    let fd = socket.tcp().as_raw_fd();
+    let shared = Arc::new(Mutex::new(socket));
+    (ReadHalf(shared.clone()), WriteHalf { shared, fd })
+}
+
+pub struct ReadHalf<S>(Arc<Mutex<S>>);
+
+pub struct WriteHalf<S> {
+    shared: Arc<Mutex<S>>,
+    /// The TCP socket's fd, open as long as this half is.
+    fd: RawFd,
+}
+
+impl<S: HasTcp> WriteHalf<S> {
+    /// Whether the socket has room for a frame of `frame_bytes` now (one `ioctl`
+    /// when it has): the fast path, without a turn through the task's loop.
+    pub fn room_now(&self, frame_bytes: usize) -> Room {
+        sendq::room(self.fd, frame_bytes, false)
+    }
+
+    /// Waits until the socket has room for a frame of `frame_bytes` (`sendq::room`):
+    /// the moment to choose the frame to send. `TimedOut` at `deadline`: a peer
+    /// that takes nothing for that long is gone.
+    pub async fn room_for(&self, frame_bytes: usize, deadline: Instant) -> io::Result<()> {
+        let mut drained = false;
+        loop {
+            match sendq::room(self.fd, frame_bytes, drained) {
+                Room::Idle | Room::Now => return Ok(()),
+                Room::Unsent => {
+                    let drain = std::future::poll_fn(|cx| self.poll_drained(cx));
+                    match tokio::time::timeout_at(deadline, drain).await {
+                        Ok(result) => result?,
+                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                    }
+                    drained = true;
+                }
+                Room::InFlight(wait) => {
+                    if Instant::now() >= deadline {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+                    drained = false;
+                }
+            }
+        }
+    }
+
+    fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        sendq::poll_drained(self.shared.locked().tcp(), cx)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadHalf<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.locked()).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteHalf<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.shared.locked()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.shared.locked()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.shared.locked().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.shared.locked()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.shared.locked()).poll_shutdown(cx)
+    }
+}
