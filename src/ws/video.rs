@@ -195,8 +195,8 @@ impl Link {
         let viewer = stream.watch();
         let mut frames = stream.subscribe();
         frames.mark_changed(); // a joining viewer gets the latest frame at once
-        // Dropped when this returns, before the socket's halves (the caller's): the
-        // stats stop asking about this fd before it can close.
+                               // Dropped when this returns, before the socket's halves (the caller's): the
+                               // stats stop asking about this fd before it can close.
         let _probe = viewer.probe_socket(fd);
         let mut last_seq = 0u64;
         // Set while the hub has news this viewer has not been sent, until when the
