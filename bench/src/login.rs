@@ -701,3 +701,32 @@ fn markdown(opts: &Options, summary: &serde_json::Value) -> String {
     }
     md
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_survive_the_daemons_decoding() {
+        // The daemon decodes '+' as a space and %XX as a byte (src/http parse_form).
+        assert_eq!(form_encode("Padre 17"), "Padre+17");
+        assert_eq!(form_encode("Pérez & hijos"), "P%C3%A9rez+%26+hijos");
+        assert_eq!(
+            form_encode("bench-family-0001-7kq2m9xw"),
+            "bench-family-0001-7kq2m9xw"
+        );
+        assert_eq!(form_encode("a=b+c"), "a%3Db%2Bc");
+    }
+
+    #[test]
+    fn a_setup_with_families_needs_their_codes() {
+        let dir = std::env::temp_dir().join(format!("kc-bench-setup-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let err = parse_setup(&format!("now=/bin/true,{}", dir.display()))
+            .err()
+            .expect("no family-codes.txt");
+        assert!(format!("{err:#}").contains("family-codes.txt"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(parse_setup("bad label=/bin/true").is_err());
+    }
+}
