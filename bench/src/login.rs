@@ -19,6 +19,7 @@
 //! alternately, in reversed order every other round, because the machine is
 //! shared: the summary is the median over rounds.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -370,6 +371,8 @@ struct PhaseResult {
     cookies: Vec<String>,
     cpu_s: f64,
     cpu_ns_schedstat: u64,
+    /// The same by thread group (see [`thread_group`]).
+    cpu_ns_by_thread: BTreeMap<String, u64>,
     wall: Duration,
 }
 
@@ -392,6 +395,9 @@ impl PhaseResult {
             "ops_per_s": crate::round(self.ops as f64 / self.wall.as_secs_f64(), 0),
             "server_cpu_us_per_op": crate::round(self.cpu_s / done * 1e6, 1),
             "server_cpu_us_per_op_schedstat": crate::round(self.cpu_ns_schedstat as f64 / 1e3 / done, 1),
+            "server_cpu_us_per_op_by_thread": self.cpu_ns_by_thread.iter()
+                .map(|(k, v)| (k.clone(), json!(crate::round(*v as f64 / 1e3 / done, 1))))
+                .collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -411,6 +417,7 @@ where
 {
     let cpu0 = procfs::cpu(pid)?;
     let ns0 = procfs::threads_runtime_ns(pid);
+    let by_thread0 = threads_by_group(pid);
     let t0 = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..concurrency)
@@ -441,6 +448,7 @@ where
     tokio::time::sleep(SETTLE).await;
     let cpu1 = procfs::cpu(pid)?;
     let ns1 = procfs::threads_runtime_ns(pid);
+    let by_thread1 = threads_by_group(pid);
     outcomes.sort_by_key(|(i, _)| *i);
     let mut result = PhaseResult {
         ops,
@@ -452,6 +460,13 @@ where
             u + s
         },
         cpu_ns_schedstat: ns1.saturating_sub(ns0),
+        cpu_ns_by_thread: by_thread1
+            .into_iter()
+            .map(|(k, v)| {
+                let before = by_thread0.get(&k).copied().unwrap_or(0);
+                (k, v.saturating_sub(before))
+            })
+            .collect(),
         wall,
     };
     for (_, outcome) in outcomes {
@@ -464,6 +479,26 @@ where
         }
     }
     Ok(result)
+}
+
+/// Threads named alike are one group: `http-0`..`http-7` are `http-*`. The
+/// daemon names its tokio workers (and blocking threads) `kindercam`, the store's
+/// writer is `kindercam-store`, and the main thread has the binary's file name.
+fn thread_group(name: &str) -> String {
+    match name.rsplit_once('-') {
+        Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{head}-*")
+        }
+        _ => name.to_owned(),
+    }
+}
+
+fn threads_by_group(pid: &str) -> BTreeMap<String, u64> {
+    let mut groups = BTreeMap::new();
+    for (name, ns) in procfs::threads_runtime_ns_by_name(pid) {
+        *groups.entry(thread_group(&name)).or_insert(0) += ns;
+    }
+    groups
 }
 
 /// `POST /login`; returns the time to the whole answer and the session cookie
@@ -592,6 +627,27 @@ fn summarise(opts: &Options, runs: &[serde_json::Value]) -> serde_json::Value {
                     phases.iter().filter_map(|p| p[key].as_f64()).collect()
                 };
                 let cpu = values("server_cpu_us_per_op");
+                let mut groups: Vec<String> = phases
+                    .iter()
+                    .filter_map(|p| p["server_cpu_us_per_op_by_thread"].as_object())
+                    .flat_map(|m| m.keys().cloned())
+                    .collect();
+                groups.sort();
+                groups.dedup();
+                let by_thread: serde_json::Map<String, serde_json::Value> = groups
+                    .into_iter()
+                    .map(|g| {
+                        let mut v: Vec<f64> = phases
+                            .iter()
+                            .map(|p| {
+                                p["server_cpu_us_per_op_by_thread"][&g]
+                                    .as_f64()
+                                    .unwrap_or(0.0)
+                            })
+                            .collect();
+                        (g, json!(median(&mut v)))
+                    })
+                    .collect();
                 rows.push(json!({
                     "kind": kind.label(),
                     "concurrency": concurrency,
@@ -604,6 +660,7 @@ fn summarise(opts: &Options, runs: &[serde_json::Value]) -> serde_json::Value {
                     "server_cpu_us_per_op_min": cpu.iter().cloned().reduce(f64::min),
                     "server_cpu_us_per_op_max": cpu.iter().cloned().reduce(f64::max),
                     "server_cpu_us_per_op_schedstat": median(&mut values("server_cpu_us_per_op_schedstat")),
+                    "server_cpu_us_per_op_by_thread": by_thread,
                     "errors": phases.iter().map(|p| p["errors"].as_u64().unwrap_or(0)).sum::<u64>(),
                 }));
             }
@@ -686,6 +743,36 @@ fn markdown(opts: &Options, summary: &serde_json::Value) -> String {
             r["errors"],
         ));
     }
+    md.push_str(
+        "\nWhere the daemon's CPU went (schedstat µs per operation, medians; threads \
+         that ended during a phase are missing):\n\n",
+    );
+    md.push_str(
+        "| operation | at once | setup | async workers (`kindercam`) | HTTP threads (`http-*`) | store writer | other (main thread...) |\n",
+    );
+    md.push_str("|---|---:|---|---:|---:|---:|---:|\n");
+    for r in &rows {
+        let Some(groups) = r["server_cpu_us_per_op_by_thread"].as_object() else {
+            continue;
+        };
+        let get = |g: &str| groups.get(g).and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let known = ["kindercam", "http-*", "kindercam-store"];
+        let other: f64 = groups
+            .iter()
+            .filter(|(k, _)| !known.contains(&k.as_str()))
+            .filter_map(|(_, v)| v.as_f64())
+            .sum();
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+            r["kind"].as_str().unwrap_or(""),
+            r["concurrency"],
+            r["setup"].as_str().unwrap_or(""),
+            get(known[0]),
+            get(known[1]),
+            get(known[2]),
+            other,
+        ));
+    }
     md.push_str("\n| setup | families | start to healthy ms | VmHWM max MiB | daemon warnings | unclean exits |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|\n");
     for s in summary["setups"].as_array().into_iter().flatten() {
@@ -728,5 +815,14 @@ mod tests {
         assert!(format!("{err:#}").contains("family-codes.txt"), "{err:#}");
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(parse_setup("bad label=/bin/true").is_err());
+    }
+
+    #[test]
+    fn numbered_threads_are_one_group() {
+        assert_eq!(thread_group("http-0"), "http-*");
+        assert_eq!(thread_group("http-15"), "http-*");
+        assert_eq!(thread_group("tokio-runtime-worker"), "tokio-runtime-worker");
+        assert_eq!(thread_group("capture-camera"), "capture-camera");
+        assert_eq!(thread_group("kindercam"), "kindercam");
     }
 }
