@@ -7,10 +7,14 @@
 //! upload to receipt, spread between the first and the last viewer) and what the
 //! daemon spent (CPU from /proc/PID/stat, RSS from /proc/PID/status). It prints
 //! Markdown tables for BENCHMARKS.md and writes every figure as JSON.
+//!
+//! `kindercam-bench login ...` measures logins and WebSocket handshakes instead
+//! (see `login.rs`).
 
 #![recursion_limit = "256"]
 
 mod daemon;
+mod login;
 mod procfs;
 mod source;
 mod viewer;
@@ -93,6 +97,7 @@ struct Options {
 const USAGE: &str =
     "usage: kindercam-bench --kindercam PATH [--cases SPEC] [--warmup-s 3] [--window-s 15]
        [--interval-ms 100] [--client-threads 1] [--json OUT.json] [--markdown OUT.md]
+       kindercam-bench login --help   (logins and handshakes, see bench/login.sh)
 SPEC: space- or semicolon-separated FEED-FORMAT:N,N,... with FEED upload|pattern and
 FORMAT text|binary, e.g. \"upload-text:0,10,100,500;pattern-binary:500\"";
 
@@ -200,6 +205,9 @@ fn main() {
 }
 
 fn real_main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("login") {
+        return login::main(std::env::args().skip(2));
+    }
     let opts = parse_args()?;
     let nofile = procfs::raise_nofile_limit();
     let most = opts.cases.iter().map(|c| c.viewers).max().unwrap_or(0);

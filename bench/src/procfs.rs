@@ -128,3 +128,25 @@ pub fn threads_runtime_ns(pid: &str) -> u64 {
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// Nanoseconds on CPU of a process's live threads, summed by thread name
+/// (`/proc/PID/task/TID/comm`): which part of the daemon did the work.
+pub fn threads_runtime_ns_by_name(pid: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Some(ns) = fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let name = fs::read_to_string(task.path().join("comm"))
+            .map(|n| n.trim().to_owned())
+            .unwrap_or_default();
+        *by_name.entry(name).or_insert(0) += ns;
+    }
+    by_name
+}
