@@ -436,6 +436,9 @@ pub(super) fn spawn_writer(
         })
 }
 
+/// How long a queued write waits for others to share its transaction.
+const GATHER: Duration = Duration::from_millis(20);
+
 struct Writer {
     conn: Arc<Mutex<Connection>>,
     rx: Receiver<Op>,
@@ -459,11 +462,27 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             // Whatever else is queued joins this batch: one transaction, one fsync.
+            // A queued write (a viewing-log row, a chat message) waits a moment for
+            // company, so that viewers arriving one by one do not each cost a
+            // commit and an fsync; an acknowledged change, a flush or a stop ends
+            // the wait at once.
+            let gather_until = matches!(first, Op::Write(_)).then(|| Instant::now() + GATHER);
             let mut batch = vec![first];
             while batch.len() < QUEUE {
-                match self.rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+                let next = match gather_until {
+                    Some(until) if matches!(batch.last(), Some(Op::Write(_))) => {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            self.rx.try_recv().ok()
+                        } else {
+                            self.rx.recv_timeout(left).ok()
+                        }
+                    }
+                    _ => self.rx.try_recv().ok(),
+                };
+                match next {
+                    Some(op) => batch.push(op),
+                    None => break,
                 }
             }
             if self.process(batch) {
