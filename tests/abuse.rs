@@ -72,7 +72,9 @@ async fn viewer_junk_names_allocate_nothing_and_a_teacher_still_broadcasts() {
     for i in 0..31 {
         match ws_with(&server, &format!("/video/junk{i}"), &cookie(&parent)).await {
             Ok(ws) => kept.push(ws),
-            Err(status) => assert_eq!(status, 404, "junk{i}"),
+            // 404 for a made-up name; once the login opens sockets faster than a
+            // person would, 429 before the name is even looked at.
+            Err(status) => assert!(matches!(status, 404 | 429), "junk{i}: {status}"),
         }
     }
     assert!(kept.is_empty(), "no junk name opened a video socket");
@@ -90,7 +92,9 @@ async fn viewer_junk_names_allocate_nothing_and_a_teacher_still_broadcasts() {
     send_text(&mut upload, data_url(&make_jpeg(64, 48, 7))).await;
     let ack = until_type(&mut upload, "ack").await;
     assert_eq!(ack["frames"], 1, "{ack}");
-    let mut parent_view = ws_with(&server, "/video/class2?format=binary", &cookie(&parent))
+    // (Another family: the junk's own login has used up its burst of new sockets.)
+    let other = login(&server, "Luis", VIEWER_CODE).await;
+    let mut parent_view = ws_with(&server, "/video/class2?format=binary", &cookie(&other))
         .await
         .expect("a live broadcast is watchable");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -202,14 +206,22 @@ async fn a_chat_connect_storm_is_a_handful_of_updates_and_the_count_stays_right(
     assert_eq!(settled["online"], 1, "{settled}");
 
     // The attack of the issue: 200 connect/close cycles, as fast as they go.
+    // Past its burst the login is told to slow down (429): the storm is bounded
+    // at the handshake too.
     let started = Instant::now();
+    let mut slowed = 0;
     for i in 0..200 {
-        let mut junk = ws_with(&server, "/chat", &cookie(&parent))
-            .await
-            .unwrap_or_else(|status| panic!("cycle {i} refused: {status}"));
-        junk.close(None).await.unwrap();
+        match ws_with(&server, "/chat", &cookie(&parent)).await {
+            Ok(mut junk) => junk.close(None).await.unwrap(),
+            Err(429) => slowed += 1,
+            Err(status) => panic!("cycle {i} refused with {status}"),
+        }
     }
     let storm = started.elapsed();
+    assert!(
+        slowed >= 150,
+        "only {slowed} of 200 cycles were slowed down"
+    );
     let during_and_after =
         system_messages_within(&mut observer, storm + Duration::from_secs(4)).await;
     eprintln!(
@@ -225,7 +237,8 @@ async fn a_chat_connect_storm_is_a_handful_of_updates_and_the_count_stays_right(
     }
 
     // A parent who stays is counted, in one update, and so is its leaving.
-    let mut stays = ws_with(&server, "/chat", &cookie(&parent)).await.unwrap();
+    let bea = login(&server, "Bea", VIEWER_CODE).await;
+    let mut stays = ws_with(&server, "/chat", &cookie(&bea)).await.unwrap();
     let arrived = recv_json_until(&mut observer, "the parent counted", |m| {
         m["event"] == "online"
     })

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::presence::{Presence, Update};
 use super::protocol::{parse_message_as, Command, Outgoing};
 use crate::auth::Principal;
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::KeyedLimiter;
 use crate::store::Store;
 use crate::sync::Locked;
 
@@ -26,6 +26,13 @@ use crate::sync::Locked;
 pub(crate) const CHANNEL_CAPACITY: usize = 256;
 /// Per connection: a burst of this many messages, then one per second.
 pub const CHAT_BURST: u32 = 5;
+/// Authors whose message budget is tracked at once; the longest idle is forgotten.
+const TRACKED_AUTHORS: usize = 4096;
+/// One message budget per author: a login (all its sockets, in every room) or,
+/// without one, a connection. A login holding eight sockets still posts at most
+/// one message a second after its burst.
+static CHAT_BUDGET: std::sync::LazyLock<KeyedLimiter<Author>> =
+    std::sync::LazyLock::new(|| KeyedLimiter::new(CHAT_BURST, CHAT_PER_SECOND, TRACKED_AUTHORS));
 pub const CHAT_PER_SECOND: f64 = 1.0;
 const DEFAULT_MUTE_MINUTES: u64 = 10;
 const MAX_MUTE_MINUTES: u64 = 24 * 60;
@@ -277,7 +284,6 @@ pub struct Member {
     author: Author,
     color: &'static str,
     staff: bool,
-    bucket: TokenBucket,
     max_bytes: usize,
 }
 
@@ -322,7 +328,6 @@ impl ChatRoom {
             author,
             color,
             staff,
-            bucket: TokenBucket::new(CHAT_BURST, CHAT_PER_SECOND),
             max_bytes,
         };
         (member, rx, first)
@@ -405,7 +410,7 @@ impl Member {
                 format!("message too long (at most {max_bytes} bytes)"),
             ));
         }
-        if !self.bucket.try_take(Instant::now()) {
+        if !CHAT_BUDGET.try_take(&self.author) {
             return Err(Refused::new(
                 "rate_limited",
                 "slow down: at most one message per second",
@@ -537,5 +542,37 @@ mod tests {
             room.moderate(Command::Mute { id, minutes: None }).is_err(),
             "deleted message is gone"
         );
+    }
+
+    /// A login with eight sockets must not post eight times as fast: the budget
+    /// is the login's, across its sockets and rooms.
+    #[tokio::test]
+    async fn one_login_has_one_message_budget_across_rooms_and_sockets() {
+        use crate::auth::{Account, DisplayName, Role};
+        let sessions = crate::auth::sessions::SessionStore::new(Duration::from_secs(60));
+        let name = DisplayName::parse("Ana").unwrap();
+        let (_, session) = sessions.create(Role::Viewer, name, None, [0; 32]).unwrap();
+        let who = Principal {
+            role: Role::Viewer,
+            account: Account::Role,
+            name: Some(session.name.clone()),
+            session: Some(session),
+            ended: None,
+            expires: None,
+        };
+        let (a, b) = (
+            Arc::new(ChatRoom::new("camera", 10)),
+            Arc::new(ChatRoom::new("aula-2", 10)),
+        );
+        let (mut in_a, _feed_a, _) = a.enter(who.clone(), None, 4096);
+        let (mut in_b, _feed_b, _) = b.enter(who, None, 4096);
+        let mut said = 0;
+        for i in 0..2 * CHAT_BURST {
+            let member = if i % 2 == 0 { &mut in_a } else { &mut in_b };
+            if member.say(r#"{"message":"hola"}"#).is_ok() {
+                said += 1;
+            }
+        }
+        assert_eq!(said, CHAT_BURST, "the burst is shared, not one per socket");
     }
 }

@@ -227,7 +227,7 @@ async fn handle(
     };
     // Counted against its login for as long as it is open, whatever the route.
     let _place = match auth::sockets::Holder::of(&principal, ctx.access.enabled()) {
-        Some(holder) => match ctx.sockets.claim(holder) {
+        Some(holder) => match ctx.sockets.claim(holder, principal.role.is_staff()) {
             Ok(place) => Some(place),
             Err(refused) => {
                 tracing::warn!(%peer, route = ?upgrade.request.route, account = ?principal.account, "WebSocket refused: {refused}");
