@@ -7,7 +7,8 @@
 //! room for it (`sendq.rs`). `ws/upload.rs` is the other way
 //! in (a browser's camera), `ws/chat.rs` the chat relay, `http.rs` the pages.
 //! `server.rs` binds and runs all of it under one `Shutdown`. `store/` keeps what
-//! must survive a restart in one SQLite database.
+//! must survive a restart in one SQLite database. `privacy/` burns privacy masks
+//! into frames before anyone sees them.
 
 pub mod auth;
 pub mod canvas;
@@ -23,6 +24,7 @@ pub mod jpeg;
 pub mod mjpeg;
 pub mod net;
 pub mod notify;
+pub mod privacy;
 pub mod ratelimit;
 pub mod request_head;
 pub mod sendq;
