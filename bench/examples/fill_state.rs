@@ -131,6 +131,7 @@ fn main() -> anyhow::Result<()> {
                 let start = day_start + (v * 3_600 + n * 13) as i64;
                 let id = store.audit_open(ViewStart {
                     family: Some(family.id.clone()),
+                    family_name: Some(family.name.clone()),
                     name: Some(format!("Padre {n}-{}", v % o.sessions_per_family.max(1))),
                     role: "viewer".into(),
                     stream: if v % 2 == 0 {
