@@ -26,6 +26,9 @@ use crate::sync::Locked;
 pub(crate) const CHANNEL_CAPACITY: usize = 256;
 /// Per connection: a burst of this many messages, then one per second.
 pub const CHAT_BURST: u32 = 5;
+/// Numbers the connections of members without a login (HTTP Basic, auth off),
+/// across every room, so that two of them never share a message budget.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 /// Authors whose message budget is tracked at once; the longest idle is forgotten.
 const TRACKED_AUTHORS: usize = 4096;
 /// One message budget per author: a login (all its sockets, in every room) or,
@@ -75,7 +78,6 @@ pub struct ChatRoom {
     changed: Notify,
     next_color: AtomicUsize,
     next_id: AtomicU64,
-    next_connection: AtomicU64,
     /// Where the history outlives a restart (writes are queued, never awaited).
     store: Option<Store>,
 }
@@ -93,7 +95,6 @@ impl ChatRoom {
             changed: Notify::new(),
             next_color: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
-            next_connection: AtomicU64::new(1),
             store: None,
         }
     }
@@ -302,7 +303,7 @@ impl ChatRoom {
         let color = PALETTE[self.next_color.fetch_add(1, Ordering::Relaxed) % PALETTE.len()];
         let author = match &principal.session {
             Some(session) => Author::Session(session.id),
-            None => Author::Connection(self.next_connection.fetch_add(1, Ordering::Relaxed)),
+            None => Author::Connection(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed)),
         };
         let staff = principal.role.is_staff();
         let mut gathering = self.presence.locked();
