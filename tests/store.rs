@@ -962,6 +962,10 @@ fn kindercam_backup_copies_the_database_of_the_state_directory() {
     let kindercam = || {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kindercam"));
         command.env_clear();
+        // Under qemu-user (binfmt), the target's loader is found through this.
+        if let Some(prefix) = std::env::var_os("QEMU_LD_PREFIX") {
+            command.env("QEMU_LD_PREFIX", prefix);
+        }
         command
     };
     // While the store is open, as with the daemon running.
