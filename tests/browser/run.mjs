@@ -358,6 +358,8 @@ async function main() {
     await test('broadcaster page sends the fake camera and a viewer shows changing frames', async () => {
       staff = await open('staff', '/camera', { as: 'staff', name: 'Profe Ana' });
       equal(await staff.inputValue('input[name="stream"]'), 'aula', 'default stream name');
+      // The bar is filled once /config.json has answered.
+      await until(staff, 'the account in the bar', () => document.getElementById('account-name').textContent !== '');
       equal(await staff.textContent('#account-name'), 'Profe Ana', 'who is logged in');
       assert(await staff.isVisible('#account-role'), 'staff tag in the bar');
       await staff.fill('input[name="stream"]', 'aula');
