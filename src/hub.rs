@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::frame::Frame;
 use crate::notify::Heartbeat;
+use crate::privacy::gate::{Closed, Gate, Paused};
 use crate::sendq::Outgoing;
 use crate::sync::Locked;
 
@@ -81,6 +82,15 @@ impl Snapshot {
     }
 }
 
+/// Sets `slot` to `value`; true when that changed it.
+fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
+    if *slot == value {
+        return false;
+    }
+    *slot = value;
+    true
+}
+
 /// `{"type":"status","state":...,"message":...}`: JSON, so it can never be
 /// mistaken for a `data:` frame.
 pub fn status_message(status: &StreamStatus) -> Utf8Bytes {
@@ -117,6 +127,8 @@ pub struct Stream {
     /// Marked by the source feeding this stream around each unit of work, so the
     /// systemd watchdog can tell an idle source from a stuck one.
     heartbeat: Heartbeat,
+    /// Whether families may watch now (opening hours, a teacher's pause).
+    gate: watch::Sender<Gate>,
 }
 
 impl Stream {
@@ -130,6 +142,7 @@ impl Stream {
             frames_published: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
             heartbeat: Heartbeat::new(),
+            gate: watch::Sender::new(Gate::default()),
         }
     }
 
@@ -163,6 +176,28 @@ impl Stream {
             s.frame = Some(frame);
             s.set_status(StreamStatus::Offline(reason.into()));
         });
+    }
+
+    /// Closes the stream to families (outside its opening hours), or opens it.
+    pub fn set_closed(&self, closed: Option<Closed>) {
+        self.gate
+            .send_if_modified(|g| replace(&mut g.closed, closed));
+    }
+
+    /// Pauses the stream for families, or resumes it.
+    pub fn set_paused(&self, paused: Option<Paused>) {
+        self.gate
+            .send_if_modified(|g| replace(&mut g.paused, paused));
+    }
+
+    /// What holds families back from this stream now.
+    pub fn gate(&self) -> Gate {
+        self.gate.borrow().clone()
+    }
+
+    /// Follows the gate, for family viewers that must stop or start at once.
+    pub fn subscribe_gate(&self) -> watch::Receiver<Gate> {
+        self.gate.subscribe()
     }
 
     /// Counts a frame the source received but refused (cut off, corrupt, far too small).

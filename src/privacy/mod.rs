@@ -9,12 +9,16 @@
 //! `mask.rs` burns a mask into frames: JPEG in the DCT domain, raw frames in
 //! their planes before the one encode. Masked pixels are solid black; never blur
 //! or pixelate, both of which can be undone.
+//!
+//! `gate.rs` holds the other privacy control a stream carries: whether families
+//! may watch it now (opening hours, a teacher's pause).
 
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+pub mod gate;
 mod mask;
 
 pub use mask::{mask_raw, JpegMasker, MaskFrameError, MAX_PIXELS};
