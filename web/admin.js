@@ -7,6 +7,7 @@
 
 import { t, num, currentLang, translate, onLanguage, languageToggle } from './i18n.js';
 import { byId, authedFetch, loadConfig, showAccount, SessionEnded } from './common.js';
+import { startMaskEditor } from './masks.js';
 
 /** Who is watching changes by the second; families' counts with it. */
 const POLL_MS = 4000;
@@ -166,6 +167,7 @@ async function loadFamilies() {
   renderFamilies();
 }
 
+/** Fills the room checkboxes; answers every room known (streams and families' rooms). */
 async function loadRooms() {
   try {
     const reply = await authedFetch('/stats.json');
@@ -183,6 +185,7 @@ async function loadRooms() {
   }
   knownRooms.sort((a, b) => (a === config.default_stream ? -1 : b === config.default_stream ? 1 : a.localeCompare(b)));
   renderRoomChoices();
+  return [...knownRooms];
 }
 
 /** The checkboxes: one per known room, keeping what is ticked. */
@@ -765,9 +768,11 @@ async function main() {
     renderViewers();
     renderLog();
   });
+  let streams = [];
   try {
     await loadFamilies();
-    await loadRooms();
+    streams = await loadRooms();
+    startMaskEditor(config, streams);
     resetForm();
     await loadViewers();
   } catch (error) {

@@ -505,6 +505,13 @@ export function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (all, name) => (name in vars ? String(vars[name]) : all));
 }
 
+/** Adds a page module's own strings: `{ es: {...}, en: {...} }`. */
+export function addStrings(table) {
+  for (const [code, strings] of Object.entries(table)) {
+    if (code in STRINGS) Object.assign(STRINGS[code], strings);
+  }
+}
+
 /** Formats a number the local way (decimal comma in Spanish). */
 export function num(n, digits = 0) {
   return new Intl.NumberFormat(lang, { maximumFractionDigits: digits }).format(n);
