@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::frame::Frame;
+use crate::intake::Admitted;
 use crate::notify::Heartbeat;
 use crate::privacy::gate::{Closed, Gate, Paused};
 use crate::sendq::Outgoing;
@@ -157,8 +158,10 @@ impl Stream {
     }
 
     /// Makes `frame` the newest picture, replacing (not queueing behind) the last one.
-    pub fn publish(&self, frame: Frame) {
-        let frame = Arc::new(frame);
+    /// Only [`crate::intake`] makes an [`Admitted`] frame: nothing reaches viewers
+    /// without passing it.
+    pub fn publish(&self, frame: Admitted) {
+        let frame = Arc::new(frame.into_frame());
         self.frames_published.fetch_add(1, Ordering::Relaxed);
         self.state.send_modify(|s| {
             s.seq += 1;
@@ -169,8 +172,8 @@ impl Stream {
 
     /// Shows `frame` (a placeholder picture) and marks the source gone in one step, so
     /// viewers get the picture and the offline status together, never a moment of "live".
-    pub fn publish_offline(&self, frame: Frame, reason: &str) {
-        let frame = Arc::new(frame);
+    pub fn publish_offline(&self, frame: Admitted, reason: &str) {
+        let frame = Arc::new(frame.into_frame());
         self.state.send_modify(|s| {
             s.seq += 1;
             s.frame = Some(frame);
@@ -503,8 +506,8 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn frame(n: u8) -> Frame {
-        Frame::from_jpeg(vec![n; 10], 2, 2)
+    fn frame(n: u8) -> Admitted {
+        Admitted::for_test(Frame::from_jpeg(vec![n; 10], 2, 2))
     }
 
     #[test]
