@@ -3,16 +3,29 @@
 //! Every source hands its pictures to an [`Intake`] of its own (one per camera
 //! thread, pipe session, test pattern or upload connection): raw camera planes,
 //! an RGB canvas, a JPEG (camera MJPEG, an `exec:` pipe), or a browser upload.
-//! The intake does the work each kind needs and returns an [`Admitted`] frame,
+//! The intake burns the stream's privacy mask in (read afresh for every frame, so
+//! an admin's change applies from the next one) and returns an [`Admitted`] frame,
 //! the one type [`Stream::publish`](crate::hub::Stream::publish) takes. Nothing
 //! else can make an `Admitted`, so a new source cannot skip what intake does to
 //! every picture. Pictures kindercam draws itself (the offline card) come in
 //! through the explicit [`Intake::placeholder`].
 //!
-//! A frame intake cannot handle is dropped here, counted in the stream's
-//! `frames_dropped` and logged through a [`DropLog`]; the caller only learns
-//! that it failed and never gets a frame to publish.
+//! How each kind is masked:
+//! - raw planes (V4L2 YUYV, NV12, ...) and RGB canvases: copied (the camera's mmap
+//!   buffer is read-only), masked in their planes, then encoded once;
+//! - JPEG (camera MJPEG, `exec:` pipes, uploads): in the DCT domain by a
+//!   [`JpegMasker`] kept from frame to frame; everything outside the mask stays
+//!   bit-exact. A masked upload gets a new data URL, base64-encoded once.
+//!
+//! A stream without a mask costs what it did before masks existed: no copy, no
+//! transform, the upload's own text kept.
+//!
+//! It fails closed: a frame that cannot be masked (a corrupt JPEG, a transform
+//! error) or encoded is dropped here, counted in the stream's `frames_dropped`
+//! and logged through a [`DropLog`]; the caller only learns that it failed and
+//! never gets a frame to publish.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,9 +33,10 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::canvas::Canvas;
-use crate::encode::{Encoder, RawImage};
+use crate::encode::{Encoder, RawFormat, RawImage};
 use crate::frame::Frame;
 use crate::hub::Stream;
+use crate::privacy::{mask_raw, JpegMasker, Mask, MaskFrameError};
 use crate::source::supervisor::DropLog;
 
 /// A frame that passed intake, ready for [`Stream::publish`](crate::hub::Stream::publish).
@@ -56,12 +70,15 @@ impl Admitted {
 pub enum IntakeError {
     /// The picture could not be encoded (an incomplete raw buffer, a bad size).
     Encode(String),
+    /// The stream has a privacy mask and this frame could not be masked.
+    Mask(MaskFrameError),
 }
 
 impl fmt::Display for IntakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IntakeError::Encode(why) => f.write_str(why),
+            IntakeError::Mask(e) => write!(f, "{e} (dropped, never sent unmasked)"),
         }
     }
 }
@@ -73,6 +90,10 @@ pub struct Intake {
     stream: Arc<Stream>,
     /// For raw and RGB pictures; JPEG sources have none.
     encoder: Option<Encoder>,
+    /// Made at the first masked JPEG, then kept.
+    masker: Option<JpegMasker>,
+    /// The copy of a raw picture that a mask is burned into, reused.
+    scratch: Vec<u8>,
     drops: DropLog,
 }
 
@@ -83,6 +104,8 @@ impl Intake {
         Intake {
             stream,
             encoder: None,
+            masker: None,
+            scratch: Vec::new(),
             drops: DropLog::new(what),
         }
     }
@@ -113,22 +136,48 @@ impl Intake {
         error
     }
 
-    fn encoder(&mut self) -> Result<&mut Encoder, IntakeError> {
-        if self.encoder.is_none() {
-            return Err(self.refuse(IntakeError::Encode(
+    /// Encodes `img` (from its planes) or packed RGB, masked first when `mask` is set.
+    fn encode(&mut self, img: &RawImage, rgb: bool, mask: &Mask) -> Result<Vec<u8>, IntakeError> {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Err(IntakeError::Encode(
                 "this source was set up without an encoder".into(),
-            )));
-        }
-        Ok(self.encoder.as_mut().expect("checked above"))
+            ));
+        };
+        let masked;
+        let img = if mask.is_empty() {
+            img
+        } else {
+            let need = img.format.frame_len(img.width, img.height, img.stride);
+            self.scratch.clear();
+            self.scratch
+                .extend_from_slice(&img.data[..need.min(img.data.len())]);
+            mask_raw(
+                &mut self.scratch,
+                img.format,
+                img.width,
+                img.height,
+                img.stride,
+                mask,
+            )
+            .map_err(IntakeError::Mask)?;
+            masked = RawImage {
+                data: &self.scratch,
+                ..*img
+            };
+            &masked
+        };
+        let encoded = if rgb {
+            encoder.encode_rgb(img.data, img.width, img.height)
+        } else {
+            encoder.encode_raw(img)
+        };
+        encoded.map_err(|e| IntakeError::Encode(e.to_string()))
     }
 
-    /// A camera's uncompressed picture, encoded once.
+    /// A camera's uncompressed picture, masked in its planes and encoded once.
     pub fn raw(&mut self, img: &RawImage) -> Result<Admitted, IntakeError> {
-        let encoded = self
-            .encoder()?
-            .encode_raw(img)
-            .map_err(|e| IntakeError::Encode(e.to_string()));
-        match encoded {
+        let mask = self.stream.mask();
+        match self.encode(img, false, &mask) {
             Ok(jpeg) => Ok(Admitted(Frame::from_jpeg(
                 jpeg,
                 img.width as u32,
@@ -138,18 +187,22 @@ impl Intake {
         }
     }
 
-    /// A picture drawn as packed RGB (the test pattern), encoded once.
+    /// A picture drawn as packed RGB (the test pattern), masked and encoded once.
     pub fn rgb(
         &mut self,
         rgb: &[u8],
         width: usize,
         height: usize,
     ) -> Result<Admitted, IntakeError> {
-        let encoded = self
-            .encoder()?
-            .encode_rgb(rgb, width, height)
-            .map_err(|e| IntakeError::Encode(e.to_string()));
-        match encoded {
+        let mask = self.stream.mask();
+        let img = RawImage {
+            format: RawFormat::Rgb24,
+            data: rgb,
+            width,
+            height,
+            stride: width * 3,
+        };
+        match self.encode(&img, true, &mask) {
             Ok(jpeg) => Ok(Admitted(Frame::from_jpeg(
                 jpeg,
                 width as u32,
@@ -159,19 +212,37 @@ impl Intake {
         }
     }
 
+    /// `jpeg` with `mask` burned in, in the DCT domain.
+    fn mask_jpeg(&mut self, jpeg: &[u8], mask: &Mask) -> Result<Vec<u8>, IntakeError> {
+        let masker = match &mut self.masker {
+            Some(masker) => masker,
+            None => self
+                .masker
+                .insert(JpegMasker::new().map_err(IntakeError::Mask)?),
+        };
+        match masker.mask(jpeg, mask).map_err(IntakeError::Mask)? {
+            Cow::Owned(masked) => Ok(masked),
+            // Only an empty mask gives the input back, and callers check for that.
+            Cow::Borrowed(_) => Err(IntakeError::Mask(MaskFrameError::Transform(
+                "the mask was not applied".into(),
+            ))),
+        }
+    }
+
     /// A checked JPEG of `width` x `height` (camera MJPEG, a pipe's frame, a
-    /// binary upload), taken without copying.
+    /// binary upload): taken without copying, or masked in the DCT domain.
     pub fn jpeg(
         &mut self,
         jpeg: impl Into<Bytes>,
         width: u32,
         height: u32,
     ) -> Result<Admitted, IntakeError> {
-        Ok(Admitted(Frame::from_jpeg(jpeg, width, height)))
+        self.upload(jpeg.into(), None, width, height)
     }
 
     /// A checked browser upload: its JPEG and, for a text upload, the client's own
-    /// data URL, kept as the frame's text so that it is not base64-encoded again.
+    /// data URL, kept as the frame's text so that it is not base64-encoded again,
+    /// unless a mask changes the picture.
     pub fn upload(
         &mut self,
         jpeg: Bytes,
@@ -179,9 +250,16 @@ impl Intake {
         width: u32,
         height: u32,
     ) -> Result<Admitted, IntakeError> {
-        match data_url {
-            Some(text) => Ok(Admitted(Frame::from_parts(jpeg, text, width, height))),
-            None => self.jpeg(jpeg, width, height),
+        let mask = self.stream.mask();
+        if mask.is_empty() {
+            return Ok(Admitted(match data_url {
+                Some(text) => Frame::from_parts(jpeg, text, width, height),
+                None => Frame::from_jpeg(jpeg, width, height),
+            }));
+        }
+        match self.mask_jpeg(&jpeg, &mask) {
+            Ok(masked) => Ok(Admitted(Frame::from_jpeg(masked, width, height))),
+            Err(e) => Err(self.refuse(e)),
         }
     }
 
