@@ -275,3 +275,241 @@ impl Intake {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Hub;
+    use crate::privacy::{PixelRect, Rect};
+    use base64::Engine;
+    use turbojpeg::{Decompressor, Image, PixelFormat};
+
+    const W: usize = 128;
+    const H: usize = 96;
+
+    /// x 0.25-0.75, y 0.25-0.75: 32..96 by 24..72, rounded out to 16x16 MCUs.
+    const MASKED: PixelRect = PixelRect {
+        x0: 32,
+        y0: 16,
+        x1: 96,
+        y1: 80,
+    };
+
+    fn mask() -> Mask {
+        Mask::new(vec![Rect {
+            x: 0.25,
+            y: 0.25,
+            w: 0.5,
+            h: 0.5,
+        }])
+        .unwrap()
+    }
+
+    fn masked_stream(hub: &Hub, name: &str) -> Arc<Stream> {
+        hub.store_mask(name, mask());
+        hub.stream(name).unwrap()
+    }
+
+    fn luma(jpeg: &[u8]) -> Vec<u8> {
+        let mut d = Decompressor::new().unwrap();
+        let header = d.read_header(jpeg).unwrap();
+        assert_eq!((header.width, header.height), (W, H));
+        let mut grey = vec![0u8; W * H];
+        d.decompress(
+            jpeg,
+            Image {
+                pixels: &mut grey[..],
+                width: W,
+                pitch: W,
+                height: H,
+                format: PixelFormat::GRAY,
+            },
+        )
+        .unwrap();
+        grey
+    }
+
+    /// Black inside `MASKED` and bright everywhere else.
+    fn assert_masked(jpeg: &[u8]) {
+        let y = luma(jpeg);
+        for (i, &v) in y.iter().enumerate() {
+            let (col, row) = (i % W, i / W);
+            if MASKED.contains(col, row) {
+                assert_eq!(v, 0, "luma at {col},{row} inside the mask");
+            } else {
+                assert!(v > 60, "luma {v} at {col},{row} outside the mask");
+            }
+        }
+    }
+
+    /// A bright, busy 4:2:2 picture as a camera delivers it.
+    fn yuyv() -> Vec<u8> {
+        (0..W * H * 2)
+            .map(|i| {
+                if i % 2 == 0 {
+                    100 + (i * 7 % 140) as u8
+                } else {
+                    90 + (i * 13 % 80) as u8
+                }
+            })
+            .collect()
+    }
+
+    fn nv12() -> Vec<u8> {
+        let y = (0..W * H).map(|i| 100 + (i * 11 % 140) as u8);
+        let uv = (0..W * H / 2).map(|i| 90 + (i * 5 % 80) as u8);
+        y.chain(uv).collect()
+    }
+
+    #[test]
+    fn raw_frames_are_masked_in_a_copy_before_the_one_encode() {
+        let hub = Hub::new();
+        let mut intake = Intake::encoding(masked_stream(&hub, "x"), "camera", 75).unwrap();
+        for (format, data) in [(RawFormat::Yuyv, yuyv()), (RawFormat::Nv12, nv12())] {
+            let stride = format.min_stride(W);
+            let before = data.clone();
+            let frame = intake
+                .raw(&RawImage {
+                    format,
+                    data: &data,
+                    width: W,
+                    height: H,
+                    stride,
+                })
+                .unwrap();
+            assert_eq!(data, before, "{format:?}: the camera's buffer is only read");
+            assert_masked(&frame.frame().jpeg);
+        }
+        // And the test pattern's RGB.
+        let rgb: Vec<u8> = (0..W * H * 3).map(|i| 120 + (i % 90) as u8).collect();
+        assert_masked(&intake.rgb(&rgb, W, H).unwrap().frame().jpeg);
+    }
+
+    #[test]
+    fn without_a_mask_nothing_is_copied_or_transformed() {
+        let hub = Hub::new();
+        let stream = hub.stream("x").unwrap();
+        let mut intake = Intake::encoding(stream.clone(), "camera", 75).unwrap();
+        let data = yuyv();
+        let img = RawImage {
+            format: RawFormat::Yuyv,
+            data: &data,
+            width: W,
+            height: H,
+            stride: W * 2,
+        };
+        let direct = Encoder::new(75).unwrap().encode_raw(&img).unwrap();
+        let frame = intake.raw(&img).unwrap().into_frame();
+        assert_eq!(
+            frame.jpeg, direct,
+            "the same encode as before masks existed"
+        );
+        assert!(intake.scratch.is_empty(), "no copy of the camera's buffer");
+        // A JPEG and an upload's text are passed on as they are, not copied.
+        let jpeg = Bytes::from(direct);
+        let frame = intake.jpeg(jpeg.clone(), W as u32, H as u32).unwrap();
+        assert_eq!(frame.frame().jpeg.as_ptr(), jpeg.as_ptr());
+        let url: Utf8Bytes = format!(
+            "{}{}",
+            crate::frame::DATA_URL_PREFIX,
+            base64::engine::general_purpose::STANDARD.encode(&jpeg)
+        )
+        .into();
+        let frame = intake
+            .upload(jpeg.clone(), Some(url.clone()), W as u32, H as u32)
+            .unwrap();
+        assert_eq!(frame.frame().data_url.as_ptr(), url.as_ptr());
+        assert!(intake.masker.is_none(), "no transformer was even made");
+        assert_eq!(stream.stats().masks, 0);
+    }
+
+    #[test]
+    fn jpeg_frames_and_uploads_are_masked_and_get_a_new_data_url() {
+        let hub = Hub::new();
+        let stream = masked_stream(&hub, "x");
+        assert_eq!(stream.stats().masks, 1);
+        let rgb: Vec<u8> = (0..W * H * 3).map(|i| 120 + (i * 3 % 100) as u8).collect();
+        let jpeg = Bytes::from(Encoder::new(80).unwrap().encode_rgb(&rgb, W, H).unwrap());
+        let mut intake = Intake::new(stream, "command");
+        assert_masked(
+            &intake
+                .jpeg(jpeg.clone(), W as u32, H as u32)
+                .unwrap()
+                .frame()
+                .jpeg,
+        );
+        let url: Utf8Bytes = format!(
+            "{}{}",
+            crate::frame::DATA_URL_PREFIX,
+            base64::engine::general_purpose::STANDARD.encode(&jpeg)
+        )
+        .into();
+        let frame = intake
+            .upload(jpeg, Some(url.clone()), W as u32, H as u32)
+            .unwrap()
+            .into_frame();
+        assert_ne!(
+            frame.data_url, url,
+            "the client's text shows the unmasked picture"
+        );
+        assert_masked(&frame.jpeg);
+        let b64 = frame
+            .data_url
+            .strip_prefix(crate::frame::DATA_URL_PREFIX)
+            .unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(decoded, frame.jpeg, "the data URL is the masked JPEG");
+    }
+
+    #[test]
+    fn a_frame_that_cannot_be_masked_is_dropped_and_counted() {
+        let hub = Hub::new();
+        let stream = masked_stream(&hub, "x");
+        let rgb = vec![150u8; W * H * 3];
+        let good = Encoder::new(80).unwrap().encode_rgb(&rgb, W, H).unwrap();
+        // Headers intact, entropy data cut short: it would pass a structure check.
+        let mut cut = good[..good.len() * 2 / 3].to_vec();
+        cut.extend_from_slice(&[0xFF, 0xD9]);
+        let mut intake = Intake::new(stream.clone(), "command");
+        let err = intake.jpeg(cut.clone(), W as u32, H as u32).unwrap_err();
+        assert!(matches!(err, IntakeError::Mask(_)), "{err}");
+        assert!(err.to_string().contains("never sent unmasked"), "{err}");
+        let err = intake
+            .upload(Bytes::from(cut), None, W as u32, H as u32)
+            .unwrap_err();
+        assert!(matches!(err, IntakeError::Mask(_)), "{err}");
+        // A raw buffer too short for its size is refused before any copy is encoded.
+        let mut raw = Intake::encoding(stream.clone(), "camera", 75).unwrap();
+        let short = vec![128u8; 100];
+        assert!(raw
+            .raw(&RawImage {
+                format: RawFormat::Yuyv,
+                data: &short,
+                width: W,
+                height: H,
+                stride: W * 2,
+            })
+            .is_err());
+        assert_eq!(stream.stats().frames_dropped, 3);
+        assert_eq!(stream.current().seq, 0, "nothing was published");
+        // The next good frame goes through, masked.
+        assert_masked(&intake.jpeg(good, W as u32, H as u32).unwrap().frame().jpeg);
+    }
+
+    #[test]
+    fn a_mask_changed_over_the_api_applies_to_the_next_frame() {
+        let hub = Hub::new();
+        let stream = hub.stream("x").unwrap();
+        let mut intake = Intake::encoding(stream, "test pattern", 75).unwrap();
+        let rgb = vec![200u8; W * H * 3];
+        let first = intake.rgb(&rgb, W, H).unwrap();
+        assert!(luma(&first.frame().jpeg).iter().all(|&v| v > 60));
+        hub.store_mask("x", mask());
+        assert_masked(&intake.rgb(&rgb, W, H).unwrap().frame().jpeg);
+        hub.store_mask("x", Mask::none());
+        let last = intake.rgb(&rgb, W, H).unwrap();
+        assert!(luma(&last.frame().jpeg).iter().all(|&v| v > 60));
+    }
+}
