@@ -17,8 +17,10 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::frame::Frame;
+use crate::intake::Admitted;
 use crate::notify::Heartbeat;
 use crate::privacy::gate::{Closed, Gate, Paused};
+use crate::privacy::{Mask, MaskBook};
 use crate::sendq::Outgoing;
 use crate::sync::Locked;
 
@@ -129,10 +131,13 @@ pub struct Stream {
     heartbeat: Heartbeat,
     /// Whether families may watch now (opening hours, a teacher's pause).
     gate: watch::Sender<Gate>,
+    /// The privacy mask every frame gets before it is published; read once per
+    /// frame by the source's intake, replaced at once by the admin API.
+    mask: Mutex<Arc<Mask>>,
 }
 
 impl Stream {
-    fn new(name: &str) -> Stream {
+    fn new(name: &str, mask: Arc<Mask>) -> Stream {
         Stream {
             name: name.to_owned(),
             state: watch::Sender::new(Snapshot::new()),
@@ -143,6 +148,7 @@ impl Stream {
             frames_dropped: AtomicU64::new(0),
             heartbeat: Heartbeat::new(),
             gate: watch::Sender::new(Gate::default()),
+            mask: Mutex::new(mask),
         }
     }
 
@@ -157,8 +163,10 @@ impl Stream {
     }
 
     /// Makes `frame` the newest picture, replacing (not queueing behind) the last one.
-    pub fn publish(&self, frame: Frame) {
-        let frame = Arc::new(frame);
+    /// Only [`crate::intake`] makes an [`Admitted`] frame: nothing reaches viewers
+    /// without passing it.
+    pub fn publish(&self, frame: Admitted) {
+        let frame = Arc::new(frame.into_frame());
         self.frames_published.fetch_add(1, Ordering::Relaxed);
         self.state.send_modify(|s| {
             s.seq += 1;
@@ -169,8 +177,8 @@ impl Stream {
 
     /// Shows `frame` (a placeholder picture) and marks the source gone in one step, so
     /// viewers get the picture and the offline status together, never a moment of "live".
-    pub fn publish_offline(&self, frame: Frame, reason: &str) {
-        let frame = Arc::new(frame);
+    pub fn publish_offline(&self, frame: Admitted, reason: &str) {
+        let frame = Arc::new(frame.into_frame());
         self.state.send_modify(|s| {
             s.seq += 1;
             s.frame = Some(frame);
@@ -198,6 +206,12 @@ impl Stream {
     /// Follows the gate, for family viewers that must stop or start at once.
     pub fn subscribe_gate(&self) -> watch::Receiver<Gate> {
         self.gate.subscribe()
+    }
+
+    /// The privacy mask to burn into the next frame (empty: none). A short lock
+    /// and a reference count: sources read it for every frame.
+    pub fn mask(&self) -> Arc<Mask> {
+        self.mask.locked().clone()
     }
 
     /// Counts a frame the source received but refused (cut off, corrupt, far too small).
@@ -278,6 +292,7 @@ impl Stream {
             uploading: self.uploading.load(Ordering::Relaxed),
             frames_published: self.frames_published.load(Ordering::Relaxed),
             frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
+            masks: self.mask().rects().len(),
             last_frame_unix_ms: snapshot.frame.as_ref().map(|f| f.ready_unix_ms),
             width: snapshot.frame.as_ref().map(|f| f.width),
             height: snapshot.frame.as_ref().map(|f| f.height),
@@ -304,8 +319,11 @@ pub struct StreamStats {
     pub viewers: usize,
     pub uploading: bool,
     pub frames_published: u64,
-    /// Frames from the source that were refused as broken (cut off, corrupt).
+    /// Frames from the source that were refused as broken (cut off, corrupt) or
+    /// that could not be masked.
     pub frames_dropped: u64,
+    /// Rectangles of the privacy mask burned into this stream's frames (0: none).
+    pub masks: usize,
     pub last_frame_unix_ms: Option<u64>,
     pub width: Option<u32>,
     pub height: Option<u32>,
@@ -416,6 +434,9 @@ pub struct Hub {
     /// Bumped whenever a stream is created, so viewers waiting for a room whose
     /// source has not started yet can attach the moment it does.
     created: watch::Sender<u64>,
+    /// Each stream name's privacy mask, also for streams not created yet. Locked
+    /// after `streams` when both are needed.
+    masks: Mutex<MaskBook>,
 }
 
 impl Default for Hub {
@@ -423,6 +444,7 @@ impl Default for Hub {
         Hub {
             streams: Mutex::new(BTreeMap::new()),
             created: watch::Sender::new(0),
+            masks: Mutex::new(MaskBook::default()),
         }
     }
 }
@@ -465,7 +487,8 @@ impl Hub {
                 None => return Err(StreamError::TooMany),
             }
         }
-        let stream = Arc::new(Stream::new(name));
+        let mask = self.masks.locked().effective(name);
+        let stream = Arc::new(Stream::new(name, mask));
         streams.insert(name.to_owned(), stream.clone());
         drop(streams);
         self.created.send_modify(|n| *n += 1);
@@ -493,6 +516,33 @@ impl Hub {
         self.streams.locked().get(name).cloned()
     }
 
+    /// Sets every stream's mask from `book` (at start, before any source runs).
+    pub fn set_masks(&self, book: MaskBook) {
+        let streams = self.streams.locked();
+        let mut masks = self.masks.locked();
+        *masks = book;
+        for (name, stream) in streams.iter() {
+            *stream.mask.locked() = masks.effective(name);
+        }
+    }
+
+    /// The mask stream `name` has, or would have if it existed now.
+    pub fn mask_of(&self, name: &str) -> Arc<Mask> {
+        self.masks.locked().effective(name)
+    }
+
+    /// Applies a mask the admin API has stored for `name`: the stream's next frame
+    /// gets it, and so does a stream of that name created later.
+    pub fn store_mask(&self, name: &str, mask: Mask) -> Arc<Mask> {
+        // Both locks, in order, so that a stream created meanwhile cannot miss it.
+        let streams = self.streams.locked();
+        let mask = self.masks.locked().store(name, mask);
+        if let Some(stream) = streams.get(name) {
+            *stream.mask.locked() = mask.clone();
+        }
+        mask
+    }
+
     pub fn stats(&self) -> Vec<StreamStats> {
         let streams: Vec<_> = self.streams.locked().values().cloned().collect();
         streams.iter().map(|s| s.stats()).collect()
@@ -503,8 +553,8 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn frame(n: u8) -> Frame {
-        Frame::from_jpeg(vec![n; 10], 2, 2)
+    fn frame(n: u8) -> Admitted {
+        Admitted::for_test(Frame::from_jpeg(vec![n; 10], 2, 2))
     }
 
     #[test]

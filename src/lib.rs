@@ -1,8 +1,8 @@
 //! kindercam: a classroom camera server for small Linux boards.
 //!
 //! A frame's path through the daemon, by file:
-//! `source/` captures or draws it, `encode.rs` turns it into JPEG, `frame.rs`
-//! makes its data URL once, `hub.rs` holds the newest one per stream and fans it
+//! `source/` captures or draws it, `intake.rs` is the only way it becomes a
+//! publishable frame (`encode.rs` turns it into JPEG), `frame.rs` makes its data URL once, `hub.rs` holds the newest one per stream and fans it
 //! out, and `ws/video.rs` sends it to each viewer when that viewer's socket has
 //! room for it (`sendq.rs`). `ws/upload.rs` is the other way
 //! in (a browser's camera), `ws/chat.rs` the chat relay, `http.rs` the pages.
@@ -20,6 +20,7 @@ pub mod frame;
 pub mod http;
 pub mod http_guard;
 pub mod hub;
+pub mod intake;
 pub mod jpeg;
 pub mod mjpeg;
 pub mod net;

@@ -22,6 +22,7 @@ use crate::http_guard;
 use crate::hub::Hub;
 use crate::net::{self, Gate};
 use crate::notify::{self, Notifier};
+use crate::privacy::MaskBook;
 use crate::shutdown::ShutdownTrigger;
 use crate::source;
 use crate::store::{Store, StoreSettings};
@@ -58,6 +59,8 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         source::check_supported(&config)?;
         let store = open_store(&config);
+        let hub = Arc::new(Hub::new());
+        hub.set_masks(mask_book(&config, &store));
         let access = Arc::new(Access::from_config(&config, &store)?);
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(net::tls_acceptor(cert, key)?),
@@ -81,7 +84,7 @@ impl Server {
             backend_socket,
             ws_addr,
             http_addr,
-            hub: Arc::new(Hub::new()),
+            hub,
             access,
             store,
             tls,
@@ -235,6 +238,29 @@ fn open_store(config: &Config) -> Store {
                 "cannot open the database; families, logins, chat and the viewing log are kept in memory until a restart"
             );
             Store::in_memory(settings).expect("an in-memory database always opens")
+        }
+    }
+}
+
+/// Each stream's privacy mask at start: the file's, overridden by what the admin
+/// API stored. Stored masks that cannot be read fail closed (every stream masked
+/// whole until the admin sets its masks again): they may hide more than the file's.
+fn mask_book(config: &Config, store: &Store) -> MaskBook {
+    let file = config.capture.masks.clone();
+    match store.stream_masks() {
+        Ok(stored) => {
+            for (name, mask) in file.iter().chain(&stored) {
+                tracing::debug!(stream = %name, rectangles = mask.rects().len(), "privacy mask");
+            }
+            MaskBook::new(file, stored)
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "cannot read the privacy masks set on the admin page; every picture is \
+                 masked whole until its masks are saved again"
+            );
+            MaskBook::stored_unreadable(file)
         }
     }
 }

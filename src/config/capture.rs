@@ -1,9 +1,10 @@
-//! The capture section: the cameras (`--source`, `[[camera]]` tables) and how
+//! The capture section: the cameras (`--source`, `[[camera]]` tables), how
 //! frames are taken from them (format, size, interval, JPEG quality, opening them
-//! only on demand). Its flags, variables, file keys, defaults and checks sit
+//! only on demand) and the privacy masks burned into them (`masks`). Its flags, variables, file keys, defaults and checks sit
 //! together so that a key is added in one place. The camera list is resolved last,
 //! from the section's other settings, which are each camera's defaults.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -13,6 +14,7 @@ use anyhow::bail;
 use serde::Deserialize;
 
 use super::layers::{in_range, millis, parse_bool, Layers};
+use crate::privacy::Mask;
 
 /// Where the frames of the default `camera` stream come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +145,11 @@ pub struct CaptureConfig {
     pub width: u32,
     pub height: u32,
     pub quality: u8,
+    /// The file's privacy masks by stream name: the top-level `masks` for the main
+    /// camera, a `[[camera]]` table's for its stream. Kept by name whichever layer
+    /// chose the sources, so that `--source` on the command line never drops a
+    /// mask. The admin API's stored masks win over these (see `privacy::MaskBook`).
+    pub masks: BTreeMap<String, Mask>,
 }
 
 impl Default for CaptureConfig {
@@ -163,6 +170,7 @@ impl Default for CaptureConfig {
             width: 640,
             height: 480,
             quality: 75,
+            masks: BTreeMap::new(),
         }
     }
 }
@@ -214,6 +222,8 @@ pub(super) struct CaptureFile {
     width: Option<u32>,
     height: Option<u32>,
     quality: Option<i64>,
+    /// `masks = [{x = 0.05, y = 0.6, w = 0.3, h = 0.4}]`: the main camera's.
+    masks: Option<Mask>,
 }
 
 /// A `[[camera]]` table: a named source, optionally with its own format and size.
@@ -225,6 +235,7 @@ struct FileCamera {
     format: Option<String>,
     width: Option<u32>,
     height: Option<u32>,
+    masks: Option<Mask>,
 }
 
 impl CaptureConfig {
@@ -277,7 +288,9 @@ impl CaptureConfig {
                 d.quality,
                 |q: i64| in_range(1, 100)(q).map(|q| q as u8),
             )?,
+            masks: BTreeMap::new(),
         };
+        config.masks = file_masks(file.source.as_deref(), file.masks, &file.camera)?;
         // Last: the settings above are each camera's defaults.
         config.cameras = cameras(
             layers,
@@ -295,6 +308,31 @@ impl CaptureConfig {
             .clone();
         Ok(config)
     }
+}
+
+/// The file's masks by stream name: the top-level key belongs to the stream of the
+/// top-level `source` (`camera` unless it is named), each table's to its name.
+fn file_masks(
+    source: Option<&str>,
+    main: Option<Mask>,
+    tables: &Option<Vec<FileCamera>>,
+) -> anyhow::Result<BTreeMap<String, Mask>> {
+    let mut masks = BTreeMap::new();
+    if let Some(mask) = main {
+        let name = source.and_then(|s| split_named(s).0);
+        masks.insert(name.unwrap_or(crate::hub::CAMERA).to_owned(), mask);
+    }
+    for table in tables.iter().flatten() {
+        if let Some(mask) = &table.masks {
+            if masks.insert(table.name.clone(), mask.clone()).is_some() {
+                bail!(
+                    "masks for stream {:?} are given twice: at the top level and in its                      [[camera]] table; keep one",
+                    table.name
+                );
+            }
+        }
+    }
+    Ok(masks)
 }
 
 /// Splits `NAME=SRC`; text whose part before `=` is not a stream name (an exec
@@ -548,6 +586,60 @@ height = 720
         .unwrap();
         let e = load(&["--config", path], &[]).unwrap_err();
         assert!(e.to_string().contains("[[camera]] #1"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn masks_are_read_per_stream_and_kept_whatever_chose_the_sources() {
+        let dir = std::env::temp_dir().join(format!("kc-mask-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("k.toml");
+        let path = file.to_str().unwrap().to_owned();
+        let write = |text: &str| std::fs::write(&file, text).unwrap();
+        write(
+            r#"
+source = "/dev/video0"
+masks = [{x = 0.05, y = 0.6, w = 0.3, h = 0.4}]
+
+[[camera]]
+name = "hall"
+source = "/dev/video2"
+masks = [{x = 0, y = 0, w = 1, h = 0.25}, {x = 0.5, y = 0.5, w = 0.5, h = 0.5}]
+
+[[camera]]
+name = "yard"
+source = "/dev/video4"
+"#,
+        );
+        let c = load(&["--config", &path], &[]).unwrap();
+        let counts: Vec<_> = c
+            .capture
+            .masks
+            .iter()
+            .map(|(name, m)| (name.as_str(), m.rects().len()))
+            .collect();
+        assert_eq!(counts, [("camera", 1), ("hall", 2)]);
+        assert_eq!(c.capture.masks["camera"].rects()[0].y, 0.6);
+        // A source given on the command line replaces the file's cameras, never its masks.
+        let c = load(&["--config", &path, "--source", "test-pattern"], &[]).unwrap();
+        assert_eq!(c.capture.cameras.len(), 1);
+        assert_eq!(c.capture.masks.len(), 2);
+        // The top-level key belongs to the top-level source's stream, named or not.
+        write("source = \"front=/dev/video0\"\nmasks = [{x = 0, y = 0, w = 0.5, h = 0.5}]\n");
+        let c = load(&["--config", &path], &[]).unwrap();
+        assert_eq!(c.capture.masks.keys().collect::<Vec<_>>(), ["front"]);
+        // Bad input names the file, the entry and the key.
+        write(
+            "masks = [{x = 0.1, y = 0.1, w = 0.2, h = 0.2}, {x = 0.9, y = 0, w = 0.2, h = 0.1}]\n",
+        );
+        let e = load(&["--config", &path], &[]).unwrap_err().to_string();
+        assert!(e.contains(&path) && e.contains("masks[1].w"), "{e}");
+        write("[[camera]]\nname = \"hall\"\nsource = \"/dev/video2\"\nmasks = [{x = 0.1, y = 0.1, w = 0, h = 0.2}]\n");
+        let e = load(&["--config", &path], &[]).unwrap_err().to_string();
+        assert!(e.contains("masks[0].w") && e.contains("zero width"), "{e}");
+        write("masks = []\n[[camera]]\nname = \"camera\"\nsource = \"/dev/video2\"\nmasks = []\n");
+        let e = load(&["--config", &path], &[]).unwrap_err().to_string();
+        assert!(e.contains("given twice"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

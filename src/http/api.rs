@@ -11,6 +11,8 @@
 //! | `GET /api/viewers` | 200, who is watching now |
 //! | `GET /api/audit?since=&until=` | 200, the viewing log (JSON, or CSV) |
 //! | `POST /api/qr` | 200, an SVG QR code of the text sent (the invite) |
+//! | `GET /api/streams/NAME/masks` | 200, the stream's privacy mask: `[{"x","y","w","h"}]` |
+//! | `PUT /api/streams/NAME/masks` | 200, the mask now in force; replaces the list, `[]` removes it |
 //!
 //! Every change is written to the database first and applied in memory only
 //! once committed, so a failed write changes nothing. A browser session must
@@ -23,6 +25,8 @@ use tiny_http::Method;
 use super::{header, json, HttpContext, Incoming, Reply};
 use crate::auth::families::{self, Family, FamilyChange, FieldError};
 use crate::auth::{codes, Principal};
+use crate::hub::{valid_stream_name, StreamError};
+use crate::privacy::Mask;
 use crate::store::{audit_csv, unix_now};
 
 /// The header a browser session's changes must carry.
@@ -51,6 +55,8 @@ pub(super) fn handle(req: &Incoming, body: &str, who: &Principal, ctx: &HttpCont
         }
         (Method::Get | Method::Head, ["audit"]) => audit(req, ctx),
         (Method::Post, ["qr"]) => qr(body),
+        (Method::Get | Method::Head, ["streams", name, "masks"]) => get_masks(name, ctx),
+        (Method::Put, ["streams", name, "masks"]) => put_masks(name, body, ctx),
         (
             _,
             ["families"]
@@ -58,7 +64,8 @@ pub(super) fn handle(req: &Incoming, body: &str, who: &Principal, ctx: &HttpCont
             | ["families", _, "code"]
             | ["viewers"]
             | ["audit"]
-            | ["qr"],
+            | ["qr"]
+            | ["streams", _, "masks"],
         ) => error(405, "method not allowed here", None),
         _ => error(404, "no such API path", None),
     }
@@ -283,6 +290,50 @@ fn audit(req: &Incoming, ctx: &HttpContext) -> Reply {
         Some(len),
         None,
     )
+}
+
+/// A stream name from the path, or the 404 for one no stream can have.
+fn stream_name(name: &str) -> Result<&str, Reply> {
+    if valid_stream_name(name) {
+        Ok(name)
+    } else {
+        Err(error(
+            404,
+            &format!("no stream can be called {name:?}: {}", StreamError::BadName),
+            None,
+        ))
+    }
+}
+
+/// The mask in force for stream `name`: the API's if one was stored, else the
+/// config file's; `[]` when there is none. Also for a room not broadcasting yet.
+fn get_masks(name: &str, ctx: &HttpContext) -> Reply {
+    match stream_name(name) {
+        Ok(name) => json(200, &serde_json::json!(*ctx.hub.mask_of(name))),
+        Err(reply) => reply,
+    }
+}
+
+/// Replaces stream `name`'s mask: stored first, then burned into its next frame.
+fn put_masks(name: &str, body: &str, ctx: &HttpContext) -> Reply {
+    let name = match stream_name(name) {
+        Ok(name) => name,
+        Err(reply) => return reply,
+    };
+    let mask = match Mask::from_json(body) {
+        Ok(mask) => mask,
+        Err(e) => return error(400, &e.to_string(), Some(&e.field)),
+    };
+    if let Err(e) = ctx.store.set_stream_masks(name, &mask) {
+        return storage_failed(e);
+    }
+    let applied = ctx.hub.store_mask(name, mask);
+    tracing::info!(
+        stream = name,
+        rectangles = applied.rects().len(),
+        "privacy mask changed"
+    );
+    json(200, &serde_json::json!(*applied))
 }
 
 /// An SVG QR code of `{"text": "..."}`: the invite's login link, made here so the

@@ -10,6 +10,8 @@
 //! their planes before the one encode. Masked pixels are solid black; never blur
 //! or pixelate, both of which can be undone.
 //!
+//! `book.rs` says which mask each stream has (the file's, or the admin API's).
+//!
 //! `gate.rs` holds the other privacy control a stream carries: whether families
 //! may watch it now (opening hours, a teacher's pause).
 
@@ -18,9 +20,11 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+mod book;
 pub mod gate;
 mod mask;
 
+pub use book::MaskBook;
 pub use mask::{mask_raw, JpegMasker, MaskFrameError, MAX_PIXELS};
 
 /// More rectangles than this is refused: a room needs a few, and each one costs.
@@ -90,6 +94,19 @@ impl Mask {
     /// No rectangles: frames pass untouched, at no cost.
     pub fn none() -> Mask {
         Mask::default()
+    }
+
+    /// The whole frame: what a stream gets when its stored mask cannot be read,
+    /// so that a damaged record hides the room instead of showing it.
+    pub fn full() -> Mask {
+        Mask {
+            rects: vec![Rect {
+                x: 0.0,
+                y: 0.0,
+                w: 1.0,
+                h: 1.0,
+            }],
+        }
     }
 
     /// Checks rectangles given as values (the database, tests).

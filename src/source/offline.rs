@@ -7,9 +7,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::canvas::Canvas;
-use crate::encode::Encoder;
-use crate::frame::Frame;
 use crate::hub::Stream;
+use crate::intake::Intake;
 
 pub const TITLE_ES: &str = "CÁMARA DESCONECTADA";
 pub const TITLE_EN: &str = "CAMERA OFFLINE";
@@ -87,13 +86,8 @@ fn wrap(text: &str, width: usize, lines: usize) -> Vec<String> {
 /// placeholder cannot be encoded, the status is still set (and the failure logged).
 pub fn show(stream: &Stream, reason: &str, width: u32, height: u32, quality: u8) {
     let canvas = render(stream.name(), reason, width, height, SystemTime::now());
-    let encoded = Encoder::new(quality)
-        .and_then(|mut e| e.encode_rgb(&canvas.pixels, canvas.width, canvas.height));
-    match encoded {
-        Ok(jpeg) => {
-            let frame = Frame::from_jpeg(jpeg, canvas.width as u32, canvas.height as u32);
-            stream.publish_offline(frame, reason);
-        }
+    match Intake::placeholder(&canvas, quality) {
+        Ok(frame) => stream.publish_offline(frame, reason),
         Err(e) => {
             tracing::warn!(stream = stream.name(), error = %e, "cannot draw the offline picture");
             stream.set_offline(reason);

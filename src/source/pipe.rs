@@ -19,12 +19,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::frame::Frame;
 use crate::hub::Stream;
+use crate::intake::Intake;
 use crate::mjpeg::{self, Splitter};
-use crate::source::supervisor::{
-    signal_group, terminate_group, Control, DropLog, Pacer, SourceError,
-};
+use crate::source::supervisor::{signal_group, terminate_group, Control, Pacer, SourceError};
 use crate::sync::Locked;
 
 /// Bytes read from the child at once.
@@ -142,7 +140,7 @@ pub fn read_pipe(
     let mut pacer = Pacer::new(settings.interval);
     let mut last_good = Instant::now();
     let mut last_problem: Option<String> = None;
-    let mut drops = DropLog::new("command");
+    let mut intake = Intake::new(stream.clone(), "command");
     let outcome: Result<(), String> = loop {
         if control.stopped() {
             break Ok(());
@@ -171,10 +169,19 @@ pub fn read_pipe(
                                 std::borrow::Cow::Borrowed(_) => bytes,
                                 std::borrow::Cow::Owned(fixed) => fixed,
                             };
-                            stream.publish(Frame::from_jpeg(jpeg, info.width, info.height));
-                            control.delivered();
-                            control.alive();
-                            last_good = Instant::now();
+                            match intake.jpeg(jpeg, info.width, info.height) {
+                                Ok(frame) => {
+                                    stream.publish(frame);
+                                    control.delivered();
+                                    control.alive();
+                                    last_good = Instant::now();
+                                }
+                                // Counted and logged already; never sent unmasked.
+                                Err(e) => {
+                                    pacer.retry_now();
+                                    last_problem = Some(e.to_string());
+                                }
+                            }
                             continue;
                         }
                         Err(e) => {
@@ -190,7 +197,7 @@ pub fn read_pipe(
                 }
                 Err(e) => e.to_string(),
             };
-            drops.record(stream, &problem);
+            intake.drop_frame(&problem);
             last_problem = Some(problem);
         }
         if last_good.elapsed() >= NO_FRAME_LIMIT {

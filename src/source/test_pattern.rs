@@ -12,9 +12,9 @@ use anyhow::Context;
 use tokio::time::MissedTickBehavior;
 
 use crate::canvas::Canvas;
-use crate::encode::Encoder;
-use crate::frame::{self, Frame};
+use crate::frame;
 use crate::hub::Stream;
+use crate::intake::Intake;
 use crate::shutdown::Shutdown;
 
 /// How long frames keep coming after the last viewer leaves, so a page reload
@@ -106,7 +106,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut state = Some((
         TestPattern::new(width, height, quality),
-        Encoder::new(quality)?,
+        Intake::encoding(stream.clone(), "test pattern", quality)?,
     ));
     loop {
         tokio::select! {
@@ -135,7 +135,7 @@ pub async fn run(
             } else {
                 unwanted_since = None;
             }
-            let (mut pattern, mut encoder) =
+            let (mut pattern, mut intake) =
                 state.take().expect("state is returned after each frame");
             // Render+encode must finish in bounded time; if it never does (or never gets
             // a blocking thread), the watchdog stops pinging and systemd restarts us.
@@ -143,15 +143,13 @@ pub async fn run(
             let joined = tokio::task::spawn_blocking(move || {
                 let drawn = SystemTime::now();
                 let canvas = pattern.render(drawn);
-                let result = encoder
-                    .encode_rgb(&canvas.pixels, canvas.width, canvas.height)
-                    .map(|jpeg| {
-                        Frame::from_jpeg(jpeg, width, height).captured_at(frame::ms_of(drawn))
-                    });
-                (pattern, encoder, result)
+                let result = intake
+                    .rgb(&canvas.pixels, canvas.width, canvas.height)
+                    .map(|frame| frame.captured_at(frame::ms_of(drawn)));
+                (pattern, intake, result)
             })
             .await;
-            let (pattern, encoder, result) = match joined {
+            let (pattern, intake, result) = match joined {
                 Ok(done) => done,
                 Err(e) => {
                     // A panic in render or encode: no more frames will come, so the
@@ -161,10 +159,10 @@ pub async fn run(
                 }
             };
             drop(busy);
-            state = Some((pattern, encoder));
-            match result {
-                Ok(frame) => stream.publish(frame),
-                Err(e) => tracing::warn!(error = %e, "test pattern frame dropped"),
+            state = Some((pattern, intake));
+            // A frame intake refused is counted and logged there.
+            if let Ok(frame) = result {
+                stream.publish(frame);
             }
         }
     }

@@ -32,11 +32,12 @@ use v4l::{Format, Fraction};
 
 use self::negotiate::{FormatOffer, Handling, IntervalOffer, SizeOffer};
 use crate::config::CaptureFormat;
-use crate::encode::{Encoder, RawImage};
-use crate::frame::{self, Frame};
+use crate::encode::RawImage;
+use crate::frame;
 use crate::hub::Stream;
+use crate::intake::Intake;
 use crate::mjpeg;
-use crate::source::supervisor::{Control, DropLog, Pacer, SourceError};
+use crate::source::supervisor::{Control, Pacer, SourceError};
 use crate::sync::Locked;
 
 /// Buffers the driver fills while we work on one: enough to never stall the
@@ -378,14 +379,12 @@ pub fn capture(
     let frame_timeout = MIN_FRAME_TIMEOUT.max(period * 3);
     mmap.set_timeout(frame_timeout);
     let handle = mmap.handle();
-    let mut encoder = match choice.handling {
-        Handling::Encode(_) => {
-            Some(Encoder::new(settings.quality).map_err(|e| SourceError::new(e.to_string()))?)
-        }
-        Handling::PassThrough => None,
+    let mut intake = match choice.handling {
+        Handling::Encode(_) => Intake::encoding(stream.clone(), "camera", settings.quality)
+            .map_err(|e| SourceError::new(e.to_string()))?,
+        Handling::PassThrough => Intake::new(stream.clone(), "camera"),
     };
     let mut pacer = Pacer::new(settings.interval);
-    let mut drops = DropLog::new("camera");
     let mut started = false;
     let mut waiting_since = Instant::now();
     loop {
@@ -429,7 +428,7 @@ pub fn capture(
         started = true;
         waiting_since = Instant::now();
         if meta.flags.contains(BufferFlags::ERROR) {
-            drops.record(stream, &"the driver marked the buffer as corrupt");
+            intake.drop_frame(&"the driver marked the buffer as corrupt");
             pacer.retry_now();
             continue;
         }
@@ -447,27 +446,28 @@ pub fn capture(
             continue;
         }
         let _busy = stream.heartbeat().begin();
-        let frame = match (&choice.handling, encoder.as_mut()) {
-            (Handling::PassThrough, _) => match mjpeg::repair(data) {
-                Ok((jpeg, info)) => {
-                    Ok(Frame::from_jpeg(jpeg.into_owned(), info.width, info.height))
+        // The mmap buffer is only read: intake copies it only when a mask must be
+        // burned in, and MJPEG is passed on as it came unless masked.
+        let frame = match &choice.handling {
+            Handling::PassThrough => match mjpeg::repair(data) {
+                Ok((jpeg, info)) => intake.jpeg(jpeg.into_owned(), info.width, info.height).ok(),
+                Err(e) => {
+                    intake.drop_frame(&e);
+                    None
                 }
-                Err(e) => Err(e.to_string()),
             },
-            (Handling::Encode(raw), Some(encoder)) => encoder
-                .encode_raw(&RawImage {
+            Handling::Encode(raw) => intake
+                .raw(&RawImage {
                     format: *raw,
                     data,
                     width: format.width as usize,
                     height: format.height as usize,
                     stride: format.stride as usize,
                 })
-                .map(|jpeg| Frame::from_jpeg(jpeg, format.width, format.height))
-                .map_err(|e| e.to_string()),
-            (Handling::Encode(_), None) => unreachable!("an encoder exists for raw formats"),
+                .ok(),
         };
         match frame {
-            Ok(frame) => {
+            Some(frame) => {
                 let frame = match captured {
                     Some(ms) => frame.captured_at(ms),
                     None => frame,
@@ -475,8 +475,8 @@ pub fn capture(
                 stream.publish(frame);
                 control.delivered();
             }
-            Err(why) => {
-                drops.record(stream, &why);
+            // Counted and logged already.
+            None => {
                 // The next frame may be fine: do not wait a whole interval for it.
                 pacer.retry_now();
             }

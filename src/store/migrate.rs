@@ -66,11 +66,21 @@ CREATE TABLE meta (
 "#;
 
 /// Every migration, in order; entry N-1 is migration N.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_1, FAMILY_NAMES_2];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_1, FAMILY_NAMES_2, STREAM_MASKS_3];
 
 /// The viewing log keeps the family's name as it was, so a report still says who
 /// watched after the family is removed.
 const FAMILY_NAMES_2: &str = "ALTER TABLE viewing ADD COLUMN family_name TEXT;";
+
+/// Privacy masks set over the admin API, which win over the config file's. A row
+/// with `[]` is kept: it says the director removed the file's masks.
+const STREAM_MASKS_3: &str = r#"
+CREATE TABLE stream_masks (
+    stream  TEXT PRIMARY KEY NOT NULL,
+    masks   TEXT NOT NULL,                -- JSON array of {x, y, w, h}, fractions of the frame
+    updated INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+"#;
 
 /// Brings the database up to `migrations.len()`. Refuses a database from a newer
 /// kindercam (a downgrade): its schema is unknown here.

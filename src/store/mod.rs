@@ -1,5 +1,5 @@
-//! kindercam's one persistence layer: families, login sessions, the viewing log and
-//! chat history, kept in one SQLite database, `kindercam.db` in the state directory.
+//! kindercam's one persistence layer: families, login sessions, the viewing log,
+//! chat history and the privacy masks set over the admin API, kept in one SQLite database, `kindercam.db` in the state directory.
 //! It replaces the JSON files (`sessions.json`, `chat-history.json`), which are
 //! imported on the first start and kept beside it as `*.migrated`.
 //!
@@ -37,6 +37,7 @@ mod csv;
 mod migrate;
 mod sqlite;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -50,6 +51,7 @@ use rusqlite::Connection;
 pub use backup::{backup, BackupReport};
 pub use csv::{audit_csv, iso_utc};
 
+use crate::privacy::Mask;
 use crate::sync::Locked;
 use sqlite::{Ack, Op, Shared, Write};
 
@@ -500,6 +502,41 @@ impl Store {
             room: room.to_owned(),
             id,
         });
+    }
+
+    // ---- privacy masks ---------------------------------------------------------------
+
+    /// The masks the admin API stored, by stream name. A record that no longer
+    /// reads as a mask (a damaged file, a hand edit) fails closed: that stream's
+    /// whole picture is masked, and the problem is logged.
+    pub fn stream_masks(&self) -> Result<BTreeMap<String, Mask>, StoreError> {
+        let rows = self.read(sqlite::stream_masks)?;
+        Ok(rows
+            .into_iter()
+            .map(|(stream, json)| {
+                let mask = Mask::from_json(&json).unwrap_or_else(|e| {
+                    tracing::error!(
+                        stream, error = %e,
+                        "the stored privacy mask cannot be read; the whole picture is masked \
+                         until it is set again"
+                    );
+                    Mask::full()
+                });
+                (stream, mask)
+            })
+            .collect())
+    }
+
+    /// Stores `mask` as stream `stream`'s (acknowledged): it replaces the one stored
+    /// before, and an empty mask is kept as such.
+    pub fn set_stream_masks(&self, stream: &str, mask: &Mask) -> Result<(), StoreError> {
+        let stream = stream.to_owned();
+        let json = serde_json::to_string(mask)
+            .map_err(|e| StoreError::Invalid(format!("a mask that is not JSON: {e}")))?;
+        let now = unix_now();
+        self.acknowledged("a stream's privacy masks", move |c| {
+            sqlite::set_stream_masks(c, &stream, &json, now).map_err(StoreError::from)
+        })
     }
 
     /// Runs `work` on the writer's connection, in a transaction: tests set

@@ -801,3 +801,23 @@ pub(super) fn chat_history(
     })?
     .collect()
 }
+
+pub(super) fn stream_masks(c: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    c.prepare_cached("SELECT stream, masks FROM stream_masks ORDER BY stream")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}
+
+pub(super) fn set_stream_masks(
+    c: &Connection,
+    stream: &str,
+    masks: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO stream_masks (stream, masks, updated) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (stream) DO UPDATE SET masks = excluded.masks, updated = excluded.updated",
+    )?
+    .execute(params![stream, masks, now])?;
+    Ok(())
+}

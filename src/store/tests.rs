@@ -216,3 +216,32 @@ fn close_commits_what_was_queued_and_later_writes_are_refused() {
     let reopened = Store::open(dir.path(), StoreSettings::default()).unwrap();
     assert_eq!(reopened.chat_history("camera", 1000).unwrap().len(), 100);
 }
+
+#[test]
+fn stream_masks_survive_a_reopen_and_a_damaged_one_masks_everything() {
+    let dir = TempDir::new("masks");
+    let mask = Mask::from_json(r#"[{"x":0.05,"y":0.6,"w":0.3,"h":0.4}]"#).unwrap();
+    {
+        let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+        assert!(store.stream_masks().unwrap().is_empty());
+        store.set_stream_masks("camera", &mask).unwrap();
+        store.set_stream_masks("hall", &mask).unwrap();
+        // Replaced, and an empty list is kept: it overrides the file's masks.
+        store.set_stream_masks("hall", &Mask::none()).unwrap();
+        store
+            .on_writer(|c| {
+                c.execute(
+                    "INSERT INTO stream_masks VALUES ('yard', '[{\"x\": 2}]', 0)",
+                    [],
+                )
+            })
+            .unwrap();
+        store.close();
+    }
+    let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+    let stored = store.stream_masks().unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored["camera"], mask);
+    assert!(stored["hall"].is_empty());
+    assert_eq!(stored["yard"], Mask::full(), "fails closed");
+}

@@ -16,8 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::frame::{self, Frame, DATA_URL_PREFIX};
+use crate::frame::{self, DATA_URL_PREFIX};
 use crate::hub::{Hub, Stream, CAMERA};
+use crate::intake::{Admitted, Intake, IntakeError};
 use crate::jpeg;
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
@@ -27,10 +28,15 @@ use crate::ws::{close_within, send_within};
 /// lowers its quality for `too_large` and reports anything else as a broken frame.
 #[derive(Debug)]
 pub enum UploadError {
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        size: usize,
+        max: usize,
+    },
     NotDataUrl,
     BadBase64(base64::DecodeError),
     NotJpeg(jpeg::JpegError),
+    /// A valid upload that intake refused (a privacy mask it cannot burn in).
+    Intake(IntakeError),
 }
 
 impl UploadError {
@@ -56,6 +62,7 @@ impl std::fmt::Display for UploadError {
             }
             UploadError::BadBase64(e) => write!(f, "invalid base64: {e}"),
             UploadError::NotJpeg(e) => e.fmt(f),
+            UploadError::Intake(e) => write!(f, "frame not shown: {e}"),
         }
     }
 }
@@ -67,8 +74,27 @@ fn check_size(size: usize, max: usize) -> Result<(), UploadError> {
     Ok(())
 }
 
-/// Checks an uploaded data URL and turns it into a frame.
-pub fn frame_from_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Frame, UploadError> {
+/// An upload that passed the checks, not yet a frame: [`Intake::upload`] makes it one.
+#[derive(Debug)]
+pub struct Upload {
+    pub jpeg: Bytes,
+    /// The client's own text, for a data URL upload.
+    pub data_url: Option<Utf8Bytes>,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Upload {
+    /// Hands the upload to `intake`, which masks it if its stream has a mask.
+    pub fn admit(self, intake: &mut Intake) -> Result<Admitted, UploadError> {
+        intake
+            .upload(self.jpeg, self.data_url, self.width, self.height)
+            .map_err(UploadError::Intake)
+    }
+}
+
+/// Checks an uploaded data URL.
+pub fn check_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Upload, UploadError> {
     check_size(text.len(), max_bytes)?;
     let b64 = text
         .strip_prefix(DATA_URL_PREFIX)
@@ -77,19 +103,24 @@ pub fn frame_from_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Frame, U
         .decode(b64)
         .map_err(UploadError::BadBase64)?;
     let info = jpeg::inspect(&jpeg).map_err(UploadError::NotJpeg)?;
-    Ok(Frame::from_parts(
-        Bytes::from(jpeg),
-        text,
-        info.width,
-        info.height,
-    ))
+    Ok(Upload {
+        jpeg: Bytes::from(jpeg),
+        data_url: Some(text),
+        width: info.width,
+        height: info.height,
+    })
 }
 
-/// Checks an uploaded binary JPEG and turns it into a frame, without copying it.
-pub fn frame_from_jpeg(data: Bytes, max_bytes: usize) -> Result<Frame, UploadError> {
+/// Checks an uploaded binary JPEG, without copying it.
+pub fn check_jpeg(data: Bytes, max_bytes: usize) -> Result<Upload, UploadError> {
     check_size(data.len(), max_bytes)?;
     let info = jpeg::inspect(&data).map_err(UploadError::NotJpeg)?;
-    Ok(Frame::from_jpeg(data, info.width, info.height))
+    Ok(Upload {
+        jpeg: data,
+        data_url: None,
+        width: info.width,
+        height: info.height,
+    })
 }
 
 /// Serves one uploader until it leaves or the daemon shuts down.
@@ -115,6 +146,8 @@ pub async fn serve<S>(
         return refuse(ws, &why, "busy").await;
     };
     tracing::info!(stream = name, "broadcaster connected");
+    // Moved into each check's blocking thread and back.
+    let mut intake = Some(Intake::new(stream.clone(), "browser camera"));
     let mut accepted = 0u64;
     let mut keepalive = Keepalive::eager();
     loop {
@@ -137,19 +170,9 @@ pub async fn serve<S>(
         // The browser took the picture just before sending it: its arrival is the
         // nearest capture time the server can vouch for.
         let arrived = frame::unix_ms();
-        let checked = match incoming {
-            Some(Ok(Message::Text(text))) => {
-                tokio::task::spawn_blocking(move || {
-                    frame_from_data_url(text, max_bytes).map(|f| f.captured_at(arrived))
-                })
-                .await
-            }
-            Some(Ok(Message::Binary(data))) => {
-                tokio::task::spawn_blocking(move || {
-                    frame_from_jpeg(data, max_bytes).map(|f| f.captured_at(arrived))
-                })
-                .await
-            }
+        let check: Box<dyn FnOnce() -> Result<Upload, UploadError> + Send> = match incoming {
+            Some(Ok(Message::Text(text))) => Box::new(move || check_data_url(text, max_bytes)),
+            Some(Ok(Message::Binary(data))) => Box::new(move || check_jpeg(data, max_bytes)),
             Some(Ok(Message::Close(_))) | None => break,
             Some(Ok(_)) => continue,
             Some(Err(WsError::Capacity(_))) => {
@@ -160,10 +183,22 @@ pub async fn serve<S>(
             }
             Some(Err(_)) => break,
         };
+        let mut mine = intake
+            .take()
+            .expect("the intake is returned after each frame");
+        let checked = tokio::task::spawn_blocking(move || {
+            let admitted = check().and_then(|upload| upload.admit(&mut mine));
+            (mine, admitted.map(|f| f.captured_at(arrived)))
+        })
+        .await
+        .map(|(mine, admitted)| {
+            intake = Some(mine);
+            admitted
+        });
         let reply = match checked {
             Ok(Ok(frame)) => {
                 accepted += 1;
-                let bytes = frame.jpeg.len();
+                let bytes = frame.frame().jpeg.len();
                 slot.stream().publish(frame);
                 let viewers = slot.stream().viewer_count();
                 Message::Text(
@@ -178,7 +213,7 @@ pub async fn serve<S>(
             }
             Err(_) => error_message("internal error while checking the frame", "internal"),
         };
-        if !send_within(&mut ws, reply).await {
+        if !send_within(&mut ws, reply).await || intake.is_none() {
             break;
         }
     }
@@ -224,8 +259,11 @@ mod tests {
     #[test]
     fn good_upload_keeps_the_clients_text() {
         let url = data_url(&jpeg());
-        let frame = frame_from_data_url(url.clone(), 1 << 20).unwrap();
-        assert_eq!((frame.width, frame.height), (48, 32));
+        let upload = check_data_url(url.clone(), 1 << 20).unwrap();
+        assert_eq!((upload.width, upload.height), (48, 32));
+        let hub = Hub::new();
+        let mut intake = Intake::new(hub.stream("aula").unwrap(), "browser camera");
+        let frame = upload.admit(&mut intake).unwrap().into_frame();
         assert_eq!(frame.data_url, url);
     }
 
@@ -233,25 +271,25 @@ mod tests {
     fn refuses_each_kind_of_bad_upload() {
         let max = 1 << 20;
         let png = data_url(b"\x89PNG\r\n\x1a\n rest of a png file that is long enough to pass the size check...........................................................");
-        assert!(frame_from_data_url(png, max)
+        assert!(check_data_url(png, max)
             .unwrap_err()
             .to_string()
             .contains("SOI"));
-        assert!(frame_from_data_url("hello".into(), max)
+        assert!(check_data_url("hello".into(), max)
             .unwrap_err()
             .to_string()
             .contains("data URL"));
         let bad64: Utf8Bytes = format!("{DATA_URL_PREFIX}!!!notbase64").into();
-        assert!(frame_from_data_url(bad64, max)
+        assert!(check_data_url(bad64, max)
             .unwrap_err()
             .to_string()
             .contains("base64"));
         let j = jpeg();
-        assert!(frame_from_data_url(data_url(&j[..j.len() / 2]), max)
+        assert!(check_data_url(data_url(&j[..j.len() / 2]), max)
             .unwrap_err()
             .to_string()
             .contains("incomplete"));
-        assert!(frame_from_data_url(data_url(&j), 100)
+        assert!(check_data_url(data_url(&j), 100)
             .unwrap_err()
             .to_string()
             .contains("too large"));

@@ -269,6 +269,49 @@ def s_second_camera(p):
         ws.close()
 
 
+# The hall camera's privacy mask in init.sh, x 0.25-0.75 by y 0.25-0.75, in
+# pixels rounded outward to the encoder's 16x16 MCUs at 320x180.
+HALL_MASK = (80, 32, 240, 144)
+
+
+def luma(jpeg):
+    """The Y plane of a 4:2:0 JPEG as kindercam encodes it, decoded by the host's
+    ffmpeg (without conversion: full-range YUV out, as it is in the file)."""
+    import subprocess
+    try:
+        out = subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-f", "mjpeg", "-i", "-",
+             "-f", "rawvideo", "-pix_fmt", "yuvj420p", "-"],
+            input=jpeg, capture_output=True, timeout=20, check=True).stdout
+    except FileNotFoundError:
+        raise Failure("ffmpeg is needed on the host to decode the masked frames")
+    w, h = jpeg_size(jpeg)
+    check(len(out) >= w * h, f"ffmpeg decoded {len(out)} bytes")
+    return out[:w * h], w
+
+
+def s_masked(p):
+    ws = Ws(p["ws"], "/video/hall?format=binary")
+    try:
+        frames = camera_frames(ws, 3, 20, size=HALL_SIZE)
+    finally:
+        ws.close()
+    x0, y0, x1, y1 = HALL_MASK
+    outside = []
+    for _, frame in frames:
+        y, w = luma(frame)
+        inside = [y[row * w + x0:row * w + x1] for row in range(y0, y1)]
+        bright = max(max(r) for r in inside)
+        check(bright == 0, f"the masked rectangle is black (brightest luma {bright})")
+        outside.append(bytes(v for i, v in enumerate(y)
+                             if not (y0 <= i // w < y1 and x0 <= i % w < x1)))
+    check(max(outside) > bytes(len(outside[0])), "the picture outside the mask is not black")
+    check(len(set(outside)) >= 2, "the picture outside the mask still changes")
+    status, _, body = http_get(p["http"], "/stats.json")
+    hall = [s for s in json.loads(body)["streams"] if s["name"] == "hall"]
+    check(status == 200 and hall and hall[0]["masks"] == 1, f"stats show the mask: {hall}")
+
+
 def s_unplug(p):
     ws = p["viewer"]
     pid = ctl(p["ctl"], "pid")
@@ -326,6 +369,7 @@ SCENARIOS = [
     ("stream-on error: offline, then live without restart", s_streamon_error),
     ("YUYV from /dev/video0 served at 640x480", s_stream),
     ("second camera (TOML [[camera]], by-id link, NV12 320x180) as stream hall", s_second_camera),
+    ("privacy mask on the second camera: black in its NV12 planes, the rest live", s_masked),
     ("unplug: placeholder, then frames resume, same process", s_unplug),
     ("stalled camera (no frames) detected and restarted", s_stalled),
     ("on demand: closed when unwatched, snapshot opens briefly", s_on_demand),

@@ -70,7 +70,8 @@ httpd -p 8081 -h /www
 mkdir -p /dev/v4l/by-id
 [ -n "$HALL" ] && ln -s "../../${HALL#/dev/}" /dev/v4l/by-id/platform-vivid-001-video-index0
 # Cameras from the TOML file: the first by node, the second by its by-id link with
-# its own format and size (NV12 at 320x180 exercises another encode path).
+# its own format and size (NV12 at 320x180 exercises another encode path) and a
+# privacy mask, burned into its NV12 planes before the encode.
 cat > /tmp/kindercam.toml <<TOML
 source = "/dev/video0"
 width = 640
@@ -83,6 +84,7 @@ source = "/dev/v4l/by-id/platform-vivid-001-video-index0"
 format = "nv12"
 width = 320
 height = 180
+masks = [{x = 0.25, y = 0.25, w = 0.5, h = 0.5}]
 TOML
 KINDERCAM_LOG=${KC_LOG:-info} /usr/bin/kindercam --config /tmp/kindercam.toml \
   --http-listen 0.0.0.0:8080 --ws-listen 0.0.0.0:9000 --state-dir /tmp/state \
