@@ -185,16 +185,46 @@ function render() {
   byId('mask-count').textContent = t('masks.count', { n: draft.length, max: MAX_RECTS });
 }
 
+/** What the status line says when nothing else is news: unsaved changes, or no masks. */
+function restingStatus() {
+  setStatus(same(draft, saved) ? (draft.length ? null : 'masks.none') : 'masks.unsaved');
+}
+
 function changed() {
   showError('');
-  setStatus(same(draft, saved) ? (draft.length ? null : 'masks.none') : 'masks.unsaved');
+  restingStatus();
   render();
 }
 
-/** A fresh snapshot of the room; masked by the server like every frame. */
-async function loadPicture() {
+/** The snapshot request on its way, if any; another waits for it (see loadPicture). */
+let pictureLoad = null;
+let pictureAgain = false;
+
+/**
+ * A fresh snapshot of the room; masked by the server like every frame. One at a
+ * time: the server lets only one request wait for an idle camera's next frame
+ * and answers a second at once with what it has (503 before the first frame).
+ */
+function loadPicture() {
   clearTimeout(pictureTimer);
   pictureTimer = 0;
+  if (pictureLoad) {
+    pictureAgain = true;
+    return pictureLoad;
+  }
+  pictureLoad = fetchPicture().finally(() => {
+    pictureLoad = null;
+    if (pictureAgain) {
+      pictureAgain = false;
+      loadPicture();
+    } else if (!document.hidden && room) {
+      pictureTimer = setTimeout(loadPicture, PICTURE_MS);
+    }
+  });
+  return pictureLoad;
+}
+
+async function fetchPicture() {
   if (!room) return;
   const asked = room;
   try {
@@ -214,7 +244,7 @@ async function loadPicture() {
         stage.style.aspectRatio = `${picture.naturalWidth} / ${picture.naturalHeight}`;
       }
       stage.classList.remove('no-picture');
-      if (statusKey === 'masks.noPicture') setStatus(null);
+      if (statusKey === 'masks.noPicture') restingStatus();
       stage.dataset.fresh = String(Date.now());
     } else {
       stage.classList.add('no-picture');
@@ -224,7 +254,6 @@ async function loadPicture() {
     if (error instanceof SessionEnded) return;
     stage.classList.add('no-picture');
   }
-  if (!document.hidden) pictureTimer = setTimeout(loadPicture, PICTURE_MS);
 }
 
 async function openRoom(name) {

@@ -29,7 +29,9 @@
 //  10. the device limit: a family with max_devices 1 gets the refusal on its
 //      second device, in English and in Spanish, while the first keeps
 //      watching; once the first leaves, "try again" brings the picture
-//  11. screenshots for README: login.png, viewer-phone.png,
+//  11. the director draws a privacy mask over the live picture in /admin; a
+//      family of that room sees the area black in every picture
+//  12. screenshots for README: login.png, viewer-phone.png,
 //      viewer-desktop.png, broadcaster.png, admin.png (into docs/ with
 //      KINDERCAM_SCREENSHOTS=docs)
 //
@@ -57,7 +59,7 @@ const SCREENSHOTS_TO_DOCS = process.env.KINDERCAM_SCREENSHOTS === 'docs';
 const WAIT_MS = 20_000;
 /** The whole run, in case something hangs outside a wait. */
 const RUN_LIMIT_MS = 300_000;
-const TESTS = 12;
+const TESTS = 13;
 const VIEWER_CODE = 'familias-2026';
 const STAFF_CODE = 'profes-2026';
 const ADMIN_CODE = 'direccion-2026';
@@ -157,7 +159,7 @@ async function until(page, what, fn, arg) {
   } catch (error) {
     const state = await page
       .evaluate(() =>
-        ['[role=status]', '#chat-error', '#cam-error', '#chat-conn', '#login-error', '#login-note']
+        ['[role=status]', '#mask-status', '#mask-error', '#chat-error', '#cam-error', '#chat-conn', '#login-error', '#login-note']
           .map((q) => document.querySelector(q)?.textContent)
           .concat([...document.querySelectorAll('#messages li')].slice(-8).map((li) => li.textContent.slice(0, 40)))
           .filter(Boolean)
@@ -221,6 +223,43 @@ function watchPage(page, label) {
     dialog.dismiss().catch(() => {});
   });
   return page;
+}
+
+/**
+ * Reads the picture in <img id> through a canvas (in the page): a hash of its
+ * pixels, the brightest pixel inside `rect` (less a margin, since the server
+ * rounds masks outward to JPEG blocks) and the mean brightness of the whole.
+ * Null until the picture differs from the hash `prev`, or, with `dark`, until
+ * the inside is black.
+ */
+function probeMask({ id, rect, prev, dark }) {
+  const img = document.getElementById(id);
+  if (id === 'picture' && document.getElementById('screen').dataset.state !== 'live') return null;
+  if (!img || img.hidden || !img.complete || !img.naturalWidth) return null;
+  const canvas = document.createElement('canvas');
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const g = canvas.getContext('2d');
+  g.drawImage(img, 0, 0);
+  const all = g.getImageData(0, 0, canvas.width, canvas.height).data;
+  let h = 2166136261;
+  let sum = 0;
+  for (let i = 0; i < all.length; i += 4) {
+    h = Math.imul(h ^ all[i], 16777619);
+    sum += Math.max(all[i], all[i + 1], all[i + 2]);
+  }
+  const hash = (h >>> 0).toString(16);
+  if (hash === prev) return null;
+  const m = 0.02;
+  const x0 = Math.floor((rect.x + m) * canvas.width);
+  const y0 = Math.floor((rect.y + m) * canvas.height);
+  const x1 = Math.floor((rect.x + rect.w - m) * canvas.width);
+  const y1 = Math.floor((rect.y + rect.h - m) * canvas.height);
+  const d = g.getImageData(x0, y0, x1 - x0, y1 - y0).data;
+  let inside = 0;
+  for (let i = 0; i < d.length; i += 4) inside = Math.max(inside, d[i], d[i + 1], d[i + 2]);
+  if (dark && inside > 8) return null;
+  return { hash, inside, whole: sum / (all.length / 4) };
 }
 
 /** The path (and query) a page is on. */
@@ -977,6 +1016,55 @@ async function main() {
         return state === 'live';
       });
       await second.context().close();
+    });
+
+    await test('the director draws a privacy mask over the live picture, and the family sees it black', async () => {
+      const admin = await open('director-masks', '/admin', { as: 'admin', name: 'Directora Marta' });
+      await until(admin, 'the rooms in the mask editor', () => document.querySelectorAll('#mask-room option').length > 1);
+      await admin.selectOption('#mask-room', SECOND_ROOM);
+      await until(admin, 'no masks yet', () => document.getElementById('mask-status').textContent === 'Sin zonas tapadas.');
+      await until(admin, 'the live picture in the editor', () => !document.getElementById('mask-stage').classList.contains('no-picture'));
+      // Drawn with the mouse, as a director at a computer would: pointer events,
+      // the same ones a finger on a phone makes.
+      await admin.locator('#mask-stage').scrollIntoViewIfNeeded();
+      const box = await admin.locator('#mask-stage').boundingBox();
+      const rect = { x: 0.1, y: 0.15, w: 0.4, h: 0.5 };
+      await admin.mouse.move(box.x + rect.x * box.width, box.y + rect.y * box.height);
+      await admin.mouse.down();
+      await admin.mouse.move(box.x + (rect.x + rect.w / 2) * box.width, box.y + (rect.y + rect.h / 2) * box.height, { steps: 4 });
+      await admin.mouse.move(box.x + (rect.x + rect.w) * box.width, box.y + (rect.y + rect.h) * box.height, { steps: 4 });
+      await admin.mouse.up();
+      equal(await admin.locator('#mask-list li').count(), 1, 'areas listed after drawing one');
+      equal(await admin.textContent('#mask-status'), 'Cambios sin guardar.', 'the unsaved note');
+      await admin.click('#mask-save');
+      await until(admin, 'the saved note', () => document.getElementById('mask-status').textContent.startsWith('Guardado.'));
+      const stored = await admin.evaluate(async (room) => (await fetch(`/api/streams/${room}/masks`)).json(), SECOND_ROOM);
+      equal(stored.length, 1, 'masks stored');
+      for (const key of ['x', 'y', 'w', 'h']) {
+        assert(Math.abs(stored[0][key] - rect[key]) < 0.02, `stored ${key} ${stored[0][key]} is near the drawn ${rect[key]}`);
+      }
+
+      // The editor's own picture is now the server's masked snapshot.
+      const edited = await until(admin, 'the editor showing the mask burned in', probeMask, { id: 'mask-picture', rect, prev: null, dark: true });
+      assert(edited.whole > 20, `the editor's picture is not all black (mean ${edited.whole.toFixed(1)})`);
+
+      // A family of that room sees the black rectangle in every picture, while the picture still changes.
+      const invite = await addFamily(admin, 'Familia Patio', { rooms: [SECOND_ROOM] });
+      await admin.click('#invite-close');
+      const family = await familyDevice('family-masks', invite, 'Abuela de Tomás');
+      let previous = null;
+      for (let i = 0; i < 3; i++) {
+        const seen = await until(family, `the family's picture ${i + 1}`, probeMask, { id: 'picture', rect, prev: previous, dark: false });
+        assert(seen.inside <= 8, `picture ${i + 1}: the masked area is black (brightest ${seen.inside})`);
+        assert(seen.whole > 20, `picture ${i + 1}: the rest is not black (mean ${seen.whole.toFixed(1)})`);
+        previous = seen.hash;
+      }
+
+      // Removed again in the editor: the room is whole for the next tests.
+      await admin.click('#mask-clear');
+      await until(admin, 'the cleared note', () => document.getElementById('mask-status').textContent.startsWith('Zonas quitadas.'));
+      equal(await admin.evaluate(async (room) => (await fetch(`/api/streams/${room}/masks`)).json(), SECOND_ROOM), [], 'masks after clearing');
+      await Promise.all([family.context().close(), admin.context().close()]);
     });
 
     await test('screenshots of the login page, the viewer (phone, desktop), the broadcaster and the admin page', async () => {
