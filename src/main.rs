@@ -3,18 +3,37 @@
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
 fn main() {
-    let filter =
-        EnvFilter::try_from_env("KINDERCAM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
+    let (filter, bad) = log_filter(std::env::var("KINDERCAM_LOG").ok().as_deref());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .with(filter)
         .init();
+    if let Some(why) = bad {
+        tracing::warn!("KINDERCAM_LOG ignored, logging at info: {why}");
+    }
     if let Err(e) = run() {
         eprintln!("kindercam: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// The log filter from `KINDERCAM_LOG`: a level (`debug`) or per-module levels
+/// (`info,kindercam::store=debug`). `Targets` rather than `EnvFilter`: the same
+/// directives kindercam needs, without the regex engine that EnvFilter brings
+/// (hundreds of KB of the Pi binary). A value that does not parse is reported,
+/// and the default, `info`, is used.
+fn log_filter(value: Option<&str>) -> (Targets, Option<String>) {
+    let default = Targets::new().with_default(LevelFilter::INFO);
+    match value.map(str::trim) {
+        None | Some("") => (default, None),
+        Some(text) => match text.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(e) => (default, Some(format!("{text:?}: {e}"))),
+        },
     }
 }
 
@@ -139,5 +158,28 @@ fn display_addr(addr: std::net::SocketAddr) -> String {
         format!("localhost:{}", addr.port())
     } else {
         addr.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn the_log_filter_takes_levels_and_modules_and_reports_nonsense() {
+        let (info, bad) = log_filter(None);
+        assert!(bad.is_none());
+        assert!(info.would_enable("kindercam::hub", &Level::INFO));
+        assert!(!info.would_enable("kindercam::hub", &Level::DEBUG));
+
+        let (modules, bad) = log_filter(Some("warn,kindercam::store=debug"));
+        assert!(bad.is_none());
+        assert!(modules.would_enable("kindercam::store::sqlite", &Level::DEBUG));
+        assert!(!modules.would_enable("kindercam::hub", &Level::INFO));
+
+        let (fallback, bad) = log_filter(Some("kindercam=loud"));
+        assert!(bad.expect("reported").contains("kindercam=loud"));
+        assert!(fallback.would_enable("kindercam::hub", &Level::INFO));
     }
 }
