@@ -11,7 +11,10 @@
 //! or pixelate, both of which can be undone.
 //!
 //! `gate.rs` holds the other privacy control a stream carries: whether families
-//! may watch it now (opening hours, a teacher's pause).
+//! may watch it now (opening hours, a teacher's pause). `schedule.rs` is what
+//! opening hours are and what they answer for an instant; `hours.rs` keeps each
+//! room's schedule (the file's, or the admin's from the database) and drives the
+//! rooms' gates at each opening and closing.
 
 use std::fmt;
 
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod gate;
 mod mask;
+pub mod schedule;
 
 pub use mask::{mask_raw, JpegMasker, MaskFrameError, MAX_PIXELS};
 
