@@ -1,6 +1,6 @@
 //! The capture section: the cameras (`--source`, `[[camera]]` tables) and how
 //! frames are taken from them (format, size, interval, JPEG quality, opening them
-//! only on demand). Its flags, variables, file keys, defaults and checks sit
+//! only on demand), and each camera's opening hours (`schedule`, file only). Its flags, variables, file keys, defaults and checks sit
 //! together so that a key is added in one place. The camera list is resolved last,
 //! from the section's other settings, which are each camera's defaults.
 
@@ -13,6 +13,7 @@ use anyhow::bail;
 use serde::Deserialize;
 
 use super::layers::{in_range, millis, parse_bool, Layers};
+use crate::privacy::schedule::Schedule;
 
 /// Where the frames of the default `camera` stream come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +126,9 @@ pub struct Camera {
     pub format: CaptureFormat,
     pub width: u32,
     pub height: u32,
+    /// When families may watch this stream (`schedule` in the file); `None`: always.
+    /// The admin API's schedule for the stream, if any, wins over it.
+    pub schedule: Option<Schedule>,
 }
 
 /// Where frames come from and how they are taken.
@@ -155,6 +159,7 @@ impl Default for CaptureConfig {
                 format: CaptureFormat::Auto,
                 width: 640,
                 height: 480,
+                schedule: None,
             }],
             format: CaptureFormat::Auto,
             on_demand: true,
@@ -214,6 +219,8 @@ pub(super) struct CaptureFile {
     width: Option<u32>,
     height: Option<u32>,
     quality: Option<i64>,
+    /// The main camera's opening hours (a `[schedule]` table).
+    schedule: Option<Schedule>,
 }
 
 /// A `[[camera]]` table: a named source, optionally with its own format and size.
@@ -225,6 +232,7 @@ struct FileCamera {
     format: Option<String>,
     width: Option<u32>,
     height: Option<u32>,
+    schedule: Option<Schedule>,
 }
 
 impl CaptureConfig {
@@ -279,20 +287,43 @@ impl CaptureConfig {
             )?,
         };
         // Last: the settings above are each camera's defaults.
-        config.cameras = cameras(
-            layers,
-            &flags.source,
-            file.source,
-            file.camera.unwrap_or_default(),
-            &config,
-        )?;
-        config.source = config
+        let mut tables = file.camera.unwrap_or_default();
+        // Opening hours follow the stream's name, so that a camera listed again
+        // with --source keeps its table's hours rather than silently losing them.
+        let mut schedules: Vec<(String, Schedule)> = tables
+            .iter_mut()
+            .filter_map(|t| Some((t.name.clone(), t.schedule.take()?)))
+            .collect();
+        // The top-level schedule is for the stream the top-level `source` feeds.
+        let main_name = file
+            .source
+            .as_deref()
+            .and_then(|s| split_named(s).0)
+            .unwrap_or(crate::hub::CAMERA)
+            .to_owned();
+        config.cameras = cameras(layers, &flags.source, file.source, tables, &config)?;
+        let main = config
             .cameras
             .iter()
-            .find(|c| c.name == crate::hub::CAMERA)
-            .unwrap_or(&config.cameras[0])
-            .source
-            .clone();
+            .position(|c| c.name == crate::hub::CAMERA)
+            .unwrap_or(0);
+        if let Some(schedule) = file.schedule {
+            schedules.push((main_name, schedule));
+        }
+        for (name, schedule) in schedules {
+            let Some(camera) = config.cameras.iter_mut().find(|c| c.name == name) else {
+                continue;
+            };
+            if camera.schedule.is_some() {
+                bail!(
+                    "two schedules for the stream {name:?}: the top-level [schedule] in {} is \
+                     the main camera's, and its [[camera]] table has one too; keep one",
+                    layers.file_origin("").trim_start_matches(" in ")
+                );
+            }
+            camera.schedule = Some(schedule);
+        }
+        config.source = config.cameras[main].source.clone();
         Ok(config)
     }
 }
@@ -325,6 +356,7 @@ fn cameras(
         format: c.format,
         width: c.width,
         height: c.height,
+        schedule: None,
     };
     let mut cameras: Vec<(Camera, String)> = Vec::new();
     let unnamed = |text: &str, origin: String| -> anyhow::Result<(Camera, String)> {
@@ -548,6 +580,83 @@ height = 720
         .unwrap();
         let e = load(&["--config", path], &[]).unwrap_err();
         assert!(e.to_string().contains("[[camera]] #1"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn each_camera_has_its_own_opening_hours_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("kc-cam-hours-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("k.toml");
+        std::fs::write(
+            &file,
+            r#"
+source = "/dev/video0"
+
+[schedule]
+timezone = "America/Bogota"
+open = [{days = ["mon", "tue", "wed", "thu", "fri"], from = "07:30", to = "16:30"}]
+closed_dates = ["2026-12-25"]
+
+[[camera]]
+name = "hall"
+source = "/dev/video2"
+schedule = {timezone = "Europe/Madrid", open = [{days = ["sat"], from = "09:00", to = "13:00"}]}
+
+[[camera]]
+name = "patio"
+source = "/dev/video4"
+"#,
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let c = load(&["--config", path], &[]).unwrap();
+        let hours = |name: &str| {
+            c.capture
+                .cameras
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap()
+                .schedule
+                .as_ref()
+                .map(|s| serde_json::to_value(s).unwrap())
+        };
+        assert_eq!(
+            hours("camera"),
+            Some(serde_json::json!({"timezone": "America/Bogota",
+                "open": [{"days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:30", "to": "16:30"}],
+                "closed_dates": ["2026-12-25"]}))
+        );
+        assert_eq!(
+            hours("hall").unwrap()["timezone"],
+            serde_json::json!("Europe/Madrid")
+        );
+        assert_eq!(hours("patio"), None, "no schedule: always open");
+        // The hall listed again on the command line keeps its hours.
+        let c = load(&["--config", path, "--source", "hall=/dev/video9"], &[]).unwrap();
+        assert!(c.capture.cameras[0].schedule.is_some());
+        // A bad schedule is refused naming the field and the file.
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, text.replace("\"16:30\"", "\"6:3\"")).unwrap();
+        let e = load(&["--config", path], &[]).unwrap_err().to_string();
+        assert!(e.contains("schedule.open[0].to") && e.contains(path), "{e}");
+        // The main camera cannot have two.
+        std::fs::write(
+            &file,
+            r#"
+[schedule]
+timezone = "UTC"
+open = []
+
+[[camera]]
+name = "camera"
+source = "/dev/video0"
+schedule = {timezone = "UTC", open = []}
+"#,
+        )
+        .unwrap();
+        let e = load(&["--config", path], &[]).unwrap_err().to_string();
+        assert!(e.contains("two schedules for the stream \"camera\""), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
