@@ -409,13 +409,24 @@ impl std::fmt::Display for StreamError {
 
 impl std::error::Error for StreamError {}
 
+/// Work done on each new stream before anyone can see it (see [`Hub::on_create`]).
+type CreateHook = Box<dyn Fn(&Stream) + Send + Sync>;
+
 /// All streams by name.
-#[derive(Debug)]
 pub struct Hub {
     streams: Mutex<BTreeMap<String, Arc<Stream>>>,
     /// Bumped whenever a stream is created, so viewers waiting for a room whose
     /// source has not started yet can attach the moment it does.
     created: watch::Sender<u64>,
+    on_create: Mutex<Vec<CreateHook>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("streams", &self.streams)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Hub {
@@ -423,6 +434,7 @@ impl Default for Hub {
         Hub {
             streams: Mutex::new(BTreeMap::new()),
             created: watch::Sender::new(0),
+            on_create: Mutex::new(Vec::new()),
         }
     }
 }
@@ -466,10 +478,21 @@ impl Hub {
             }
         }
         let stream = Arc::new(Stream::new(name));
+        for hook in self.on_create.locked().iter() {
+            hook(&stream);
+        }
         streams.insert(name.to_owned(), stream.clone());
         drop(streams);
         self.created.send_modify(|n| *n += 1);
         Ok(stream)
+    }
+
+    /// Runs `hook` on every stream created from now on, before it is in the hub:
+    /// a room's opening hours close a new stream before any viewer can attach.
+    /// The hook runs under the hub's lock, so it must be quick and must not use
+    /// the hub.
+    pub fn on_create(&self, hook: impl Fn(&Stream) + Send + Sync + 'static) {
+        self.on_create.locked().push(Box::new(hook));
     }
 
     /// The stream called `name` once a source or staff creates it. Waiting costs
@@ -582,6 +605,22 @@ mod tests {
             .expect("attached in time")
             .unwrap();
         assert!(Arc::ptr_eq(&fed, &seen));
+    }
+
+    #[test]
+    fn a_new_stream_is_set_up_by_the_hooks_before_anyone_sees_it() {
+        let hub = Hub::new();
+        hub.on_create(|s| {
+            if s.name() == "closed" {
+                s.set_closed(Some(Closed { opens_at: Some(7) }));
+            }
+        });
+        let s = hub.stream("closed").unwrap();
+        assert_eq!(s.gate().closed, Some(Closed { opens_at: Some(7) }));
+        assert!(hub.stream("other").unwrap().gate().is_open());
+        // The same stream again is not set up again.
+        s.set_closed(None);
+        assert!(hub.stream("closed").unwrap().gate().is_open());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::http_guard;
 use crate::hub::Hub;
 use crate::net::{self, Gate};
 use crate::notify::{self, Notifier};
+use crate::privacy::hours::Hours;
 use crate::shutdown::ShutdownTrigger;
 use crate::source;
 use crate::store::{Store, StoreSettings};
@@ -48,6 +49,8 @@ pub struct Server {
     hub: Arc<Hub>,
     access: Arc<Access>,
     store: Store,
+    /// Each room's opening hours; they close its stream to families outside them.
+    hours: Arc<Hours>,
     tls: Option<TlsAcceptor>,
     notifier: Arc<Notifier>,
 }
@@ -72,6 +75,11 @@ impl Server {
         let http_addr = http_listener.local_addr()?;
         let backend_dir = backend_dir();
         let (http_backend, backend_socket) = http::bind_backend(&backend_dir)?;
+        // Before any stream exists, so that each is closed from its first moment
+        // when its room is outside its hours.
+        let hub = Arc::new(Hub::new());
+        let hours = Arc::new(Hours::load(&config, &store));
+        hours.attach(&hub);
         Ok(Server {
             config: Arc::new(config),
             ws_listener,
@@ -81,9 +89,10 @@ impl Server {
             backend_socket,
             ws_addr,
             http_addr,
-            hub: Arc::new(Hub::new()),
+            hub,
             access,
             store,
+            hours,
             tls,
             notifier: Arc::new(Notifier::disabled()),
         })
@@ -122,6 +131,11 @@ impl Server {
     /// Serves until `stop` completes, then shuts everything down.
     pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let trigger = ShutdownTrigger::new();
+        tokio::spawn(
+            self.hours
+                .clone()
+                .drive(self.hub.clone(), trigger.subscribe()),
+        );
         let fed = source::spawn(&self.config, &self.hub, trigger.subscribe())?;
         let heartbeats: Vec<_> = fed
             .iter()
@@ -153,6 +167,7 @@ impl Server {
             ws: ws_ctx,
             access: self.access.clone(),
             store: self.store.clone(),
+            hours: self.hours.clone(),
             http_port: self.http_addr.port(),
             ws_port: self.ws_addr.port(),
             started: Instant::now(),

@@ -48,6 +48,8 @@ pub struct HttpContext {
     pub access: Arc<Access>,
     /// The database: families, the viewing log.
     pub store: crate::store::Store,
+    /// Each room's opening hours, which the admin API reads and sets.
+    pub hours: Arc<crate::privacy::hours::Hours>,
     /// The listeners' real ports (tests bind port 0): our pages' origin, for CSRF
     /// checks, and where the pages find the WebSocket server.
     pub http_port: u16,

@@ -22,6 +22,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 pub mod gate;
+pub mod hours;
 mod mask;
 pub mod schedule;
 
