@@ -11,7 +11,8 @@
 //! or pixelate, both of which can be undone.
 //!
 //! `gate.rs` holds the other privacy control a stream carries: whether families
-//! may watch it now (opening hours, a teacher's pause).
+//! may watch it now (opening hours, a teacher's pause); `notice.rs` is what
+//! picture clients of a family get instead while it is shut.
 
 use std::fmt;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod gate;
 mod mask;
+pub mod notice;
 
 pub use mask::{mask_raw, JpegMasker, MaskFrameError, MAX_PIXELS};
 
