@@ -403,7 +403,7 @@ mod tests {
 
         // Always open again, at once.
         hours.set("sala", None, &hub).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), gate.wait_for(|g| g.is_open()))
+        tokio::time::timeout(Duration::from_secs(5), gate.wait_for(|g| g.gate.is_open()))
             .await
             .expect("opened")
             .unwrap();
@@ -456,9 +456,9 @@ mod tests {
         tokio::spawn(hours.clone().drive(hub.clone(), trigger.subscribe()));
         let mut gate = sala.subscribe_gate();
 
-        gate.wait_for(|g| g.is_open()).await.unwrap();
+        gate.wait_for(|g| g.gate.is_open()).await.unwrap();
         assert_eq!(start.elapsed().as_secs(), 5 * 60, "opens at 08:05");
-        gate.wait_for(|g| !g.is_open()).await.unwrap();
+        gate.wait_for(|g| !g.gate.is_open()).await.unwrap();
         assert_eq!(start.elapsed().as_secs(), 10 * 60, "closes at 08:10");
         // About one look a minute while waiting, never one a second (600 then).
         let looked = readings.load(Ordering::Relaxed);
@@ -468,7 +468,7 @@ mod tests {
         // inside the hours. The room opens within the minute.
         let jumped_at = start.elapsed();
         jump.store(7 * 86_400 - 3 * 60, Ordering::Relaxed);
-        gate.wait_for(|g| g.is_open()).await.unwrap();
+        gate.wait_for(|g| g.gate.is_open()).await.unwrap();
         assert!(
             start.elapsed() - jumped_at <= RECHECK,
             "opened {:?} after the clock jump",
