@@ -62,30 +62,7 @@ impl Effective {
     }
 }
 
-/// Why the admin's hours for a room were not taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HoursError {
-    /// Hours are kept for at most this many rooms.
-    TooManyRooms,
-}
-
-impl std::fmt::Display for HoursError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HoursError::TooManyRooms => {
-                write!(f, "opening hours are kept for at most {MAX_STREAMS} rooms")
-            }
-        }
-    }
-}
-
-impl std::error::Error for HoursError {}
-
 struct Room {
-    /// From the config file.
-    file: Option<Arc<Schedule>>,
-    /// Whether the database holds the admin's choice for this room, which wins.
-    set_by_admin: bool,
     /// What applies; the room's task follows it.
     effective: watch::Sender<Effective>,
 }
@@ -109,13 +86,11 @@ impl Hours {
         let mut rooms = BTreeMap::new();
         for camera in &config.capture.cameras {
             if let Some(schedule) = &camera.schedule {
-                let schedule = Arc::new(schedule.clone());
+                let effective = Effective::Hours(Arc::new(schedule.clone()));
                 rooms.insert(
                     camera.name.clone(),
                     Room {
-                        file: Some(schedule.clone()),
-                        set_by_admin: false,
-                        effective: watch::Sender::new(Effective::Hours(schedule)),
+                        effective: watch::Sender::new(effective),
                     },
                 );
             }
@@ -133,13 +108,13 @@ impl Hours {
                     Effective::Unusable(e.to_string().into())
                 }
             };
-            let room = rooms.entry(name).or_insert_with(|| Room {
-                file: None,
-                set_by_admin: true,
-                effective: watch::Sender::new(Effective::Always),
-            });
-            room.set_by_admin = true;
-            room.effective.send_replace(effective);
+            // Over the file's, if it has hours for the room.
+            rooms.insert(
+                name,
+                Room {
+                    effective: watch::Sender::new(effective),
+                },
+            );
         }
         Hours {
             rooms: Mutex::new(rooms),
@@ -187,8 +162,8 @@ impl Hours {
 
     /// Applies the admin's hours for a room (`None`: always open), once they are
     /// committed to the database: at once to the room's stream, if it exists, and
-    /// to its task's timer.
-    pub fn set(&self, name: &str, schedule: Option<Schedule>, hub: &Hub) -> Result<(), HoursError> {
+    /// to its task's timer. Callers check [`Hours::has_room_for`] first.
+    pub fn set(&self, name: &str, schedule: Option<Schedule>, hub: &Hub) {
         let effective = match schedule {
             Some(schedule) => Effective::Hours(Arc::new(schedule)),
             None => Effective::Always,
@@ -196,47 +171,26 @@ impl Hours {
         {
             let mut rooms = self.rooms.locked();
             if !rooms.contains_key(name) {
-                if rooms.len() >= MAX_STREAMS {
-                    return Err(HoursError::TooManyRooms);
-                }
                 rooms.insert(
                     name.to_owned(),
                     Room {
-                        file: None,
-                        set_by_admin: true,
                         effective: watch::Sender::new(effective.clone()),
                     },
                 );
                 self.added.send_modify(|n| *n += 1);
+            } else if let Some(room) = rooms.get(name) {
+                room.effective.send_replace(effective.clone());
             }
-            let room = rooms.get_mut(name).expect("inserted above");
-            room.set_by_admin = true;
-            room.effective.send_replace(effective.clone());
         }
         if let Some(stream) = hub.get(name) {
             stream.set_closed(effective.at((self.clock)()).0);
         }
-        Ok(())
     }
 
-    /// Whether more rooms may get hours: false when `name` would be one too many.
+    /// Whether `name` may get hours: rooms with hours are bounded like streams.
     pub fn has_room_for(&self, name: &str) -> bool {
         let rooms = self.rooms.locked();
         rooms.contains_key(name) || rooms.len() < MAX_STREAMS
-    }
-
-    /// Whether the room's hours are the admin's (from the database) rather than
-    /// the config file's.
-    pub fn set_by_admin(&self, name: &str) -> bool {
-        self.rooms
-            .locked()
-            .get(name)
-            .is_some_and(|r| r.set_by_admin)
-    }
-
-    /// The config file's hours for the room, shown beside the admin's.
-    pub fn from_file(&self, name: &str) -> Option<Arc<Schedule>> {
-        self.rooms.locked().get(name).and_then(|r| r.file.clone())
     }
 
     /// Rooms with hours and their task's view of them, leaving out `known` ones.
@@ -343,13 +297,10 @@ mod tests {
         let config = config_with("camera", Some(closed_today()));
         let hours = Hours::new(&config, Vec::new());
         assert!(matches!(hours.effective("camera"), Effective::Hours(_)));
-        assert!(!hours.set_by_admin("camera"));
         assert_eq!(hours.effective("sala"), Effective::Always);
 
         let hours = Hours::new(&config, vec![("camera".into(), None)]);
         assert_eq!(hours.effective("camera"), Effective::Always);
-        assert!(hours.set_by_admin("camera"));
-        assert!(hours.from_file("camera").is_some());
 
         let stored = serde_json::to_string(&closed_today()).unwrap();
         let hours = Hours::new(
@@ -390,7 +341,7 @@ mod tests {
         let sala = hub.stream("sala").unwrap();
         assert!(sala.gate().is_open(), "no hours: open");
         let mut gate = sala.subscribe_gate();
-        hours.set("sala", Some(closed_today()), &hub).unwrap();
+        hours.set("sala", Some(closed_today()), &hub);
         assert!(sala.gate().closed.is_some(), "closed at once");
         // The room's task agrees, and keeps it so.
         let opens_at = sala.gate().closed.unwrap().opens_at.unwrap();
@@ -398,11 +349,11 @@ mod tests {
         assert!(opens_at > Timestamp::now().as_second() + 86_400);
 
         // A room created later is closed from the start.
-        hours.set("later", Some(closed_today()), &hub).unwrap();
+        hours.set("later", Some(closed_today()), &hub);
         assert!(hub.stream("later").unwrap().gate().closed.is_some());
 
         // Always open again, at once.
-        hours.set("sala", None, &hub).unwrap();
+        hours.set("sala", None, &hub);
         tokio::time::timeout(Duration::from_secs(5), gate.wait_for(|g| g.gate.is_open()))
             .await
             .expect("opened")
@@ -440,7 +391,7 @@ mod tests {
             r#"{"timezone":"UTC","open":[{"days":["mon"],"from":"08:05","to":"08:10"}]}"#,
         )
         .unwrap();
-        hours.set("sala", Some(schedule), &hub).unwrap();
+        hours.set("sala", Some(schedule), &hub);
         assert_eq!(
             sala.gate().closed,
             Some(Closed {
