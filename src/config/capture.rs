@@ -310,8 +310,24 @@ impl CaptureConfig {
         if let Some(schedule) = file.schedule {
             schedules.push((main_name, schedule));
         }
+        let from_file = flags.source.is_empty()
+            && (layers.env)("KINDERCAM_SOURCE").is_none_or(|v| v.trim().is_empty());
         for (name, schedule) in schedules {
             let Some(camera) = config.cameras.iter_mut().find(|c| c.name == name) else {
+                // Only the top-level schedule can miss its camera in the file's own list.
+                if from_file {
+                    bail!(
+                        "the top-level [schedule] in {} is for the stream {name:?}, which the \
+                         top-level `source` feeds, but there is no such source: add one, or \
+                         move the schedule into a [[camera]] table",
+                        layers.file_origin("").trim_start_matches(" in ")
+                    );
+                }
+                tracing::warn!(
+                    stream = %name,
+                    "the config file's opening hours for this stream are not used: --source or \
+                     KINDERCAM_SOURCE replaced the file's cameras"
+                );
                 continue;
             };
             if camera.schedule.is_some() {
@@ -657,6 +673,22 @@ schedule = {timezone = "UTC", open = []}
         .unwrap();
         let e = load(&["--config", path], &[]).unwrap_err().to_string();
         assert!(e.contains("two schedules for the stream \"camera\""), "{e}");
+        // Hours for a main camera that the file does not have are refused, not lost.
+        std::fs::write(
+            &file,
+            r#"
+[schedule]
+timezone = "UTC"
+open = []
+
+[[camera]]
+name = "hall"
+source = "/dev/video0"
+"#,
+        )
+        .unwrap();
+        let e = load(&["--config", path], &[]).unwrap_err().to_string();
+        assert!(e.contains("there is no such source"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
