@@ -482,9 +482,18 @@ fn date(i: usize, value: &Value) -> Result<Date, ScheduleError> {
                 b.is_ascii_digit()
             }
         });
-    match text.parse::<Date>() {
-        Ok(date) if well_formed => Ok(date),
-        _ => Err(refuse(
+    // By hand rather than jiff's ISO 8601 parser, which would cost the Pi's binary
+    // far more than these few lines.
+    let number =
+        |range: std::ops::Range<usize>| text.get(range).and_then(|n| n.parse::<i16>().ok());
+    let day = |range| number(range).and_then(|n| i8::try_from(n).ok());
+    let parsed = match (number(0..4), day(5..7), day(8..10)) {
+        (Some(y), Some(m), Some(d)) if well_formed => Date::new(y, m, d).ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(date) => Ok(date),
+        None => Err(refuse(
             field,
             format!("{text:?} is not a date: use YYYY-MM-DD, such as \"2026-12-25\""),
         )),
@@ -543,7 +552,7 @@ impl Serialize for Schedule {
             &self
                 .closed_dates
                 .iter()
-                .map(|d| d.to_string())
+                .map(|d| format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()))
                 .collect::<Vec<_>>(),
         )?;
         out.end()
