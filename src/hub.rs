@@ -6,11 +6,18 @@
 //! for it. The slot also counts demand (viewers plus waiting snapshot requests)
 //! so a source can stay idle while nobody watches, and it holds the per-viewer
 //! counters that `/stats.json` reports.
+//!
+//! Each stream also carries its gate (`privacy::gate`): whether families may
+//! watch now. Demand is counted per [`Audience`], and a family's demand does not
+//! count while the gate is shut, so a room that only families want while it is
+//! closed or paused keeps its camera closed and its light off.
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
 
 use tokio::sync::watch;
 
@@ -106,6 +113,74 @@ pub fn status_message(status: &StreamStatus) -> Utf8Bytes {
         .into()
 }
 
+/// Who wants a stream's frames, as the gate sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Staff and the admin: never held at the gate.
+    Staff,
+    /// Parents (a family's code or the shared viewer code): no frames, and no
+    /// demand, while the stream is closed or paused.
+    Family,
+}
+
+impl Audience {
+    /// Staff rights see through the gate; every other login is a parent's.
+    pub fn of(role: crate::auth::Role) -> Audience {
+        if role.is_staff() {
+            Audience::Staff
+        } else {
+            Audience::Family
+        }
+    }
+}
+
+/// Who wants frames now, by audience, and whether families are held back.
+#[derive(Debug, Clone, Copy, Default)]
+struct Demand {
+    staff: usize,
+    families: usize,
+    /// The gate is shut: families' demand does not count.
+    families_held: bool,
+}
+
+impl Demand {
+    /// The demand a source acts on.
+    fn effective(&self) -> usize {
+        self.staff + if self.families_held { 0 } else { self.families }
+    }
+
+    fn count(&mut self, audience: Audience) -> &mut usize {
+        match audience {
+            Audience::Staff => &mut self.staff,
+            Audience::Family => &mut self.families,
+        }
+    }
+}
+
+/// A stream's gate with what families are told about it, made once per change
+/// and shared by every family viewer, like the frames and the status text.
+#[derive(Debug, Clone, Default)]
+pub struct GateState {
+    pub gate: Gate,
+    /// The `{"type":"status","state":"closed"|"paused",...}` text family viewers
+    /// receive; `None` while the gate is open.
+    pub family_message: Option<Utf8Bytes>,
+    /// The picture snapshot (and MJPEG) clients of a paused room get, drawn by the
+    /// first one who asks (`privacy::notice`) and kept until the gate changes.
+    /// `None` inside when it could not be drawn.
+    pub picture: Arc<OnceLock<Option<Bytes>>>,
+}
+
+impl GateState {
+    fn new(gate: Gate) -> GateState {
+        GateState {
+            family_message: gate.family_status().map(|v| v.to_string().into()),
+            gate,
+            picture: Arc::default(),
+        }
+    }
+}
+
 /// Counters of one connected viewer, readable while it is blocked in a send.
 #[derive(Debug, Default)]
 pub struct ViewerStats {
@@ -120,7 +195,7 @@ pub struct ViewerStats {
 pub struct Stream {
     name: String,
     state: watch::Sender<Snapshot>,
-    demand: watch::Sender<usize>,
+    demand: watch::Sender<Demand>,
     viewers: Mutex<Vec<Arc<ViewerStats>>>,
     uploading: AtomicBool,
     frames_published: AtomicU64,
@@ -130,7 +205,7 @@ pub struct Stream {
     /// systemd watchdog can tell an idle source from a stuck one.
     heartbeat: Heartbeat,
     /// Whether families may watch now (opening hours, a teacher's pause).
-    gate: watch::Sender<Gate>,
+    gate: watch::Sender<GateState>,
     /// The privacy mask every frame gets before it is published; read once per
     /// frame by the source's intake, replaced at once by the admin API.
     mask: Mutex<Arc<Mask>>,
@@ -141,13 +216,13 @@ impl Stream {
         Stream {
             name: name.to_owned(),
             state: watch::Sender::new(Snapshot::new()),
-            demand: watch::Sender::new(0),
+            demand: watch::Sender::new(Demand::default()),
             viewers: Mutex::new(Vec::new()),
             uploading: AtomicBool::new(false),
             frames_published: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
             heartbeat: Heartbeat::new(),
-            gate: watch::Sender::new(Gate::default()),
+            gate: watch::Sender::new(GateState::default()),
             mask: Mutex::new(mask),
         }
     }
@@ -188,23 +263,43 @@ impl Stream {
 
     /// Closes the stream to families (outside its opening hours), or opens it.
     pub fn set_closed(&self, closed: Option<Closed>) {
-        self.gate
-            .send_if_modified(|g| replace(&mut g.closed, closed));
+        self.change_gate(|g| replace(&mut g.closed, closed));
     }
 
     /// Pauses the stream for families, or resumes it.
     pub fn set_paused(&self, paused: Option<Paused>) {
-        self.gate
-            .send_if_modified(|g| replace(&mut g.paused, paused));
+        self.change_gate(|g| replace(&mut g.paused, paused));
+    }
+
+    /// Applies `change` to the gate; on a change, rebuilds what families are told
+    /// and whether their demand counts. Both happen under the gate's lock, so two
+    /// changes at once cannot leave the demand following the older one.
+    fn change_gate(&self, change: impl FnOnce(&mut Gate) -> bool) {
+        self.gate.send_if_modified(|state| {
+            let mut gate = state.gate.clone();
+            if !change(&mut gate) {
+                return false;
+            }
+            let held = !gate.is_open();
+            *state = GateState::new(gate);
+            self.demand
+                .send_if_modified(|d| replace(&mut d.families_held, held));
+            true
+        });
     }
 
     /// What holds families back from this stream now.
     pub fn gate(&self) -> Gate {
+        self.gate.borrow().gate.clone()
+    }
+
+    /// The gate with what families are told about it now.
+    pub fn gate_state(&self) -> GateState {
         self.gate.borrow().clone()
     }
 
     /// Follows the gate, for family viewers that must stop or start at once.
-    pub fn subscribe_gate(&self) -> watch::Receiver<Gate> {
+    pub fn subscribe_gate(&self) -> watch::Receiver<GateState> {
         self.gate.subscribe()
     }
 
@@ -235,34 +330,39 @@ impl Stream {
         self.state.subscribe()
     }
 
-    /// Registers a viewer; it counts as demand until the guard is dropped.
-    pub fn watch(self: &Arc<Self>) -> ViewerGuard {
+    /// Registers a viewer; it counts as demand until the guard is dropped (a
+    /// family viewer only while the gate is open).
+    pub fn watch(self: &Arc<Self>, audience: Audience) -> ViewerGuard {
         let stats = Arc::new(ViewerStats::default());
         self.viewers.locked().push(stats.clone());
         ViewerGuard {
-            _demand: self.demand(),
+            _demand: self.demand(audience),
             stream: self.clone(),
             stats,
         }
     }
 
     /// Counts as demand while held, for work that needs a fresh frame once
-    /// (a snapshot request while nobody watches).
-    pub fn demand(self: &Arc<Self>) -> DemandGuard {
-        self.demand.send_modify(|n| *n += 1);
+    /// (a snapshot request while nobody watches). A family's counts only while
+    /// the gate is open.
+    pub fn demand(self: &Arc<Self>, audience: Audience) -> DemandGuard {
+        self.demand.send_modify(|d| *d.count(audience) += 1);
         DemandGuard {
             stream: self.clone(),
+            audience,
         }
     }
 
+    /// The demand a source acts on: staff, plus families while the gate is open.
     pub fn demand_count(&self) -> usize {
-        *self.demand.borrow()
+        self.demand.borrow().effective()
     }
 
-    /// Waits until somebody wants frames. Sources call this before opening a device.
+    /// Waits until somebody wants frames (a family only while the gate is open).
+    /// Sources call this before opening a device.
     pub async fn wanted(&self) {
         let mut rx = self.demand.subscribe();
-        let _ = rx.wait_for(|n| *n > 0).await;
+        let _ = rx.wait_for(|d| d.effective() > 0).await;
     }
 
     /// Claims the single uploader slot of this stream.
@@ -340,11 +440,13 @@ pub struct StreamStats {
 
 pub struct DemandGuard {
     stream: Arc<Stream>,
+    audience: Audience,
 }
 
 impl Drop for DemandGuard {
     fn drop(&mut self) {
-        self.stream.demand.send_modify(|n| *n -= 1);
+        let audience = self.audience;
+        self.stream.demand.send_modify(|d| *d.count(audience) -= 1);
     }
 }
 
@@ -427,8 +529,10 @@ impl std::fmt::Display for StreamError {
 
 impl std::error::Error for StreamError {}
 
+/// Work done on each new stream before anyone can see it (see [`Hub::on_create`]).
+type CreateHook = Box<dyn Fn(&Stream) + Send + Sync>;
+
 /// All streams by name.
-#[derive(Debug)]
 pub struct Hub {
     streams: Mutex<BTreeMap<String, Arc<Stream>>>,
     /// Bumped whenever a stream is created, so viewers waiting for a room whose
@@ -437,6 +541,15 @@ pub struct Hub {
     /// Each stream name's privacy mask, also for streams not created yet. Locked
     /// after `streams` when both are needed.
     masks: Mutex<MaskBook>,
+    on_create: Mutex<Vec<CreateHook>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("streams", &self.streams)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Hub {
@@ -445,6 +558,7 @@ impl Default for Hub {
             streams: Mutex::new(BTreeMap::new()),
             created: watch::Sender::new(0),
             masks: Mutex::new(MaskBook::default()),
+            on_create: Mutex::new(Vec::new()),
         }
     }
 }
@@ -489,10 +603,21 @@ impl Hub {
         }
         let mask = self.masks.locked().effective(name);
         let stream = Arc::new(Stream::new(name, mask));
+        for hook in self.on_create.locked().iter() {
+            hook(&stream);
+        }
         streams.insert(name.to_owned(), stream.clone());
         drop(streams);
         self.created.send_modify(|n| *n += 1);
         Ok(stream)
+    }
+
+    /// Runs `hook` on every stream created from now on, before it is in the hub:
+    /// a room's opening hours close a new stream before any viewer can attach.
+    /// The hook runs under the hub's lock, so it must be quick and must not use
+    /// the hub.
+    pub fn on_create(&self, hook: impl Fn(&Stream) + Send + Sync + 'static) {
+        self.on_create.locked().push(Box::new(hook));
     }
 
     /// The stream called `name` once a source or staff creates it. Waiting costs
@@ -635,15 +760,113 @@ mod tests {
     }
 
     #[test]
+    fn a_new_stream_is_set_up_by_the_hooks_before_anyone_sees_it() {
+        let hub = Hub::new();
+        hub.on_create(|s| {
+            if s.name() == "closed" {
+                s.set_closed(Some(Closed { opens_at: Some(7) }));
+            }
+        });
+        let s = hub.stream("closed").unwrap();
+        assert_eq!(s.gate().closed, Some(Closed { opens_at: Some(7) }));
+        assert!(hub.stream("other").unwrap().gate().is_open());
+        // The same stream again is not set up again.
+        s.set_closed(None);
+        assert!(hub.stream("closed").unwrap().gate().is_open());
+    }
+
+    #[test]
     fn viewers_count_as_demand() {
         let hub = Hub::new();
         let s = hub.stream(CAMERA).unwrap();
         assert_eq!(s.demand_count(), 0);
-        let v = s.watch();
+        let v = s.watch(Audience::Staff);
         assert_eq!(s.demand_count(), 1);
         assert_eq!(s.stats().viewers, 1);
         drop(v);
         assert_eq!(s.demand_count(), 0);
         assert_eq!(s.stats().viewers, 0);
+    }
+
+    fn pause() -> Option<Paused> {
+        Some(Paused {
+            until: 1_700_000_000,
+            by: "Ana".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn families_alone_do_not_wake_a_closed_or_paused_room() {
+        let hub = Hub::new();
+        let s = hub.stream(CAMERA).unwrap();
+        s.set_paused(pause());
+        let family = s.watch(Audience::Family);
+        let snapshot = s.demand(Audience::Family);
+        assert_eq!(s.demand_count(), 0, "paused: families are no demand");
+        assert_eq!(s.stats().viewers, 1, "but they are still viewers");
+        let wanted = tokio::time::timeout(std::time::Duration::from_millis(50), s.wanted());
+        assert!(wanted.await.is_err(), "the source stays idle");
+
+        // Staff see through the gate.
+        let staff = s.watch(Audience::Staff);
+        assert_eq!(s.demand_count(), 1);
+        drop(staff);
+        assert_eq!(s.demand_count(), 0);
+
+        // Resuming wakes a source that waits for demand, at once.
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move { s.wanted().await }
+        });
+        tokio::task::yield_now().await;
+        s.set_paused(None);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the gate opening")
+            .unwrap();
+        assert_eq!(s.demand_count(), 2);
+
+        // Closed holds them back just as paused does; it wins over a pause.
+        s.set_closed(Some(Closed { opens_at: None }));
+        assert_eq!(s.demand_count(), 0);
+        s.set_paused(pause());
+        s.set_closed(None);
+        assert_eq!(s.demand_count(), 0, "still paused");
+        s.set_paused(None);
+        assert_eq!(s.demand_count(), 2);
+        drop((family, snapshot));
+        assert_eq!(s.demand_count(), 0);
+    }
+
+    #[test]
+    fn the_family_status_is_built_once_per_gate_change() {
+        let hub = Hub::new();
+        let s = hub.stream("x").unwrap();
+        let mut rx = s.subscribe_gate();
+        assert!(
+            s.gate_state().family_message.is_none(),
+            "open: nothing to say"
+        );
+        s.set_paused(pause());
+        assert!(rx.has_changed().unwrap());
+        let first = rx.borrow_and_update().clone();
+        let text = first.family_message.clone().unwrap();
+        assert!(text.contains("\"state\":\"paused\"") && text.contains("1700000000"));
+        s.set_paused(pause());
+        assert!(!rx.has_changed().unwrap(), "the same pause is no news");
+        assert_eq!(
+            s.gate_state().family_message.unwrap().as_ptr(),
+            text.as_ptr(),
+            "the same shared bytes"
+        );
+        s.set_closed(Some(Closed {
+            opens_at: Some(1_700_003_600),
+        }));
+        let closed = s.gate_state();
+        assert!(closed.family_message.unwrap().contains("\"closed\""));
+        assert!(
+            !Arc::ptr_eq(&closed.picture, &first.picture),
+            "a new picture slot per change"
+        );
     }
 }

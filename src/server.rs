@@ -22,6 +22,7 @@ use crate::http_guard;
 use crate::hub::Hub;
 use crate::net::{self, Gate};
 use crate::notify::{self, Notifier};
+use crate::privacy::hours::Hours;
 use crate::privacy::MaskBook;
 use crate::shutdown::ShutdownTrigger;
 use crate::source;
@@ -49,6 +50,8 @@ pub struct Server {
     hub: Arc<Hub>,
     access: Arc<Access>,
     store: Store,
+    /// Each room's opening hours; they close its stream to families outside them.
+    hours: Arc<Hours>,
     tls: Option<TlsAcceptor>,
     notifier: Arc<Notifier>,
 }
@@ -61,6 +64,10 @@ impl Server {
         let store = open_store(&config);
         let hub = Arc::new(Hub::new());
         hub.set_masks(mask_book(&config, &store));
+        // Before any stream exists, so that each is closed from its first moment
+        // when its room is outside its hours.
+        let hours = Arc::new(Hours::load(&config, &store));
+        hours.attach(&hub);
         let access = Arc::new(Access::from_config(&config, &store)?);
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(net::tls_acceptor(cert, key)?),
@@ -87,6 +94,7 @@ impl Server {
             hub,
             access,
             store,
+            hours,
             tls,
             notifier: Arc::new(Notifier::disabled()),
         })
@@ -125,6 +133,11 @@ impl Server {
     /// Serves until `stop` completes, then shuts everything down.
     pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let trigger = ShutdownTrigger::new();
+        tokio::spawn(
+            self.hours
+                .clone()
+                .drive(self.hub.clone(), trigger.subscribe()),
+        );
         let fed = source::spawn(&self.config, &self.hub, trigger.subscribe())?;
         let heartbeats: Vec<_> = fed
             .iter()
@@ -156,6 +169,7 @@ impl Server {
             ws: ws_ctx,
             access: self.access.clone(),
             store: self.store.clone(),
+            hours: self.hours.clone(),
             http_port: self.http_addr.port(),
             ws_port: self.ws_addr.port(),
             started: Instant::now(),

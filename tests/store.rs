@@ -407,6 +407,32 @@ fn chat_history_is_kept_per_room_trimmed_to_the_newest_and_deletable() {
 }
 
 #[test]
+fn opening_hours_set_by_the_admin_survive_a_restart_and_always_open_is_kept_too() {
+    let state = TempDir::new("schedules");
+    let hours = r#"{"timezone":"America/Bogota","open":[],"closed_dates":[]}"#;
+    {
+        let store = open(state.path());
+        assert!(store.schedules().unwrap().is_empty());
+        store
+            .set_schedule("sala-1", Some(hours.to_owned()))
+            .unwrap();
+        store
+            .set_schedule("camera", Some(hours.to_owned()))
+            .unwrap();
+        // A DELETE: always open, which must still win over the file after a restart.
+        store.set_schedule("camera", None).unwrap();
+    }
+    let store = open(state.path());
+    assert_eq!(
+        store.schedules().unwrap(),
+        [
+            ("camera".to_owned(), None),
+            ("sala-1".to_owned(), Some(hours.to_owned()))
+        ]
+    );
+}
+
+#[test]
 fn the_database_files_are_private() {
     let state = TempDir::new("private");
     let store = open(state.path());

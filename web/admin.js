@@ -1,6 +1,7 @@
 // The director's page (/admin, the admin role only): families (add, edit,
-// revoke, a new code), the printable invite with its QR code, who is watching
-// now per room, and the viewing log with its CSV download. Everything goes
+// revoke, a new code), the printable invite with its QR code, each room's
+// opening hours, who is watching now per room, and the viewing log with its CSV
+// download. Everything goes
 // through the admin API (src/http/api.rs); every change carries the session's
 // CSRF token from /config.json. Names come from the network and go into the
 // page as text, never as markup.
@@ -715,6 +716,272 @@ logForm.addEventListener('submit', (event) => {
 });
 for (const input of [logFrom, logTo]) input.addEventListener('change', updateCsvLink);
 
+// ---- opening hours ---------------------------------------------------------------
+
+/** The API's day names, Monday first, as the schedule writes them. */
+const DAY_KEYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
+/** HH:MM on a 24-hour clock; 24:00 only ends a period (the server says so if not). */
+const TIME_RE = /^(?:[01]?\d|2[0-3]):[0-5]\d$|^24:00$/;
+const MAX_PERIODS = 32;
+const hoursForm = byId('hours-form');
+const hoursRoomSelect = byId('hours-room');
+const hoursState = byId('hours-state');
+const hoursError = byId('hours-error');
+const hoursZone = byId('hours-zone');
+const hoursPeriodsBox = byId('hours-periods');
+const hoursDatesList = byId('hours-dates');
+const hoursDateInput = byId('hours-date');
+
+/** The room whose hours are on show, and whether it has none (always open). */
+let hoursRoom = null;
+let hoursAlways = true;
+let hoursSaving = false;
+/** Closed dates as YYYY-MM-DD, sorted. */
+let hoursDates = [];
+
+function browserZone() {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || '';
+  } catch {
+    return '';
+  }
+}
+
+function fillZoneChoices() {
+  let zones = [];
+  try {
+    zones = Intl.supportedValuesOf('timeZone');
+  } catch {
+    // an older browser: the free field still takes any zone
+  }
+  byId('hours-zones').replaceChildren(
+    ...zones.map((zone) => {
+      const option = el('option');
+      option.value = zone;
+      return option;
+    }),
+  );
+}
+
+function minutes(text) {
+  const [h, m] = text.split(':').map(Number);
+  return h * 60 + m;
+}
+
+/** One period's row: its days, from, to and a remove button. */
+function periodRow(period, index) {
+  const row = el('div', 'hours-period');
+  row.setAttribute('role', 'group');
+  row.setAttribute('aria-label', `${t('hours.periods')} ${index + 1}`);
+  const days = el('div', 'hours-days');
+  days.setAttribute('role', 'group');
+  days.setAttribute('aria-label', t('hours.days'));
+  for (const key of DAY_KEYS) {
+    const label = el('label', 'room-choice day-choice');
+    const box = el('input');
+    box.type = 'checkbox';
+    box.value = key;
+    box.checked = period.days.includes(key);
+    label.append(box, el('span', '', t(`hours.day.${key}`)));
+    days.append(label);
+  }
+  const times = el('div', 'hours-times');
+  for (const [name, value] of [['from', period.from], ['to', period.to]]) {
+    const label = el('label', 'hours-time');
+    const input = el('input');
+    input.type = 'text';
+    input.name = name;
+    input.value = value;
+    input.inputMode = 'numeric';
+    input.autocomplete = 'off';
+    input.maxLength = 5;
+    input.placeholder = name === 'from' ? '07:30' : '16:30';
+    label.append(el('span', '', t(`hours.${name}`)), input);
+    times.append(label);
+  }
+  const remove = button('button small danger-outline hours-remove', '×');
+  remove.title = t('hours.removePeriod');
+  remove.setAttribute('aria-label', t('hours.removePeriod'));
+  remove.addEventListener('click', () => {
+    const periods = readPeriods();
+    periods.splice(index, 1);
+    renderPeriods(periods);
+  });
+  times.append(remove);
+  row.append(days, times);
+  return row;
+}
+
+/** The periods as the form holds them now. */
+function readPeriods() {
+  return [...hoursPeriodsBox.querySelectorAll('.hours-period')].map((row) => ({
+    days: [...row.querySelectorAll('input[type=checkbox]:checked')].map((b) => b.value),
+    from: row.querySelector('input[name=from]').value.trim(),
+    to: row.querySelector('input[name=to]').value.trim(),
+  }));
+}
+
+function renderPeriods(periods) {
+  hoursPeriodsBox.replaceChildren(...periods.map(periodRow));
+  byId('hours-add-period').disabled = periods.length >= MAX_PERIODS;
+}
+
+function renderDates() {
+  if (hoursDates.length === 0) {
+    hoursDatesList.replaceChildren(el('li', 'hint', t('hours.noDates')));
+    return;
+  }
+  hoursDatesList.replaceChildren(
+    ...hoursDates.map((date) => {
+      const item = el('li', 'hours-date');
+      const shown = new Date(`${date}T12:00:00`).toLocaleDateString(currentLang(), { dateStyle: 'medium' });
+      const remove = button('chip hours-date-remove', `${shown} ×`);
+      remove.setAttribute('aria-label', t('hours.removeDate', { date: shown }));
+      remove.addEventListener('click', () => {
+        hoursDates = hoursDates.filter((d) => d !== date);
+        renderDates();
+      });
+      item.append(remove);
+      return item;
+    }),
+  );
+}
+
+function renderHoursState() {
+  hoursState.textContent = hoursRoom === null ? t('hours.noRooms') : t(hoursAlways ? 'hours.stateAlways' : 'hours.stateHours');
+  hoursState.classList.toggle('hours-has', !hoursAlways);
+}
+
+function renderHoursRooms() {
+  const chosen = hoursRoomSelect.value || hoursRoom;
+  hoursRoomSelect.replaceChildren(
+    ...knownRooms.map((room) => {
+      const option = el('option', '', roomLabel(room));
+      option.value = room;
+      return option;
+    }),
+  );
+  if (chosen && knownRooms.includes(chosen)) hoursRoomSelect.value = chosen;
+}
+
+/** Shows a room's hours as GET /api/streams/NAME/schedule answered them. */
+function showHours(schedule) {
+  hoursAlways = schedule === null;
+  hoursError.hidden = true;
+  // Always open: the form starts from a usual school day, ready to save.
+  const shown = schedule ?? {
+    timezone: browserZone(),
+    open: [{ days: DAY_KEYS.slice(0, 5), from: '07:30', to: '16:30' }],
+    closed_dates: [],
+  };
+  hoursZone.value = shown.timezone;
+  hoursDates = [...shown.closed_dates].sort();
+  renderPeriods(shown.open);
+  renderDates();
+  renderHoursState();
+}
+
+async function loadHours() {
+  hoursRoom = hoursRoomSelect.value || null;
+  if (hoursRoom === null) {
+    renderHoursState();
+    return;
+  }
+  try {
+    showHours(await api('GET', `/api/streams/${encodeURIComponent(hoursRoom)}/schedule`));
+  } catch (error) {
+    showHoursError(error);
+  }
+}
+
+function showHoursError(error, focus = null) {
+  if (error instanceof SessionEnded) return;
+  hoursError.textContent = error.status ? t('admin.err.server', { msg: error.message }) : error.message;
+  hoursError.hidden = false;
+  if (focus) focus.focus();
+}
+
+/** The form field a refusal names (`timezone`, `open[1].from`, `closed_dates[0]`). */
+function hoursFieldInput(field) {
+  if (!field) return null;
+  if (field === 'timezone') return hoursZone;
+  const period = /^open\[(\d+)\]\.(from|to|days)/.exec(field);
+  if (period) {
+    const row = hoursPeriodsBox.querySelectorAll('.hours-period')[Number(period[1])];
+    if (!row) return null;
+    return period[2] === 'days' ? row.querySelector('input[type=checkbox]') : row.querySelector(`input[name=${period[2]}]`);
+  }
+  if (field.startsWith('closed_dates')) return hoursDateInput;
+  return null;
+}
+
+/** The schedule the form describes, or an error naming what to fix. */
+function readHours() {
+  const timezone = hoursZone.value.trim();
+  if (!timezone) return { error: t('hours.err.zone'), focus: hoursZone };
+  const open = readPeriods();
+  const rows = hoursPeriodsBox.querySelectorAll('.hours-period');
+  for (const [i, period] of open.entries()) {
+    if (period.days.length === 0) return { error: t('hours.err.days'), focus: rows[i].querySelector('input') };
+    for (const name of ['from', 'to']) {
+      if (!TIME_RE.test(period[name])) {
+        return { error: t('hours.err.time'), focus: rows[i].querySelector(`input[name=${name}]`) };
+      }
+    }
+    if (minutes(period.from) >= minutes(period.to)) {
+      return { error: t('hours.err.order'), focus: rows[i].querySelector('input[name=to]') };
+    }
+  }
+  return { schedule: { timezone, open, closed_dates: hoursDates } };
+}
+
+async function saveHours(schedule) {
+  if (hoursSaving || hoursRoom === null) return;
+  hoursSaving = true;
+  hoursError.hidden = true;
+  const room = hoursRoom;
+  const path = `/api/streams/${encodeURIComponent(room)}/schedule`;
+  try {
+    if (schedule) {
+      showHours(await api('PUT', path, schedule));
+      note(t('hours.saved', { room: roomLabel(room) }));
+    } else {
+      await api('DELETE', path);
+      showHours(null);
+      note(t('hours.opened', { room: roomLabel(room) }));
+    }
+  } catch (error) {
+    showHoursError(error, error.status === 400 ? hoursFieldInput(error.field) : null);
+  } finally {
+    hoursSaving = false;
+  }
+}
+
+hoursForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const read = readHours();
+  if (read.error) {
+    showHoursError(new ApiError(0, read.error), read.focus);
+    return;
+  }
+  saveHours(read.schedule);
+});
+byId('hours-always').addEventListener('click', () => saveHours(null));
+byId('hours-add-period').addEventListener('click', () => {
+  const periods = readPeriods();
+  periods.push({ days: DAY_KEYS.slice(0, 5), from: '07:30', to: '16:30' });
+  renderPeriods(periods);
+  hoursPeriodsBox.lastElementChild?.querySelector('input[name=from]')?.focus();
+});
+byId('hours-add-date').addEventListener('click', () => {
+  const date = hoursDateInput.value;
+  if (!date) return;
+  hoursDates = [...new Set([...hoursDates, date])].sort();
+  hoursDateInput.value = '';
+  renderDates();
+});
+hoursRoomSelect.addEventListener('change', loadHours);
+
 // ---- keeping it fresh ----------------------------------------------------------
 
 let refreshing = false;
@@ -767,6 +1034,10 @@ async function main() {
     renderInvite();
     renderViewers();
     renderLog();
+    renderHoursRooms();
+    renderPeriods(readPeriods());
+    renderDates();
+    renderHoursState();
   });
   let streams = [];
   try {
@@ -774,6 +1045,9 @@ async function main() {
     streams = await loadRooms();
     startMaskEditor(config, streams);
     resetForm();
+    fillZoneChoices();
+    renderHoursRooms();
+    await loadHours();
     await loadViewers();
   } catch (error) {
     showPageError(error);

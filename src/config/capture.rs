@@ -1,7 +1,8 @@
 //! The capture section: the cameras (`--source`, `[[camera]]` tables), how
 //! frames are taken from them (format, size, interval, JPEG quality, opening them
-//! only on demand) and the privacy masks burned into them (`masks`). Its flags, variables, file keys, defaults and checks sit
-//! together so that a key is added in one place. The camera list is resolved last,
+//! only on demand), the privacy masks burned into them (`masks`) and each
+//! camera's opening hours (`schedule`, file only). Its flags, variables, file
+//! keys, defaults and checks sit together so that a key is added in one place. The camera list is resolved last,
 //! from the section's other settings, which are each camera's defaults.
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use anyhow::bail;
 use serde::Deserialize;
 
 use super::layers::{in_range, millis, parse_bool, Layers};
+use crate::privacy::schedule::Schedule;
 use crate::privacy::Mask;
 
 /// Where the frames of the default `camera` stream come from.
@@ -127,6 +129,9 @@ pub struct Camera {
     pub format: CaptureFormat,
     pub width: u32,
     pub height: u32,
+    /// When families may watch this stream (`schedule` in the file); `None`: always.
+    /// The admin API's schedule for the stream, if any, wins over it.
+    pub schedule: Option<Schedule>,
 }
 
 /// Where frames come from and how they are taken.
@@ -162,6 +167,7 @@ impl Default for CaptureConfig {
                 format: CaptureFormat::Auto,
                 width: 640,
                 height: 480,
+                schedule: None,
             }],
             format: CaptureFormat::Auto,
             on_demand: true,
@@ -224,6 +230,8 @@ pub(super) struct CaptureFile {
     quality: Option<i64>,
     /// `masks = [{x = 0.05, y = 0.6, w = 0.3, h = 0.4}]`: the main camera's.
     masks: Option<Mask>,
+    /// The main camera's opening hours (a `[schedule]` table).
+    schedule: Option<Schedule>,
 }
 
 /// A `[[camera]]` table: a named source, optionally with its own format and size.
@@ -236,6 +244,7 @@ struct FileCamera {
     width: Option<u32>,
     height: Option<u32>,
     masks: Option<Mask>,
+    schedule: Option<Schedule>,
 }
 
 impl CaptureConfig {
@@ -292,20 +301,59 @@ impl CaptureConfig {
         };
         config.masks = file_masks(file.source.as_deref(), file.masks, &file.camera)?;
         // Last: the settings above are each camera's defaults.
-        config.cameras = cameras(
-            layers,
-            &flags.source,
-            file.source,
-            file.camera.unwrap_or_default(),
-            &config,
-        )?;
-        config.source = config
+        let mut tables = file.camera.unwrap_or_default();
+        // Opening hours follow the stream's name, so that a camera listed again
+        // with --source keeps its table's hours rather than silently losing them.
+        let mut schedules: Vec<(String, Schedule)> = tables
+            .iter_mut()
+            .filter_map(|t| Some((t.name.clone(), t.schedule.take()?)))
+            .collect();
+        // The top-level schedule is for the stream the top-level `source` feeds.
+        let main_name = file
+            .source
+            .as_deref()
+            .and_then(|s| split_named(s).0)
+            .unwrap_or(crate::hub::CAMERA)
+            .to_owned();
+        config.cameras = cameras(layers, &flags.source, file.source, tables, &config)?;
+        let main = config
             .cameras
             .iter()
-            .find(|c| c.name == crate::hub::CAMERA)
-            .unwrap_or(&config.cameras[0])
-            .source
-            .clone();
+            .position(|c| c.name == crate::hub::CAMERA)
+            .unwrap_or(0);
+        if let Some(schedule) = file.schedule {
+            schedules.push((main_name, schedule));
+        }
+        let from_file = flags.source.is_empty()
+            && (layers.env)("KINDERCAM_SOURCE").is_none_or(|v| v.trim().is_empty());
+        for (name, schedule) in schedules {
+            let Some(camera) = config.cameras.iter_mut().find(|c| c.name == name) else {
+                // Only the top-level schedule can miss its camera in the file's own list.
+                if from_file {
+                    bail!(
+                        "the top-level [schedule] in {} is for the stream {name:?}, which the \
+                         top-level `source` feeds, but there is no such source: add one, or \
+                         move the schedule into a [[camera]] table",
+                        layers.file_origin("").trim_start_matches(" in ")
+                    );
+                }
+                tracing::warn!(
+                    stream = %name,
+                    "the config file's opening hours for this stream are not used: --source or \
+                     KINDERCAM_SOURCE replaced the file's cameras"
+                );
+                continue;
+            };
+            if camera.schedule.is_some() {
+                bail!(
+                    "two schedules for the stream {name:?}: the top-level [schedule] in {} is \
+                     the main camera's, and its [[camera]] table has one too; keep one",
+                    layers.file_origin("").trim_start_matches(" in ")
+                );
+            }
+            camera.schedule = Some(schedule);
+        }
+        config.source = config.cameras[main].source.clone();
         Ok(config)
     }
 }
@@ -326,7 +374,8 @@ fn file_masks(
         if let Some(mask) = &table.masks {
             if masks.insert(table.name.clone(), mask.clone()).is_some() {
                 bail!(
-                    "masks for stream {:?} are given twice: at the top level and in its                      [[camera]] table; keep one",
+                    "masks for stream {:?} are given twice: at the top level and in its \
+                     [[camera]] table; keep one",
                     table.name
                 );
             }
@@ -363,6 +412,7 @@ fn cameras(
         format: c.format,
         width: c.width,
         height: c.height,
+        schedule: None,
     };
     let mut cameras: Vec<(Camera, String)> = Vec::new();
     let unnamed = |text: &str, origin: String| -> anyhow::Result<(Camera, String)> {
@@ -640,6 +690,99 @@ source = "/dev/video4"
         write("masks = []\n[[camera]]\nname = \"camera\"\nsource = \"/dev/video2\"\nmasks = []\n");
         let e = load(&["--config", &path], &[]).unwrap_err().to_string();
         assert!(e.contains("given twice"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn each_camera_has_its_own_opening_hours_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("kc-cam-hours-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("k.toml");
+        std::fs::write(
+            &file,
+            r#"
+source = "/dev/video0"
+
+[schedule]
+timezone = "America/Bogota"
+open = [{days = ["mon", "tue", "wed", "thu", "fri"], from = "07:30", to = "16:30"}]
+closed_dates = ["2026-12-25"]
+
+[[camera]]
+name = "hall"
+source = "/dev/video2"
+schedule = {timezone = "Europe/Madrid", open = [{days = ["sat"], from = "09:00", to = "13:00"}]}
+
+[[camera]]
+name = "patio"
+source = "/dev/video4"
+"#,
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let c = load(&["--config", path], &[]).unwrap();
+        let hours = |name: &str| {
+            c.capture
+                .cameras
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap()
+                .schedule
+                .as_ref()
+                .map(|s| serde_json::to_value(s).unwrap())
+        };
+        assert_eq!(
+            hours("camera"),
+            Some(serde_json::json!({"timezone": "America/Bogota",
+                "open": [{"days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:30", "to": "16:30"}],
+                "closed_dates": ["2026-12-25"]}))
+        );
+        assert_eq!(
+            hours("hall").unwrap()["timezone"],
+            serde_json::json!("Europe/Madrid")
+        );
+        assert_eq!(hours("patio"), None, "no schedule: always open");
+        // The hall listed again on the command line keeps its hours.
+        let c = load(&["--config", path, "--source", "hall=/dev/video9"], &[]).unwrap();
+        assert!(c.capture.cameras[0].schedule.is_some());
+        // A bad schedule is refused naming the field and the file.
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, text.replace("\"16:30\"", "\"6:3\"")).unwrap();
+        let e = load(&["--config", path], &[]).unwrap_err().to_string();
+        assert!(e.contains("schedule.open[0].to") && e.contains(path), "{e}");
+        // The main camera cannot have two.
+        std::fs::write(
+            &file,
+            r#"
+[schedule]
+timezone = "UTC"
+open = []
+
+[[camera]]
+name = "camera"
+source = "/dev/video0"
+schedule = {timezone = "UTC", open = []}
+"#,
+        )
+        .unwrap();
+        let e = load(&["--config", path], &[]).unwrap_err().to_string();
+        assert!(e.contains("two schedules for the stream \"camera\""), "{e}");
+        // Hours for a main camera that the file does not have are refused, not lost.
+        std::fs::write(
+            &file,
+            r#"
+[schedule]
+timezone = "UTC"
+open = []
+
+[[camera]]
+name = "hall"
+source = "/dev/video0"
+"#,
+        )
+        .unwrap();
+        let e = load(&["--config", path], &[]).unwrap_err().to_string();
+        assert!(e.contains("there is no such source"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

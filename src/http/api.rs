@@ -13,6 +13,9 @@
 //! | `POST /api/qr` | 200, an SVG QR code of the text sent (the invite) |
 //! | `GET /api/streams/NAME/masks` | 200, the stream's privacy mask: `[{"x","y","w","h"}]` |
 //! | `PUT /api/streams/NAME/masks` | 200, the mask now in force; replaces the list, `[]` removes it |
+//! | `GET /api/streams/NAME/schedule` | 200, the room's opening hours, or `null`: always open |
+//! | `PUT /api/streams/NAME/schedule` | 200, the hours now in force (they win over the file's) |
+//! | `DELETE /api/streams/NAME/schedule` | 204; always open, even if the file has hours |
 //!
 //! Every change is written to the database first and applied in memory only
 //! once committed, so a failed write changes nothing. A browser session must
@@ -26,6 +29,8 @@ use super::{header, json, HttpContext, Incoming, Reply};
 use crate::auth::families::{self, Family, FamilyChange, FieldError};
 use crate::auth::{codes, Principal};
 use crate::hub::{valid_stream_name, StreamError};
+use crate::privacy::hours::Effective;
+use crate::privacy::schedule::Schedule;
 use crate::privacy::Mask;
 use crate::store::{audit_csv, unix_now};
 
@@ -57,6 +62,9 @@ pub(super) fn handle(req: &Incoming, body: &str, who: &Principal, ctx: &HttpCont
         (Method::Post, ["qr"]) => qr(body),
         (Method::Get | Method::Head, ["streams", name, "masks"]) => get_masks(name, ctx),
         (Method::Put, ["streams", name, "masks"]) => put_masks(name, body, ctx),
+        (Method::Get | Method::Head, ["streams", name, "schedule"]) => get_schedule(name, ctx),
+        (Method::Put, ["streams", name, "schedule"]) => put_schedule(name, body, ctx),
+        (Method::Delete, ["streams", name, "schedule"]) => delete_schedule(name, ctx),
         (
             _,
             ["families"]
@@ -65,7 +73,8 @@ pub(super) fn handle(req: &Incoming, body: &str, who: &Principal, ctx: &HttpCont
             | ["viewers"]
             | ["audit"]
             | ["qr"]
-            | ["streams", _, "masks"],
+            | ["streams", _, "masks"]
+            | ["streams", _, "schedule"],
         ) => error(405, "method not allowed here", None),
         _ => error(404, "no such API path", None),
     }
@@ -203,6 +212,99 @@ fn edit_family(id: &str, body: &str, ctx: &HttpContext) -> Reply {
         .find(|(f, _)| f.id == id)
         .map_or(0, |(_, n)| *n);
     json(200, &family_json(&edited, watching))
+}
+
+fn no_content() -> Reply {
+    tiny_http::Response::new(
+        tiny_http::StatusCode(204),
+        vec![header("Cache-Control", "no-store")],
+        std::io::Cursor::new(bytes::Bytes::new()),
+        Some(0),
+        None,
+    )
+}
+
+/// A room's name from the path, or the 400 that refuses it.
+fn room_name(name: &str) -> Result<&str, Reply> {
+    if valid_stream_name(name) {
+        Ok(name)
+    } else {
+        Err(error(
+            400,
+            "stream names are 1-32 characters of a-z, 0-9, _ and -",
+            Some("name"),
+        ))
+    }
+}
+
+/// The hours in force for a room: the admin's, else the file's; `null` when the
+/// room is always open.
+fn get_schedule(name: &str, ctx: &HttpContext) -> Reply {
+    let name = match room_name(name) {
+        Ok(name) => name,
+        Err(refused) => return refused,
+    };
+    match ctx.hours.effective(name) {
+        Effective::Always => json(200, &serde_json::Value::Null),
+        Effective::Hours(schedule) => json(200, &serde_json::json!(*schedule)),
+        Effective::Unusable(why) => error(
+            500,
+            &format!(
+                "the saved opening hours cannot be used ({why}); the room is closed to \
+                 families until new hours are PUT or DELETEd"
+            ),
+            None,
+        ),
+    }
+}
+
+/// Replaces a room's opening hours: saved first, then in force at once.
+fn put_schedule(name: &str, body: &str, ctx: &HttpContext) -> Reply {
+    let name = match room_name(name) {
+        Ok(name) => name,
+        Err(refused) => return refused,
+    };
+    let schedule = match Schedule::from_json(body) {
+        Ok(schedule) => schedule,
+        Err(e) => return error(400, &e.to_string(), Some(&e.field)),
+    };
+    set_schedule(name, Some(schedule), ctx)
+}
+
+/// Makes a room always open, whatever the config file says.
+fn delete_schedule(name: &str, ctx: &HttpContext) -> Reply {
+    match room_name(name) {
+        Ok(name) => set_schedule(name, None, ctx),
+        Err(refused) => refused,
+    }
+}
+
+fn set_schedule(name: &str, schedule: Option<Schedule>, ctx: &HttpContext) -> Reply {
+    if !ctx.hours.has_room_for(name) {
+        return error(
+            409,
+            &format!(
+                "opening hours are kept for at most {} rooms",
+                crate::hub::MAX_STREAMS
+            ),
+            None,
+        );
+    }
+    let saved = schedule
+        .as_ref()
+        .map(|s| serde_json::to_string(s).expect("a schedule serializes"));
+    if let Err(e) = ctx.store.set_schedule(name, saved) {
+        return storage_failed(e);
+    }
+    let answer = serde_json::json!(schedule);
+    let always = schedule.is_none();
+    ctx.hours.set(name, schedule, &ctx.hub);
+    tracing::info!(room = %name, hours = %answer, "opening hours set");
+    if always {
+        no_content()
+    } else {
+        json(200, &answer)
+    }
 }
 
 fn revoke_family(id: &str, ctx: &HttpContext) -> Reply {

@@ -19,7 +19,8 @@ use tiny_http::{Header, Method, Request, Response, StatusCode};
 use crate::auth::{Access, Denied, LoginError, Principal, Route};
 use crate::config::Config;
 use crate::http_guard::PEER_HEADER;
-use crate::hub::{Hub, StreamStatus, CAMERA};
+use crate::hub::{Audience, Hub, StreamStatus, CAMERA};
+use crate::privacy::notice::{self, Held};
 use crate::shutdown::Shutdown;
 use crate::ws::WsContext;
 
@@ -48,6 +49,8 @@ pub struct HttpContext {
     pub access: Arc<Access>,
     /// The database: families, the viewing log.
     pub store: crate::store::Store,
+    /// Each room's opening hours, which the admin API reads and sets.
+    pub hours: Arc<crate::privacy::hours::Hours>,
     /// The listeners' real ports (tests bind port 0): our pages' origin, for CSRF
     /// checks, and where the pages find the WebSocket server.
     pub http_port: u16,
@@ -246,7 +249,7 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         "/admin" => page(ctx, "/admin.html", req.host.as_deref()),
         "/config.json" => json(200, &page_config(ctx, &who)),
         "/stats.json" => json(200, &stats(ctx, &who)),
-        "/snapshot.jpg" => snapshot(ctx, snapshot_stream),
+        "/snapshot.jpg" => snapshot(ctx, snapshot_stream, Audience::of(who.role)),
         "/" => page(ctx, "/index.html", req.host.as_deref()),
         "/camera" => page(ctx, "/camera.html", req.host.as_deref()),
         p if p.ends_with(".html") => text(404, "not found\n"),
@@ -430,10 +433,13 @@ fn stats(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
     })
 }
 
-fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
+fn snapshot(ctx: &HttpContext, name: &str, audience: Audience) -> Reply {
     let Some(stream) = ctx.hub.get(name) else {
         return text(404, &format!("no stream named {name:?}\n"));
     };
+    if let Some(held) = held_for(ctx, &stream, audience) {
+        return held;
+    }
     let has_source = ctx.config.capture.cameras.iter().any(|c| c.name == name);
     // Past the cap a request answers with what there is, without waiting.
     let turn = has_source
@@ -441,26 +447,20 @@ fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
         .flatten();
     if turn.is_some() && stream.demand_count() == 0 {
         // Nobody watches, so the source may be idle: ask it for one fresh frame.
-        let _wake = stream.demand();
+        let _wake = stream.demand(audience);
         let seen = stream.current().seq;
         let mut rx = stream.subscribe();
         let _ = ctx.runtime.block_on(async {
             tokio::time::timeout(SNAPSHOT_WAIT, rx.wait_for(|s| s.seq > seen)).await
         });
     }
+    // The gate may have shut while this request waited for a frame.
+    if let Some(held) = held_for(ctx, &stream, audience) {
+        return held;
+    }
     let current = stream.current();
     match (current.frame, &current.status) {
-        (Some(frame), StreamStatus::Live) => Response::new(
-            StatusCode(200),
-            vec![
-                header("Content-Type", "image/jpeg"),
-                header("Cache-Control", "no-store"),
-                header("X-Content-Type-Options", "nosniff"),
-            ],
-            Cursor::new(frame.jpeg.clone()),
-            Some(frame.jpeg.len()),
-            None,
-        ),
+        (Some(frame), StreamStatus::Live) => jpeg(frame.jpeg.clone()),
         (_, StreamStatus::Offline(reason)) => {
             text(503, &format!("stream {name:?} is offline: {reason}\n"))
                 .with_header(header("Retry-After", "1"))
@@ -468,6 +468,43 @@ fn snapshot(ctx: &HttpContext, name: &str) -> Reply {
         _ => text(503, &format!("stream {name:?} has no frame yet\n"))
             .with_header(header("Retry-After", "1")),
     }
+}
+
+/// The answer a family gets instead of the picture while the gate is shut: 403
+/// with the reason when closed, the paused placeholder when paused. `None` for
+/// staff, and for families while the gate is open.
+fn held_for(ctx: &HttpContext, stream: &crate::hub::Stream, audience: Audience) -> Option<Reply> {
+    if audience == Audience::Staff {
+        return None;
+    }
+    let capture = &ctx.config.capture;
+    let size = (capture.width, capture.height);
+    Some(match notice::for_family(stream, size, capture.quality)? {
+        Held::Closed(reason) => text(403, &reason),
+        Held::Paused {
+            picture: Some(picture),
+            ..
+        } => jpeg(picture).with_header(header("X-Kindercam-Gate", "paused")),
+        Held::Paused {
+            picture: None,
+            reason,
+        } => text(403, &reason),
+    })
+}
+
+fn jpeg(body: Bytes) -> Reply {
+    let len = body.len();
+    Response::new(
+        StatusCode(200),
+        vec![
+            header("Content-Type", "image/jpeg"),
+            header("Cache-Control", "no-store"),
+            header("X-Content-Type-Options", "nosniff"),
+        ],
+        Cursor::new(body),
+        Some(len),
+        None,
+    )
 }
 
 /// One of the `MAX_SNAPSHOT_WAITS` turns to wait for an idle source.

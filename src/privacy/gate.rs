@@ -52,6 +52,28 @@ impl Gate {
     pub fn is_open(&self) -> bool {
         self.verdict() == Verdict::Open
     }
+
+    /// What a family viewer is told while held at the gate, as the JSON status
+    /// message its socket receives; `None` when the gate is open. `message` is a
+    /// key the pages translate (`room_closed`, `room_paused`); the times are UNIX
+    /// seconds, so each page says them in its own language and time zone.
+    pub fn family_status(&self) -> Option<serde_json::Value> {
+        match self.verdict() {
+            Verdict::Open => None,
+            Verdict::Closed(closed) => Some(serde_json::json!({
+                "type": "status",
+                "state": "closed",
+                "message": "room_closed",
+                "opens_at": closed.opens_at,
+            })),
+            Verdict::Paused(paused) => Some(serde_json::json!({
+                "type": "status",
+                "state": "paused",
+                "message": "room_paused",
+                "until": paused.until,
+            })),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -76,5 +98,29 @@ mod tests {
         gate.closed = None;
         gate.paused = None;
         assert!(gate.is_open());
+    }
+
+    #[test]
+    fn families_are_told_why_and_until_when() {
+        let mut gate = Gate::default();
+        assert_eq!(gate.family_status(), None);
+        gate.paused = Some(Paused {
+            until: 1_700_000_600,
+            by: "Ana".into(),
+        });
+        let paused = gate.family_status().unwrap();
+        assert_eq!(
+            (&paused["state"], &paused["until"], &paused["message"]),
+            (
+                &"paused".into(),
+                &1_700_000_600.into(),
+                &"room_paused".into()
+            )
+        );
+        assert!(paused.get("by").is_none(), "families are not told who");
+        gate.closed = Some(Closed { opens_at: None });
+        let closed = gate.family_status().unwrap();
+        assert_eq!(closed["state"], "closed");
+        assert!(closed["opens_at"].is_null(), "never opens again: null");
     }
 }

@@ -13,7 +13,11 @@
 //! `book.rs` says which mask each stream has (the file's, or the admin API's).
 //!
 //! `gate.rs` holds the other privacy control a stream carries: whether families
-//! may watch it now (opening hours, a teacher's pause).
+//! may watch it now (opening hours, a teacher's pause); `notice.rs` is what
+//! picture clients of a family get instead while it is shut. `schedule.rs` is
+//! what opening hours are and what they answer for an instant; `hours.rs` keeps
+//! each room's schedule (the file's, or the admin's from the database) and drives
+//! the rooms' gates at each opening and closing.
 
 use std::fmt;
 
@@ -22,7 +26,10 @@ use serde::{Deserialize, Serialize};
 
 mod book;
 pub mod gate;
+pub mod hours;
 mod mask;
+pub mod notice;
+pub mod schedule;
 
 pub use book::MaskBook;
 pub use mask::{mask_raw, JpegMasker, MaskFrameError, MAX_PIXELS};

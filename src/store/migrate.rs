@@ -66,7 +66,7 @@ CREATE TABLE meta (
 "#;
 
 /// Every migration, in order; entry N-1 is migration N.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_1, FAMILY_NAMES_2, STREAM_MASKS_3];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_1, FAMILY_NAMES_2, STREAM_MASKS_3, SCHEDULES_4];
 
 /// The viewing log keeps the family's name as it was, so a report still says who
 /// watched after the family is removed.
@@ -81,6 +81,15 @@ CREATE TABLE stream_masks (
     updated INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 "#;
+
+/// Opening hours set by the admin, per room: the schedule as its JSON, or NULL for
+/// "always open" (a DELETE). A row wins over the config file's schedule.
+const SCHEDULES_4: &str = "
+CREATE TABLE schedules (
+    stream   TEXT PRIMARY KEY NOT NULL,
+    schedule TEXT                         -- JSON; NULL: always open
+) STRICT, WITHOUT ROWID;
+";
 
 /// Brings the database up to `migrations.len()`. Refuses a database from a newer
 /// kindercam (a downgrade): its schema is unknown here.

@@ -1,7 +1,8 @@
 //! kindercam's one persistence layer: families, login sessions, the viewing log,
-//! chat history and the privacy masks set over the admin API, kept in one SQLite database, `kindercam.db` in the state directory.
-//! It replaces the JSON files (`sessions.json`, `chat-history.json`), which are
-//! imported on the first start and kept beside it as `*.migrated`.
+//! chat history, and the privacy masks and opening hours set by the admin, kept in
+//! one SQLite database, `kindercam.db` in the state directory. It replaces the JSON
+//! files (`sessions.json`, `chat-history.json`), which are imported on the first
+//! start and kept beside it as `*.migrated`.
 //!
 //! Durability: WAL mode with `synchronous=FULL`, so a committed write survives a
 //! power cut, and a process killed mid-write reopens with every commit intact. The
@@ -476,6 +477,23 @@ impl Store {
     pub fn prune_audit(&self, before: i64) -> Result<usize, StoreError> {
         self.acknowledged("pruning the viewing log", move |c| {
             sqlite::prune_audit(c, before).map_err(StoreError::from)
+        })
+    }
+
+    // ---- opening hours ----------------------------------------------------------
+
+    /// The opening hours the admin set, per room: the schedule's JSON, or `None`
+    /// where the admin made the room always open.
+    pub fn schedules(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        self.read(sqlite::schedules)
+    }
+
+    /// Sets a room's opening hours (acknowledged): the schedule's JSON, or `None`
+    /// for always open. Either replaces what the config file says for the room.
+    pub fn set_schedule(&self, stream: &str, schedule: Option<String>) -> Result<(), StoreError> {
+        let stream = stream.to_owned();
+        self.acknowledged("a room's opening hours", move |c| {
+            sqlite::set_schedule(c, &stream, schedule.as_deref()).map_err(StoreError::from)
         })
     }
 

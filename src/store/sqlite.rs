@@ -726,6 +726,22 @@ pub(super) fn delete_family(c: &Connection, id: &str) -> rusqlite::Result<bool> 
     Ok(c.execute("DELETE FROM families WHERE id = ?1", [id])? > 0)
 }
 
+pub(super) fn schedules(c: &Connection) -> rusqlite::Result<Vec<(String, Option<String>)>> {
+    c.prepare_cached("SELECT stream, schedule FROM schedules ORDER BY stream")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}
+
+pub(super) fn set_schedule(
+    c: &Connection,
+    stream: &str,
+    schedule: Option<&str>,
+) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT OR REPLACE INTO schedules (stream, schedule) VALUES (?1, ?2)")?
+        .execute(params![stream, schedule])?;
+    Ok(())
+}
+
 pub(super) fn sessions(c: &Connection, now: i64) -> rusqlite::Result<Vec<StoredSession>> {
     c.prepare_cached(
         "SELECT key, role, name, family, code, expires FROM sessions WHERE expires > ?1",

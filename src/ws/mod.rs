@@ -317,7 +317,15 @@ async fn handle(
             let family = ctx.access.family_name(&principal);
             let _viewing = ctx.viewing.open(&principal, family, &name, client_ip(peer));
             ctx.access.seen(&principal);
-            video::serve(socket, feed, video::Format { binary, meta }, shutdown).await;
+            let audience = crate::hub::Audience::of(principal.role);
+            video::serve(
+                socket,
+                feed,
+                video::Format { binary, meta },
+                audience,
+                shutdown,
+            )
+            .await;
         }
         Route::Upload { stream } => {
             let ws_config = ctx.tungstenite_config(limits.max_upload_bytes);

@@ -13,6 +13,11 @@
 //! frames, the frames that arrive meanwhile replace each other in the hub; none
 //! queue in the kernel or in the network, so what the viewer receives is as fresh
 //! as the link allows. A viewer that keeps up gets every frame.
+//!
+//! A family viewer also follows the stream's gate: while the room is closed or
+//! paused it is sent the gate's status (once per change, the hub's shared text)
+//! and no frames, and when the gate opens it is told the stream's status and
+//! gets the newest frame at once. Staff viewers never look at the gate.
 
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
@@ -23,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::hub::{status_message, Hub, Snapshot, Stream, StreamStatus};
+use crate::hub::{status_message, Audience, GateState, Hub, Snapshot, Stream, StreamStatus};
 use crate::sendq::{self, Outgoing, Room, Trust};
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
@@ -64,8 +69,13 @@ pub enum Feed {
     Awaited { hub: Arc<Hub>, name: String },
 }
 
-pub async fn serve<S>(socket: S, feed: Feed, format: Format, mut shutdown: Shutdown)
-where
+pub async fn serve<S>(
+    socket: S,
+    feed: Feed,
+    format: Format,
+    audience: Audience,
+    mut shutdown: Shutdown,
+) where
     S: AsyncRead + AsyncWrite + HasTcp + Unpin + Send + 'static,
 {
     if let Err(e) = sendq::bound(socket.tcp()) {
@@ -98,8 +108,16 @@ where
         }
     };
     if let Some(stream) = stream {
-        link.watch(stream, fd, format, &mut writer, &mut control, &mut shutdown)
-            .await;
+        link.watch(
+            stream,
+            fd,
+            format,
+            audience,
+            &mut writer,
+            &mut control,
+            &mut shutdown,
+        )
+        .await;
     }
     reader.abort();
 }
@@ -181,22 +199,32 @@ impl Link {
     }
 
     /// Sends the stream's frames until the viewer, the stream or the daemon goes.
+    #[allow(clippy::too_many_arguments)]
     async fn watch<S>(
         &mut self,
         stream: Arc<Stream>,
         fd: std::os::fd::RawFd,
         format: Format,
+        audience: Audience,
         writer: &mut split::WriteHalf<S>,
         control: &mut mpsc::Receiver<Control>,
         shutdown: &mut Shutdown,
     ) where
         S: AsyncRead + AsyncWrite + HasTcp + Unpin,
     {
-        let viewer = stream.watch();
+        let viewer = stream.watch(audience);
         let mut frames = stream.subscribe();
         frames.mark_changed(); // a joining viewer gets the latest frame at once
-                               // Dropped when this returns, before the socket's halves (the caller's): the
-                               // stats stop asking about this fd before it can close.
+                               // Only families follow the gate; staff never wake for it.
+        let mut gate = (audience == Audience::Family).then(|| {
+            let mut gate = stream.subscribe_gate();
+            gate.mark_changed(); // looked at before the first frame
+            gate
+        });
+        // What this viewer was last told about the gate: `Some` while it is held.
+        let mut held: Option<GateState> = None;
+        // Dropped when this returns, before the socket's halves (the caller's): the
+        // stats stop asking about this fd before it can close.
         let _probe = viewer.probe_socket(fd);
         let mut last_seq = 0u64;
         // Set while the hub has news this viewer has not been sent, until when the
@@ -224,7 +252,18 @@ impl Link {
                     Next::Continue => continue,
                     Next::Stop => break,
                 },
-                changed = frames.changed(), if due.is_none() => {
+                changed = gate_changed(&mut gate) => {
+                    let Ok(state) = changed else { break };
+                    match self.pass_gate(state, &mut held, &frames, writer).await {
+                        Next::Continue => {
+                            // Open again: the newest frame goes out at once.
+                            if held.is_none() { frames.mark_changed(); }
+                            continue;
+                        }
+                        Next::Stop => break,
+                    }
+                }
+                changed = frames.changed(), if due.is_none() && held.is_none() => {
                     if changed.is_err() { break; }
                     due = Some(Instant::now() + SEND_STALL_LIMIT);
                     // A link that keeps up has room at once: send in this same turn.
@@ -240,6 +279,15 @@ impl Link {
             }
             // The socket has room: whatever the hub has now is what this viewer gets.
             due = None;
+            if held.is_some()
+                || gate
+                    .as_ref()
+                    .is_some_and(|g| g.has_changed().unwrap_or(false))
+            {
+                // The gate shut (or moved) while this frame waited for room: the gate
+                // branch decides first, so no frame slips past a pause.
+                continue;
+            }
             let snapshot = frames.borrow_and_update().clone();
             if should_tell(&snapshot.status, &mut self.told)
                 && send(
@@ -284,6 +332,53 @@ impl Link {
             trust.wrote(writes);
             viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl Link {
+    /// Acts on a new gate `state` for a family viewer: while shut, tells the
+    /// viewer why (once per change; `held` keeps what it was told); when it opens
+    /// again, tells the viewer the stream's status, so the page clears the notice.
+    /// A viewer of an open gate that was never held is told nothing.
+    async fn pass_gate<W: AsyncWrite + Unpin>(
+        &mut self,
+        state: GateState,
+        held: &mut Option<GateState>,
+        frames: &watch::Receiver<Snapshot>,
+        writer: &mut W,
+    ) -> Next {
+        let text = match (&state.family_message, held.as_ref()) {
+            (Some(_), Some(told)) if told.gate == state.gate => return Next::Continue,
+            (Some(text), _) => {
+                let text = text.clone();
+                *held = Some(state);
+                text
+            }
+            (None, None) => return Next::Continue,
+            (None, Some(_)) => {
+                *held = None;
+                let snapshot = frames.borrow();
+                self.told = Some(snapshot.status.clone());
+                snapshot.status_message.clone()
+            }
+        };
+        match send(writer, &[(OP_TEXT, text.as_bytes())], None).await {
+            Some(_) => Next::Continue,
+            None => Next::Stop,
+        }
+    }
+}
+
+/// The next gate change for a family viewer; never, for staff.
+async fn gate_changed(
+    gate: &mut Option<watch::Receiver<GateState>>,
+) -> Result<GateState, watch::error::RecvError> {
+    match gate {
+        Some(rx) => {
+            rx.changed().await?;
+            Ok(rx.borrow_and_update().clone())
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -59,7 +59,7 @@ const SCREENSHOTS_TO_DOCS = process.env.KINDERCAM_SCREENSHOTS === 'docs';
 const WAIT_MS = 20_000;
 /** The whole run, in case something hangs outside a wait. */
 const RUN_LIMIT_MS = 300_000;
-const TESTS = 13;
+const TESTS = 14;
 const VIEWER_CODE = 'familias-2026';
 const STAFF_CODE = 'profes-2026';
 const ADMIN_CODE = 'direccion-2026';
@@ -895,6 +895,64 @@ async function main() {
       teacher.expectHttp(403, '/admin');
       equal((await teacher.goto(`${daemon.base}/admin`)).status(), 403, '/admin for staff');
       await teacher.context().close();
+    });
+
+    await test("the director sets a room's opening hours in the admin page and opens it again", async () => {
+      const admin = await open('director-hours', '/admin', { as: 'admin', name: 'Directora Marta' });
+      await until(admin, 'the rooms in the hours form', () => document.querySelector('#hours-room option[value="patio"]'));
+      await admin.selectOption('#hours-room', 'patio');
+      await until(admin, 'the patio has no hours', () =>
+        document.getElementById('hours-state').textContent === 'Esta sala está siempre abierta para las familias.',
+      );
+      equal(await admin.locator('#hours-periods .hours-period').count(), 1, 'a usual school day offered');
+      await admin.fill('#hours-zone', 'America/Bogota');
+      const period = admin.locator('#hours-periods .hours-period').first();
+      // A period that runs backwards (a night shift in one line) is caught in the page.
+      await period.locator('input[name=from]').fill('22:00');
+      await period.locator('input[name=to]').fill('06:00');
+      await admin.click('#hours-save');
+      equal(
+        await admin.textContent('#hours-error'),
+        '«Hasta» debe ser después de «Desde»; para pasar la medianoche, termina a las 24:00 y sigue desde las 00:00.',
+        'a backwards period',
+      );
+      assert(await period.locator('input[name=to]').evaluate((i) => i === document.activeElement), 'focus on its end');
+      await period.locator('input[name=from]').fill('07:30');
+      await period.locator('input[name=to]').fill('16:30');
+      await period.locator('input[value=fri]').setChecked(false);
+      await admin.fill('#hours-date', '2026-12-25');
+      await admin.click('#hours-add-date');
+      // An unknown zone gets past the page; the server refuses it naming the field.
+      await admin.fill('#hours-zone', 'Mars/Olympus');
+      admin.expectHttp(400, '/api/streams/patio/schedule');
+      await admin.click('#hours-save');
+      await until(admin, 'the refusal', () => !document.getElementById('hours-error').hidden &&
+        document.getElementById('hours-error').textContent.includes('timezone'));
+      await until(admin, 'focus on the zone', () => document.activeElement?.id === 'hours-zone');
+      await admin.fill('#hours-zone', 'America/Bogota');
+      await admin.click('#hours-save');
+      await until(admin, 'the hours saved', () =>
+        document.getElementById('hours-state').textContent === 'Esta sala tiene horario: las familias solo la ven dentro de él.',
+      );
+      const saved = await admin.evaluate(async () => (await fetch('/api/streams/patio/schedule')).json());
+      equal(
+        [saved.timezone, saved.open, saved.closed_dates],
+        ['America/Bogota', [{ days: ['mon', 'tue', 'wed', 'thu'], from: '07:30', to: '16:30' }], ['2026-12-25']],
+        'the hours as the API has them',
+      );
+      // The same hours come back on a fresh page.
+      await admin.reload();
+      await until(admin, 'the rooms again', () => document.querySelector('#hours-room option[value="patio"]'));
+      await admin.selectOption('#hours-room', 'patio');
+      await until(admin, 'the saved hours shown', () => document.querySelector('#hours-dates li button'));
+      equal(await admin.inputValue('#hours-zone'), 'America/Bogota', 'the zone shown');
+      assert(!(await admin.isChecked('#hours-periods input[value=fri]')), 'Friday unticked');
+      await admin.click('#hours-always');
+      await until(admin, 'always open again', () =>
+        document.getElementById('hours-state').textContent === 'Esta sala está siempre abierta para las familias.',
+      );
+      equal(await admin.evaluate(async () => (await fetch('/api/streams/patio/schedule')).json()), null, 'no hours in the API');
+      await admin.context().close();
     });
 
     await test('a family logs in with its invite, sees only its room, and is logged out when revoked (es-CO, en-US)', async () => {

@@ -54,6 +54,8 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct TestServer {
     pub ws: SocketAddr,
     pub http: SocketAddr,
+    /// The server's streams, for tests that set what no API sets yet (a gate).
+    pub hub: std::sync::Arc<kindercam::hub::Hub>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     _state: TempDir,
@@ -151,7 +153,7 @@ pub async fn start(extra: &[&str]) -> TestServer {
     let server = kindercam::Server::bind(config)
         .await
         .expect("server binds to port 0");
-    let (ws, http) = (server.ws_addr(), server.http_addr());
+    let (ws, http, hub) = (server.ws_addr(), server.http_addr(), server.hub());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = stop_rx.await;
@@ -159,6 +161,7 @@ pub async fn start(extra: &[&str]) -> TestServer {
     TestServer {
         ws,
         http,
+        hub,
         stop: Some(stop_tx),
         task: Some(task),
         _state: state,

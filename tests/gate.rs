@@ -1,0 +1,220 @@
+//! The family gate as parents and teachers notice it: while a room is paused or
+//! closed, a family's socket is told why and gets no pictures, a family's
+//! snapshot gets the paused placeholder or a 403, staff keep watching, and
+//! families alone do not open the camera. The gate is set through the hub here;
+//! tests/pause.rs drives the same through the pause API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kindercam::privacy::gate::{Closed, Paused};
+use tokio_tungstenite::tungstenite::Message;
+
+const INTERVAL_MS: u64 = 100;
+
+async fn room() -> TestServer {
+    start_secured(&[
+        "--interval-ms",
+        &INTERVAL_MS.to_string(),
+        "--width",
+        "96",
+        "--height",
+        "64",
+    ])
+    .await
+}
+
+async fn viewer(server: &TestServer, code: &str) -> Ws {
+    ws_with(server, "/video", &[("Authorization", basic_auth(code))])
+        .await
+        .unwrap_or_else(|status| panic!("the handshake succeeds, got {status}"))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Reads a family socket until its status says `state`; returns it and how many
+/// frames came before it.
+async fn status_after_frames(ws: &mut Ws, state: &str) -> (serde_json::Value, usize) {
+    let mut frames = 0;
+    loop {
+        match recv(ws).await {
+            Message::Text(text) if text.starts_with(DATA_URL_PREFIX) => frames += 1,
+            Message::Text(text) => {
+                let status = assert_status(&text);
+                if status["state"] == state {
+                    return (status, frames);
+                }
+            }
+            other => panic!("unexpected {}", describe(&other)),
+        }
+    }
+}
+
+/// While `staff` receives `n` frames, `family` must receive nothing at all.
+async fn family_silent_while_staff_watch(family: &mut Ws, staff: &mut Ws, n: usize) {
+    for _ in 0..n {
+        recv_frame(staff).await;
+        if let Some(message) = recv_within(family, Duration::ZERO).await {
+            panic!(
+                "a held family received {} while staff watched",
+                describe(&message)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_stops_families_at_once_staff_keep_watching_and_resuming_is_immediate() {
+    let server = room().await;
+    let mut family = viewer(&server, VIEWER_CODE).await;
+    let mut staff = viewer(&server, STAFF_CODE).await;
+    recv_frame(&mut family).await;
+    recv_frame(&mut staff).await;
+
+    let until = unix_now() + 600;
+    let camera = server.hub.get("camera").expect("the camera stream");
+    camera.set_paused(Some(Paused {
+        until,
+        by: "Ana".into(),
+    }));
+    let (status, frames_before) = status_after_frames(&mut family, "paused").await;
+    assert!(
+        frames_before <= 1,
+        "at most the frame already on its way: {frames_before}"
+    );
+    assert_eq!(status["until"], until);
+    assert_eq!(status["message"], "room_paused");
+    family_silent_while_staff_watch(&mut family, &mut staff, 5).await;
+
+    camera.set_paused(None);
+    let first = recv_text(&mut family).await;
+    assert_eq!(
+        assert_status(&first)["state"],
+        "live",
+        "the page is told to clear the notice"
+    );
+    let started = std::time::Instant::now();
+    recv_frame(&mut family).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(INTERVAL_MS * 3) * time_scale(),
+        "frames again at once, not after a wait: {:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_room_tells_a_joining_family_when_it_opens_and_refuses_its_snapshots() {
+    let server = room().await;
+    let camera = server.hub.stream("camera").unwrap();
+    let opens_at = unix_now() + 3600;
+    camera.set_closed(Some(Closed {
+        opens_at: Some(opens_at),
+    }));
+    let mut family = viewer(&server, VIEWER_CODE).await;
+    let status = assert_status(&recv_text(&mut family).await);
+    assert_eq!(
+        (&status["state"], &status["opens_at"]),
+        (&"closed".into(), &opens_at.into())
+    );
+    let mut staff = viewer(&server, STAFF_CODE).await;
+    family_silent_while_staff_watch(&mut family, &mut staff, 3).await;
+
+    let family_auth = basic_auth(VIEWER_CODE);
+    let refused = http_request(
+        server.http,
+        "GET",
+        "/snapshot.jpg",
+        &[("Authorization", &family_auth)],
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(refused.text().contains("opens"), "{}", refused.text());
+    let staff_auth = basic_auth(STAFF_CODE);
+    let picture = http_request(
+        server.http,
+        "GET",
+        "/snapshot.jpg",
+        &[("Authorization", &staff_auth)],
+        "",
+    )
+    .await;
+    assert_eq!(picture.status, 200, "staff still see the room");
+
+    // Opening the room brings the family's frames within an interval or so.
+    camera.set_closed(None);
+    let (_, _) = status_after_frames(&mut family, "live").await;
+    recv_frame(&mut family).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn families_alone_do_not_open_a_paused_camera_and_get_the_placeholder_picture() {
+    let server = room().await;
+    let camera = server.hub.stream("camera").unwrap();
+    camera.set_paused(Some(Paused {
+        until: unix_now() + 600,
+        by: "Ana".into(),
+    }));
+    let mut family = viewer(&server, VIEWER_CODE).await;
+    assert_eq!(
+        assert_status(&recv_text(&mut family).await)["state"],
+        "paused"
+    );
+    let family_auth = basic_auth(VIEWER_CODE);
+    let placeholder = http_request(
+        server.http,
+        "GET",
+        "/snapshot.jpg",
+        &[("Authorization", &family_auth)],
+        "",
+    )
+    .await;
+    assert_eq!(placeholder.status, 200, "{}", placeholder.text());
+    assert_eq!(placeholder.header("Content-Type"), Some("image/jpeg"));
+    assert_eq!(placeholder.header("X-Kindercam-Gate"), Some("paused"));
+    assert_eq!(
+        jpeg_size(&placeholder.body),
+        (96, 64),
+        "the stream's configured size"
+    );
+    let again = http_request(
+        server.http,
+        "GET",
+        "/snapshot.jpg",
+        &[("Authorization", &family_auth)],
+        "",
+    )
+    .await;
+    assert_eq!(again.body, placeholder.body, "the same picture per pause");
+
+    // A family socket and a family snapshot are no demand: the test pattern, which
+    // starts within one interval of being wanted, stays idle over five of them.
+    tokio::time::sleep(Duration::from_millis(INTERVAL_MS * 5)).await;
+    let stats = camera.stats();
+    assert_eq!(stats.frames_published, 0, "camera stayed closed: {stats:?}");
+    assert_eq!(stats.viewers, 1, "the family is still counted as a viewer");
+
+    // Staff wake it, and get the real picture rather than the placeholder.
+    let staff_auth = basic_auth(STAFF_CODE);
+    let real = http_request(
+        server.http,
+        "GET",
+        "/snapshot.jpg",
+        &[("Authorization", &staff_auth)],
+        "",
+    )
+    .await;
+    assert_eq!(real.status, 200, "{}", real.text());
+    assert_eq!(real.header("X-Kindercam-Gate"), None);
+    assert_ne!(real.body, placeholder.body);
+    server.stop().await;
+}
