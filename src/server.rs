@@ -22,6 +22,7 @@ use crate::http_guard;
 use crate::hub::Hub;
 use crate::net::{self, Gate};
 use crate::notify::{self, Notifier};
+use crate::privacy::pause::Pauses;
 use crate::shutdown::ShutdownTrigger;
 use crate::source;
 use crate::store::{Store, StoreSettings};
@@ -50,6 +51,8 @@ pub struct Server {
     store: Store,
     tls: Option<TlsAcceptor>,
     notifier: Arc<Notifier>,
+    /// How long one minute of a teacher's pause lasts (shorter in tests).
+    pause_minute: Duration,
 }
 
 impl Server {
@@ -86,7 +89,15 @@ impl Server {
             store,
             tls,
             notifier: Arc::new(Notifier::disabled()),
+            pause_minute: Duration::from_secs(60),
         })
+    }
+
+    /// Makes a minute of pause last `minute`, so that a test can see a pause end
+    /// by itself without waiting a real minute.
+    pub fn with_pause_minute(mut self, minute: Duration) -> Server {
+        self.pause_minute = minute;
+        self
     }
 
     /// Tells systemd (or a test's socket) about readiness and shutdown, and runs the
@@ -133,6 +144,11 @@ impl Server {
             self.config.storage.chat_history,
         ));
         let viewing = ViewingLog::new(self.store.clone());
+        let pauses = Pauses::new(self.hub.clone(), self.store.clone(), self.pause_minute);
+        // Before serving, so no family sees a frame of a room paused before a restart.
+        let restoring = pauses.clone();
+        tokio::task::spawn_blocking(move || restoring.restore()).await?;
+        tokio::spawn(pauses.clone().run_clock(trigger.subscribe()));
         let ws_ctx = Arc::new(WsContext::new(
             self.config.clone(),
             self.hub.clone(),
@@ -153,6 +169,7 @@ impl Server {
             ws: ws_ctx,
             access: self.access.clone(),
             store: self.store.clone(),
+            pauses,
             http_port: self.http_addr.port(),
             ws_port: self.ws_addr.port(),
             started: Instant::now(),

@@ -12,7 +12,8 @@
 //!
 //! `gate.rs` holds the other privacy control a stream carries: whether families
 //! may watch it now (opening hours, a teacher's pause); `notice.rs` is what
-//! picture clients of a family get instead while it is shut.
+//! picture clients of a family get instead while it is shut; `pause.rs` keeps
+//! the teachers' pauses, their clock and their log.
 
 use std::fmt;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub mod gate;
 mod mask;
 pub mod notice;
+pub mod pause;
 
 pub use mask::{mask_raw, JpegMasker, MaskFrameError, MAX_PIXELS};
 
