@@ -159,12 +159,14 @@ impl Demand {
 
 /// A stream's gate with what families are told about it, made once per change
 /// and shared by every family viewer, like the frames and the status text.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GateState {
     pub gate: Gate,
     /// The `{"type":"status","state":"closed"|"paused",...}` text family viewers
     /// receive; `None` while the gate is open.
     pub family_message: Option<Utf8Bytes>,
+    /// The `{"type":"gate",...}` text staff pages that asked for it receive.
+    pub staff_message: Utf8Bytes,
     /// The picture snapshot (and MJPEG) clients of a paused room get, drawn by the
     /// first one who asks (`privacy::notice`) and kept until the gate changes.
     /// `None` inside when it could not be drawn.
@@ -175,6 +177,7 @@ impl GateState {
     fn new(gate: Gate) -> GateState {
         GateState {
             family_message: gate.family_status().map(|v| v.to_string().into()),
+            staff_message: gate.staff_status().to_string().into(),
             gate,
             picture: Arc::default(),
         }
@@ -222,7 +225,7 @@ impl Stream {
             frames_published: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
             heartbeat: Heartbeat::new(),
-            gate: watch::Sender::new(GateState::default()),
+            gate: watch::Sender::new(GateState::new(Gate::default())),
             mask: Mutex::new(mask),
         }
     }

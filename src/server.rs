@@ -23,6 +23,7 @@ use crate::hub::Hub;
 use crate::net::{self, Gate};
 use crate::notify::{self, Notifier};
 use crate::privacy::hours::Hours;
+use crate::privacy::pause::Pauses;
 use crate::privacy::MaskBook;
 use crate::shutdown::ShutdownTrigger;
 use crate::source;
@@ -54,6 +55,8 @@ pub struct Server {
     hours: Arc<Hours>,
     tls: Option<TlsAcceptor>,
     notifier: Arc<Notifier>,
+    /// How long one minute of a teacher's pause lasts (shorter in tests).
+    pause_minute: Duration,
 }
 
 impl Server {
@@ -97,7 +100,15 @@ impl Server {
             hours,
             tls,
             notifier: Arc::new(Notifier::disabled()),
+            pause_minute: Duration::from_secs(60),
         })
+    }
+
+    /// Makes a minute of pause last `minute`, so that a test can see a pause end
+    /// by itself without waiting a real minute.
+    pub fn with_pause_minute(mut self, minute: Duration) -> Server {
+        self.pause_minute = minute;
+        self
     }
 
     /// Tells systemd (or a test's socket) about readiness and shutdown, and runs the
@@ -149,6 +160,11 @@ impl Server {
             self.config.storage.chat_history,
         ));
         let viewing = ViewingLog::new(self.store.clone());
+        let pauses = Pauses::new(self.hub.clone(), self.store.clone(), self.pause_minute);
+        // Before serving, so no family sees a frame of a room paused before a restart.
+        let restoring = pauses.clone();
+        tokio::task::spawn_blocking(move || restoring.restore()).await?;
+        tokio::spawn(pauses.clone().run_clock(trigger.subscribe()));
         let ws_ctx = Arc::new(WsContext::new(
             self.config.clone(),
             self.hub.clone(),
@@ -170,6 +186,7 @@ impl Server {
             access: self.access.clone(),
             store: self.store.clone(),
             hours: self.hours.clone(),
+            pauses,
             http_port: self.http_addr.port(),
             ws_port: self.ws_addr.port(),
             started: Instant::now(),

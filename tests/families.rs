@@ -523,12 +523,12 @@ async fn every_viewing_session_is_logged_and_exports_as_csv() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("family,name,role,stream,start,end,address,family_name")
+        Some("family,name,role,stream,start,end,address,family_name,kind,until,resumed_by")
     );
     let row = lines.find(|l| l.contains(&id)).expect("the family's row");
     assert!(
         row.contains(",Ana,viewer,camera,")
-            && row.ends_with(",127.0.0.1,\"Pérez, \"\"los de Ana\"\"\""),
+            && row.ends_with(",127.0.0.1,\"Pérez, \"\"los de Ana\"\"\",watch,,"),
         "{row}"
     );
     let by_query = admin(

@@ -27,9 +27,37 @@ async fn room() -> TestServer {
 }
 
 async fn viewer(server: &TestServer, code: &str) -> Ws {
-    ws_with(server, "/video", &[("Authorization", basic_auth(code))])
+    viewer_at(server, code, "/video").await
+}
+
+async fn viewer_at(server: &TestServer, code: &str, path: &str) -> Ws {
+    ws_with(server, path, &[("Authorization", basic_auth(code))])
         .await
         .unwrap_or_else(|status| panic!("the handshake succeeds, got {status}"))
+}
+
+/// The next frame of a `?meta=1` text viewer, skipping its meta and status texts.
+async fn meta_frame(ws: &mut Ws) {
+    loop {
+        match recv(ws).await {
+            Message::Text(text) if text.starts_with(DATA_URL_PREFIX) => return,
+            Message::Text(text) => {
+                let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                assert!(
+                    value["type"] == "frame" || value["type"] == "status",
+                    "{value}"
+                );
+            }
+            other => panic!("unexpected {}", describe(&other)),
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn unix_now() -> i64 {
@@ -39,17 +67,23 @@ fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-/// Reads a family socket until its status says `state`; returns it and how many
-/// frames came before it.
-async fn status_after_frames(ws: &mut Ws, state: &str) -> (serde_json::Value, usize) {
+/// Reads a family socket until its status says `state`; returns it, how many
+/// frames came before it, and the latest capture time among them (`?meta=1`).
+async fn status_after_frames(ws: &mut Ws, state: &str) -> (serde_json::Value, usize, u64) {
     let mut frames = 0;
+    let mut latest = 0;
     loop {
         match recv(ws).await {
             Message::Text(text) if text.starts_with(DATA_URL_PREFIX) => frames += 1,
             Message::Text(text) => {
+                let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                if value["type"] == "frame" {
+                    latest = latest.max(value["ts"].as_u64().unwrap());
+                    continue;
+                }
                 let status = assert_status(&text);
                 if status["state"] == state {
-                    return (status, frames);
+                    return (status, frames, latest);
                 }
             }
             other => panic!("unexpected {}", describe(&other)),
@@ -73,9 +107,9 @@ async fn family_silent_while_staff_watch(family: &mut Ws, staff: &mut Ws, n: usi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_stops_families_at_once_staff_keep_watching_and_resuming_is_immediate() {
     let server = room().await;
-    let mut family = viewer(&server, VIEWER_CODE).await;
+    let mut family = viewer_at(&server, VIEWER_CODE, "/video?meta=1").await;
     let mut staff = viewer(&server, STAFF_CODE).await;
-    recv_frame(&mut family).await;
+    meta_frame(&mut family).await;
     recv_frame(&mut staff).await;
 
     let until = unix_now() + 600;
@@ -84,10 +118,14 @@ async fn a_pause_stops_families_at_once_staff_keep_watching_and_resuming_is_imme
         until,
         by: "Ana".into(),
     }));
-    let (status, frames_before) = status_after_frames(&mut family, "paused").await;
+    let paused_at = unix_ms();
+    // Frames sent before may wait unread in the test's socket; none taken after
+    // the pause may come (the meta says when each frame was taken).
+    let (status, _, latest) = status_after_frames(&mut family, "paused").await;
     assert!(
-        frames_before <= 1,
-        "at most the frame already on its way: {frames_before}"
+        latest <= paused_at,
+        "a frame taken {} ms after the pause reached the family",
+        latest - paused_at
     );
     assert_eq!(status["until"], until);
     assert_eq!(status["message"], "room_paused");
@@ -101,7 +139,7 @@ async fn a_pause_stops_families_at_once_staff_keep_watching_and_resuming_is_imme
         "the page is told to clear the notice"
     );
     let started = std::time::Instant::now();
-    recv_frame(&mut family).await;
+    meta_frame(&mut family).await;
     assert!(
         started.elapsed() < Duration::from_millis(INTERVAL_MS * 3) * time_scale(),
         "frames again at once, not after a wait: {:?}",
@@ -151,7 +189,7 @@ async fn a_closed_room_tells_a_joining_family_when_it_opens_and_refuses_its_snap
 
     // Opening the room brings the family's frames within an interval or so.
     camera.set_closed(None);
-    let (_, _) = status_after_frames(&mut family, "live").await;
+    status_after_frames(&mut family, "live").await;
     recv_frame(&mut family).await;
     server.stop().await;
 }

@@ -287,21 +287,22 @@ fn the_viewing_log_answers_who_watched_between_two_times() {
     assert_eq!(
         serde_json::to_value(&records[0]).unwrap(),
         json!({"family": "fperez", "name": "Ana", "role": "viewer", "stream": "camera",
-               "start": 100, "end": 200, "address": "192.0.2.7", "family_name": null})
+               "start": 100, "end": 200, "address": "192.0.2.7", "family_name": null,
+               "kind": "watch"})
     );
     let csv = audit_csv(&records);
     let lines: Vec<&str> = csv.split("\r\n").collect();
     assert_eq!(
         lines[0],
-        "family,name,role,stream,start,end,address,family_name"
+        "family,name,role,stream,start,end,address,family_name,kind,until,resumed_by"
     );
     assert_eq!(
         lines[2],
-        "fdiaz,\"Ben, \"\"el grande\"\"\",viewer,sala-2,1970-01-01T00:02:30Z,1970-01-01T00:06:40Z,192.0.2.7,"
+        "fdiaz,\"Ben, \"\"el grande\"\"\",viewer,sala-2,1970-01-01T00:02:30Z,1970-01-01T00:06:40Z,192.0.2.7,,watch,,"
     );
     assert_eq!(
         lines[3],
-        ",Profe,staff,camera,1970-01-01T00:05:00Z,,192.0.2.7,"
+        ",Profe,staff,camera,1970-01-01T00:05:00Z,,192.0.2.7,,watch,,"
     );
     assert_eq!(lines.len(), 5, "three rows and the final line end");
 }

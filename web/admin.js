@@ -662,12 +662,21 @@ function renderLog() {
   const shown = logRecords.slice(0, MAX_LOG_ROWS);
   logRows.replaceChildren(
     ...shown.map((record) => {
-      const row = el('tr');
+      const row = el('tr', record.kind === 'pause' ? 'pause' : '');
       const who = whoLabel(record);
-      const family = record.family ? who.detail : t(`admin.role.${['staff', 'admin', 'viewer'].includes(record.role) ? record.role : 'viewer'}`);
+      const pauseUntil = record.kind === 'pause' && record.until != null ? time(record.until) : '';
+      const family =
+        record.kind === 'pause'
+          ? record.resumed_by
+            ? t('admin.pauseResumed', { until: pauseUntil, who: record.resumed_by })
+            : t('admin.pauseRow', { until: pauseUntil })
+          : record.family
+            ? who.detail
+            : t(`admin.role.${['staff', 'admin', 'viewer'].includes(record.role) ? record.role : 'viewer'}`);
+      const open = record.kind === 'pause' ? 'admin.stillPaused' : 'admin.stillWatching';
       row.append(
         el('td', 'when', dateTime(record.start)),
-        el('td', `when ${record.end == null ? 'open' : ''}`.trim(), record.end == null ? t('admin.stillWatching') : dateTime(record.end)),
+        el('td', `when ${record.end == null ? 'open' : ''}`.trim(), record.end == null ? t(open) : dateTime(record.end)),
         el('td', '', who.name),
         el('td', '', family),
         el('td', '', roomLabel(record.stream)),

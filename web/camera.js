@@ -2,10 +2,12 @@
 // interval and sends each picture as a JPEG data URL to /upload/NAME. The next
 // picture waits for the server's ack of the last one, so a slow link sends
 // fewer pictures instead of piling them up. Hiding or closing the tab stops
-// everything: the camera light goes off and the socket closes.
+// everything: the camera light goes off and the socket closes. While it
+// broadcasts, the teacher holding the phone has the pause button for the room.
 
 import { t, num, translate, onLanguage, languageToggle } from './i18n.js';
 import { byId, load, save, loadConfig, showAccount, Link } from './common.js';
+import { PauseControl } from './pause.js';
 
 /** An upload unanswered for this long means a dead connection: reconnect. */
 const ACK_TIMEOUT_MS = 15_000;
@@ -45,6 +47,8 @@ let lastSentAt = 0;
 let framesSent = 0;
 /** Whether this run has had the stream: a later "busy" is our own old connection. */
 let heldSlot = false;
+/** The pause button for the stream being broadcast. */
+let pause = null;
 
 const link = new Link({
   path: '/upload/aula',
@@ -227,6 +231,10 @@ function onMessage(event) {
     return;
   }
   const name = streamInput.value.trim();
+  if (msg?.type === 'gate') {
+    pause?.update(msg);
+    return;
+  }
   if (msg?.type === 'ack') {
     heldSlot = true;
     framesSent += 1;
@@ -299,7 +307,8 @@ async function start() {
   }
   if (!running) return stopTracks(); // stopped while the permission prompt was up
   setState('connecting');
-  link.start(`/upload/${name}`);
+  pause?.follow(name);
+  link.start(`/upload/${name}?gate=1`);
 }
 
 function stop() {
@@ -309,6 +318,7 @@ function stop() {
   clearTimeout(ackTimer);
   awaitingAck = false;
   stopTracks();
+  pause?.follow(null);
   setState('idle');
 }
 
@@ -357,6 +367,7 @@ async function main() {
   try {
     config = await loadConfig();
     showAccount(config);
+    pause = new PauseControl(byId('pause-panel'), config);
   } catch {
     showError(t('cam.err.noConfig'));
   }
@@ -389,6 +400,7 @@ async function main() {
     devicesGroup.label = t('cam.devices'); // may be detached, out of translate()'s reach
     fillIntervals(Number(intervalSelect.value));
     setState(state);
+    pause?.render();
   });
 }
 

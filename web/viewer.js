@@ -1,11 +1,13 @@
 // The viewer page: the live picture of one stream, its state, fullscreen,
 // snapshot download and the stream picker. The chat lives in chat.js and
 // follows the room being watched. A family's login sees only its own rooms,
-// and is told plainly when its devices are all in use.
+// and is told plainly when its devices are all in use, or that the room is
+// paused or closed (instead of the picture). Staff get the pause button.
 
 import { t, age, translate, onLanguage, languageToggle } from './i18n.js';
 import { byId, load, save, authedFetch, loadConfig, showAccount, takeReturn, Link, SessionEnded } from './common.js';
 import { startChat } from './chat.js';
+import { PauseControl, clockTime, dayAndTime } from './pause.js';
 
 /** A live stream that sends nothing for this long is presumed stuck: reconnect. */
 const STALL_MS = 15_000;
@@ -31,8 +33,12 @@ const retryButton = byId('retry');
 let config = null;
 let chat = null;
 let streamName = null;
-/** connecting | live | reconnecting | offline | refused */
+/** connecting | live | reconnecting | offline | refused | paused | closed */
 let state = 'connecting';
+/** While paused or closed: the server's status message (until, opens_at). */
+let gateStatus = null;
+/** Staff's pause button; null for families. */
+let pause = null;
 /** While refused: the family's device limit the server named. */
 let deviceLimit = 0;
 /** Why offline: 'offline' (the source left) or 'waiting' (never had one). */
@@ -176,6 +182,10 @@ function onVideoMessage(event) {
   } catch {
     return;
   }
+  if (message?.type === 'gate') {
+    pause?.update(message); // staff: the room's pause, while the picture goes on
+    return;
+  }
   if (message?.type === 'frame') {
     // Sent just before its frame (?meta=1): when the picture was taken.
     announcedTakenAt = Number.isFinite(message.ts) ? message.ts : null;
@@ -184,6 +194,13 @@ function onVideoMessage(event) {
   if (message?.type !== 'status') return;
   if (message.state === 'refused') {
     refused(message);
+    return;
+  }
+  if (message.state === 'paused' || message.state === 'closed') {
+    // No frames until it opens: the notice replaces the picture.
+    gateStatus = message;
+    clearPicture();
+    setState(message.state);
     return;
   }
   if (message.state === 'offline' || message.state === 'waiting') {
@@ -243,8 +260,14 @@ function render() {
     offline: offlineWhy === 'waiting' ? 'viewer.waiting' : 'viewer.offline',
     live: 'viewer.connecting',
     refused: deviceLimit === 1 ? 'viewer.deviceLimit.one' : 'viewer.deviceLimit.many',
+    paused: 'viewer.paused',
+    closed: Number.isFinite(gateStatus?.opens_at) ? 'viewer.closed' : 'viewer.closedNever',
   }[state];
-  placeholderText.textContent = t(detail, { n: deviceLimit });
+  placeholderText.textContent = t(detail, {
+    n: deviceLimit,
+    time: Number.isFinite(gateStatus?.until) ? clockTime(gateStatus.until) : '',
+    when: Number.isFinite(gateStatus?.opens_at) ? dayAndTime(gateStatus.opens_at) : '',
+  });
   retryButton.hidden = state !== 'refused';
   renderAge();
 }
@@ -340,14 +363,16 @@ function chooseStream(streams) {
   return preferred.name;
 }
 
-/** Bare JPEGs, each announced with its capture time. */
+/** Bare JPEGs, each announced with its capture time; staff also hear of pauses. */
 function videoPath(name) {
-  return `/video/${name}?format=binary&meta=1`;
+  return `/video/${name}?format=binary&meta=1${pause ? '&gate=1' : ''}`;
 }
 
 function watch(name) {
   streamName = name;
   deviceLimit = 0;
+  gateStatus = null;
+  pause?.follow(name);
   clearPicture();
   offlineWhy = 'offline';
   setState('connecting');
@@ -476,6 +501,7 @@ async function main() {
     render();
     updateFullscreen();
     labelStreams();
+    pause?.render();
   });
   for (;;) {
     try {
@@ -498,6 +524,7 @@ async function main() {
   // roles (everyone counts as staff), so the page shows the parents' view.
   byId('to-camera').hidden = !(config.auth && config.staff === true);
   showAccount(config);
+  if (config.staff === true) pause = new PauseControl(byId('pause-panel'), config);
   chat = startChat(config);
   let streams = [];
   try {

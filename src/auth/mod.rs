@@ -145,6 +145,8 @@ pub enum Route<'a> {
     Broadcast(Option<&'a str>),
     /// The viewer page, its settings and the figures anyone logged in may see.
     Pages,
+    /// Pausing a room for families, resuming it, or reading its pause: staff's.
+    Pause(&'a str),
     /// The director's work: families, the viewing log, the admin page.
     Admin,
 }
@@ -388,6 +390,9 @@ impl Access {
             (Role::Staff, _) => Ok(()),
             (Role::Viewer, Route::Broadcast(_)) => {
                 forbidden("broadcasting needs the staff code: log out and log in with it")
+            }
+            (Role::Viewer, Route::Pause(_)) => {
+                forbidden("pausing a room needs the staff code: log out and log in with it")
             }
             (Role::Viewer, Route::Admin) => {
                 forbidden("this needs the director's admin code: log out and log in with it")
@@ -921,6 +926,9 @@ mod tests {
         }
         assert!(a.authorize(&viewer, Route::Broadcast(Some("x"))).is_err());
         assert!(a.authorize(&staff, Route::Broadcast(Some("x"))).is_ok());
+        assert!(a.authorize(&viewer, Route::Pause("x")).is_err());
+        assert!(a.authorize(&staff, Route::Pause("x")).is_ok());
+        assert!(a.authorize(&admin, Route::Pause("x")).is_ok());
         assert!(a.authorize(&staff, Route::Admin).is_err());
         assert!(a.authorize(&admin, Route::Admin).is_ok());
     }

@@ -1,5 +1,6 @@
 //! The admin API: JSON over HTTP for the director (the admin role only), the
-//! contract that the admin page, scripts and outside checks use.
+//! contract that the admin page, scripts and outside checks use. The pause
+//! endpoints are the one part staff reach too.
 //!
 //! | method and path | answer |
 //! |---|---|
@@ -16,6 +17,9 @@
 //! | `GET /api/streams/NAME/schedule` | 200, the room's opening hours, or `null`: always open |
 //! | `PUT /api/streams/NAME/schedule` | 200, the hours now in force (they win over the file's) |
 //! | `DELETE /api/streams/NAME/schedule` | 204; always open, even if the file has hours |
+//! | `GET /api/streams/NAME/pause` | 200, whether NAME is paused (or closed); staff too |
+//! | `POST /api/streams/NAME/pause` | 200, `{"minutes": 1-120}` (default 10) pauses NAME for families; staff too |
+//! | `DELETE /api/streams/NAME/pause` | 200, resumes NAME for families; staff too |
 //!
 //! Every change is written to the database first and applied in memory only
 //! once committed, so a failed write changes nothing. A browser session must
@@ -39,7 +43,18 @@ pub const CSRF_HEADER: &str = "X-CSRF-Token";
 /// The longest text the QR endpoint encodes: an invite link with its code.
 const MAX_QR_TEXT: usize = 512;
 
-/// Answers an `/api/...` request from `who`, already known to be the admin.
+/// The stream of a `/api/streams/NAME/pause` path, the one API path that staff
+/// may use as well as the admin.
+pub fn paused_stream(path: &str) -> Option<&str> {
+    let name = path
+        .trim_end_matches('/')
+        .strip_prefix("/api/streams/")?
+        .strip_suffix("/pause")?;
+    crate::hub::valid_stream_name(name).then_some(name)
+}
+
+/// Answers an `/api/...` request from `who`, already known to be allowed it: the
+/// admin, or staff for the pause endpoints.
 pub(super) fn handle(req: &Incoming, body: &str, who: &Principal, ctx: &HttpContext) -> Reply {
     let changes = !matches!(req.method, Method::Get | Method::Head);
     if changes {
@@ -65,6 +80,14 @@ pub(super) fn handle(req: &Incoming, body: &str, who: &Principal, ctx: &HttpCont
         (Method::Get | Method::Head, ["streams", name, "schedule"]) => get_schedule(name, ctx),
         (Method::Put, ["streams", name, "schedule"]) => put_schedule(name, body, ctx),
         (Method::Delete, ["streams", name, "schedule"]) => delete_schedule(name, ctx),
+        (Method::Get | Method::Head, ["streams", name, "pause"]) => {
+            json(200, &ctx.pauses.state(name))
+        }
+        (Method::Post, ["streams", name, "pause"]) => pause(req, body, who, name, ctx),
+        (Method::Delete, ["streams", name, "pause"]) => {
+            ctx.pauses.resume(name, who);
+            json(200, &ctx.pauses.state(name))
+        }
         (
             _,
             ["families"]
@@ -74,9 +97,23 @@ pub(super) fn handle(req: &Incoming, body: &str, who: &Principal, ctx: &HttpCont
             | ["audit"]
             | ["qr"]
             | ["streams", _, "masks"]
-            | ["streams", _, "schedule"],
+            | ["streams", _, "schedule"]
+            | ["streams", _, "pause"],
         ) => error(405, "method not allowed here", None),
         _ => error(404, "no such API path", None),
+    }
+}
+
+/// Pauses stream `name` for families: `{"minutes": N}`, 1-120, default 10.
+fn pause(req: &Incoming, body: &str, who: &Principal, name: &str, ctx: &HttpContext) -> Reply {
+    let minutes = match crate::privacy::pause::minutes_from_json(body) {
+        Ok(minutes) => minutes,
+        Err(e) => return error(400, &e.to_string(), Some("minutes")),
+    };
+    let address = super::peer_ip(req).to_string();
+    match ctx.pauses.pause(name, minutes, who, &address) {
+        Ok(_) => json(200, &ctx.pauses.state(name)),
+        Err(e) => error(409, &format!("cannot pause {name:?}: {e}"), None),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct HttpContext {
     pub store: crate::store::Store,
     /// Each room's opening hours, which the admin API reads and sets.
     pub hours: Arc<crate::privacy::hours::Hours>,
+    /// The teachers' pauses in force.
+    pub pauses: std::sync::Arc<crate::privacy::pause::Pauses>,
     /// The listeners' real ports (tests bind port 0): our pages' origin, for CSRF
     /// checks, and where the pages find the WebSocket server.
     pub http_port: u16,
@@ -230,8 +232,11 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         "/snapshot.jpg" => Route::Watch(snapshot_stream),
         "/camera" => Route::Broadcast(None),
         "/admin" => Route::Admin,
-        p if p.starts_with("/api/") => Route::Admin,
-        _ => Route::Pages,
+        p => match api::paused_stream(p) {
+            Some(stream) => Route::Pause(stream),
+            None if p.starts_with("/api/") => Route::Admin,
+            None => Route::Pages,
+        },
     };
     if let Err(denied) = ctx.access.authorize(&who, asked) {
         if req.path.starts_with("/api/") {

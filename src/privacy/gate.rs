@@ -53,6 +53,25 @@ impl Gate {
         self.verdict() == Verdict::Open
     }
 
+    /// What staff pages that asked (`?gate=1`) are told of the gate, at once and
+    /// on every change: `{"type":"gate","state":"open"|"closed"|"paused",
+    /// "until","by","opens_at"}`. Staff keep their frames; this is so that the
+    /// page can show the pause and its minutes left.
+    pub fn staff_status(&self) -> serde_json::Value {
+        let state = match self.verdict() {
+            Verdict::Open => "open",
+            Verdict::Closed(_) => "closed",
+            Verdict::Paused(_) => "paused",
+        };
+        serde_json::json!({
+            "type": "gate",
+            "state": state,
+            "until": self.paused.as_ref().map(|p| p.until),
+            "by": self.paused.as_ref().map(|p| p.by.clone()),
+            "opens_at": self.closed.as_ref().and_then(|c| c.opens_at),
+        })
+    }
+
     /// What a family viewer is told while held at the gate, as the JSON status
     /// message its socket receives; `None` when the gate is open. `message` is a
     /// key the pages translate (`room_closed`, `room_paused`); the times are UNIX

@@ -17,7 +17,8 @@
 //! picture clients of a family get instead while it is shut. `schedule.rs` is
 //! what opening hours are and what they answer for an instant; `hours.rs` keeps
 //! each room's schedule (the file's, or the admin's from the database) and drives
-//! the rooms' gates at each opening and closing.
+//! the rooms' gates at each opening and closing; `pause.rs` keeps the teachers'
+//! pauses, their clock and their log.
 
 use std::fmt;
 
@@ -29,6 +30,7 @@ pub mod gate;
 pub mod hours;
 mod mask;
 pub mod notice;
+pub mod pause;
 pub mod schedule;
 
 pub use book::MaskBook;

@@ -1,6 +1,7 @@
 //! The viewing log as CSV for a spreadsheet: RFC 4180 (comma-separated, CRLF line
 //! ends, fields with a comma, quote or line break quoted, quotes doubled), with the
-//! header `family,name,role,stream,start,end,address,family_name`.
+//! header `family,name,role,stream,start,end,address,family_name,kind,until,resumed_by`
+//! (`kind` is `watch` or `pause`; the last two are a pause's).
 //!
 //! Times are ISO 8601 in UTC (`2026-11-22T08:30:05Z`), which spreadsheets read as
 //! dates, rather than UNIX seconds; `end` is empty while the viewer still watches.
@@ -12,7 +13,8 @@ use std::fmt::Write;
 
 use super::ViewRecord;
 
-const HEADER: &str = "family,name,role,stream,start,end,address,family_name\r\n";
+const HEADER: &str =
+    "family,name,role,stream,start,end,address,family_name,kind,until,resumed_by\r\n";
 
 pub fn audit_csv(records: &[ViewRecord]) -> String {
     let mut out = String::with_capacity(HEADER.len() + records.len() * 96);
@@ -27,6 +29,9 @@ pub fn audit_csv(records: &[ViewRecord]) -> String {
             r.end.map(iso_utc).unwrap_or_default(),
             field(&r.address),
             field(r.family_name.as_deref().unwrap_or("")),
+            field(&r.kind),
+            r.until.map(iso_utc).unwrap_or_default(),
+            field(r.resumed_by.as_deref().unwrap_or("")),
         ];
         out.push_str(&fields.join(","));
         out.push_str("\r\n");
@@ -99,6 +104,9 @@ mod tests {
             end: None,
             address: "192.0.2.7".into(),
             family_name: Some("@Familia".into()),
+            kind: "watch".into(),
+            until: None,
+            resumed_by: None,
         };
         let formula = ViewRecord {
             name: Some("=HYPERLINK(\"http://x\")".into()),
@@ -107,11 +115,23 @@ mod tests {
             end: Some(1_795_854_665),
             ..record.clone()
         };
+        let pause = ViewRecord {
+            name: Some("Ana".into()),
+            role: "staff".into(),
+            family: None,
+            family_name: None,
+            end: Some(1_795_854_665),
+            kind: "pause".into(),
+            until: Some(1_795_855_205),
+            resumed_by: Some("Luis".into()),
+            ..record.clone()
+        };
         assert_eq!(
-            audit_csv(&[record, formula]),
-            "family,name,role,stream,start,end,address,family_name\r\n\
-             fk3x9mq2hw7,\"Pérez, \"\"Ana\"\"\",viewer,sala-1,2026-11-28T08:30:05Z,,192.0.2.7,'@Familia\r\n\
-             ,\"'=HYPERLINK(\"\"http://x\"\")\",viewer,sala-1,2026-11-28T08:30:05Z,2026-11-28T08:31:05Z,192.0.2.7,\r\n"
+            audit_csv(&[record, formula, pause]),
+            "family,name,role,stream,start,end,address,family_name,kind,until,resumed_by\r\n\
+             fk3x9mq2hw7,\"Pérez, \"\"Ana\"\"\",viewer,sala-1,2026-11-28T08:30:05Z,,192.0.2.7,'@Familia,watch,,\r\n\
+             ,\"'=HYPERLINK(\"\"http://x\"\")\",viewer,sala-1,2026-11-28T08:30:05Z,2026-11-28T08:31:05Z,192.0.2.7,,watch,,\r\n\
+             ,Ana,staff,sala-1,2026-11-28T08:30:05Z,2026-11-28T08:31:05Z,192.0.2.7,,pause,2026-11-28T08:40:05Z,Luis\r\n"
         );
     }
 }

@@ -66,7 +66,13 @@ CREATE TABLE meta (
 "#;
 
 /// Every migration, in order; entry N-1 is migration N.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_1, FAMILY_NAMES_2, STREAM_MASKS_3, SCHEDULES_4];
+pub(super) const MIGRATIONS: &[&str] = &[
+    SCHEMA_1,
+    FAMILY_NAMES_2,
+    STREAM_MASKS_3,
+    SCHEDULES_4,
+    PAUSES_5,
+];
 
 /// The viewing log keeps the family's name as it was, so a report still says who
 /// watched after the family is removed.
@@ -90,6 +96,17 @@ CREATE TABLE schedules (
     schedule TEXT                         -- JSON; NULL: always open
 ) STRICT, WITHOUT ROWID;
 ";
+
+/// A teacher's pauses go into the viewing log too: who paused which room, from
+/// when (`start`) until it resumed (`end`, NULL while it lasts), until when it was
+/// set to last (`until`) and, when someone resumed it early, who (`resumed_by`).
+/// An open pause row is also how a pause outlives a restart.
+const PAUSES_5: &str = r#"
+ALTER TABLE viewing ADD COLUMN kind TEXT NOT NULL DEFAULT 'watch' CHECK (kind IN ('watch', 'pause'));
+ALTER TABLE viewing ADD COLUMN until INTEGER;
+ALTER TABLE viewing ADD COLUMN resumed_by TEXT;
+CREATE INDEX viewing_open_pauses ON viewing (stream) WHERE kind = 'pause' AND "end" IS NULL;
+"#;
 
 /// Brings the database up to `migrations.len()`. Refuses a database from a newer
 /// kindercam (a downgrade): its schema is unknown here.

@@ -113,6 +113,30 @@ pub struct ViewStart {
     pub address: String,
 }
 
+/// The start of a teacher's pause, for the viewing log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseStart {
+    /// The teacher's chat name, when logged in with one.
+    pub name: Option<String>,
+    pub role: String,
+    pub stream: String,
+    /// UNIX seconds: when it was paused, and when it is to resume by itself.
+    pub start: i64,
+    pub until: i64,
+    pub address: String,
+}
+
+/// A pause that had not ended when the daemon last stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPause {
+    pub id: ViewId,
+    pub stream: String,
+    /// Who paused it: the chat name, or the role for a login without one.
+    pub by: String,
+    pub start: i64,
+    pub until: i64,
+}
+
 /// A row of the viewing log, named before it is written, so that the caller can
 /// close it without waiting for the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,8 +148,11 @@ impl ViewId {
     }
 }
 
-/// One viewing session of the log. Serialises as the admin API's audit entries:
-/// `{"family", "name", "role", "stream", "start", "end", "address"}`.
+/// One entry of the log: a viewing session, or a teacher's pause. Serialises as
+/// the admin API's audit entries: `{"kind", "family", "name", "role", "stream",
+/// "start", "end", "address", "family_name"}`, and for a pause also `"until"`
+/// (when it was set to resume by itself) and `"resumed_by"` (who resumed it
+/// early; null when it ran out or a new pause replaced it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ViewRecord {
     #[serde(skip)]
@@ -140,6 +167,12 @@ pub struct ViewRecord {
     pub address: String,
     /// The family's display name when it watched.
     pub family_name: Option<String>,
+    /// `watch` or `pause`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_by: Option<String>,
 }
 
 /// How the store keeps itself tidy.
@@ -464,6 +497,24 @@ impl Store {
     /// Ends a row of the viewing log at `end` (queued).
     pub fn audit_close(&self, id: ViewId, end: i64) {
         self.queue(Write::AuditClose(id, end));
+    }
+
+    /// Starts a pause's row of the log (queued) and returns its id at once.
+    pub fn pause_open(&self, start: PauseStart) -> ViewId {
+        let id = ViewId(self.inner.next_view.fetch_add(1, Ordering::Relaxed));
+        self.queue(Write::PauseOpen(id, start));
+        id
+    }
+
+    /// Ends a pause's row at `end` (queued); `resumed_by` is who resumed it early.
+    pub fn pause_close(&self, id: ViewId, end: i64, resumed_by: Option<String>) {
+        self.queue(Write::PauseClose(id, end, resumed_by));
+    }
+
+    /// The pauses not yet ended in the log: those that were running when the
+    /// daemon stopped.
+    pub fn open_pauses(&self) -> Result<Vec<OpenPause>, StoreError> {
+        self.read(sqlite::open_pauses)
     }
 
     /// The viewing sessions overlapping `[since, until]` (UNIX seconds), by start:

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    migrate, unix_now, Family, FamilyChange, SessionsOf, StoreError, StoreSettings, StoredSession,
-    ViewId, ViewRecord, ViewStart, WriteStats, DB_FILE, QUEUE,
+    migrate, unix_now, Family, FamilyChange, OpenPause, PauseStart, SessionsOf, StoreError,
+    StoreSettings, StoredSession, ViewId, ViewRecord, ViewStart, WriteStats, DB_FILE, QUEUE,
 };
 use crate::sync::Locked;
 
@@ -133,8 +133,9 @@ fn close_leftovers(conn: &mut Connection, now: i64, audit_days: u32) -> rusqlite
     // left is unknown (the time of the last commit before the crash is not kept).
     // Every one of them had left by now, so the row ends at this start: the log
     // may show a viewer for longer than they watched, never shorter.
+    // A pause is not a viewer: it goes on across the restart (see `privacy::pause`).
     let closed = tx.execute(
-        r#"UPDATE viewing SET "end" = max(start, ?1) WHERE "end" IS NULL"#,
+        r#"UPDATE viewing SET "end" = max(start, ?1) WHERE "end" IS NULL AND kind = 'watch'"#,
         [now],
     )?;
     if closed > 0 {
@@ -176,6 +177,8 @@ pub(super) enum Op {
 pub(super) enum Write {
     AuditOpen(ViewId, ViewStart),
     AuditClose(ViewId, i64),
+    PauseOpen(ViewId, PauseStart),
+    PauseClose(ViewId, i64, Option<String>),
     ChatAppend {
         room: String,
         id: u64,
@@ -199,6 +202,7 @@ impl Write {
     fn what(&self) -> &'static str {
         match self {
             Write::AuditOpen(..) | Write::AuditClose(..) => "a viewing-log entry",
+            Write::PauseOpen(..) | Write::PauseClose(..) => "a pause in the viewing log",
             Write::ChatAppend { .. } | Write::ChatDelete { .. } => "a chat history change",
             Write::PutSession(_) | Write::DeleteSession(_) | Write::DeleteSessions(_) => {
                 "a session change"
@@ -230,6 +234,22 @@ impl Write {
                     r#"UPDATE viewing SET "end" = max(start, ?2) WHERE id = ?1 AND "end" IS NULL"#,
                 )?
                 .execute(params![id.0, end])?;
+            }
+            Write::PauseOpen(id, p) => {
+                c.prepare_cached(
+                    r#"INSERT INTO viewing (id, kind, name, role, stream, start, "end", until, address)
+                       VALUES (?1, 'pause', ?2, ?3, ?4, ?5, NULL, ?6, ?7)"#,
+                )?
+                .execute(params![
+                    id.0, p.name, p.role, p.stream, p.start, p.until, p.address
+                ])?;
+            }
+            Write::PauseClose(id, end, resumed_by) => {
+                c.prepare_cached(
+                    r#"UPDATE viewing SET "end" = max(start, ?2), resumed_by = ?3
+                       WHERE id = ?1 AND "end" IS NULL"#,
+                )?
+                .execute(params![id.0, end, resumed_by])?;
             }
             Write::ChatAppend {
                 room,
@@ -764,11 +784,13 @@ pub(super) fn audit(c: &Connection, since: i64, until: i64) -> rusqlite::Result<
         // Both arms read the index on "end", so a report on recent days reads
         // those days' rows, not the whole log (left to itself, SQLite walks the
         // index on start to save the sort, reading every row before `until`).
-        r#"SELECT id, family, name, role, stream, start, "end", address, family_name
+        r#"SELECT id, family, name, role, stream, start, "end", address, family_name,
+                  kind, until, resumed_by
            FROM viewing INDEXED BY viewing_end
            WHERE "end" >= ?1 AND start <= ?2
            UNION ALL
-           SELECT id, family, name, role, stream, start, "end", address, family_name
+           SELECT id, family, name, role, stream, start, "end", address, family_name,
+                  kind, until, resumed_by
            FROM viewing INDEXED BY viewing_end
            WHERE "end" IS NULL AND start <= ?2
            ORDER BY start, id"#,
@@ -784,6 +806,26 @@ pub(super) fn audit(c: &Connection, since: i64, until: i64) -> rusqlite::Result<
             end: row.get(6)?,
             address: row.get(7)?,
             family_name: row.get(8)?,
+            kind: row.get(9)?,
+            until: row.get(10)?,
+            resumed_by: row.get(11)?,
+        })
+    })?
+    .collect()
+}
+
+pub(super) fn open_pauses(c: &Connection) -> rusqlite::Result<Vec<OpenPause>> {
+    c.prepare_cached(
+        r#"SELECT id, stream, coalesce(name, role), start, until FROM viewing
+           WHERE kind = 'pause' AND "end" IS NULL ORDER BY start, id"#,
+    )?
+    .query_map([], |row| {
+        Ok(OpenPause {
+            id: ViewId(row.get(0)?),
+            stream: row.get(1)?,
+            by: row.get(2)?,
+            start: row.get(3)?,
+            until: row.get(4)?,
         })
     })?
     .collect()

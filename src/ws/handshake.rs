@@ -20,21 +20,20 @@ const MAX_HEADERS: usize = 48;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `/chat` (the room of `camera`) or `/chat/NAME`.
-    Chat {
-        room: String,
-    },
+    Chat { room: String },
     /// `?format=binary`: bare JPEGs instead of data URLs. `?meta=1`: each frame
     /// is preceded by `{"type":"frame","ts":...}`, its capture time (the
     /// kindercam page asks for it; the prototype's pages, which put every text
-    /// message into `img.src`, do not).
+    /// message into `img.src`, do not). `?gate=1`: staff are told the room's
+    /// gate (`{"type":"gate",...}`) at once and on every change.
     Video {
         stream: String,
         binary: bool,
         meta: bool,
+        gate: bool,
     },
-    Upload {
-        stream: String,
-    },
+    /// `?gate=1` as for `Video`: the broadcaster page shows the pause too.
+    Upload { stream: String, gate: bool },
 }
 
 impl Route {
@@ -43,6 +42,7 @@ impl Route {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let binary = query.split('&').any(|kv| kv == "format=binary");
         let meta = query.split('&').any(|kv| kv == "meta=1");
+        let gate = query.split('&').any(|kv| kv == "gate=1");
         let named = |rest: &str| hub::valid_stream_name(rest).then(|| rest.to_owned());
         match path {
             "/chat" => Some(Route::Chat {
@@ -52,6 +52,7 @@ impl Route {
                 stream: CAMERA.to_owned(),
                 binary,
                 meta,
+                gate,
             }),
             _ => {
                 if let Some(rest) = path.strip_prefix("/chat/") {
@@ -61,9 +62,10 @@ impl Route {
                         stream,
                         binary,
                         meta,
+                        gate,
                     })
                 } else if let Some(rest) = path.strip_prefix("/upload/") {
-                    named(rest).map(|stream| Route::Upload { stream })
+                    named(rest).map(|stream| Route::Upload { stream, gate })
                 } else {
                     None
                 }
@@ -267,6 +269,7 @@ mod tests {
                 stream: "camera".into(),
                 binary: false,
                 meta: false,
+                gate: false,
             })
         );
         assert_eq!(
@@ -275,19 +278,24 @@ mod tests {
                 stream: "room-2".into(),
                 binary: true,
                 meta: false,
+                gate: false,
             })
         );
         assert_eq!(
-            Route::parse("/video/room-2?format=binary&meta=1"),
+            Route::parse("/video/room-2?format=binary&meta=1&gate=1"),
             Some(Route::Video {
                 stream: "room-2".into(),
                 binary: true,
                 meta: true,
+                gate: true,
             })
         );
         assert_eq!(
             Route::parse("/upload/x"),
-            Some(Route::Upload { stream: "x".into() })
+            Some(Route::Upload {
+                stream: "x".into(),
+                gate: false
+            })
         );
         assert_eq!(Route::parse("/upload/"), None);
         assert_eq!(Route::parse("/upload/UPPER"), None);

@@ -303,6 +303,7 @@ async fn handle(
         Route::Video {
             binary,
             meta,
+            gate,
             stream: name,
         } => {
             let feed = video_feed.expect("resolved above");
@@ -321,16 +322,24 @@ async fn handle(
             video::serve(
                 socket,
                 feed,
-                video::Format { binary, meta },
+                video::Format { binary, meta, gate },
                 audience,
                 shutdown,
             )
             .await;
         }
-        Route::Upload { stream } => {
+        Route::Upload { stream, gate } => {
             let ws_config = ctx.tungstenite_config(limits.max_upload_bytes);
             let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config)).await;
-            upload::serve(ws, &ctx.hub, &stream, limits.max_upload_bytes, shutdown).await;
+            upload::serve(
+                ws,
+                &ctx.hub,
+                &stream,
+                limits.max_upload_bytes,
+                gate,
+                shutdown,
+            )
+            .await;
         }
     }
     tracing::info!(%peer, "WebSocket closed");
@@ -427,7 +436,7 @@ fn admit(
     let asked = match &upgrade.route {
         Route::Chat { room } => auth::Route::Chat(room),
         Route::Video { stream, .. } => auth::Route::Watch(stream),
-        Route::Upload { stream } => auth::Route::Broadcast(Some(stream)),
+        Route::Upload { stream, .. } => auth::Route::Broadcast(Some(stream)),
     };
     ctx.access
         .authorize(&principal, asked)

@@ -5,6 +5,10 @@
 //! threads before it can reach a viewer. A bad one is answered with an error and
 //! dropped; the connection and the stream's last good frame stay. The client's own
 //! text is kept as the frame's data URL, so a good upload is never re-encoded.
+//!
+//! A broadcaster that asked (`?gate=1`, the broadcaster page) is also told the
+//! stream's gate, `{"type":"gate",...}`, at once and on every change, so the
+//! teacher holding the phone sees a pause whoever set it.
 
 use std::sync::Arc;
 
@@ -129,6 +133,7 @@ pub async fn serve<S>(
     hub: &Hub,
     name: &str,
     max_bytes: usize,
+    tell_gate: bool,
     mut shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -150,6 +155,10 @@ pub async fn serve<S>(
     let mut intake = Some(Intake::new(stream.clone(), "browser camera"));
     let mut accepted = 0u64;
     let mut keepalive = Keepalive::eager();
+    let mut gate = slot.stream().subscribe_gate();
+    if tell_gate {
+        gate.mark_changed();
+    }
     loop {
         let incoming = tokio::select! {
             _ = shutdown.wait() => {
@@ -164,6 +173,12 @@ pub async fn serve<S>(
                     break;
                 }
             },
+            changed = gate.changed(), if tell_gate => {
+                if changed.is_err() { break; }
+                let text = gate.borrow_and_update().staff_message.clone();
+                if send_within(&mut ws, Message::Text(text)).await { continue; }
+                break;
+            }
             incoming = ws.next() => incoming,
         };
         keepalive.heard();

@@ -17,7 +17,8 @@
 //! A family viewer also follows the stream's gate: while the room is closed or
 //! paused it is sent the gate's status (once per change, the hub's shared text)
 //! and no frames, and when the gate opens it is told the stream's status and
-//! gets the newest frame at once. Staff viewers never look at the gate.
+//! gets the newest frame at once. Staff viewers keep their frames; those that
+//! asked (`?gate=1`) are told the gate's state, so the page can show a pause.
 
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
@@ -59,6 +60,8 @@ pub struct Format {
     pub binary: bool,
     /// Each frame preceded by its capture time (`?meta=1`), in the same write.
     pub meta: bool,
+    /// Staff told the gate's state (`?gate=1`): at once, then on every change.
+    pub gate: bool,
 }
 
 /// What a viewer's socket shows: a stream that exists, or a room the viewer may
@@ -215,8 +218,8 @@ impl Link {
         let viewer = stream.watch(audience);
         let mut frames = stream.subscribe();
         frames.mark_changed(); // a joining viewer gets the latest frame at once
-                               // Only families follow the gate; staff never wake for it.
-        let mut gate = (audience == Audience::Family).then(|| {
+                               // Families follow the gate; staff only when they asked to be told of it.
+        let mut gate = (audience == Audience::Family || format.gate).then(|| {
             let mut gate = stream.subscribe_gate();
             gate.mark_changed(); // looked at before the first frame
             gate
@@ -254,6 +257,12 @@ impl Link {
                 },
                 changed = gate_changed(&mut gate) => {
                     let Ok(state) = changed else { break };
+                    if audience == Audience::Staff {
+                        match send(writer, &[(OP_TEXT, state.staff_message.as_bytes())], None).await {
+                            Some(_) => continue,
+                            None => break,
+                        }
+                    }
                     match self.pass_gate(state, &mut held, &frames, writer).await {
                         Next::Continue => {
                             // Open again: the newest frame goes out at once.
@@ -279,11 +288,11 @@ impl Link {
             }
             // The socket has room: whatever the hub has now is what this viewer gets.
             due = None;
-            if held.is_some()
-                || gate
+            let gate_news = audience == Audience::Family
+                && gate
                     .as_ref()
-                    .is_some_and(|g| g.has_changed().unwrap_or(false))
-            {
+                    .is_some_and(|g| g.has_changed().unwrap_or(false));
+            if held.is_some() || gate_news {
                 // The gate shut (or moved) while this frame waited for room: the gate
                 // branch decides first, so no frame slips past a pause.
                 continue;

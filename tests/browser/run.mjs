@@ -11,6 +11,9 @@
 //
 //   1. the staff page broadcasts the fake camera; a viewer shows changing frames
 //   2. chat between two browsers: order, own messages, markup stays text, scrolling
+//   2b. a teacher pauses the room from the broadcaster page: the family's page
+//      says "paused" instead of the picture, another teacher's page shows the
+//      pause (and keeps the picture), and resuming brings the family's back
 //   3. the viewer recovers from a Wi-Fi drop and a daemon restart, and says
 //      "offline" when the broadcast stops
 //   3b. a phone whose clock is an hour fast, joining then, is sent the last picture
@@ -59,7 +62,7 @@ const SCREENSHOTS_TO_DOCS = process.env.KINDERCAM_SCREENSHOTS === 'docs';
 const WAIT_MS = 20_000;
 /** The whole run, in case something hangs outside a wait. */
 const RUN_LIMIT_MS = 300_000;
-const TESTS = 14;
+const TESTS = 15;
 const VIEWER_CODE = 'familias-2026';
 const STAFF_CODE = 'profes-2026';
 const ADMIN_CODE = 'direccion-2026';
@@ -507,6 +510,46 @@ async function main() {
         const l = document.getElementById('messages');
         return l.scrollHeight - l.scrollTop - l.clientHeight < 48 && document.getElementById('new-messages').hidden;
       });
+    });
+
+    await test('a teacher pauses the room from the broadcaster page, the family page says paused, and it resumes', async () => {
+      const panelState = (page) => page.evaluate(() => {
+        const panel = document.getElementById('pause-panel');
+        return panel.hidden ? null : { state: panel.dataset.state, text: panel.querySelector('.pause-state').textContent };
+      });
+      await until(staff, 'the pause button, families watching', () => document.getElementById('pause-panel').dataset.state === 'open');
+      equal(await staff.textContent('#pause-panel .pause-toggle'), 'Pausar', 'the button says pause');
+      // Another teacher on the viewer page sees the same room's pause.
+      const teacher = await open('teacher', '/?stream=aula', { as: 'staff', name: 'Profe Luis' });
+      await until(teacher, 'the teacher\'s pause panel', () => document.getElementById('pause-panel').dataset.state === 'open');
+      assert((await panelState(viewer)) === null, 'no pause button for a parent');
+
+      await staff.selectOption('#pause-panel select', '5');
+      await staff.click('#pause-panel .pause-toggle');
+      const notice = await until(viewer, 'the family page to say paused', () => {
+        const screen = document.getElementById('screen');
+        return screen.dataset.state === 'paused' && document.getElementById('picture').hidden
+          && document.getElementById('placeholder-text').textContent;
+      });
+      assert(/El personal pausó la cámara un momento\. Vuelve a las \d{1,2}:\d{2}/.test(notice), `family notice: ${notice}`);
+      equal(await viewer.textContent('#stage-state'), 'En pausa', 'the badge');
+      const paused = await until(staff, 'the broadcaster page to show the pause', () => {
+        const panel = document.getElementById('pause-panel');
+        return panel.dataset.state === 'paused' && panel.querySelector('.pause-state').textContent;
+      });
+      assert(/En pausa para las familias hasta las .*quedan 5 min/.test(paused), `staff panel: ${paused}`);
+      equal(await staff.textContent('#pause-panel .pause-toggle'), 'Reanudar ahora', 'the button resumes now');
+      await until(teacher, 'the other teacher to learn of the pause', () => document.getElementById('pause-panel').dataset.state === 'paused');
+      assert(/Profe Ana/.test(await teacher.textContent('#pause-panel .pause-by')), 'who paused it');
+      // Staff keep the picture while families wait.
+      const teacherPicture = await nextPicture(teacher, null, 'a frame for the teacher while paused');
+      await nextPicture(teacher, teacherPicture.hash, 'frames going on for the teacher');
+
+      await teacher.click('#pause-panel .pause-toggle');
+      await until(viewer, 'the family picture to come back', () => document.getElementById('screen').dataset.state === 'live'
+        && !document.getElementById('picture').hidden);
+      await until(staff, 'the broadcaster page to show it resumed', () => document.getElementById('pause-panel').dataset.state === 'open');
+      await teacher.context().close();
     });
 
     await test('viewer recovers from a Wi-Fi drop and a daemon restart, and shows offline when the broadcast stops', async () => {

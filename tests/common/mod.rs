@@ -136,6 +136,14 @@ pub fn basic_auth(code: &str) -> String {
 /// Starts a server on 127.0.0.1 port 0 (both listeners) with `extra` flags added,
 /// and a fresh temporary `--state-dir` unless `extra` names one.
 pub async fn start(extra: &[&str]) -> TestServer {
+    start_with(extra, |server| server).await
+}
+
+/// [`start`], with `tweak` applied to the server before it runs (a test clock).
+pub async fn start_with(
+    extra: &[&str],
+    tweak: impl FnOnce(kindercam::Server) -> kindercam::Server,
+) -> TestServer {
     let state = TempDir::new("state");
     let mut args = vec!["kindercam".to_owned()];
     let state_dir = state.path().display().to_string();
@@ -150,9 +158,11 @@ pub async fn start(extra: &[&str]) -> TestServer {
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = kindercam::Config::load(args, &test_env).expect("test config is valid");
-    let server = kindercam::Server::bind(config)
-        .await
-        .expect("server binds to port 0");
+    let server = tweak(
+        kindercam::Server::bind(config)
+            .await
+            .expect("server binds to port 0"),
+    );
     let (ws, http, hub) = (server.ws_addr(), server.http_addr(), server.hub());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
