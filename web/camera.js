@@ -367,7 +367,7 @@ async function main() {
   try {
     config = await loadConfig();
     showAccount(config);
-    pause = new PauseControl(byId('pause-panel'), config);
+    pause = new PauseControl(byId('pause-panel'), config, byId('screen'));
   } catch {
     showError(t('cam.err.noConfig'));
   }

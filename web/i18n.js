@@ -82,6 +82,8 @@ const STRINGS = {
     'pause.minutes': 'Minutos',
     'pause.pause': 'Pausar',
     'pause.resume': 'Reanudar ahora',
+    'pause.overlayPause': 'Pausar {n} min',
+    'pause.overlayResume': 'Reanudar · en pausa, quedan {n} min',
     'pause.failed': 'No se pudo: {msg}',
 
     'age.now': 'ahora',
@@ -369,6 +371,8 @@ const STRINGS = {
     'pause.minutes': 'Minutes',
     'pause.pause': 'Pause',
     'pause.resume': 'Resume now',
+    'pause.overlayPause': 'Pause {n} min',
+    'pause.overlayResume': 'Resume · paused, {n} min left',
     'pause.failed': 'Could not do it: {msg}',
 
     'age.now': 'just now',

@@ -27,9 +27,11 @@ export function dayAndTime(unixS) {
 export class PauseControl {
   /**
    * `root` is an empty element to fill; `config` the page's /config.json (its
-   * CSRF token and clock offset).
+   * CSRF token and clock offset); `screen`, if given, the picture's frame: it
+   * gets a large pause/resume button of its own, where a teacher's eyes are, and
+   * a `data-gate` attribute that marks the picture while families are held.
    */
-  constructor(root, config) {
+  constructor(root, config, screen = null) {
     this.config = config;
     this.stream = null;
     this.gate = null;
@@ -63,6 +65,17 @@ export class PauseControl {
       }),
     );
     this.button.addEventListener('click', () => this.toggle());
+    this.screen = screen;
+    this.overlay = null;
+    if (screen) {
+      this.overlay = document.createElement('button');
+      this.overlay.type = 'button';
+      this.overlay.className = 'stage-pause';
+      this.overlay.hidden = true;
+      this.overlay.addEventListener('click', () => this.toggle());
+      screen.append(this.overlay);
+    }
+    this.minutes.addEventListener('change', () => this.render());
     setInterval(() => this.render(), 15_000);
   }
 
@@ -110,6 +123,16 @@ export class PauseControl {
     this.button.classList.toggle('primary', paused);
     this.button.classList.toggle('danger', !paused);
     this.button.disabled = this.busy || !gate;
+    if (this.screen) {
+      this.screen.dataset.gate = gate?.state || 'unknown';
+      const closed = gate?.state === 'closed';
+      this.overlay.hidden = !gate || !this.stream || closed;
+      this.overlay.disabled = this.button.disabled;
+      this.overlay.classList.toggle('paused', paused);
+      this.overlay.textContent = paused
+        ? t('pause.overlayResume', { n: Math.max(1, Math.ceil((gate.until - this.serverNow()) / 60)) })
+        : t('pause.overlayPause', { n: Number(this.minutes.value) });
+    }
   }
 
   async toggle() {

@@ -524,7 +524,7 @@ async function main() {
   // roles (everyone counts as staff), so the page shows the parents' view.
   byId('to-camera').hidden = !(config.auth && config.staff === true);
   showAccount(config);
-  if (config.staff === true) pause = new PauseControl(byId('pause-panel'), config);
+  if (config.staff === true) pause = new PauseControl(byId('pause-panel'), config, byId('screen'));
   chat = startChat(config);
   let streams = [];
   try {

@@ -11,30 +11,33 @@
 //
 //   1. the staff page broadcasts the fake camera; a viewer shows changing frames
 //   2. chat between two browsers: order, own messages, markup stays text, scrolling
-//   2b. a teacher pauses the room from the broadcaster page: the family's page
+//   3. a teacher pauses the room from the broadcaster page: the family's page
 //      says "paused" instead of the picture, another teacher's page shows the
-//      pause (and keeps the picture), and resuming brings the family's back
-//   3. the viewer recovers from a Wi-Fi drop and a daemon restart, and says
+//      pause (and keeps the picture), and the button on that teacher's picture
+//      resumes it, bringing the family's picture back
+//   4. the viewer recovers from a Wi-Fi drop and a daemon restart, and says
 //      "offline" when the broadcast stops
-//   3b. a phone whose clock is an hour fast, joining then, is sent the last picture
+//   5. a phone whose clock is an hour fast, joining then, is sent the last picture
 //      and shows its real age: counted from the capture time, by the server's clock
-//   4. es-CO gets Spanish, en-US English, and the toggle switches and remembers
-//   5. the login page in both languages, its errors, logout, and a dead session
-//   6. moderation: staff delete a parent's message and mute the parent
-//   7. a parent sees no broadcast navigation and gets 403 at /camera
-//   8. the director reaches /admin from the bar, adds a family with clicks and
+//   6. es-CO gets Spanish, en-US English, and the toggle switches and remembers
+//   7. the login page in both languages, its errors, logout, and a dead session
+//   8. moderation: staff delete a parent's message and mute the parent
+//   9. a parent sees no broadcast navigation and gets 403 at /camera
+//  10. the director reaches /admin from the bar, adds a family with clicks and
 //      gets its invite: the code, the login link with #code=, a QR image; a bad
 //      room name is refused beside its field; printing shows only the invite
-//   9. in Spanish and in English: a family logs in through its invite link
+//  11. the director sets a room's opening hours in /admin, is corrected on a
+//      mistake, and opens the room again
+//  12. in Spanish and in English: a family logs in through its invite link
 //      (typing only a name), sees the live picture with only its room in the
 //      picker; the director sees it watching, revokes it in the page, and the
 //      family's page says it was logged out within a few seconds
-//  10. the device limit: a family with max_devices 1 gets the refusal on its
+//  13. the device limit: a family with max_devices 1 gets the refusal on its
 //      second device, in English and in Spanish, while the first keeps
 //      watching; once the first leaves, "try again" brings the picture
-//  11. the director draws a privacy mask over the live picture in /admin; a
+//  14. the director draws a privacy mask over the live picture in /admin; a
 //      family of that room sees the area black in every picture
-//  12. screenshots for README: login.png, viewer-phone.png,
+//  15. screenshots for README: login.png, viewer-phone.png,
 //      viewer-desktop.png, broadcaster.png, admin.png (into docs/ with
 //      KINDERCAM_SCREENSHOTS=docs)
 //
@@ -545,10 +548,15 @@ async function main() {
       const teacherPicture = await nextPicture(teacher, null, 'a frame for the teacher while paused');
       await nextPicture(teacher, teacherPicture.hash, 'frames going on for the teacher');
 
-      await teacher.click('#pause-panel .pause-toggle');
+      // The large button on the teacher's picture says so too, and resumes it.
+      equal(await teacher.textContent('#screen .stage-pause'), 'Reanudar · en pausa, quedan 5 min', 'the button on the picture');
+      equal(await teacher.evaluate(() => document.getElementById('screen').dataset.gate), 'paused', 'the picture marked paused');
+      await teacher.click('#screen .stage-pause');
       await until(viewer, 'the family picture to come back', () => document.getElementById('screen').dataset.state === 'live'
         && !document.getElementById('picture').hidden);
       await until(staff, 'the broadcaster page to show it resumed', () => document.getElementById('pause-panel').dataset.state === 'open');
+      await until(teacher, 'the button on the picture to offer a pause again', () =>
+        document.querySelector('#screen .stage-pause')?.textContent === 'Pausar 10 min');
       await teacher.context().close();
     });
 
