@@ -686,15 +686,20 @@ function renderLog() {
     }),
   );
   logTable.hidden = shown.length === 0;
-  const n = logRecords.length;
-  logSummary.textContent =
-    n === 0
-      ? t('admin.logNone')
-      : n > shown.length
-        ? t('admin.logCapped', { shown: num(shown.length), n: num(n) })
+  // Pauses are rows of the log too, but not viewing sessions: counted apart.
+  const pauses = logRecords.filter((r) => r.kind === 'pause').length;
+  const n = logRecords.length - pauses;
+  const total = logRecords.length;
+  const sessions =
+    total > shown.length
+      ? t('admin.logCapped', { shown: num(shown.length), n: num(total) })
+      : n === 0
+        ? t('admin.logNone')
         : n === 1
           ? t('admin.logCount.one')
           : t('admin.logCount.many', { n: num(n) });
+  const paused = pauses === 0 ? '' : pauses === 1 ? t('admin.logPauses.one') : t('admin.logPauses.many', { n: num(pauses) });
+  logSummary.textContent = paused ? `${sessions} ${paused}` : sessions;
 }
 
 async function loadLog() {
