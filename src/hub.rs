@@ -171,6 +171,12 @@ pub struct GateState {
     /// first one who asks (`privacy::notice`) and kept until the gate changes.
     /// `None` inside when it could not be drawn.
     pub picture: Arc<OnceLock<Option<Bytes>>>,
+    /// The stream's frame number (`Snapshot::seq`) when the gate last opened; 0
+    /// if it has not shut since the start. Families get only frames published
+    /// after it: a frame the camera took for staff during a pause, or at night,
+    /// is never shown to them afterwards. (Frame numbers, not clock times, so a
+    /// clock that NTP sets back cannot hide frames from families.)
+    pub open_since_seq: u64,
 }
 
 impl GateState {
@@ -180,7 +186,14 @@ impl GateState {
             staff_message: gate.staff_status().to_string().into(),
             gate,
             picture: Arc::default(),
+            open_since_seq: 0,
         }
+    }
+
+    /// Whether a family may be shown frame number `seq`: the gate is open and
+    /// the frame came after it opened.
+    pub fn lets_family_see(&self, seq: u64) -> bool {
+        self.gate.is_open() && seq > self.open_since_seq
     }
 }
 
@@ -243,13 +256,49 @@ impl Stream {
     /// Makes `frame` the newest picture, replacing (not queueing behind) the last one.
     /// Only [`crate::intake`] makes an [`Admitted`] frame: nothing reaches viewers
     /// without passing it.
+    ///
+    /// A frame made under a mask that has since been replaced (it was being
+    /// encoded when the admin saved a new one) is dropped and counted instead:
+    /// the check and the mask's replacement both happen under the state's lock,
+    /// so no frame made under an older mask follows a newer mask's first frame.
     pub fn publish(&self, frame: Admitted) {
-        let frame = Arc::new(frame.into_frame());
-        self.frames_published.fetch_add(1, Ordering::Relaxed);
-        self.state.send_modify(|s| {
+        let (frame, made_under) = frame.into_parts();
+        let frame = Arc::new(frame);
+        let published = self.state.send_if_modified(|s| {
+            if let Some(used) = &made_under {
+                if !Arc::ptr_eq(used, &self.mask.locked()) {
+                    return false;
+                }
+            }
             s.seq += 1;
             s.frame = Some(frame);
             s.set_status(StreamStatus::Live);
+            true
+        });
+        if published {
+            self.frames_published.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.count_dropped();
+        }
+    }
+
+    /// Replaces the privacy mask. The frame the hub holds (what a viewer who
+    /// joins now gets at once, and what an offline stream keeps showing) is
+    /// masked again with a new mask, or forgotten if that fails, so the mask
+    /// covers it too and not only the frames to come.
+    ///
+    /// The frame keeps its number: viewers who already have it are not sent it
+    /// again, and a frame held back from families (taken while the room was
+    /// shut) does not become one they may see.
+    fn replace_mask(&self, mask: Arc<Mask>) {
+        self.state.send_modify(|s| {
+            *self.mask.locked() = mask.clone();
+            if mask.is_empty() {
+                return;
+            }
+            if let Some(held) = s.frame.take() {
+                s.frame = crate::intake::remask(&held, &mask).map(Arc::new);
+            }
         });
     }
 
@@ -284,7 +333,13 @@ impl Stream {
                 return false;
             }
             let held = !gate.is_open();
+            let was_open = state.gate.is_open();
+            let since = state.open_since_seq;
             *state = GateState::new(gate);
+            state.open_since_seq = match (was_open, held) {
+                (false, false) => self.state.borrow().seq,
+                _ => since,
+            };
             self.demand
                 .send_if_modified(|d| replace(&mut d.families_held, held));
             true
@@ -650,7 +705,7 @@ impl Hub {
         let mut masks = self.masks.locked();
         *masks = book;
         for (name, stream) in streams.iter() {
-            *stream.mask.locked() = masks.effective(name);
+            stream.replace_mask(masks.effective(name));
         }
     }
 
@@ -663,10 +718,14 @@ impl Hub {
     /// gets it, and so does a stream of that name created later.
     pub fn store_mask(&self, name: &str, mask: Mask) -> Arc<Mask> {
         // Both locks, in order, so that a stream created meanwhile cannot miss it.
-        let streams = self.streams.locked();
-        let mask = self.masks.locked().store(name, mask);
-        if let Some(stream) = streams.get(name) {
-            *stream.mask.locked() = mask.clone();
+        let (mask, stream) = {
+            let streams = self.streams.locked();
+            let mask = self.masks.locked().store(name, mask);
+            (mask, streams.get(name).cloned())
+        };
+        // Outside the hub's locks: masking the held frame again takes a moment.
+        if let Some(stream) = stream {
+            stream.replace_mask(mask.clone());
         }
         mask
     }
@@ -683,6 +742,76 @@ mod tests {
 
     fn frame(n: u8) -> Admitted {
         Admitted::for_test(Frame::from_jpeg(vec![n; 10], 2, 2))
+    }
+
+    #[test]
+    fn a_new_mask_covers_the_held_frame_and_refuses_frames_made_before_it() {
+        let hub = Hub::new();
+        let s = hub.stream("x").unwrap();
+        let (w, h) = (64usize, 48usize);
+        let jpeg = crate::encode::Encoder::new(75)
+            .unwrap()
+            .encode_rgb(&vec![200u8; w * h * 3], w, h)
+            .unwrap();
+        let mut intake = crate::intake::Intake::new(s.clone(), "test");
+        let encoded_before = intake.jpeg(jpeg.clone(), w as u32, h as u32).unwrap();
+        s.publish(intake.jpeg(jpeg, w as u32, h as u32).unwrap());
+        let seq = s.current().seq;
+
+        hub.store_mask(
+            "x",
+            Mask::from_json(r#"[{"x":0,"y":0,"w":0.5,"h":0.5}]"#).unwrap(),
+        );
+        let now = s.current();
+        assert_eq!(now.seq, seq, "the same frame, masked again");
+        let held = now.frame.clone().expect("the held frame, masked again");
+        let grey = turbojpeg::decompress(&held.jpeg, turbojpeg::PixelFormat::GRAY).unwrap();
+        let luma = |x: usize, y: usize| grey.pixels[y * grey.pitch + x];
+        assert!(
+            luma(4, 4) <= 1,
+            "the masked corner is black: {}",
+            luma(4, 4)
+        );
+        assert!(luma(w - 4, h - 4) > 150, "the rest is as it was");
+
+        // A frame encoded before the mask changed arrives late: refused, counted.
+        let dropped = s.stats().frames_dropped;
+        s.publish(encoded_before);
+        assert_eq!(s.stats().frames_dropped, dropped + 1);
+        let after = s.current();
+        assert_eq!(after.seq, now.seq);
+        assert!(Arc::ptr_eq(&after.frame.unwrap(), &held));
+    }
+
+    #[test]
+    fn families_see_only_frames_taken_since_the_room_last_opened() {
+        let hub = Hub::new();
+        let s = hub.stream("x").unwrap();
+        s.publish(frame(1));
+        let before = s.current().seq;
+        assert!(
+            s.gate_state().lets_family_see(before),
+            "never shut: any frame"
+        );
+        s.set_paused(Some(Paused {
+            until: i64::MAX,
+            by: "Ana".into(),
+        }));
+        s.publish(frame(2)); // for staff, during the pause
+        let during = s.current().seq;
+        assert!(!s.gate_state().lets_family_see(during), "shut");
+        s.set_paused(None);
+        let state = s.gate_state();
+        assert!(
+            !state.lets_family_see(during),
+            "a frame taken while paused stays unseen after the resume"
+        );
+        assert!(!state.lets_family_see(before));
+        s.publish(frame(3));
+        assert!(state.lets_family_see(s.current().seq));
+        // Another change while open keeps the opening point.
+        s.set_closed(None);
+        assert_eq!(s.gate_state().open_since_seq, state.open_since_seq);
     }
 
     #[test]

@@ -41,27 +41,61 @@ use crate::source::supervisor::DropLog;
 
 /// A frame that passed intake, ready for [`Stream::publish`](crate::hub::Stream::publish).
 #[derive(Debug)]
-pub struct Admitted(Frame);
+pub struct Admitted {
+    frame: Frame,
+    /// The stream's mask this frame was made under; `None` for a picture
+    /// kindercam drew itself. The hub refuses the frame if the mask changed in
+    /// the meantime (it was being encoded when the admin saved a new one).
+    mask: Option<Arc<Mask>>,
+}
 
 impl Admitted {
+    fn under(frame: Frame, mask: &Arc<Mask>) -> Admitted {
+        Admitted {
+            frame,
+            mask: Some(mask.clone()),
+        }
+    }
+
     /// Sets when the picture was taken (see [`Frame::captured_at`]).
     pub fn captured_at(self, unix_ms: u64) -> Admitted {
-        Admitted(self.0.captured_at(unix_ms))
+        Admitted {
+            frame: self.frame.captured_at(unix_ms),
+            mask: self.mask,
+        }
     }
 
     pub fn frame(&self) -> &Frame {
-        &self.0
+        &self.frame
     }
 
-    /// The frame, for the hub to share; taking it out is free, making one is not.
+    /// The frame alone.
     pub fn into_frame(self) -> Frame {
-        self.0
+        self.frame
+    }
+
+    /// The frame and the mask it was made under, for the hub.
+    pub fn into_parts(self) -> (Frame, Option<Arc<Mask>>) {
+        (self.frame, self.mask)
     }
 
     /// Any frame, for the hub's own tests.
     #[cfg(test)]
     pub(crate) fn for_test(frame: Frame) -> Admitted {
-        Admitted(frame)
+        Admitted { frame, mask: None }
+    }
+}
+
+/// `frame` with `mask` burned in: the hub's held frame when the admin saves a
+/// new mask, so that nobody who joins before the next frame sees it unmasked.
+/// `None` when it cannot be masked (the caller then forgets the frame).
+pub(crate) fn remask(frame: &Frame, mask: &Mask) -> Option<Frame> {
+    let mut masker = JpegMasker::new().ok()?;
+    match masker.mask(&frame.jpeg, mask).ok()? {
+        Cow::Owned(masked) => Some(
+            Frame::from_jpeg(masked, frame.width, frame.height).captured_at(frame.captured_unix_ms),
+        ),
+        Cow::Borrowed(_) => None,
     }
 }
 
@@ -178,11 +212,10 @@ impl Intake {
     pub fn raw(&mut self, img: &RawImage) -> Result<Admitted, IntakeError> {
         let mask = self.stream.mask();
         match self.encode(img, false, &mask) {
-            Ok(jpeg) => Ok(Admitted(Frame::from_jpeg(
-                jpeg,
-                img.width as u32,
-                img.height as u32,
-            ))),
+            Ok(jpeg) => Ok(Admitted::under(
+                Frame::from_jpeg(jpeg, img.width as u32, img.height as u32),
+                &mask,
+            )),
             Err(e) => Err(self.refuse(e)),
         }
     }
@@ -203,11 +236,10 @@ impl Intake {
             stride: width * 3,
         };
         match self.encode(&img, true, &mask) {
-            Ok(jpeg) => Ok(Admitted(Frame::from_jpeg(
-                jpeg,
-                width as u32,
-                height as u32,
-            ))),
+            Ok(jpeg) => Ok(Admitted::under(
+                Frame::from_jpeg(jpeg, width as u32, height as u32),
+                &mask,
+            )),
             Err(e) => Err(self.refuse(e)),
         }
     }
@@ -252,13 +284,17 @@ impl Intake {
     ) -> Result<Admitted, IntakeError> {
         let mask = self.stream.mask();
         if mask.is_empty() {
-            return Ok(Admitted(match data_url {
+            let frame = match data_url {
                 Some(text) => Frame::from_parts(jpeg, text, width, height),
                 None => Frame::from_jpeg(jpeg, width, height),
-            }));
+            };
+            return Ok(Admitted::under(frame, &mask));
         }
         match self.mask_jpeg(&jpeg, &mask) {
-            Ok(masked) => Ok(Admitted(Frame::from_jpeg(masked, width, height))),
+            Ok(masked) => Ok(Admitted::under(
+                Frame::from_jpeg(masked, width, height),
+                &mask,
+            )),
             Err(e) => Err(self.refuse(e)),
         }
     }
@@ -268,11 +304,10 @@ impl Intake {
     pub fn placeholder(canvas: &Canvas, quality: u8) -> anyhow::Result<Admitted> {
         let jpeg =
             Encoder::new(quality)?.encode_rgb(&canvas.pixels, canvas.width, canvas.height)?;
-        Ok(Admitted(Frame::from_jpeg(
-            jpeg,
-            canvas.width as u32,
-            canvas.height as u32,
-        )))
+        Ok(Admitted {
+            frame: Frame::from_jpeg(jpeg, canvas.width as u32, canvas.height as u32),
+            mask: None,
+        })
     }
 }
 

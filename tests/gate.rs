@@ -36,17 +36,22 @@ async fn viewer_at(server: &TestServer, code: &str, path: &str) -> Ws {
         .unwrap_or_else(|status| panic!("the handshake succeeds, got {status}"))
 }
 
-/// The next frame of a `?meta=1` text viewer, skipping its meta and status texts.
-async fn meta_frame(ws: &mut Ws) {
+/// The next frame of a `?meta=1` text viewer, skipping its meta and status
+/// texts; returns when it was taken (its meta's `ts`).
+async fn meta_frame(ws: &mut Ws) -> u64 {
+    let mut taken = 0;
     loop {
         match recv(ws).await {
-            Message::Text(text) if text.starts_with(DATA_URL_PREFIX) => return,
+            Message::Text(text) if text.starts_with(DATA_URL_PREFIX) => return taken,
             Message::Text(text) => {
                 let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
                 assert!(
                     value["type"] == "frame" || value["type"] == "status",
                     "{value}"
                 );
+                if value["type"] == "frame" {
+                    taken = value["ts"].as_u64().expect("a capture time");
+                }
             }
             other => panic!("unexpected {}", describe(&other)),
         }
@@ -131,6 +136,9 @@ async fn a_pause_stops_families_at_once_staff_keep_watching_and_resuming_is_imme
     assert_eq!(status["message"], "room_paused");
     family_silent_while_staff_watch(&mut family, &mut staff, 5).await;
 
+    // Staff watched all through the pause, so the hub holds a frame taken during
+    // it; that one must never reach the family, only frames taken after.
+    let resumed_at = unix_ms();
     camera.set_paused(None);
     let first = recv_text(&mut family).await;
     assert_eq!(
@@ -139,7 +147,12 @@ async fn a_pause_stops_families_at_once_staff_keep_watching_and_resuming_is_imme
         "the page is told to clear the notice"
     );
     let started = std::time::Instant::now();
-    meta_frame(&mut family).await;
+    let taken = meta_frame(&mut family).await;
+    assert!(
+        taken >= resumed_at,
+        "the family got a frame taken {} ms before the resume",
+        resumed_at - taken
+    );
     assert!(
         started.elapsed() < Duration::from_millis(INTERVAL_MS * 3) * time_scale(),
         "frames again at once, not after a wait: {:?}",

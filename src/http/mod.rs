@@ -450,8 +450,14 @@ fn snapshot(ctx: &HttpContext, name: &str, audience: Audience) -> Reply {
     let turn = has_source
         .then(|| SnapshotTurn::take(&ctx.snapshot_waits))
         .flatten();
-    if turn.is_some() && stream.demand_count() == 0 {
-        // Nobody watches, so the source may be idle: ask it for one fresh frame.
+    // A family gets only a frame taken since the room last opened (not one the
+    // camera took for staff while it was paused or closed).
+    let shown = |seq: u64| audience == Audience::Staff || stream.gate_state().lets_family_see(seq);
+    let now = stream.current();
+    let stale = now.frame.is_none() || !shown(now.seq);
+    if turn.is_some() && (stream.demand_count() == 0 || stale) {
+        // Nobody watches, so the source may be idle (or the frame it has is not
+        // for this client): ask it for one fresh frame.
         let _wake = stream.demand(audience);
         let seen = stream.current().seq;
         let mut rx = stream.subscribe();
@@ -465,7 +471,7 @@ fn snapshot(ctx: &HttpContext, name: &str, audience: Audience) -> Reply {
     }
     let current = stream.current();
     match (current.frame, &current.status) {
-        (Some(frame), StreamStatus::Live) => jpeg(frame.jpeg.clone()),
+        (Some(frame), StreamStatus::Live) if shown(current.seq) => jpeg(frame.jpeg.clone()),
         (_, StreamStatus::Offline(reason)) => {
             text(503, &format!("stream {name:?} is offline: {reason}\n"))
                 .with_header(header("Retry-After", "1"))

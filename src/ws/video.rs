@@ -312,6 +312,15 @@ impl Link {
             let Some(frame) = snapshot.frame.filter(|_| snapshot.seq != last_seq) else {
                 continue;
             };
+            if audience == Audience::Family
+                && !gate
+                    .as_ref()
+                    .is_none_or(|g| g.borrow().lets_family_see(snapshot.seq))
+            {
+                // Taken while the room was shut (for staff): wait for a newer one.
+                last_seq = snapshot.seq;
+                continue;
+            }
             if last_seq != 0 {
                 viewer
                     .stats
