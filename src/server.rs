@@ -64,12 +64,21 @@ impl Server {
     /// mean the daemon cannot start.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         source::check_supported(&config)?;
-        let store = open_store(&config);
+        let (store, lost) = open_store(&config);
         let hub = Arc::new(Hub::new());
-        hub.set_masks(mask_book(&config, &store));
+        // A database that exists but cannot be opened holds masks and hours the
+        // admin set, unknown now: fail closed (every picture masked whole, every
+        // camera's room closed to families) rather than show what they hid.
+        hub.set_masks(match lost {
+            false => mask_book(&config, &store),
+            true => MaskBook::stored_unreadable(config.capture.masks.clone()),
+        });
         // Before any stream exists, so that each is closed from its first moment
         // when its room is outside its hours.
-        let hours = Arc::new(Hours::load(&config, &store));
+        let hours = Arc::new(match lost {
+            false => Hours::load(&config, &store),
+            true => Hours::lost(&config),
+        });
         hours.attach(&hub);
         let access = Arc::new(Access::from_config(&config, &store)?);
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
@@ -256,19 +265,33 @@ impl Server {
 /// or full SD card, a corrupt file) must not stop live viewing: kindercam then
 /// keeps families' changes, sessions, chat and the viewing log in memory until
 /// a restart, and says so.
-fn open_store(config: &Config) -> Store {
+/// The database, or an in-memory one when it cannot be opened; `true` with it
+/// when a database file exists but could not be opened (its contents are lost
+/// to this run, see `bind`).
+fn open_store(config: &Config) -> (Store, bool) {
     let settings = StoreSettings {
         audit_days: config.storage.audit_days,
         ..StoreSettings::default()
     };
     match Store::open(&config.storage.state_dir, settings.clone()) {
-        Ok(store) => store,
+        Ok(store) => (store, false),
         Err(e) => {
+            let lost = config
+                .storage
+                .state_dir
+                .join(crate::store::DB_FILE)
+                .exists();
             tracing::error!(
                 dir = %config.storage.state_dir.display(), error = %e,
                 "cannot open the database; families, logins, chat and the viewing log are kept in memory until a restart"
             );
-            Store::in_memory(settings).expect("an in-memory database always opens")
+            if lost {
+                tracing::error!(
+                    "the privacy masks and opening hours set on the admin page are in that                      database: until it opens again, every picture is masked whole and every                      camera's room is closed to families"
+                );
+            }
+            let store = Store::in_memory(settings).expect("an in-memory database always opens");
+            (store, lost)
         }
     }
 }

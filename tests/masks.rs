@@ -298,6 +298,45 @@ async fn masks_set_over_the_api_survive_a_restart_and_win_over_the_file() {
     assert!(!is_black(&frame, CORNER) && !is_black(&frame, MIDDLE));
     assert_eq!(stream_stat(&server, "camera", "masks").await, 0);
     server.stop().await;
+
+    // The database exists but cannot be opened (a damaged SD card): the masks and
+    // hours the admin set are unknown, so the daemon fails closed: the whole
+    // picture is black, and families are held at a closed room.
+    let db = dir.path().join("state").join("kindercam.db");
+    std::fs::write(&db, b"this is not an SQLite database, it was damaged").unwrap();
+    for extra in ["kindercam.db-wal", "kindercam.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join("state").join(extra));
+    }
+    let server = start_secured(&flags).await;
+    let staff = basic_auth(STAFF_CODE);
+    let reply = http_request(
+        server.http,
+        "GET",
+        "/snapshot.jpg",
+        &[("Authorization", &staff)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "staff still see the room: {}",
+        reply.text()
+    );
+    assert!(
+        is_black(&reply.body, r#"[{"x":0,"y":0,"w":1,"h":1}]"#),
+        "with the database lost, the whole picture is masked"
+    );
+    let mut family = ws_with(
+        &server,
+        "/video",
+        &[("Authorization", basic_auth(VIEWER_CODE))],
+    )
+    .await
+    .expect("a family's handshake still succeeds");
+    let status = assert_status(&recv_text(&mut family).await);
+    assert_eq!(status["state"], "closed", "{status}");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

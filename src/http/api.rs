@@ -110,6 +110,11 @@ fn pause(req: &Incoming, body: &str, who: &Principal, name: &str, ctx: &HttpCont
         Ok(minutes) => minutes,
         Err(e) => return error(400, &e.to_string(), Some("minutes")),
     };
+    // Only a room that exists: a pause keeps its stream, so pausing made-up names
+    // must not be a way to fill the hub's 32 streams.
+    if ctx.hub.get(name).is_none() {
+        return error(404, &format!("no room named {name:?} is on now"), None);
+    }
     let address = super::peer_ip(req).to_string();
     match ctx.pauses.pause(name, minutes, who, &address) {
         Ok(_) => json(200, &ctx.pauses.state(name)),

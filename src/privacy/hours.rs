@@ -123,6 +123,27 @@ impl Hours {
         }
     }
 
+    /// When the database holding the admin's hours exists but cannot be opened:
+    /// those hours are unknown (they may be stricter than the file's), so every
+    /// camera's room stays closed to families until the database opens again.
+    pub fn lost(config: &Config) -> Hours {
+        let hours = Hours::new(config, Vec::new());
+        {
+            let mut rooms = hours.rooms.locked();
+            for camera in &config.capture.cameras {
+                rooms.insert(
+                    camera.name.clone(),
+                    Room {
+                        effective: watch::Sender::new(Effective::Unusable(
+                            "the database with the opening hours cannot be opened".into(),
+                        )),
+                    },
+                );
+            }
+        }
+        hours
+    }
+
     /// The same, reading the wall clock from `clock`: tests move it, and jump it.
     #[cfg(test)]
     fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Hours {

@@ -52,7 +52,11 @@ pub fn for_family(stream: &Stream, size: (u32, u32), quality: u8) -> Option<Held
             ),
         })),
         Verdict::Paused(paused) => {
+            // The stream's own size, so the placeholder fits where its pictures
+            // were; but never more than a 1920x1080 card: an upload's JPEG header
+            // may claim any size, and the card is drawn in memory.
             let (width, height) = stream.current().frame.map_or(size, |f| (f.width, f.height));
+            let (width, height) = (width.min(1920), height.min(1080));
             let picture = state
                 .picture
                 .get_or_init(|| draw_paused(stream.name(), paused, width, height, quality))

@@ -136,7 +136,10 @@ impl Pauses {
                     continue;
                 }
             };
-            let left = Duration::from_secs((pause.until - now) as u64);
+            // Never longer than the longest pause: a Pi without a clock battery
+            // may start with a clock far behind the one that set `until`.
+            let left =
+                Duration::from_secs((pause.until - now) as u64).min(self.minute * MAX_MINUTES);
             let paused = Paused {
                 until: pause.until,
                 by: pause.by,
@@ -207,10 +210,13 @@ impl Pauses {
 
     /// Resumes stream `name` now; `false` when it was not paused.
     pub fn resume(&self, name: &str, by: &Principal) -> bool {
-        let Some(ended) = self.active.locked().remove(name) else {
+        let mut active = self.active.locked();
+        let Some(ended) = active.remove(name) else {
             return false;
         };
+        // Under the lock, like `pause`: a pause arriving meanwhile cannot be undone.
         ended.stream.set_paused(None);
+        drop(active);
         self.store.pause_close(ended.log, unix_now(), Some(who(by)));
         tracing::info!(stream = name, by = %who(by), "resumed for families");
         true

@@ -39,6 +39,12 @@ pub enum UploadError {
     NotDataUrl,
     BadBase64(base64::DecodeError),
     NotJpeg(jpeg::JpegError),
+    /// A JPEG whose header claims more pixels than any camera makes: a few bytes
+    /// could otherwise make every viewer's browser allocate gigabytes.
+    TooManyPixels {
+        width: u32,
+        height: u32,
+    },
     /// A valid upload that intake refused (a privacy mask it cannot burn in).
     Intake(IntakeError),
 }
@@ -66,9 +72,26 @@ impl std::fmt::Display for UploadError {
             }
             UploadError::BadBase64(e) => write!(f, "invalid base64: {e}"),
             UploadError::NotJpeg(e) => e.fmt(f),
+            UploadError::TooManyPixels { width, height } => write!(
+                f,
+                "a {width}x{height} picture is larger than any camera's ({} pixels at most)",
+                crate::privacy::MAX_PIXELS
+            ),
             UploadError::Intake(e) => write!(f, "frame not shown: {e}"),
         }
     }
+}
+
+/// Reads the JPEG's header and refuses a picture larger than any camera's.
+fn inspect(jpeg: &[u8]) -> Result<jpeg::JpegInfo, UploadError> {
+    let info = jpeg::inspect(jpeg).map_err(UploadError::NotJpeg)?;
+    if info.width as usize * info.height as usize > crate::privacy::MAX_PIXELS {
+        return Err(UploadError::TooManyPixels {
+            width: info.width,
+            height: info.height,
+        });
+    }
+    Ok(info)
 }
 
 fn check_size(size: usize, max: usize) -> Result<(), UploadError> {
@@ -106,7 +129,7 @@ pub fn check_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Upload, Uploa
     let jpeg = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(UploadError::BadBase64)?;
-    let info = jpeg::inspect(&jpeg).map_err(UploadError::NotJpeg)?;
+    let info = inspect(&jpeg)?;
     Ok(Upload {
         jpeg: Bytes::from(jpeg),
         data_url: Some(text),
@@ -118,7 +141,7 @@ pub fn check_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Upload, Uploa
 /// Checks an uploaded binary JPEG, without copying it.
 pub fn check_jpeg(data: Bytes, max_bytes: usize) -> Result<Upload, UploadError> {
     check_size(data.len(), max_bytes)?;
-    let info = jpeg::inspect(&data).map_err(UploadError::NotJpeg)?;
+    let info = inspect(&data)?;
     Ok(Upload {
         jpeg: data,
         data_url: None,
@@ -269,6 +292,31 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(bytes)
         )
         .into()
+    }
+
+    #[test]
+    fn a_header_claiming_a_giant_picture_is_refused() {
+        let mut bomb = jpeg();
+        let sof = bomb
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("a baseline SOF");
+        // SOF0: marker, length (2), precision (1), then height and width.
+        bomb[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+        let e = check_jpeg(Bytes::from(bomb.clone()), 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                UploadError::TooManyPixels {
+                    width: 65535,
+                    height: 65535
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.code(), "bad_frame");
+        assert!(check_data_url(data_url(&bomb), 1 << 20).is_err());
+        assert!(check_jpeg(Bytes::from(jpeg()), 1 << 20).is_ok());
     }
 
     #[test]
