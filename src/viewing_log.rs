@@ -89,6 +89,54 @@ impl ViewingLog {
     }
 }
 
+/// A viewer's place in the log, which a family's gate pauses: a family held at a
+/// closed or paused room is not watching, so its row ends when it is held and a
+/// new one starts when the room opens again. A tablet left on overnight is not
+/// logged as having watched all night.
+pub struct Presence {
+    log: Arc<ViewingLog>,
+    who: Principal,
+    family_name: Option<String>,
+    stream: String,
+    address: IpAddr,
+    guard: Option<ViewingGuard>,
+}
+
+impl Presence {
+    /// Opens the viewer's row now (see [`ViewingLog::open`]).
+    pub fn start(
+        log: &Arc<ViewingLog>,
+        who: &Principal,
+        family_name: Option<String>,
+        stream: &str,
+        address: IpAddr,
+    ) -> Presence {
+        let guard = log.open(who, family_name.clone(), stream, address);
+        Presence {
+            log: log.clone(),
+            who: who.clone(),
+            family_name,
+            stream: stream.to_owned(),
+            address,
+            guard: Some(guard),
+        }
+    }
+
+    /// Ends the row while `held`; opens a new one when no longer held.
+    pub fn held(&mut self, held: bool) {
+        if held {
+            self.guard = None;
+        } else if self.guard.is_none() {
+            self.guard = Some(self.log.open(
+                &self.who,
+                self.family_name.clone(),
+                &self.stream,
+                self.address,
+            ));
+        }
+    }
+}
+
 /// One open viewing session; dropping it ends the session in the log.
 #[derive(Debug)]
 pub struct ViewingGuard {

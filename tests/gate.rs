@@ -200,11 +200,43 @@ async fn a_closed_room_tells_a_joining_family_when_it_opens_and_refuses_its_snap
     .await;
     assert_eq!(picture.status, 200, "staff still see the room");
 
+    // A family held at a closed room is not watching: not in "who is watching
+    // now", and its row in the viewing log has ended.
+    assert_eq!(watching_roles(&server).await, ["staff"]);
+
     // Opening the room brings the family's frames within an interval or so.
     camera.set_closed(None);
     status_after_frames(&mut family, "live").await;
     recv_frame(&mut family).await;
+    let mut roles = watching_roles(&server).await;
+    roles.sort();
+    assert_eq!(
+        roles,
+        ["staff", "viewer"],
+        "watching again once the room opened"
+    );
     server.stop().await;
+}
+
+/// The roles in the admin's "who is watching now".
+async fn watching_roles(server: &TestServer) -> Vec<String> {
+    let admin = basic_auth(ADMIN_CODE);
+    let reply = http_request(
+        server.http,
+        "GET",
+        "/api/viewers",
+        &[("Authorization", &admin)],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let viewers: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    viewers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["role"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

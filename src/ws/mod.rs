@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::net::{self, client_ip, Admission, Conn, Gate};
 use crate::shutdown::Shutdown;
-use crate::viewing_log::ViewingLog;
+use crate::viewing_log::{Presence, ViewingLog};
 use handshake::{Refusal, Route};
 use prefixed::Prefixed;
 
@@ -316,7 +316,8 @@ async fn handle(
                 }
             };
             let family = ctx.access.family_name(&principal);
-            let _viewing = ctx.viewing.open(&principal, family, &name, client_ip(peer));
+            let presence =
+                Presence::start(&ctx.viewing, &principal, family, &name, client_ip(peer));
             ctx.access.seen(&principal);
             let audience = crate::hub::Audience::of(principal.role);
             video::serve(
@@ -324,6 +325,7 @@ async fn handle(
                 feed,
                 video::Format { binary, meta, gate },
                 audience,
+                presence,
                 shutdown,
             )
             .await;

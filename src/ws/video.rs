@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::hub::{status_message, Audience, GateState, Hub, Snapshot, Stream, StreamStatus};
 use crate::sendq::{self, Outgoing, Room, Trust};
 use crate::shutdown::Shutdown;
+use crate::viewing_log::Presence;
 use crate::ws::keepalive::{Beat, Keepalive};
 use crate::ws::split::{self, HasTcp};
 use crate::ws::{CLOSE_LIMIT, SEND_STALL_LIMIT};
@@ -77,6 +78,7 @@ pub async fn serve<S>(
     feed: Feed,
     format: Format,
     audience: Audience,
+    presence: Presence,
     mut shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + HasTcp + Unpin + Send + 'static,
@@ -92,6 +94,7 @@ pub async fn serve<S>(
     let mut link = Link {
         keepalive: Keepalive::relaxed(),
         told: None,
+        presence,
     };
     let stream = match feed {
         Feed::Ready(stream) => Some(stream),
@@ -125,10 +128,12 @@ pub async fn serve<S>(
     reader.abort();
 }
 
-/// One viewer's side of the socket: keepalive, and what it was last told.
+/// One viewer's side of the socket: keepalive, what it was last told, and its
+/// row in the viewing log.
 struct Link {
     keepalive: Keepalive,
     told: Option<StreamStatus>,
+    presence: Presence,
 }
 
 /// Whether the loop goes on after a keepalive beat or a control request.
@@ -265,6 +270,8 @@ impl Link {
                     }
                     match self.pass_gate(state, &mut held, &frames, writer).await {
                         Next::Continue => {
+                            // Held is not watching: the viewing log says so.
+                            self.presence.held(held.is_some());
                             // Open again: the newest frame goes out at once.
                             if held.is_none() { frames.mark_changed(); }
                             continue;
