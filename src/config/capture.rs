@@ -299,6 +299,7 @@ impl CaptureConfig {
             )?,
             masks: BTreeMap::new(),
         };
+        let main_masked = file.masks.is_some();
         config.masks = file_masks(file.source.as_deref(), file.masks, &file.camera)?;
         // Last: the settings above are each camera's defaults.
         let mut tables = file.camera.unwrap_or_default();
@@ -322,10 +323,18 @@ impl CaptureConfig {
             .position(|c| c.name == crate::hub::CAMERA)
             .unwrap_or(0);
         if let Some(schedule) = file.schedule {
-            schedules.push((main_name, schedule));
+            schedules.push((main_name.clone(), schedule));
         }
         let from_file = flags.source.is_empty()
             && (layers.env)("KINDERCAM_SOURCE").is_none_or(|v| v.trim().is_empty());
+        if main_masked && !from_file && !config.cameras.iter().any(|c| c.name == main_name) {
+            tracing::warn!(
+                stream = %main_name,
+                "the config file's top-level masks are for this stream, but --source or \
+                 KINDERCAM_SOURCE replaced the file's cameras and none has that name: the \
+                 cameras running now do not get them (name the new source {main_name}=...)"
+            );
+        }
         for (name, schedule) in schedules {
             let Some(camera) = config.cameras.iter_mut().find(|c| c.name == name) else {
                 // Only the top-level schedule can miss its camera in the file's own list.
