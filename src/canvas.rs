@@ -71,6 +71,59 @@ impl Canvas {
     }
 }
 
+/// A card kindercam shows in place of a room's picture (camera offline, room
+/// paused): a dark background, a coloured band across the top, and a title in
+/// Spanish and English sized to the width. The caller adds its own lines below.
+pub struct Card {
+    pub canvas: Canvas,
+    /// The scale of the smaller lines below the title.
+    pub small: usize,
+    /// How many characters of the smaller lines fit across.
+    pub line_chars: usize,
+    /// Where the lines below the title start.
+    pub lines_y: usize,
+}
+
+/// Colours and sizes of a [`Card`].
+pub struct CardStyle {
+    pub background: Rgb,
+    pub band: Rgb,
+    /// The title's largest scale, and how many times smaller the lines are.
+    pub max_scale: usize,
+    pub small_divisor: usize,
+}
+
+impl Card {
+    pub fn new(width: u32, height: u32, title: [&str; 2], style: CardStyle) -> Card {
+        let (w, h) = (width.max(64) as usize, height.max(48) as usize);
+        let mut c = Canvas::new(w, h);
+        c.fill(0, 0, w, h, style.background);
+        c.fill(0, h / 8, w, h / 100 + 2, style.band);
+        // The longer title must fit the width: 6 * scale pixels a character.
+        let longest = title.iter().map(|t| t.chars().count()).max().unwrap_or(1);
+        let title_scale = (w / (longest * 6 + 4)).clamp(1, style.max_scale);
+        let small = (title_scale / style.small_divisor).max(1);
+        c.caption(h / 4, title[0], title_scale, [255, 255, 255]);
+        c.caption(
+            h / 4 + 12 * title_scale,
+            title[1],
+            title_scale,
+            [255, 210, 120],
+        );
+        Card {
+            canvas: c,
+            small,
+            line_chars: (w / (6 * small)).saturating_sub(1).max(8),
+            lines_y: h * 3 / 5,
+        }
+    }
+
+    /// `text` cut to what fits across.
+    pub fn fit(&self, text: &str) -> String {
+        text.chars().take(self.line_chars).collect()
+    }
+}
+
 /// Rows of a 5x7 glyph, bit 4 leftmost. Accented capitals fall back to their base letter.
 fn glyph(ch: char) -> [u8; 7] {
     let ch = match ch.to_ascii_uppercase() {

@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 
-use crate::canvas::Canvas;
+use crate::canvas::{Canvas, Card, CardStyle};
 use crate::encode::Encoder;
 use crate::hub::Stream;
 use crate::privacy::gate::{Paused, Verdict};
@@ -100,34 +100,23 @@ fn draw_paused(name: &str, paused: &Paused, width: u32, height: u32, quality: u8
 /// Draws the paused placeholder: a calm dark picture with an amber band, the
 /// word in both languages, and when it resumes (`until`, already "HH:MM").
 pub fn render_paused(name: &str, until: &str, width: u32, height: u32) -> Canvas {
-    let (w, h) = (width.max(64) as usize, height.max(48) as usize);
-    let mut c = Canvas::new(w, h);
-    c.fill(0, 0, w, h, [20, 28, 40]);
-    c.fill(0, h / 8, w, h / 100 + 2, [230, 160, 40]);
-    let title_scale = (w / (PAUSED_ES.chars().count() * 6 + 4)).clamp(1, 8);
-    let small = (title_scale / 3).max(1);
-    c.caption(h / 4, PAUSED_ES, title_scale, [255, 255, 255]);
-    c.caption(
-        h / 4 + 12 * title_scale,
-        PAUSED_EN,
-        title_scale,
-        [255, 210, 120],
+    let card = Card::new(
+        width,
+        height,
+        [PAUSED_ES, PAUSED_EN],
+        CardStyle {
+            background: [20, 28, 40],
+            band: [230, 160, 40],
+            max_scale: 8,
+            small_divisor: 3,
+        },
     );
-    let max = (w / (6 * small)).saturating_sub(1).max(8);
-    let fit = |text: String| text.chars().take(max).collect::<String>();
-    let y = h * 3 / 5;
-    c.caption(
-        y,
-        &fit(format!("HASTA LAS {until} / UNTIL {until}")),
-        small,
-        [230, 230, 230],
-    );
-    c.caption(
-        y + 12 * small,
-        &fit(name.to_uppercase()),
-        small,
-        [170, 170, 170],
-    );
+    let (y, small) = (card.lines_y, card.small);
+    let until = card.fit(&format!("HASTA LAS {until} / UNTIL {until}"));
+    let name = card.fit(&name.to_uppercase());
+    let mut c = card.canvas;
+    c.caption(y, &until, small, [230, 230, 230]);
+    c.caption(y + 12 * small, &name, small, [170, 170, 170]);
     c
 }
 

@@ -6,7 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::canvas::Canvas;
+use crate::canvas::{Canvas, Card, CardStyle};
 use crate::hub::Stream;
 use crate::intake::Intake;
 
@@ -19,23 +19,19 @@ const REASON_CHARS: usize = 48;
 
 /// Draws the placeholder for stream `name` at `width` x `height`.
 pub fn render(name: &str, reason: &str, width: u32, height: u32, now: SystemTime) -> Canvas {
-    let (w, h) = (width.max(64) as usize, height.max(48) as usize);
-    let mut c = Canvas::new(w, h);
-    c.fill(0, 0, w, h, [24, 24, 32]);
-    // A red band across the top third marks the picture as not live at a glance.
-    c.fill(0, h / 8, w, h / 100 + 2, [200, 40, 40]);
-    // The title must fit the width: 19 characters of 6 * scale pixels.
-    let title_scale = (w / (TITLE_ES.chars().count() * 6 + 4)).clamp(1, 6);
-    let small = (title_scale / 2).max(1);
-    c.caption(h / 4, TITLE_ES, title_scale, [255, 255, 255]);
-    c.caption(
-        h / 4 + 12 * title_scale,
-        TITLE_EN,
-        title_scale,
-        [255, 210, 120],
+    // A red band marks the picture as not live at a glance.
+    let card = Card::new(
+        width,
+        height,
+        [TITLE_ES, TITLE_EN],
+        CardStyle {
+            background: [24, 24, 32],
+            band: [200, 40, 40],
+            max_scale: 6,
+            small_divisor: 2,
+        },
     );
-    let max = (w / (6 * small)).saturating_sub(1).max(8);
-    let fit = |text: &str| text.chars().take(max).collect::<String>();
+    let (small, max) = (card.small, card.line_chars);
     let reason = wrap(reason, max.min(REASON_CHARS), 2);
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let clock = format!(
@@ -45,14 +41,16 @@ pub fn render(name: &str, reason: &str, width: u32, height: u32, now: SystemTime
         (since / 60) % 60,
         since % 60
     );
-    let y = h * 3 / 5;
-    c.caption(y, &fit(&clock), small, [200, 200, 200]);
+    let y = card.lines_y;
+    let (clock, retrying) = (card.fit(&clock), card.fit(RETRYING));
+    let mut c = card.canvas;
+    c.caption(y, &clock, small, [200, 200, 200]);
     let mut line_y = y + 12 * small;
     for line in &reason {
         c.caption(line_y, line, small, [200, 200, 200]);
         line_y += 12 * small;
     }
-    c.caption(line_y, &fit(RETRYING), small, [160, 160, 160]);
+    c.caption(line_y, &retrying, small, [160, 160, 160]);
     c
 }
 
