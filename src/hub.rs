@@ -225,6 +225,9 @@ pub struct Stream {
     /// The privacy mask every frame gets before it is published; read once per
     /// frame by the source's intake, replaced at once by the admin API.
     mask: Mutex<Arc<Mask>>,
+    /// The way in to this stream's fan-out (`crate::fanout`), started by the
+    /// first viewer.
+    fanout: OnceLock<crate::fanout::Door>,
 }
 
 impl Stream {
@@ -240,7 +243,17 @@ impl Stream {
             heartbeat: Heartbeat::new(),
             gate: watch::Sender::new(GateState::new(Gate::default())),
             mask: Mutex::new(mask),
+            fanout: OnceLock::new(),
         }
+    }
+
+    /// The door to this stream's fan-out, the one way its frames leave; the
+    /// first caller starts it (in the runtime), and it ends with the stream or
+    /// with the daemon.
+    pub fn fanout(&self, shutdown: &crate::shutdown::Shutdown) -> &crate::fanout::Door {
+        self.fanout.get_or_init(|| {
+            crate::fanout::Door::open(self.subscribe(), self.subscribe_gate(), shutdown.daemon())
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -520,6 +533,15 @@ impl ViewerGuard {
     pub fn probe_socket(&self, fd: RawFd) -> SocketProbeGuard<'_> {
         self.stats.outgoing.set_socket(fd);
         SocketProbeGuard(self)
+    }
+}
+
+impl ViewerGuard {
+    /// Stops `/stats.json` asking about this viewer's socket; call before the
+    /// socket closes (see [`ViewerGuard::probe_socket`]).
+    pub fn forget_socket(&self) {
+        let _viewers = self.stream.viewers.locked();
+        self.stats.outgoing.clear_socket();
     }
 }
 

@@ -16,6 +16,7 @@ pub mod chat;
 pub mod config;
 pub mod devices;
 pub mod encode;
+pub mod fanout;
 pub mod frame;
 pub mod http;
 pub mod http_guard;

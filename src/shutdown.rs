@@ -143,6 +143,15 @@ impl Shutdown {
         }
     }
 
+    /// The daemon's own signal, without this handle's login: for work that
+    /// outlives any one connection (a stream's fan-out).
+    pub fn daemon(&self) -> Shutdown {
+        Shutdown {
+            session: None,
+            ..self.clone()
+        }
+    }
+
     /// What to tell a client being closed because this fired.
     pub fn goodbye(&self) -> Goodbye {
         match *self.fired.borrow() {

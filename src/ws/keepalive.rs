@@ -15,6 +15,12 @@ pub enum Beat {
     Dead,
 }
 
+/// How often a quiet chat or viewer socket is pinged (the fan-out follows
+/// the same rule for its viewers).
+pub const RELAXED_PING_EVERY: Duration = Duration::from_secs(30);
+/// How long such a socket may stay silent before it counts as gone.
+pub const RELAXED_DEAD_AFTER: Duration = Duration::from_secs(75);
+
 pub struct Keepalive {
     ticker: Interval,
     last_heard: Instant,
@@ -34,7 +40,7 @@ impl Keepalive {
 
     /// Chat and viewer sockets: quiet for long stretches by nature.
     pub fn relaxed() -> Keepalive {
-        Keepalive::new(Duration::from_secs(30), Duration::from_secs(75))
+        Keepalive::new(RELAXED_PING_EVERY, RELAXED_DEAD_AFTER)
     }
 
     /// Uploads normally send a frame every interval; a silent uploader is gone, and

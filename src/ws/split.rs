@@ -11,9 +11,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
-use crate::sendq::{self, Room};
+use crate::sendq;
 use crate::sync::Locked;
 
 /// A connection with a TCP socket at the bottom (plain or under TLS).
@@ -36,41 +35,14 @@ pub struct WriteHalf<S> {
 }
 
 impl<S: HasTcp> WriteHalf<S> {
-    /// Whether the socket has room for a frame of `frame_bytes` now (one `ioctl`
-    /// when it has): the fast path, without a turn through the task's loop.
-    pub fn room_now(&self, frame_bytes: usize) -> Room {
-        sendq::room(self.fd, frame_bytes, false)
-    }
-
-    /// Waits until the socket has room for a frame of `frame_bytes` (`sendq::room`):
-    /// the moment to choose the frame to send. `TimedOut` at `deadline`: a peer
-    /// that takes nothing for that long is gone.
-    pub async fn room_for(&self, frame_bytes: usize, deadline: Instant) -> io::Result<()> {
-        let mut drained = false;
-        loop {
-            match sendq::room(self.fd, frame_bytes, drained) {
-                Room::Idle | Room::Now => return Ok(()),
-                Room::Unsent => {
-                    let drain = std::future::poll_fn(|cx| self.poll_drained(cx));
-                    match tokio::time::timeout_at(deadline, drain).await {
-                        Ok(result) => result?,
-                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-                    }
-                    drained = true;
-                }
-                Room::InFlight(wait) => {
-                    if Instant::now() >= deadline {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                    tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
-                    drained = false;
-                }
-            }
-        }
-    }
-
-    fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Ready once the kernel has drained the socket (`sendq::poll_drained`).
+    pub fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         sendq::poll_drained(self.shared.locked().tcp(), cx)
+    }
+
+    /// The TCP socket's fd, open as long as this half is.
+    pub fn tcp_fd(&self) -> RawFd {
+        self.fd
     }
 }
 

@@ -1,0 +1,432 @@
+//! One viewer in a fan-out: what it has been sent and told, what it is owed,
+//! and the rules for choosing its next message.
+//!
+//! The rules are the ones a viewer's own task used to follow, kept whole: only
+//! the newest frame is sent, chosen as late as possible (when the socket has
+//! room for it, `sendq`), so a slow viewer skips ahead and never queues more
+//! than one frame; a family viewer follows the stream's gate (the gate's notice
+//! and no frames while the room is shut, and never a frame taken while it was);
+//! staff who asked are told the gate's state; a status change is told once. What
+//! changed is who runs them: the fan-out's one task, for every viewer of the
+//! stream in turn, instead of a task per viewer woken for every frame.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::out::{self, Body, Out, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use super::Outlet;
+use crate::frame::Frame;
+use crate::hub::{Audience, GateState, Snapshot, StreamStatus, ViewerGuard};
+use crate::sendq::{self, Room, Trust};
+use crate::viewing_log::Presence;
+
+/// How a viewer wants its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// WebSocket text messages: `data:image/jpeg;base64,...` (the prototype's).
+    WsText,
+    /// WebSocket binary messages: the JPEG file.
+    WsBinary,
+}
+
+/// What a viewer asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wants {
+    pub framing: Framing,
+    /// Each frame preceded by its capture time (`?meta=1`), in the same write.
+    pub meta: bool,
+    /// Staff told the gate's state (`?gate=1`): at once, then on every change.
+    pub gate: bool,
+}
+
+/// Messages other than frames, sent between frames in the order asked.
+#[derive(Debug)]
+pub enum Control {
+    Ping,
+    Pong(Vec<u8>),
+    Close(u16, &'static str),
+}
+
+/// A viewer can queue no more control messages than this; a client that pings
+/// faster than it reads its pongs loses the surplus.
+const CONTROLS_MAX: usize = 4;
+
+/// What the stream looks like to the fan-out right now.
+pub struct View<'a> {
+    pub snapshot: &'a Snapshot,
+    pub gate: &'a GateState,
+    pub now: Instant,
+}
+
+/// What choosing a seat's next message came to. (`Out` inline, not boxed: it is
+/// moved once per message, and a box would be an allocation per viewer and frame.)
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Send(Out),
+    /// Nothing to send now, or no room yet (the seat's bell or a timer will
+    /// bring it back).
+    Nothing,
+    Broken,
+}
+
+/// Whether a seat stays after a turn.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    Stays,
+    /// Done with (closed, broken, or its socket gone): remove it.
+    Leaves,
+}
+
+pub struct Seat {
+    pub id: u64,
+    outlet: Box<dyn Outlet>,
+    fd: RawFd,
+    wants: Wants,
+    audience: Audience,
+    viewer: ViewerGuard,
+    presence: Presence,
+    /// Dropped with the seat: tells the viewer's task its socket is done.
+    _gone: oneshot::Sender<()>,
+
+    controls: VecDeque<Control>,
+    out: Option<Out>,
+    /// The hub has a frame (or status) this viewer has not been sent.
+    pub want: bool,
+    /// The gate changed since this viewer was last told.
+    pub gate_news: bool,
+    /// A close frame is going out: the seat leaves once it has.
+    closing: bool,
+    /// Until when the socket must take what this viewer is owed; a peer that
+    /// takes nothing for that long is gone.
+    pub due: Option<Instant>,
+    /// The status just sent is followed at once by the frame, without asking
+    /// about room twice.
+    room_granted: bool,
+    waiting_room: bool,
+    drained: bool,
+    trust: Trust,
+    /// When a timer (a queue on the path draining) is due to look at this seat.
+    pub timer_at: Option<Instant>,
+    last_seq: u64,
+    told: Option<StreamStatus>,
+    /// What a family viewer was last told about the gate: `Some` while held.
+    held: Option<GateState>,
+    pub last_heard: Instant,
+    pub next_ping: Instant,
+}
+
+impl Seat {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        outlet: Box<dyn Outlet>,
+        wants: Wants,
+        audience: Audience,
+        viewer: ViewerGuard,
+        presence: Presence,
+        gone: oneshot::Sender<()>,
+        told: Option<StreamStatus>,
+        ping_every: std::time::Duration,
+    ) -> Seat {
+        let fd = outlet.fd();
+        viewer.stats.outgoing.set_socket(fd);
+        let now = Instant::now();
+        let follows_gate = audience == Audience::Family || wants.gate;
+        Seat {
+            id,
+            outlet,
+            fd,
+            wants,
+            audience,
+            viewer,
+            presence,
+            _gone: gone,
+            controls: VecDeque::new(),
+            out: None,
+            // A joining viewer gets the latest frame at once, after the gate's word.
+            want: true,
+            gate_news: follows_gate,
+            closing: false,
+            due: None,
+            room_granted: false,
+            waiting_room: false,
+            drained: false,
+            trust: Trust::default(),
+            timer_at: None,
+            last_seq: 0,
+            told,
+            held: None,
+            last_heard: now,
+            next_ping: now + ping_every,
+        }
+    }
+
+    pub fn follows_gate(&self) -> bool {
+        self.audience == Audience::Family || self.wants.gate
+    }
+
+    /// Queues a control message; a close replaces whatever was queued.
+    pub fn control(&mut self, control: Control) {
+        if self.closing {
+            return;
+        }
+        if let Control::Close(..) = control {
+            self.controls.clear();
+        } else if self.controls.len() >= CONTROLS_MAX {
+            return;
+        }
+        self.controls.push_back(control);
+    }
+
+    /// Whether a frame is partly written: the socket cannot take a close frame
+    /// now without corrupting the stream.
+    pub fn mid_frame(&self) -> bool {
+        self.out.as_ref().is_some_and(|o| o.is_frame)
+    }
+
+    /// Writes what this viewer is owed until the socket refuses more (its bell
+    /// then rings when it drains) or nothing is left.
+    pub fn advance(&mut self, cx: &mut Context<'_>, view: &View<'_>) -> Turn {
+        loop {
+            if let Some(out) = &mut self.out {
+                let outgoing = out.is_frame.then_some(&self.viewer.stats.outgoing);
+                match out.poll_write(&mut *self.outlet, cx, outgoing) {
+                    Poll::Pending => return Turn::Stays,
+                    Poll::Ready(Err(_)) => return Turn::Leaves,
+                    Poll::Ready(Ok(())) => {
+                        let out = self.out.take().expect("written above");
+                        self.due = None;
+                        if out.is_frame {
+                            let stats = &self.viewer.stats;
+                            stats.outgoing.end();
+                            stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                            self.trust.wrote(out.writes);
+                        }
+                        if self.closing {
+                            return Turn::Leaves;
+                        }
+                    }
+                }
+            }
+            match self.next(cx, view) {
+                Next::Send(out) => {
+                    if out.is_frame {
+                        self.viewer.stats.outgoing.begin(out.total());
+                    }
+                    self.due
+                        .get_or_insert(view.now + crate::ws::SEND_STALL_LIMIT);
+                    self.out = Some(out);
+                }
+                Next::Nothing => return Turn::Stays,
+                Next::Broken => return Turn::Leaves,
+            }
+        }
+    }
+
+    fn next(&mut self, cx: &mut Context<'_>, view: &View<'_>) -> Next {
+        if let Some(control) = self.controls.pop_front() {
+            let mut out = Out::new(false);
+            match control {
+                Control::Ping => out.ws(OP_PING, Body::Static(b"")),
+                Control::Pong(payload) => out.ws(OP_PONG, Body::Owned(payload)),
+                Control::Close(code, reason) => {
+                    self.closing = true;
+                    out.ws(OP_CLOSE, Body::Owned(out::close_payload(code, reason)));
+                }
+            }
+            return Next::Send(out);
+        }
+        if self.closing {
+            return Next::Nothing;
+        }
+        if self.gate_news {
+            self.gate_news = false;
+            if let Some(text) = self.pass_gate(view) {
+                return Next::Send(text_out(text));
+            }
+        }
+        if !self.want || self.held.is_some() {
+            return Next::Nothing;
+        }
+        match self.room(cx, view) {
+            Poll::Ready(true) => {}
+            Poll::Ready(false) => return Next::Broken,
+            Poll::Pending => return Next::Nothing,
+        }
+        // The socket has room: whatever the hub has now is what this viewer gets.
+        self.want = false;
+        let snapshot = view.snapshot;
+        if should_tell(&snapshot.status, &mut self.told) {
+            // The frame follows in the same turn.
+            self.want = true;
+            self.room_granted = true;
+            return Next::Send(text_out(snapshot.status_message.clone()));
+        }
+        self.room_granted = false;
+        let Some(frame) = snapshot
+            .frame
+            .as_ref()
+            .filter(|_| snapshot.seq != self.last_seq)
+        else {
+            return Next::Nothing;
+        };
+        if self.audience == Audience::Family && !view.gate.lets_family_see(snapshot.seq) {
+            // Taken while the room was shut (for staff): wait for a newer one.
+            self.last_seq = snapshot.seq;
+            return Next::Nothing;
+        }
+        if self.last_seq != 0 && snapshot.seq > self.last_seq {
+            self.viewer
+                .stats
+                .frames_skipped
+                .fetch_add(snapshot.seq - self.last_seq - 1, Ordering::Relaxed);
+        }
+        self.last_seq = snapshot.seq;
+        Next::Send(self.frame_out(frame))
+    }
+
+    fn frame_out(&self, frame: &Arc<Frame>) -> Out {
+        let mut out = Out::new(true);
+        if self.wants.meta {
+            out.ws(OP_TEXT, Body::Meta(frame.clone()));
+        }
+        match self.wants.framing {
+            Framing::WsText => out.ws(OP_TEXT, Body::DataUrl(frame.clone())),
+            Framing::WsBinary => out.ws(OP_BINARY, Body::Jpeg(frame.clone())),
+        }
+        out
+    }
+
+    /// The size of the message the hub's newest frame makes for this viewer.
+    fn newest_bytes(&self, snapshot: &Snapshot) -> usize {
+        snapshot
+            .frame
+            .as_ref()
+            .map_or(0, |f| match self.wants.framing {
+                Framing::WsText => f.data_url.len(),
+                Framing::WsBinary => f.jpeg.len(),
+            })
+    }
+
+    /// Whether the socket has room for the next frame (`sendq::room`): `Ready(true)`
+    /// to send now, `Pending` to wait (the bell or a timer is set), `Ready(false)`
+    /// if the socket broke. A socket that keeps up is trusted and not asked.
+    fn room(&mut self, cx: &mut Context<'_>, view: &View<'_>) -> Poll<bool> {
+        if self.room_granted || (!self.waiting_room && !self.trust.must_ask()) {
+            return Poll::Ready(true);
+        }
+        let bytes = self.newest_bytes(view.snapshot);
+        loop {
+            let room = sendq::room(self.fd, bytes, self.drained);
+            self.trust.asked(room);
+            match room {
+                Room::Idle | Room::Now => {
+                    self.waiting_room = false;
+                    self.drained = false;
+                    return Poll::Ready(true);
+                }
+                Room::Unsent => {
+                    self.waiting_room = true;
+                    self.due
+                        .get_or_insert(view.now + crate::ws::SEND_STALL_LIMIT);
+                    match self.outlet.poll_drained(cx) {
+                        Poll::Ready(Ok(())) => self.drained = true,
+                        Poll::Ready(Err(_)) => return Poll::Ready(false),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Room::InFlight(wait) => {
+                    self.waiting_room = true;
+                    self.drained = false;
+                    self.due
+                        .get_or_insert(view.now + crate::ws::SEND_STALL_LIMIT);
+                    let at = view.now + wait;
+                    if self.timer_at.is_none_or(|t| at < t) {
+                        self.timer_at = Some(at);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Acts on the gate for a viewer that follows it: staff who asked are told
+    /// its state; a family viewer is told why while it is shut (once per change)
+    /// and, when it opens, the stream's status, so its page clears the notice.
+    fn pass_gate(&mut self, view: &View<'_>) -> Option<tokio_tungstenite::tungstenite::Utf8Bytes> {
+        let state = view.gate;
+        if self.audience == Audience::Staff {
+            return Some(state.staff_message.clone());
+        }
+        let text = match (&state.family_message, self.held.as_ref()) {
+            (Some(_), Some(told)) if told.gate == state.gate => None,
+            (Some(text), _) => {
+                self.held = Some(state.clone());
+                Some(text.clone())
+            }
+            (None, None) => None,
+            (None, Some(_)) => {
+                self.held = None;
+                self.told = Some(view.snapshot.status.clone());
+                Some(view.snapshot.status_message.clone())
+            }
+        };
+        // Held is not watching: the viewing log says so.
+        self.presence.held(self.held.is_some());
+        if self.held.is_none() {
+            // Open: the newest frame goes out at once.
+            self.want = true;
+        }
+        text
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        // Before the socket closes: the stats stop asking about this fd.
+        self.viewer.forget_socket();
+    }
+}
+
+fn text_out(text: tokio_tungstenite::tungstenite::Utf8Bytes) -> Out {
+    let mut out = Out::new(false);
+    out.ws(OP_TEXT, Body::Text(text));
+    out
+}
+
+/// Whether to send the stream's status: it changed from what this viewer was last
+/// told (a new offline reason counts). A viewer joining a live stream is told
+/// nothing, so a client that puts every message into `img.src` (the prototype)
+/// only ever sees frames.
+fn should_tell(status: &StreamStatus, told: &mut Option<StreamStatus>) -> bool {
+    if told.as_ref() == Some(status) {
+        return false;
+    }
+    let first = told.is_none();
+    *told = Some(status.clone());
+    !(first && *status == StreamStatus::Live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_viewer_of_live_stream_hears_no_status() {
+        let live = StreamStatus::Live;
+        let offline = StreamStatus::Offline("gone".into());
+        let mut told = None;
+        assert!(!should_tell(&live, &mut told));
+        assert!(should_tell(&offline, &mut told));
+        assert!(!should_tell(&offline, &mut told), "said once");
+        let other = StreamStatus::Offline("unplugged".into());
+        assert!(should_tell(&other, &mut told), "a new reason is news");
+        assert!(should_tell(&live, &mut told));
+    }
+}
