@@ -32,6 +32,39 @@ pub struct Frame {
     /// `{"type":"frame","ts":captured_unix_ms}`, the text `?meta=1` viewers get
     /// before the frame: built once, by the first such viewer, and shared.
     meta: OnceLock<Utf8Bytes>,
+    /// The same picture at half the width and height, for `?size=small`
+    /// viewers; made by intake only while one is watching (`crate::shrink`).
+    pub small: Option<Small>,
+}
+
+/// A frame's small variant: its own JPEG and data URL, the frame's times.
+#[derive(Debug)]
+pub struct Small {
+    pub width: u32,
+    pub height: u32,
+    pub jpeg: Bytes,
+    pub data_url: Utf8Bytes,
+}
+
+impl Small {
+    pub fn from_jpeg(jpeg: Vec<u8>, width: u32, height: u32) -> Small {
+        let jpeg = Bytes::from(jpeg);
+        Small {
+            width,
+            height,
+            data_url: data_url_of(&jpeg),
+            jpeg,
+        }
+    }
+}
+
+/// `jpeg` as a `data:image/jpeg;base64,...` URL, base64-encoded once.
+fn data_url_of(jpeg: &[u8]) -> Utf8Bytes {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut url = String::with_capacity(DATA_URL_PREFIX.len() + jpeg.len().div_ceil(3) * 4);
+    url.push_str(DATA_URL_PREFIX);
+    engine.encode_string(jpeg, &mut url);
+    Utf8Bytes::from(url)
 }
 
 impl Frame {
@@ -39,11 +72,8 @@ impl Frame {
     /// from an encoder or `Bytes` from an upload, without copying either.
     pub fn from_jpeg(jpeg: impl Into<Bytes>, width: u32, height: u32) -> Frame {
         let jpeg: Bytes = jpeg.into();
-        let engine = &base64::engine::general_purpose::STANDARD;
-        let mut url = String::with_capacity(DATA_URL_PREFIX.len() + jpeg.len().div_ceil(3) * 4);
-        url.push_str(DATA_URL_PREFIX);
-        engine.encode_string(&jpeg, &mut url);
-        Frame::from_parts(jpeg, Utf8Bytes::from(url), width, height)
+        let url = data_url_of(&jpeg);
+        Frame::from_parts(jpeg, url, width, height)
     }
 
     /// Wraps a JPEG that arrived already as a data URL (a browser upload), keeping
@@ -59,7 +89,14 @@ impl Frame {
             ready_unix_ms: now,
             captured_unix_ms: now,
             meta: OnceLock::new(),
+            small: None,
         }
+    }
+
+    /// Adds the small variant.
+    pub fn with_small(mut self, small: Small) -> Frame {
+        self.small = Some(small);
+        self
     }
 
     /// Sets when the picture was taken, if the source knows it was before now.

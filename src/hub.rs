@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -225,6 +225,11 @@ pub struct Stream {
     /// The privacy mask every frame gets before it is published; read once per
     /// frame by the source's intake, replaced at once by the admin API.
     mask: Mutex<Arc<Mask>>,
+    /// Viewers that asked for small frames (`?size=small`): intake makes a
+    /// frame's small variant only while this is above zero.
+    small_wanted: AtomicUsize,
+    /// Small variants made (`/stats.json`), so "none while nobody asks" shows.
+    frames_small: AtomicU64,
     /// The way in to this stream's fan-out (`crate::fanout`), started by the
     /// first viewer.
     fanout: OnceLock<crate::fanout::Door>,
@@ -243,6 +248,8 @@ impl Stream {
             heartbeat: Heartbeat::new(),
             gate: watch::Sender::new(GateState::new(Gate::default())),
             mask: Mutex::new(mask),
+            small_wanted: AtomicUsize::new(0),
+            frames_small: AtomicU64::new(0),
             fanout: OnceLock::new(),
         }
     }
@@ -401,6 +408,22 @@ impl Stream {
         self.state.subscribe()
     }
 
+    /// Registers a viewer of small frames until the guard is dropped.
+    pub fn want_small(self: &Arc<Self>) -> SmallGuard {
+        self.small_wanted.fetch_add(1, Ordering::AcqRel);
+        SmallGuard(self.clone())
+    }
+
+    /// Whether some viewer wants small frames now.
+    pub fn wants_small(&self) -> bool {
+        self.small_wanted.load(Ordering::Acquire) > 0
+    }
+
+    /// Counts a small variant made by intake.
+    pub fn count_small(&self) {
+        self.frames_small.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Registers a viewer; it counts as demand until the guard is dropped (a
     /// family viewer only while the gate is open).
     pub fn watch(self: &Arc<Self>, audience: Audience) -> ViewerGuard {
@@ -463,6 +486,7 @@ impl Stream {
             uploading: self.uploading.load(Ordering::Relaxed),
             frames_published: self.frames_published.load(Ordering::Relaxed),
             frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
+            frames_small: self.frames_small.load(Ordering::Relaxed),
             masks: self.mask().rects().len(),
             last_frame_unix_ms: snapshot.frame.as_ref().map(|f| f.ready_unix_ms),
             width: snapshot.frame.as_ref().map(|f| f.width),
@@ -493,6 +517,9 @@ pub struct StreamStats {
     /// Frames from the source that were refused as broken (cut off, corrupt) or
     /// that could not be masked.
     pub frames_dropped: u64,
+    /// Half-size variants made for `?size=small` viewers (none while nobody
+    /// asks for them).
+    pub frames_small: u64,
     /// Rectangles of the privacy mask burned into this stream's frames (0: none).
     pub masks: usize,
     pub last_frame_unix_ms: Option<u64>,
@@ -537,6 +564,10 @@ impl ViewerGuard {
 }
 
 impl ViewerGuard {
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
     /// Stops `/stats.json` asking about this viewer's socket; call before the
     /// socket closes (see [`ViewerGuard::probe_socket`]).
     pub fn forget_socket(&self) {
@@ -563,6 +594,15 @@ impl Drop for ViewerGuard {
             .viewers
             .locked()
             .retain(|v| !Arc::ptr_eq(v, &self.stats));
+    }
+}
+
+/// A viewer's wish for small frames; see [`Stream::want_small`].
+pub struct SmallGuard(Arc<Stream>);
+
+impl Drop for SmallGuard {
+    fn drop(&mut self) {
+        self.0.small_wanted.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

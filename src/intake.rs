@@ -34,9 +34,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::canvas::Canvas;
 use crate::encode::{Encoder, RawFormat, RawImage};
-use crate::frame::Frame;
+use crate::frame::{Frame, Small};
 use crate::hub::Stream;
 use crate::privacy::{mask_raw, JpegMasker, Mask, MaskFrameError};
+use crate::shrink::{self, Shrinker};
 use crate::source::supervisor::DropLog;
 
 /// A frame that passed intake, ready for [`Stream::publish`](crate::hub::Stream::publish).
@@ -128,6 +129,8 @@ pub struct Intake {
     masker: Option<JpegMasker>,
     /// The copy of a raw picture that a mask is burned into, reused.
     scratch: Vec<u8>,
+    /// Made when a viewer first asks for small frames, then kept.
+    shrinker: Option<Shrinker>,
     drops: DropLog,
 }
 
@@ -140,6 +143,7 @@ impl Intake {
             encoder: None,
             masker: None,
             scratch: Vec::new(),
+            shrinker: None,
             drops: DropLog::new(what),
         }
     }
@@ -157,6 +161,31 @@ impl Intake {
 
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
+    }
+
+    /// Admits `frame`, made under `mask`, with its small variant (made from the
+    /// masked JPEG) while some viewer wants one. A small picture that cannot be
+    /// made is left out: small viewers then get the full frame.
+    fn admit(&mut self, frame: Frame, mask: &Arc<Mask>) -> Admitted {
+        if !self.stream.wants_small() || frame.width < shrink::MIN_WIDTH {
+            return Admitted::under(frame, mask);
+        }
+        let shrinker = match &mut self.shrinker {
+            Some(shrinker) => Some(shrinker),
+            None => Shrinker::new().ok().map(|s| self.shrinker.insert(s)),
+        };
+        match shrinker.map(|s| s.shrink(&frame.jpeg)) {
+            Some(Ok(small)) => {
+                self.stream.count_small();
+                let small = Small::from_jpeg(small.jpeg, small.width, small.height);
+                Admitted::under(frame.with_small(small), mask)
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "no small variant for this frame");
+                Admitted::under(frame, mask)
+            }
+            None => Admitted::under(frame, mask),
+        }
     }
 
     /// Counts and logs a frame the source itself refused (cut off, corrupt), in
@@ -212,7 +241,7 @@ impl Intake {
     pub fn raw(&mut self, img: &RawImage) -> Result<Admitted, IntakeError> {
         let mask = self.stream.mask();
         match self.encode(img, false, &mask) {
-            Ok(jpeg) => Ok(Admitted::under(
+            Ok(jpeg) => Ok(self.admit(
                 Frame::from_jpeg(jpeg, img.width as u32, img.height as u32),
                 &mask,
             )),
@@ -236,10 +265,7 @@ impl Intake {
             stride: width * 3,
         };
         match self.encode(&img, true, &mask) {
-            Ok(jpeg) => Ok(Admitted::under(
-                Frame::from_jpeg(jpeg, width as u32, height as u32),
-                &mask,
-            )),
+            Ok(jpeg) => Ok(self.admit(Frame::from_jpeg(jpeg, width as u32, height as u32), &mask)),
             Err(e) => Err(self.refuse(e)),
         }
     }
@@ -288,13 +314,10 @@ impl Intake {
                 Some(text) => Frame::from_parts(jpeg, text, width, height),
                 None => Frame::from_jpeg(jpeg, width, height),
             };
-            return Ok(Admitted::under(frame, &mask));
+            return Ok(self.admit(frame, &mask));
         }
         match self.mask_jpeg(&jpeg, &mask) {
-            Ok(masked) => Ok(Admitted::under(
-                Frame::from_jpeg(masked, width, height),
-                &mask,
-            )),
+            Ok(masked) => Ok(self.admit(Frame::from_jpeg(masked, width, height), &mask)),
             Err(e) => Err(self.refuse(e)),
         }
     }

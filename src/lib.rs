@@ -31,6 +31,7 @@ pub mod ratelimit;
 pub mod request_head;
 pub mod sendq;
 pub mod server;
+pub mod shrink;
 pub mod shutdown;
 pub mod source;
 pub mod state_file;

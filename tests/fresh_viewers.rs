@@ -279,3 +279,60 @@ fn unix_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// A phone that stops reading for 10 s (a tunnel, a locked screen) and then
+/// reads again is sent the room as it is now: the frames published while it
+/// stalled are skipped, not queued, and after at most the few that were
+/// already in its socket it gets the newest one and then every new frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_stalled_for_10_s_then_drained_gets_the_newest_frame_not_a_backlog() {
+    let server = start(&[]).await;
+    let base = make_jpeg(640, 480, 11);
+    let mut watcher = server.connect("/video/stall?format=binary").await;
+    let stalled = raw_upgrade(server.ws, "/video/stall?format=binary", Some(SLOW_RCVBUF)).await;
+    let mut uploader = server.connect("/upload/stall").await;
+
+    // Ten seconds of frames at 10 per second while the stalled viewer reads nothing.
+    let stall = Duration::from_secs(10);
+    let started = Instant::now();
+    let mut seq = 0u32;
+    while started.elapsed() < stall {
+        seq += 1;
+        upload(&mut uploader, tagged(&base, seq)).await;
+        assert_eq!(seq_of(&recv_binary_frame(&mut watcher).await), seq);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seq >= 50, "only {seq} frames in the stall");
+    let newest = seq;
+
+    // It reads again: what was already in its socket, then the newest frame.
+    let mut seen = slow_viewer(stalled, Arc::new(AtomicBool::new(true)));
+    let mut got = Vec::new();
+    let caught_up = tokio::time::timeout(WAIT, async {
+        while let Some(s) = seen.recv().await {
+            got.push(s);
+            if s == newest {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        caught_up.is_ok(),
+        "the newest frame {newest} never came; got {got:?}"
+    );
+    assert!(
+        got.len() <= 4,
+        "a backlog of {} frames before the newest ({got:?}): stalled frames were queued",
+        got.len() - 1
+    );
+    // And from now on it keeps up.
+    upload(&mut uploader, tagged(&base, newest + 1)).await;
+    let next = tokio::time::timeout(WAIT, seen.recv()).await;
+    assert_eq!(
+        next.ok().flatten(),
+        Some(newest + 1),
+        "the next frame follows"
+    );
+    server.stop().await;
+}

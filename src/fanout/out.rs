@@ -36,6 +36,9 @@ const PIECES_MAX: usize = 5;
 pub enum Body {
     Jpeg(Arc<Frame>),
     DataUrl(Arc<Frame>),
+    /// The frame's small variant (the seat checked it has one).
+    SmallJpeg(Arc<Frame>),
+    SmallDataUrl(Arc<Frame>),
     Meta(Arc<Frame>),
     Text(Utf8Bytes),
     Owned(Vec<u8>),
@@ -47,6 +50,11 @@ impl Body {
         match self {
             Body::Jpeg(f) => &f.jpeg,
             Body::DataUrl(f) => f.data_url.as_bytes(),
+            Body::SmallJpeg(f) => f.small.as_ref().map_or(&f.jpeg[..], |s| &s.jpeg[..]),
+            Body::SmallDataUrl(f) => f
+                .small
+                .as_ref()
+                .map_or(f.data_url.as_bytes(), |s| s.data_url.as_bytes()),
             Body::Meta(f) => f.meta().as_bytes(),
             Body::Text(t) => t.as_bytes(),
             Body::Owned(v) => v,

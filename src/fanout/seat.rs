@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::out::{self, Body, Out, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use super::Outlet;
 use crate::frame::Frame;
-use crate::hub::{Audience, GateState, Snapshot, StreamStatus, ViewerGuard};
+use crate::hub::{Audience, GateState, SmallGuard, Snapshot, StreamStatus, ViewerGuard};
 use crate::sendq::{self, Room, Trust};
 use crate::viewing_log::Presence;
 
@@ -43,6 +43,8 @@ pub struct Wants {
     pub meta: bool,
     /// Staff told the gate's state (`?gate=1`): at once, then on every change.
     pub gate: bool,
+    /// The frame's small variant (`?size=small`) where it has one.
+    pub small: bool,
 }
 
 /// Messages other than frames, sent between frames in the order asked.
@@ -90,6 +92,8 @@ pub struct Seat {
     wants: Wants,
     audience: Audience,
     viewer: ViewerGuard,
+    /// Held while this viewer wants small frames, so intake makes them.
+    _small: Option<SmallGuard>,
     presence: Presence,
     /// Dropped with the seat: tells the viewer's task its socket is done.
     _gone: oneshot::Sender<()>,
@@ -136,6 +140,7 @@ impl Seat {
     ) -> Seat {
         let fd = outlet.fd();
         viewer.stats.outgoing.set_socket(fd);
+        let small = wants.small.then(|| viewer.stream().want_small());
         let now = Instant::now();
         let follows_gate = audience == Audience::Family || wants.gate;
         Seat {
@@ -145,6 +150,7 @@ impl Seat {
             wants,
             audience,
             viewer,
+            _small: small,
             presence,
             _gone: gone,
             controls: VecDeque::new(),
@@ -296,9 +302,12 @@ impl Seat {
         if self.wants.meta {
             out.ws(OP_TEXT, Body::Meta(frame.clone()));
         }
-        match self.wants.framing {
-            Framing::WsText => out.ws(OP_TEXT, Body::DataUrl(frame.clone())),
-            Framing::WsBinary => out.ws(OP_BINARY, Body::Jpeg(frame.clone())),
+        let small = self.wants.small && frame.small.is_some();
+        match (self.wants.framing, small) {
+            (Framing::WsText, false) => out.ws(OP_TEXT, Body::DataUrl(frame.clone())),
+            (Framing::WsBinary, false) => out.ws(OP_BINARY, Body::Jpeg(frame.clone())),
+            (Framing::WsText, true) => out.ws(OP_TEXT, Body::SmallDataUrl(frame.clone())),
+            (Framing::WsBinary, true) => out.ws(OP_BINARY, Body::SmallJpeg(frame.clone())),
         }
         out
     }

@@ -25,12 +25,14 @@ pub enum Route {
     /// is preceded by `{"type":"frame","ts":...}`, its capture time (the
     /// kindercam page asks for it; the prototype's pages, which put every text
     /// message into `img.src`, do not). `?gate=1`: staff are told the room's
-    /// gate (`{"type":"gate",...}`) at once and on every change.
+    /// gate (`{"type":"gate",...}`) at once and on every change. `?size=small`:
+    /// frames at half the width and height, for a weak link.
     Video {
         stream: String,
         binary: bool,
         meta: bool,
         gate: bool,
+        small: bool,
     },
     /// `?gate=1` as for `Video`: the broadcaster page shows the pause too.
     Upload { stream: String, gate: bool },
@@ -43,6 +45,7 @@ impl Route {
         let binary = query.split('&').any(|kv| kv == "format=binary");
         let meta = query.split('&').any(|kv| kv == "meta=1");
         let gate = query.split('&').any(|kv| kv == "gate=1");
+        let small = query.split('&').any(|kv| kv == "size=small");
         let named = |rest: &str| hub::valid_stream_name(rest).then(|| rest.to_owned());
         match path {
             "/chat" => Some(Route::Chat {
@@ -53,6 +56,7 @@ impl Route {
                 binary,
                 meta,
                 gate,
+                small,
             }),
             _ => {
                 if let Some(rest) = path.strip_prefix("/chat/") {
@@ -63,6 +67,7 @@ impl Route {
                         binary,
                         meta,
                         gate,
+                        small,
                     })
                 } else if let Some(rest) = path.strip_prefix("/upload/") {
                     named(rest).map(|stream| Route::Upload { stream, gate })
@@ -270,6 +275,7 @@ mod tests {
                 binary: false,
                 meta: false,
                 gate: false,
+                small: false,
             })
         );
         assert_eq!(
@@ -279,15 +285,17 @@ mod tests {
                 binary: true,
                 meta: false,
                 gate: false,
+                small: false,
             })
         );
         assert_eq!(
-            Route::parse("/video/room-2?format=binary&meta=1&gate=1"),
+            Route::parse("/video/room-2?format=binary&meta=1&gate=1&size=small"),
             Some(Route::Video {
                 stream: "room-2".into(),
                 binary: true,
                 meta: true,
                 gate: true,
+                small: true,
             })
         );
         assert_eq!(

@@ -304,6 +304,7 @@ async fn handle(
             binary,
             meta,
             gate,
+            small,
             stream: name,
         } => {
             let feed = video_feed.expect("resolved above");
@@ -323,7 +324,12 @@ async fn handle(
             video::serve(
                 socket,
                 feed,
-                video::Format { binary, meta, gate },
+                video::Format {
+                    binary,
+                    meta,
+                    gate,
+                    small,
+                },
                 audience,
                 presence,
                 shutdown,

@@ -48,6 +48,8 @@ pub struct Format {
     pub meta: bool,
     /// Staff told the gate's state (`?gate=1`): at once, then on every change.
     pub gate: bool,
+    /// Frames at half the width and height (`?size=small`).
+    pub small: bool,
 }
 
 impl Format {
@@ -60,6 +62,7 @@ impl Format {
             },
             meta: self.meta,
             gate: self.gate,
+            small: self.small,
         }
     }
 }
