@@ -226,6 +226,13 @@ impl crate::ws::split::HasTcp for Conn {
             Conn::Tls(s) => s.get_ref().0,
         }
     }
+
+    fn into_plain(self) -> Result<(Vec<u8>, TcpStream), Conn> {
+        match self {
+            Conn::Plain(s) => Ok((Vec::new(), s)),
+            tls => Err(tls),
+        }
+    }
 }
 
 impl AsyncRead for Conn {

@@ -36,6 +36,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -55,8 +56,13 @@ use seat::{Seat, Turn, View};
 pub trait Outlet: AsyncWrite + Unpin + Send {
     fn fd(&self) -> RawFd;
     fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Whether written bytes may sit in a buffer until flushed (TLS); a plain
+    /// socket's writes are the kernel's at once.
+    fn buffers(&self) -> bool;
 }
 
+/// A TLS connection's writing half (it shares the TLS state with the reading
+/// half under a lock).
 impl<S: AsyncWrite + HasTcp + Unpin + Send> Outlet for WriteHalf<S> {
     fn fd(&self) -> RawFd {
         self.tcp_fd()
@@ -65,15 +71,24 @@ impl<S: AsyncWrite + HasTcp + Unpin + Send> Outlet for WriteHalf<S> {
     fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         WriteHalf::poll_drained(self, cx)
     }
+
+    fn buffers(&self) -> bool {
+        true
+    }
 }
 
-impl Outlet for tokio::net::TcpStream {
+/// A plain connection's writing half: no lock, no buffer, a `writev` per write.
+impl Outlet for OwnedWriteHalf {
     fn fd(&self) -> RawFd {
-        self.as_raw_fd()
+        self.as_ref().as_raw_fd()
     }
 
     fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        crate::sendq::poll_drained(self, cx)
+        crate::sendq::poll_drained(self.as_ref(), cx)
+    }
+
+    fn buffers(&self) -> bool {
+        false
     }
 }
 

@@ -146,13 +146,15 @@ impl Out {
         self.total - self.done
     }
 
-    /// Writes what is left, then flushes. `outgoing` (frames only) follows the
-    /// bytes not yet written, for `/stats.json`.
+    /// Writes what is left, then flushes if `flush` (a writer that buffers:
+    /// TLS). `outgoing` (frames only) follows the bytes not yet written, for
+    /// `/stats.json`.
     pub fn poll_write<W: AsyncWrite + Unpin + ?Sized>(
         &mut self,
         w: &mut W,
         cx: &mut Context<'_>,
         outgoing: Option<&Outgoing>,
+        flush: bool,
     ) -> Poll<io::Result<()>> {
         while self.done < self.total {
             let mut slices = [IoSlice::new(&[]); PIECES_MAX];
@@ -181,7 +183,11 @@ impl Out {
                 o.written(self.left());
             }
         }
-        Pin::new(&mut *w).poll_flush(cx)
+        if flush {
+            Pin::new(&mut *w).poll_flush(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
     }
 }
 
@@ -221,7 +227,7 @@ mod tests {
 
     async fn write_all(out: &mut Out) -> Vec<u8> {
         let mut sink = Vec::new();
-        poll_fn(|cx| out.poll_write(&mut sink, cx, None))
+        poll_fn(|cx| out.poll_write(&mut sink, cx, None, true))
             .await
             .unwrap();
         sink
@@ -294,7 +300,7 @@ mod tests {
             step: 333,
             calls: 0,
         };
-        poll_fn(|cx| out.poll_write(&mut w, cx, Some(&outgoing)))
+        poll_fn(|cx| out.poll_write(&mut w, cx, Some(&outgoing), true))
             .await
             .unwrap();
         let mut expected = b"--part\r\n".to_vec();

@@ -202,7 +202,8 @@ impl Seat {
         loop {
             if let Some(out) = &mut self.out {
                 let outgoing = out.is_frame.then_some(&self.viewer.stats.outgoing);
-                match out.poll_write(&mut *self.outlet, cx, outgoing) {
+                let flush = self.outlet.buffers();
+                match out.poll_write(&mut *self.outlet, cx, outgoing, flush) {
                     Poll::Pending => return Turn::Stays,
                     Poll::Ready(Err(_)) => return Turn::Leaves,
                     Poll::Ready(Ok(())) => {

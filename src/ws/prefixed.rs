@@ -30,6 +30,18 @@ impl<S: HasTcp> HasTcp for Prefixed<S> {
     fn tcp(&self) -> &TcpStream {
         self.inner.tcp()
     }
+
+    fn into_plain(self) -> Result<(Vec<u8>, TcpStream), Self> {
+        let Prefixed { prefix, pos, inner } = self;
+        match inner.into_plain() {
+            Ok((mut read, tcp)) => {
+                let mut unread = prefix[pos..].to_vec();
+                unread.append(&mut read);
+                Ok((unread, tcp))
+            }
+            Err(inner) => Err(Prefixed { prefix, pos, inner }),
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

@@ -18,6 +18,16 @@ use crate::sync::Locked;
 /// A connection with a TCP socket at the bottom (plain or under TLS).
 pub trait HasTcp {
     fn tcp(&self) -> &TcpStream;
+
+    /// The plain TCP socket and the bytes already read from it, for a
+    /// connection without TLS (whose halves then need no lock); the
+    /// connection itself otherwise.
+    fn into_plain(self) -> Result<(Vec<u8>, TcpStream), Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 }
 
 pub fn split<S: HasTcp>(socket: S) -> (ReadHalf<S>, WriteHalf<S>) {

@@ -81,7 +81,7 @@ pub async fn serve<S>(
     format: Format,
     audience: Audience,
     presence: Presence,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + HasTcp + Unpin + Send + 'static,
 {
@@ -89,17 +89,63 @@ pub async fn serve<S>(
         // Frames still flow, only without the bound: worth a note, not a refusal.
         tracing::warn!(error = %e, "cannot bound a video socket's unsent bytes");
     }
-    let (reader, mut writer) = split::split(socket);
-    let (said_tx, mut said) = mpsc::channel(4);
-    let reader = tokio::spawn(read_client(reader, said_tx));
-    let (stream, told) = match feed {
-        Feed::Ready(stream) => (Some(stream), None),
-        Feed::Awaited { hub, name } => {
-            let stream = await_stream(&hub, &name, &mut writer, &mut said, &mut shutdown).await;
-            (stream, Some(StreamStatus::Waiting))
-        }
+    let viewer = Viewer {
+        feed,
+        format,
+        audience,
+        presence,
+        shutdown,
     };
-    if let Some(stream) = stream {
+    match socket.into_plain() {
+        // Plain TCP: halves that need no lock, so each frame is one `writev`.
+        Ok((read_ahead, tcp)) => {
+            let (reader, writer) = tcp.into_split();
+            let reader = std::io::Cursor::new(read_ahead).chain(reader);
+            viewer.run(reader, writer).await
+        }
+        // TLS: reading and writing share the TLS state.
+        Err(socket) => {
+            let (reader, writer) = split::split(socket);
+            viewer.run(reader, writer).await
+        }
+    }
+}
+
+/// One viewer's connection, before it is split.
+struct Viewer {
+    feed: Feed,
+    format: Format,
+    audience: Audience,
+    presence: Presence,
+    shutdown: Shutdown,
+}
+
+impl Viewer {
+    async fn run<R, W>(self, reader: R, mut writer: W)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: fanout::Outlet + 'static,
+    {
+        let Viewer {
+            feed,
+            format,
+            audience,
+            presence,
+            mut shutdown,
+        } = self;
+        let (said_tx, mut said) = mpsc::channel(4);
+        let reader = tokio::spawn(read_client(reader, said_tx));
+        let (stream, told) = match feed {
+            Feed::Ready(stream) => (Some(stream), None),
+            Feed::Awaited { hub, name } => {
+                let stream = await_stream(&hub, &name, &mut writer, &mut said, &mut shutdown).await;
+                (stream, Some(StreamStatus::Waiting))
+            }
+        };
+        let Some(stream) = stream else {
+            reader.abort();
+            return;
+        };
         let joined = fanout::join(
             &stream,
             Box::new(writer),
@@ -110,38 +156,40 @@ pub async fn serve<S>(
             &shutdown,
         )
         .await;
-        if let Some((ticket, mut gone)) = joined {
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut gone => {
-                        reader.abort();
-                        return;
-                    }
-                    _ = shutdown.wait() => {
-                        let bye = shutdown.goodbye();
-                        ticket.end(bye.code, bye.reason).await;
+        let Some((ticket, mut gone)) = joined else {
+            reader.abort();
+            return;
+        };
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut gone => {
+                    reader.abort();
+                    return;
+                }
+                _ = shutdown.wait() => {
+                    let bye = shutdown.goodbye();
+                    ticket.end(bye.code, bye.reason).await;
+                    break;
+                }
+                heard = said.recv() => match heard {
+                    Some(Said::Ping(payload)) => ticket.control(Control::Pong(payload)).await,
+                    Some(Said::Something) => ticket.heard().await,
+                    Some(Said::Close(code)) => {
+                        ticket.control(Control::Close(code, "")).await;
                         break;
                     }
-                    heard = said.recv() => match heard {
-                        Some(Said::Ping(payload)) => ticket.control(Control::Pong(payload)).await,
-                        Some(Said::Something) => ticket.heard().await,
-                        Some(Said::Close(code)) => {
-                            ticket.control(Control::Close(code, "")).await;
-                            break;
-                        }
-                        None => {
-                            ticket.left().await;
-                            break;
-                        }
-                    },
-                }
+                    None => {
+                        ticket.left().await;
+                        break;
+                    }
+                },
             }
-            // Until the fan-out has let go (a close frame written, or given up on).
-            let _ = tokio::time::timeout(2 * CLOSE_LIMIT, gone).await;
         }
+        // Until the fan-out has let go (a close frame written, or given up on).
+        let _ = tokio::time::timeout(2 * CLOSE_LIMIT, gone).await;
+        reader.abort();
     }
-    reader.abort();
 }
 
 /// Waits for stream `name` to be created, keeping the socket alive meanwhile;
@@ -195,7 +243,7 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, opcode: u8, body: Body) -> io::R
     out.ws(opcode, body);
     match tokio::time::timeout(
         SEND_STALL_LIMIT,
-        std::future::poll_fn(|cx| out.poll_write(w, cx, None)),
+        std::future::poll_fn(|cx| out.poll_write(w, cx, None, true)),
     )
     .await
     {
