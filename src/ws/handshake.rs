@@ -93,6 +93,9 @@ pub struct Credentials {
     pub authorization: Option<String>,
     pub origin: Option<String>,
     pub host: Option<String>,
+    /// The request target's query string, without the `?` (a `token=` is read
+    /// from it where a route takes link tokens in the URL).
+    pub query: String,
 }
 
 /// Why a handshake was refused; each maps to one HTTP status.
@@ -187,7 +190,9 @@ pub fn parse_head(head: &[u8]) -> Result<Upgrade, Refusal> {
     if request.method != Some("GET") {
         return Err(Refusal::BadRequest("a WebSocket handshake must be a GET\n"));
     }
-    let route = Route::parse(request.path.unwrap_or("")).ok_or(Refusal::NotFound)?;
+    let target = request.path.unwrap_or("");
+    let route = Route::parse(target).ok_or(Refusal::NotFound)?;
+    let query = target.split_once('?').map_or("", |(_, q)| q).to_owned();
     let header = |name: &str| {
         request
             .headers
@@ -220,6 +225,7 @@ pub fn parse_head(head: &[u8]) -> Result<Upgrade, Refusal> {
             authorization: owned("authorization"),
             origin: owned("origin"),
             host: owned("host"),
+            query,
         },
     })
 }
