@@ -262,7 +262,70 @@ impl Drop for ViewingGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::tokens::{token_hash, LinkToken, Scope};
     use crate::auth::{DisplayName, Role};
+
+    fn token_viewer() -> Principal {
+        Principal {
+            role: Role::Viewer,
+            account: Account::Token(Arc::new(LinkToken {
+                id: "t1".into(),
+                name: "Home Assistant".into(),
+                rooms: vec!["camera".into()],
+                scope: Scope::View,
+                created: 0,
+                last_used: None,
+                hash: token_hash("kc_x"),
+            })),
+            name: None,
+            session: None,
+            ended: None,
+            expires: None,
+        }
+    }
+
+    /// Snapshots polled every 20 s are one row; a minute without one ends it,
+    /// and the next snapshot starts another.
+    #[tokio::test(start_paused = true)]
+    async fn a_tokens_snapshots_are_one_row_per_run() {
+        let store = Store::in_memory(Default::default()).unwrap();
+        let log = ViewingLog::new(store.clone());
+        let who = token_viewer();
+        let address: IpAddr = "10.0.0.9".parse().unwrap();
+        let runtime = tokio::runtime::Handle::current();
+        let rows = || {
+            store.flush().unwrap();
+            store.audit(0, i64::MAX).unwrap()
+        };
+        for _ in 0..4 {
+            log.snapshot(&who, "camera", address, &runtime);
+            tokio::time::sleep(Duration::from_secs(20)).await;
+        }
+        let during = rows();
+        assert_eq!(during.len(), 1, "{during:?}");
+        assert_eq!(
+            (
+                during[0].kind.as_str(),
+                during[0].name.as_deref(),
+                during[0].end
+            ),
+            ("token", Some("Home Assistant"), None)
+        );
+        assert_eq!(log.now()[0].kind, "token", "watching now");
+        tokio::time::sleep(SNAPSHOT_RUN_GAP + Duration::from_secs(1)).await;
+        let after = rows();
+        assert!(after[0].end.is_some(), "the run ended: {after:?}");
+        assert!(log.now().is_empty());
+        log.snapshot(&who, "camera", address, &runtime);
+        assert_eq!(rows().len(), 2, "a new run");
+        let staff = Principal {
+            role: Role::Staff,
+            account: Account::Role,
+            ..who.clone()
+        };
+        log.snapshot(&staff, "camera", address, &runtime);
+        assert_eq!(rows().len(), 2, "other logins' snapshots are not logged");
+    }
 
     #[test]
     fn a_session_is_open_while_watched_and_closed_in_the_log_after() {

@@ -110,8 +110,6 @@ pub enum Refusal {
     Busy,
     /// Access control's answer: who is asking is unknown or may not do this.
     Denied(crate::auth::Denied),
-    /// The request itself is not acceptable here (host name, page origin).
-    Forbidden(&'static str),
     /// The login holds as many sockets as it may.
     TooManySockets(crate::auth::sockets::TooManySockets),
 }
@@ -125,7 +123,6 @@ impl Refusal {
             Refusal::WrongVersion => 426,
             Refusal::Busy => 503,
             Refusal::Denied(denied) => denied.status(),
-            Refusal::Forbidden(_) => 403,
             Refusal::TooManySockets(_) => 429,
         }
     }
@@ -143,7 +140,6 @@ impl Refusal {
             Refusal::WrongVersion => "only WebSocket version 13 is supported\n",
             Refusal::Busy => "too many connections; try again shortly\n",
             Refusal::Denied(denied) => return format!("{denied}\n").into(),
-            Refusal::Forbidden(why) => why,
             Refusal::TooManySockets(refused) => return format!("{refused}\n").into(),
         };
         text.into()
