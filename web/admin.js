@@ -1,5 +1,6 @@
 // The director's page (/admin, the admin role only): families (add, edit,
-// revoke, a new code), the printable invite with its QR code, each room's
+// revoke, a new code), the printable invite with its QR code, link tokens for
+// other apps (tokens.js), each room's
 // opening hours, who is watching now per room, and the viewing log with its CSV
 // download. Everything goes
 // through the admin API (src/http/api.rs); every change carries the session's
@@ -9,6 +10,7 @@
 import { t, num, currentLang, translate, onLanguage, languageToggle } from './i18n.js';
 import { byId, authedFetch, loadConfig, showAccount, SessionEnded } from './common.js';
 import { startMaskEditor } from './masks.js';
+import { startTokens, loadTokens, renderTokens } from './tokens.js';
 
 /** Who is watching changes by the second; families' counts with it. */
 const POLL_MS = 4000;
@@ -588,6 +590,7 @@ byId('invite-close').addEventListener('click', () => {
 
 function whoLabel(viewer) {
   const name = viewer.name ? String(viewer.name) : t('admin.noName');
+  if (viewer.kind === 'token') return { name, detail: t('admin.viaToken') };
   if (viewer.family) {
     const family = families.get(viewer.family);
     // The log keeps the name the family had when it watched, even after it left.
@@ -670,7 +673,7 @@ function renderLog() {
           ? record.resumed_by
             ? t('admin.pauseResumed', { until: pauseUntil, who: record.resumed_by })
             : t('admin.pauseRow', { until: pauseUntil })
-          : record.family
+          : record.family || record.kind === 'token'
             ? who.detail
             : t(`admin.role.${['staff', 'admin', 'viewer'].includes(record.role) ? record.role : 'viewer'}`);
       const open = record.kind === 'pause' ? 'admin.stillPaused' : 'admin.stillWatching';
@@ -1003,7 +1006,7 @@ async function refresh() {
   if (refreshing) return;
   refreshing = true;
   try {
-    await Promise.all([loadFamilies(), loadViewers()]);
+    await Promise.all([loadFamilies(), loadViewers(), loadTokens()]);
   } catch (error) {
     showPageError(error);
   } finally {
@@ -1052,6 +1055,7 @@ async function main() {
     renderPeriods(readPeriods());
     renderDates();
     renderHoursState();
+    renderTokens();
   });
   let streams = [];
   try {
@@ -1062,6 +1066,7 @@ async function main() {
     fillZoneChoices();
     renderHoursRooms();
     await loadHours();
+    await startTokens(config);
     await loadViewers();
   } catch (error) {
     showPageError(error);

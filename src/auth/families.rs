@@ -426,19 +426,26 @@ pub(crate) const ID_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
 impl Family {
     /// A fresh random id: `f` and 10 characters (about 50 bits), e.g. `fk3x9mq2hw7`.
     pub fn new_id() -> anyhow::Result<String> {
-        let mut id = String::from("f");
-        while id.len() < 11 {
-            for byte in crate::auth::codes::random_bytes::<16>()? {
-                // 248 = 8 * 31: rejecting the rest keeps every character equally likely.
-                if byte < 248 && id.len() < 11 {
-                    id.push(char::from(
-                        ID_ALPHABET[usize::from(byte) % ID_ALPHABET.len()],
-                    ));
-                }
+        random_id('f')
+    }
+}
+
+/// A fresh random id: `prefix` and 10 characters of [`ID_ALPHABET`] (about 50
+/// bits); families' and link tokens' ids.
+pub(crate) fn random_id(prefix: char) -> anyhow::Result<String> {
+    let mut id = String::from(prefix);
+    let len = prefix.len_utf8() + 10;
+    while id.len() < len {
+        for byte in crate::auth::codes::random_bytes::<16>()? {
+            // 248 = 8 * 31: rejecting the rest keeps every character equally likely.
+            if byte < 248 && id.len() < len {
+                id.push(char::from(
+                    ID_ALPHABET[usize::from(byte) % ID_ALPHABET.len()],
+                ));
             }
         }
-        Ok(id)
     }
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -5,8 +5,13 @@
 //! viewer code of older configs, which opens every room. A code is presented
 //! three ways: a browser session cookie set by `POST /login`, HTTP Basic auth
 //! (any user name, the code as password) for VLC and scripts, or nothing at all
-//! when `auth = "off"` on a loopback-only daemon. Every front door names what it
-//! is asked as a [`Route`] and asks [`Access::authorize`]; nothing else decides.
+//! when `auth = "off"` on a loopback-only daemon. Clients that keep one URL (Home
+//! Assistant, OctoPrint, an `<img>` tag) use a link token instead (`tokens.rs`),
+//! as `?token=` or `Authorization: Bearer`, which opens only what its scope says.
+//! Every front door names what it is asked as a [`Route`] and asks
+//! [`Access::authorize`]; nothing else decides. The WebSocket handshake and the
+//! MJPEG route both go through [`Access::admit`], so a viewer gets the same answer
+//! on either.
 
 pub mod codes;
 pub mod families;
@@ -14,6 +19,7 @@ pub mod name;
 pub mod origin;
 pub mod sessions;
 pub mod sockets;
+pub mod tokens;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,6 +38,7 @@ use codes::{AccessCodes, CodeSet};
 use families::{DeviceGuard, DeviceRefusal, Families, Family};
 pub use name::DisplayName;
 use sessions::{Session, SessionStore};
+use tokens::{LinkToken, Scope, Tokens};
 
 pub const SESSION_COOKIE: &str = "kc_session";
 /// Failed logins allowed per client address before it must wait; then one per 10 s.
@@ -71,6 +78,8 @@ pub enum Account {
     Role,
     /// A family's code: that family's rooms only.
     Family(String),
+    /// A link token: its rooms, for what its scope allows, and nothing else.
+    Token(Arc<LinkToken>),
 }
 
 /// Who a request comes from.
@@ -129,6 +138,46 @@ impl std::fmt::Display for Denied {
             Denied::Busy => write!(f, "{}", codes::Busy),
             Denied::Forbidden(why) => f.write_str(why),
         }
+    }
+}
+
+/// What a request presents to be identified by.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presented<'a> {
+    /// The `Cookie` header: a login session.
+    pub cookie: Option<&'a str>,
+    /// The `Authorization` header: `Basic` (a code) or `Bearer` (a link token).
+    pub authorization: Option<&'a str>,
+    /// A link token taken from the URL (`?token=`), where the route accepts one.
+    pub token: Option<&'a str>,
+}
+
+/// A request for a socket or a stream, as [`Access::admit`] judges it: the
+/// parts of the request that decide who is asking and whether it may.
+#[derive(Debug, Clone, Copy)]
+pub struct Knock<'a> {
+    /// The client's address (`net::client_ip` of the peer): failed Basic codes
+    /// count against it.
+    pub peer: IpAddr,
+    /// The `Host` header: with access control off only loopback names are served.
+    pub host: Option<&'a str>,
+    /// The `Origin` header: a browser page must be ours.
+    pub origin: Option<&'a str>,
+    pub cookie: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    /// The request's query string, without the `?` (may hold `token=`).
+    pub query: &'a str,
+    /// The HTTP listener's real port: our pages' origin.
+    pub http_port: u16,
+}
+
+impl Knock<'_> {
+    /// Whether identifying this request may need an argon2 check (HTTP Basic
+    /// with a code), which takes tens of milliseconds on a Pi: run
+    /// [`Access::admit`] on a blocking thread then. Cookies and tokens are a
+    /// SHA-256 and a map look-up.
+    pub fn may_hash(&self) -> bool {
+        self.authorization.and_then(basic_password).is_some()
     }
 }
 
@@ -191,6 +240,7 @@ pub struct Access {
     code_generation: [Mutex<watch::Sender<bool>>; 3],
     pub sessions: SessionStore,
     pub families: Families,
+    pub tokens: Tokens,
     /// Where families' last visits are kept; `None` in memory-only tests.
     store: Option<Store>,
     login_failures: KeyedLimiter<IpAddr>,
@@ -204,6 +254,7 @@ pub struct AccessSettings {
     /// `None` with auth off.
     pub codes: Option<CodeSet>,
     pub families: Families,
+    pub tokens: Tokens,
     pub allowed_origins: Vec<String>,
     pub session_ttl: Duration,
     pub tls: bool,
@@ -230,6 +281,7 @@ impl Access {
             code_generation: std::array::from_fn(|_| Mutex::new(watch::Sender::new(false))),
             sessions,
             families,
+            tokens: settings.tokens,
             store,
             login_failures: KeyedLimiter::new(
                 LOGIN_FAILURE_BURST,
@@ -254,10 +306,15 @@ impl Access {
             tracing::error!(error = %e, "cannot read the families; only role codes work until a restart");
             Vec::new()
         });
+        let tokens = store.tokens().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the link tokens; none works until a restart");
+            Vec::new()
+        });
         Ok(Access::new(AccessSettings {
             store: Some(store.clone()),
             codes,
             families: Families::new(families),
+            tokens: Tokens::new(tokens),
             allowed_origins: config.access.allowed_origins.clone(),
             session_ttl: config.access.session_ttl,
             // Behind a TLS-terminating proxy the browser still sees https.
@@ -290,16 +347,37 @@ impl Access {
         self.codes.reading().clone()
     }
 
-    /// Identifies a request from its `Cookie` and `Authorization` headers. A wrong code presented by Basic auth counts against
-    /// `peer` like a failed login, so the code cannot be guessed through Basic auth
-    /// faster than through the login form. Only `authorization` can mean an argon2
-    /// check, which is slow: with one, call this off the async worker threads.
+    /// Identifies a request from its `Cookie` and `Authorization` headers (a
+    /// session, Basic auth, or a link token as `Bearer`); see [`Access::identify`].
     pub fn authenticate(
         &self,
         peer: IpAddr,
         cookie: Option<&str>,
         authorization: Option<&str>,
     ) -> Result<Principal, Denied> {
+        self.identify(
+            peer,
+            Presented {
+                cookie,
+                authorization,
+                token: None,
+            },
+        )
+    }
+
+    /// Identifies a request: a session cookie first, then a link token (`Bearer`,
+    /// or `presented.token` from a URL), then a code by Basic auth. A wrong code
+    /// presented by Basic auth counts against `peer` like a failed login, so the
+    /// code cannot be guessed through Basic auth faster than through the login
+    /// form (a wrong token does not: 256 random bits leave nothing to guess).
+    /// Only Basic auth can mean an argon2 check, which is slow: with one, call
+    /// this off the async worker threads (see [`Knock::may_hash`]).
+    pub fn identify(&self, peer: IpAddr, presented: Presented<'_>) -> Result<Principal, Denied> {
+        let Presented {
+            cookie,
+            authorization,
+            token,
+        } = presented;
         let Some(codes) = self.current_codes() else {
             return Ok(Principal {
                 role: Role::Staff,
@@ -324,6 +402,22 @@ impl Access {
                 ended: Some(session.ended()),
                 expires: Some(session.expires),
                 session: Some(session),
+            });
+        }
+        if let Some(token) = authorization.and_then(tokens::bearer_token).or(token) {
+            let (token, ended) = self.tokens.by_token(token).ok_or(Denied::Unauthorized)?;
+            return Ok(Principal {
+                // Push tokens feed a stream as staff would; `authorize` keeps
+                // every token to its scope and rooms whatever its role.
+                role: match token.scope {
+                    Scope::Push => Role::Staff,
+                    Scope::View | Scope::Metrics => Role::Viewer,
+                },
+                account: Account::Token(token),
+                name: None,
+                session: None,
+                ended: Some(ended),
+                expires: None,
             });
         }
         let code = authorization
@@ -382,6 +476,9 @@ impl Access {
     /// the shared viewer code and in its family's rooms with a family code.
     pub fn authorize(&self, who: &Principal, route: Route<'_>) -> Result<(), Denied> {
         let forbidden = |why: &'static str| Err(Denied::Forbidden(why.into()));
+        if let Account::Token(token) = &who.account {
+            return self.authorize_token(token, route);
+        }
         match (who.role, route) {
             (Role::Admin, _) => Ok(()),
             (Role::Staff, Route::Admin) => {
@@ -405,15 +502,105 @@ impl Access {
                     Some(_) => forbidden("your family's login does not include this room"),
                     None => Err(Denied::Unauthorized),
                 },
+                Account::Token(_) => unreachable!("tokens are decided above"),
             },
         }
+    }
+
+    /// A link token opens its rooms for what its scope allows and nothing else:
+    /// a `view` token watches (video, snapshots, MJPEG), a `push` token feeds its
+    /// streams, a `metrics` token opens `/metrics` only ([`Access::allows_metrics`]).
+    fn authorize_token(&self, token: &LinkToken, route: Route<'_>) -> Result<(), Denied> {
+        let forbidden = |why: &'static str| Err(Denied::Forbidden(why.into()));
+        if self.tokens.get(&token.id).is_none() {
+            return Err(Denied::Unauthorized);
+        }
+        match (token.scope, route) {
+            (Scope::View, Route::Watch(room)) | (Scope::Push, Route::Broadcast(Some(room)))
+                if token.opens(room) =>
+            {
+                Ok(())
+            }
+            (Scope::View, Route::Watch(_)) | (Scope::Push, Route::Broadcast(Some(_))) => {
+                forbidden("this link token does not include this room")
+            }
+            (Scope::View, _) => forbidden(
+                "a view link token only watches its rooms (video, snapshots, MJPEG): log in for anything else",
+            ),
+            (Scope::Push, _) => forbidden(
+                "a push link token only feeds its streams (/upload/NAME): log in for anything else",
+            ),
+            (Scope::Metrics, _) => forbidden("a metrics link token only opens /metrics"),
+        }
+    }
+
+    /// Whether an `Authorization` header carries a link token of scope
+    /// `metrics` (`Bearer kc_...`): what `/metrics` accepts besides the
+    /// admin's own login. A token of another scope, a revoked or unknown one, or
+    /// no header at all is `false`. Cheap (one SHA-256): fine on async threads.
+    pub fn allows_metrics(&self, authorization: Option<&str>) -> bool {
+        let Some((token, _)) = authorization
+            .and_then(tokens::bearer_token)
+            .and_then(|t| self.tokens.by_token(t))
+        else {
+            return false;
+        };
+        if token.scope != Scope::Metrics {
+            return false;
+        }
+        self.token_seen(&token.id);
+        true
+    }
+
+    /// Who `knock` is, if it may do what `route` asks: the host name (with
+    /// access control off, only loopback names), the credentials ([`Access::identify`];
+    /// a `?token=` in `knock.query` counts only where tokens are taken in URLs:
+    /// watching and feeding a stream), the page's origin, then [`Access::authorize`].
+    /// This is the WebSocket handshake's whole decision, and the MJPEG route's.
+    pub fn admit(&self, knock: &Knock<'_>, route: Route<'_>) -> Result<Principal, Denied> {
+        if !self.host_ok(knock.host) {
+            return Err(Denied::Forbidden(
+                "with access control off, kindercam answers only to localhost".into(),
+            ));
+        }
+        let url_token = match route {
+            Route::Watch(_) | Route::Broadcast(Some(_)) => tokens::query_token(knock.query),
+            _ => None,
+        };
+        let principal = self.identify(
+            knock.peer,
+            Presented {
+                cookie: knock.cookie,
+                authorization: knock.authorization,
+                token: url_token.as_deref(),
+            },
+        )?;
+        if !self.origin_ok(knock.origin, knock.host, knock.http_port) {
+            return Err(Denied::Forbidden(
+                "this page's origin may not open kindercam sockets".into(),
+            ));
+        }
+        self.authorize(&principal, route)?;
+        Ok(principal)
+    }
+
+    /// Who may watch `stream`, with the answer a `/video/NAME` handshake gets:
+    /// [`Access::admit`] for [`Route::Watch`]. For the MJPEG route (and any other
+    /// picture route outside tiny_http): on `Ok`, serve with
+    /// `hub::Audience::of(principal.role)` (a view token and a family are held at
+    /// the gate), stop when `principal.ended` fires (logout, revocation; see
+    /// `Shutdown::or_session_end`) or `room_access` does, take a device place with
+    /// [`Access::claim_device`], and log with `viewing_log::Presence::start`.
+    /// When [`Knock::may_hash`] is true, call it on a blocking thread.
+    pub fn admit_viewer(&self, knock: &Knock<'_>, stream: &str) -> Result<Principal, Denied> {
+        self.admit(knock, Route::Watch(stream))
     }
 
     /// The name of `who`'s family, for a family login.
     pub fn family_name(&self, who: &Principal) -> Option<String> {
         match &who.account {
             Account::Family(id) => self.families.get(id).map(|f| f.name.clone()),
-            Account::Role => None,
+            Account::Role | Account::Token(_) => None,
         }
     }
 
@@ -456,10 +643,30 @@ impl Access {
             })
     }
 
-    /// Notes that `who` was here now: a family's last visit, kept in the database.
+    /// Notes that `who` was here now: a family's last visit, or a link token's
+    /// last use, kept in the database.
     pub fn seen(&self, who: &Principal) {
-        if let Account::Family(id) = &who.account {
-            self.family_seen(id);
+        match &who.account {
+            Account::Family(id) => self.family_seen(id),
+            Account::Token(token) => self.token_seen(&token.id),
+            Account::Role => {}
+        }
+    }
+
+    /// [`Access::seen`] for a link token only: a snapshot's use. (Families'
+    /// last visits count logins and video, not every snapshot.)
+    pub fn seen_token(&self, who: &Principal) {
+        if let Account::Token(token) = &who.account {
+            self.token_seen(&token.id);
+        }
+    }
+
+    fn token_seen(&self, id: &str) {
+        let now = crate::store::unix_now();
+        if self.tokens.touch(id, now) {
+            if let Some(store) = &self.store {
+                store.touch_token(id, now);
+            }
         }
     }
 
@@ -622,6 +829,7 @@ pub fn basic_password(header: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::Audience;
     use codes::Code;
 
     fn set(viewer: &str, staff: Code) -> CodeSet {
@@ -644,6 +852,7 @@ mod tests {
                 last_seen: None,
                 code_hash: families::code_hash("perez-code"),
             }]),
+            tokens: Tokens::default(),
             allowed_origins: vec![],
             session_ttl: Duration::from_secs(3600),
             tls: false,
@@ -809,6 +1018,7 @@ mod tests {
         let off = Access::new(AccessSettings {
             codes: None,
             families: Families::default(),
+            tokens: Tokens::default(),
             allowed_origins: vec![],
             session_ttl: Duration::from_secs(60),
             tls: false,
@@ -931,6 +1141,158 @@ mod tests {
         assert!(a.authorize(&admin, Route::Pause("x")).is_ok());
         assert!(a.authorize(&staff, Route::Admin).is_err());
         assert!(a.authorize(&admin, Route::Admin).is_ok());
+    }
+
+    fn with_tokens() -> Access {
+        let a = access();
+        for (id, secret, rooms, scope) in [
+            ("tv", "kc_view", &["camera"][..], Scope::View),
+            ("tp", "kc_push", &["hall"][..], Scope::Push),
+            ("tm", "kc_metrics", &[][..], Scope::Metrics),
+        ] {
+            a.tokens.insert(LinkToken {
+                id: id.into(),
+                name: format!("Token {id}"),
+                rooms: rooms.iter().map(|r| r.to_string()).collect(),
+                scope,
+                created: 0,
+                last_used: None,
+                hash: tokens::token_hash(secret),
+            });
+        }
+        a
+    }
+
+    fn knock<'a>(query: &'a str, authorization: Option<&'a str>) -> Knock<'a> {
+        Knock {
+            peer: peer(),
+            host: Some("127.0.0.1:8080"),
+            origin: None,
+            cookie: None,
+            authorization,
+            query,
+            http_port: 8080,
+        }
+    }
+
+    #[test]
+    fn a_link_token_opens_its_rooms_for_its_scope_and_nothing_else() {
+        let a = with_tokens();
+        let bearer = |t: &str| a.authenticate(peer(), None, Some(&format!("Bearer {t}")));
+        let view = bearer("kc_view").unwrap();
+        assert_eq!(
+            (view.role, Audience::of(view.role)),
+            (Role::Viewer, Audience::Family),
+            "held at the gate like a family"
+        );
+        assert_eq!(a.authorize(&view, Route::Watch("camera")), Ok(()));
+        for refused in [
+            Route::Watch("hall"),
+            Route::Chat("camera"),
+            Route::Pages,
+            Route::Broadcast(Some("camera")),
+            Route::Broadcast(None),
+            Route::Pause("camera"),
+            Route::Admin,
+        ] {
+            assert_eq!(
+                a.authorize(&view, refused).unwrap_err().status(),
+                403,
+                "{refused:?}"
+            );
+        }
+        let push = bearer("kc_push").unwrap();
+        assert_eq!(a.authorize(&push, Route::Broadcast(Some("hall"))), Ok(()));
+        for refused in [
+            Route::Broadcast(Some("aula-2")),
+            Route::Broadcast(None),
+            Route::Watch("hall"),
+            Route::Chat("hall"),
+            Route::Pages,
+            Route::Pause("hall"),
+            Route::Admin,
+        ] {
+            assert_eq!(
+                a.authorize(&push, refused).unwrap_err().status(),
+                403,
+                "{refused:?}"
+            );
+        }
+        let metrics = bearer("kc_metrics").unwrap();
+        for refused in [Route::Watch("camera"), Route::Pages, Route::Admin] {
+            assert_eq!(a.authorize(&metrics, refused).unwrap_err().status(), 403);
+        }
+        assert!(a.allows_metrics(Some("Bearer kc_metrics")));
+        assert!(
+            !a.allows_metrics(Some("Bearer kc_view")),
+            "a view token is no metrics token"
+        );
+        assert!(!a.allows_metrics(Some("Bearer kc_nope")));
+        assert!(!a.allows_metrics(Some(&basic("admin-code"))));
+        assert!(!a.allows_metrics(None));
+        assert_eq!(bearer("kc_nope").unwrap_err(), Denied::Unauthorized);
+
+        let ended = view.ended.clone().unwrap();
+        assert!(a.tokens.remove("tv"));
+        assert!(*ended.borrow(), "its sockets close");
+        assert_eq!(
+            a.authorize(&view, Route::Watch("camera")).unwrap_err(),
+            Denied::Unauthorized,
+            "and what it opened before is refused"
+        );
+        assert_eq!(bearer("kc_view").unwrap_err(), Denied::Unauthorized);
+    }
+
+    #[test]
+    fn a_token_in_the_url_counts_only_where_pictures_are_watched_or_fed() {
+        let a = with_tokens();
+        let who = a
+            .admit(
+                &knock("format=binary&token=kc_view", None),
+                Route::Watch("camera"),
+            )
+            .unwrap();
+        assert!(matches!(who.account, Account::Token(ref t) if t.id == "tv"));
+        assert!(a
+            .admit(
+                &knock("token=kc_push", None),
+                Route::Broadcast(Some("hall"))
+            )
+            .is_ok());
+        assert_eq!(
+            a.admit(&knock("token=kc_view", None), Route::Chat("camera"))
+                .unwrap_err(),
+            Denied::Unauthorized,
+            "not read on the chat"
+        );
+        assert_eq!(
+            a.admit_viewer(&knock("token=kc_view", None), "hall")
+                .unwrap_err()
+                .status(),
+            403
+        );
+        // The same answers as the handshake gives for the other credentials.
+        let staff = basic("staff-code");
+        assert!(knock("", Some(&staff)).may_hash());
+        assert!(!knock("token=kc_view", Some("Bearer kc_view")).may_hash());
+        assert_eq!(
+            a.admit_viewer(&knock("", Some(&staff)), "hall")
+                .unwrap()
+                .role,
+            Role::Staff
+        );
+        assert_eq!(
+            a.admit_viewer(&knock("", None), "camera").unwrap_err(),
+            Denied::Unauthorized
+        );
+        let foreign = Knock {
+            origin: Some("http://evil.example"),
+            ..knock("token=kc_view", None)
+        };
+        assert_eq!(
+            a.admit_viewer(&foreign, "camera").unwrap_err().status(),
+            403
+        );
     }
 
     #[test]

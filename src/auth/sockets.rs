@@ -1,7 +1,7 @@
 //! The per-login socket cap. The per-address cap cannot tell families apart
 //! behind a school's NAT, so what one login may hold is counted here: a session
 //! (a browser login), or, for HTTP Basic clients, the code itself (a family's
-//! code, or a role's). Every WebSocket route counts, and a socket over the cap
+//! code, or a role's), or a link token. Every WebSocket route counts, and a socket over the cap
 //! is refused at the handshake with the reason. `max_devices` still limits a
 //! family's video on top of this.
 //!
@@ -26,6 +26,8 @@ pub enum Holder {
     Family(String),
     /// A role's code over HTTP Basic (a shared viewer code, staff's, the admin's).
     Code(Role),
+    /// A link token (by its id).
+    Token(String),
 }
 
 impl Holder {
@@ -41,6 +43,7 @@ impl Holder {
         Some(match &who.account {
             Account::Family(id) => Holder::Family(id.clone()),
             Account::Role => Holder::Code(who.role),
+            Account::Token(token) => Holder::Token(token.id.clone()),
         })
     }
 }

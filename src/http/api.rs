@@ -20,6 +20,9 @@
 //! | `GET /api/streams/NAME/pause` | 200, whether NAME is paused (or closed); staff too |
 //! | `POST /api/streams/NAME/pause` | 200, `{"minutes": 1-120}` (default 10) pauses NAME for families; staff too |
 //! | `DELETE /api/streams/NAME/pause` | 200, resumes NAME for families; staff too |
+//! | `POST /api/tokens` | 201, a link token and its secret (shown only here) |
+//! | `GET /api/tokens` | 200, every link token (never the secret) |
+//! | `DELETE /api/tokens/ID` | 204; the token stops at once and its sockets close |
 //!
 //! Every change is written to the database first and applied in memory only
 //! once committed, so a failed write changes nothing. A browser session must
@@ -31,6 +34,7 @@ use tiny_http::Method;
 
 use super::{header, json, HttpContext, Incoming, Reply};
 use crate::auth::families::{self, Family, FamilyChange, FieldError};
+use crate::auth::tokens::{self, LinkToken, NewToken};
 use crate::auth::{codes, Principal};
 use crate::hub::{valid_stream_name, StreamError};
 use crate::privacy::hours::Effective;
@@ -88,6 +92,9 @@ pub(super) fn handle(req: &Incoming, body: &str, who: &Principal, ctx: &HttpCont
             ctx.pauses.resume(name, who);
             json(200, &ctx.pauses.state(name))
         }
+        (Method::Get | Method::Head, ["tokens"]) => list_tokens(ctx),
+        (Method::Post, ["tokens"]) => create_token(body, ctx),
+        (Method::Delete, ["tokens", id]) => revoke_token(id, ctx),
         (
             _,
             ["families"]
@@ -98,7 +105,9 @@ pub(super) fn handle(req: &Incoming, body: &str, who: &Principal, ctx: &HttpCont
             | ["qr"]
             | ["streams", _, "masks"]
             | ["streams", _, "schedule"]
-            | ["streams", _, "pause"],
+            | ["streams", _, "pause"]
+            | ["tokens"]
+            | ["tokens", _],
         ) => error(405, "method not allowed here", None),
         _ => error(404, "no such API path", None),
     }
@@ -387,6 +396,81 @@ fn rotate_code(id: &str, ctx: &HttpContext) -> Reply {
     let sessions = ctx.access.sessions.end_family(id);
     tracing::info!(family = %id, sessions, "family code rotated");
     json(200, &serde_json::json!({ "code": code }))
+}
+
+/// Every link token, oldest first, without its secret.
+fn list_tokens(ctx: &HttpContext) -> Reply {
+    let all: Vec<serde_json::Value> = ctx
+        .access
+        .tokens
+        .list()
+        .iter()
+        .map(|token| serde_json::json!(token.as_ref()))
+        .collect();
+    json(200, &serde_json::json!(all))
+}
+
+/// Makes a link token: stored (as its hash) first, then in force; the token
+/// itself is in this answer and nowhere else.
+fn create_token(body: &str, ctx: &HttpContext) -> Reply {
+    let wanted = match NewToken::from_json(body) {
+        Ok(wanted) => wanted,
+        Err(e) => return bad_field(e),
+    };
+    if ctx.access.tokens.len() >= tokens::MAX_TOKENS {
+        return error(
+            409,
+            &format!(
+                "at most {} link tokens: revoke one that is no longer used",
+                tokens::MAX_TOKENS
+            ),
+            None,
+        );
+    }
+    let made = LinkToken::new_id().and_then(|id| loop {
+        let (secret, hash) = tokens::generate()?;
+        if !ctx.access.tokens.hash_taken(&hash) {
+            return Ok((id, secret, hash));
+        }
+    });
+    let (id, secret, hash) = match made {
+        Ok(made) => made,
+        Err(e) => return storage_failed(e),
+    };
+    let token = LinkToken {
+        id,
+        name: wanted.name,
+        rooms: wanted.rooms,
+        scope: wanted.scope,
+        created: unix_now(),
+        last_used: None,
+        hash,
+    };
+    if let Err(e) = ctx.store.create_token(&token) {
+        return storage_failed(e);
+    }
+    ctx.access.tokens.insert(token.clone());
+    tracing::info!(token = %token.id, name = %token.name, scope = token.scope.as_str(), rooms = ?token.rooms, "link token made");
+    let mut answer = serde_json::json!(token);
+    answer["token"] = secret.into();
+    json(201, &answer)
+}
+
+/// Revokes a link token: removed from the database, then it stops working and
+/// every socket opened with it closes.
+fn revoke_token(id: &str, ctx: &HttpContext) -> Reply {
+    let unknown = || error(404, &format!("no link token with id {id:?}"), None);
+    if ctx.access.tokens.get(id).is_none() {
+        return unknown();
+    }
+    match ctx.store.delete_token(id) {
+        Ok(true) => {}
+        Ok(false) => return unknown(),
+        Err(e) => return storage_failed(e),
+    }
+    ctx.access.tokens.remove(id);
+    tracing::info!(token = %id, "link token revoked");
+    no_content()
 }
 
 fn audit(req: &Incoming, ctx: &HttpContext) -> Reply {

@@ -1,9 +1,11 @@
 //! The HTTP handlers (tiny_http, on its own threads, behind `http_guard`): the
 //! pages embedded from `web/`, login and logout, `/config.json` for the pages,
-//! `/healthz`, `/stats.json` and `/snapshot.jpg`. Only the fixed routes and the
+//! `/healthz`, `/stats.json` and `/snapshot.jpg` (also as `/snapshot` and
+//! `/?action=snapshot`, the paths other camera servers use). Only the fixed routes and the
 //! embedded files exist; with `--web-dir`, files are read from that directory and
 //! nothing outside it. Everything but `/login`, `/healthz` and static scripts and
-//! styles needs a session or the access code.
+//! styles needs a session or the access code; a snapshot also takes a link token
+//! (`?token=` or `Authorization: Bearer`).
 
 use std::io::{Cursor, Read};
 use std::panic::AssertUnwindSafe;
@@ -16,7 +18,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
-use crate::auth::{Access, Denied, LoginError, Principal, Route};
+use crate::auth::{Access, Denied, LoginError, Presented, Principal, Route};
 use crate::config::Config;
 use crate::http_guard::PEER_HEADER;
 use crate::hub::{Audience, Hub, StreamStatus, CAMERA};
@@ -219,17 +221,26 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         p if is_static_asset(p) => return page(ctx, p, req.host.as_deref()),
         _ => {}
     }
-    let who = match ctx.access.authenticate(
+    let snapshot = is_snapshot(req.path, req.query);
+    // A link token in the URL counts on the snapshot paths only; elsewhere only
+    // as `Authorization: Bearer`, which access control keeps to its scope.
+    let url_token = snapshot
+        .then(|| crate::auth::tokens::query_token(req.query))
+        .flatten();
+    let who = match ctx.access.identify(
         peer_ip(req),
-        req.cookie.as_deref(),
-        req.authorization.as_deref(),
+        Presented {
+            cookie: req.cookie.as_deref(),
+            authorization: req.authorization.as_deref(),
+            token: url_token.as_deref(),
+        },
     ) {
         Ok(who) => who,
         Err(denied) => return refused(req, &denied),
     };
     let snapshot_stream = query_param(req.query, "stream").unwrap_or(CAMERA);
     let asked = match req.path {
-        "/snapshot.jpg" => Route::Watch(snapshot_stream),
+        _ if snapshot => Route::Watch(snapshot_stream),
         "/camera" => Route::Broadcast(None),
         "/admin" => Route::Admin,
         p => match api::paused_stream(p) {
@@ -250,15 +261,34 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
     if req.path.starts_with("/api/") {
         return api::handle(req, body, &who, ctx);
     }
+    if snapshot {
+        let reply = snapshot_of(ctx, snapshot_stream, Audience::of(who.role));
+        if reply.status_code().0 == 200 {
+            ctx.access.seen_token(&who);
+            ctx.ws
+                .viewing
+                .snapshot(&who, snapshot_stream, peer_ip(req), &ctx.runtime);
+        }
+        return reply;
+    }
     match req.path {
         "/admin" => page(ctx, "/admin.html", req.host.as_deref()),
         "/config.json" => json(200, &page_config(ctx, &who)),
         "/stats.json" => json(200, &stats(ctx, &who)),
-        "/snapshot.jpg" => snapshot(ctx, snapshot_stream, Audience::of(who.role)),
         "/" => page(ctx, "/index.html", req.host.as_deref()),
         "/camera" => page(ctx, "/camera.html", req.host.as_deref()),
         p if p.ends_with(".html") => text(404, "not found\n"),
         _ => page(ctx, req.path, req.host.as_deref()),
+    }
+}
+
+/// `/snapshot.jpg`, and the same under the names other camera servers use:
+/// `/snapshot` and mjpg-streamer's `/?action=snapshot`.
+fn is_snapshot(path: &str, query: &str) -> bool {
+    match path {
+        "/snapshot.jpg" | "/snapshot" => true,
+        "/" => query_param(query, "action") == Some("snapshot"),
+        _ => false,
     }
 }
 
@@ -391,7 +421,7 @@ fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
     let c = &ctx.config;
     let family = match &who.account {
         crate::auth::Account::Family(id) => ctx.access.families.get(id),
-        crate::auth::Account::Role => None,
+        crate::auth::Account::Role | crate::auth::Account::Token(_) => None,
     };
     let family_name = family.as_ref().map(|f| f.name.clone());
     let family_rooms = family.as_ref().map(|f| f.rooms.clone());
@@ -438,7 +468,7 @@ fn stats(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
     })
 }
 
-fn snapshot(ctx: &HttpContext, name: &str, audience: Audience) -> Reply {
+fn snapshot_of(ctx: &HttpContext, name: &str, audience: Audience) -> Reply {
     let Some(stream) = ctx.hub.get(name) else {
         return text(404, &format!("no stream named {name:?}\n"));
     };

@@ -72,6 +72,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     STREAM_MASKS_3,
     SCHEDULES_4,
     PAUSES_5,
+    LINK_TOKENS_6,
 ];
 
 /// The viewing log keeps the family's name as it was, so a report still says who
@@ -105,6 +106,44 @@ const PAUSES_5: &str = r#"
 ALTER TABLE viewing ADD COLUMN kind TEXT NOT NULL DEFAULT 'watch' CHECK (kind IN ('watch', 'pause'));
 ALTER TABLE viewing ADD COLUMN until INTEGER;
 ALTER TABLE viewing ADD COLUMN resumed_by TEXT;
+CREATE INDEX viewing_open_pauses ON viewing (stream) WHERE kind = 'pause' AND "end" IS NULL;
+"#;
+
+/// Link tokens (src/auth/tokens.rs): only the SHA-256 of each token is kept. The
+/// viewing log learns a third kind of row, `token`: a viewing through a link
+/// token, named by the token's name. SQLite cannot change a CHECK in place, so
+/// the log's table is rebuilt with the same columns, rows and indexes.
+const LINK_TOKENS_6: &str = r#"
+CREATE TABLE tokens (
+    id         TEXT PRIMARY KEY NOT NULL,
+    name       TEXT NOT NULL,
+    rooms      TEXT NOT NULL,             -- JSON array of stream names
+    scope      TEXT NOT NULL CHECK (scope IN ('view', 'metrics', 'push')),
+    token_hash BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),  -- SHA-256 of the token
+    created    INTEGER NOT NULL,
+    last_used  INTEGER
+) STRICT;
+
+CREATE TABLE viewing_6 (
+    id          INTEGER PRIMARY KEY,
+    family      TEXT,
+    name        TEXT,
+    role        TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    start       INTEGER NOT NULL,
+    "end"       INTEGER,
+    address     TEXT NOT NULL,
+    family_name TEXT,
+    kind        TEXT NOT NULL DEFAULT 'watch' CHECK (kind IN ('watch', 'pause', 'token')),
+    until       INTEGER,
+    resumed_by  TEXT
+) STRICT;
+INSERT INTO viewing_6 (id, family, name, role, stream, start, "end", address, family_name, kind, until, resumed_by)
+    SELECT id, family, name, role, stream, start, "end", address, family_name, kind, until, resumed_by FROM viewing;
+DROP TABLE viewing;
+ALTER TABLE viewing_6 RENAME TO viewing;
+CREATE INDEX viewing_start ON viewing (start);
+CREATE INDEX viewing_end ON viewing ("end");
 CREATE INDEX viewing_open_pauses ON viewing (stream) WHERE kind = 'pause' AND "end" IS NULL;
 "#;
 
@@ -327,6 +366,58 @@ mod tests {
             )
             .unwrap();
         assert_eq!((name.as_str(), family_name), ("Ana", None));
+    }
+
+    /// Migration 6 rebuilds the viewing log to let it hold token rows: every
+    /// older row, watch or pause, comes through whole, and its indexes are back.
+    #[test]
+    fn the_viewing_log_rebuilt_for_tokens_keeps_every_row_and_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &MIGRATIONS[..5]).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO viewing (id, family, name, role, stream, start, "end", address, family_name)
+                   VALUES (1, 'fabc', 'Ana', 'viewer', 'camera', 10, 20, '10.0.0.1', 'Pérez');
+               INSERT INTO viewing (id, kind, name, role, stream, start, "end", until, address)
+                   VALUES (2, 'pause', 'Eva', 'staff', 'hall', 30, NULL, 90, '10.0.0.2');"#,
+        )
+        .unwrap();
+        migrate(&mut conn, MIGRATIONS).unwrap();
+        let rows: Vec<(i64, String, Option<i64>, Option<String>)> = conn
+            .prepare(r#"SELECT id, kind, until, family_name FROM viewing ORDER BY id"#)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (1, "watch".to_owned(), None, Some("Pérez".to_owned())),
+                (2, "pause".to_owned(), Some(90), None)
+            ]
+        );
+        conn.execute(
+            r#"INSERT INTO viewing (id, kind, name, role, stream, start, address)
+               VALUES (3, 'token', 'Home Assistant', 'viewer', 'camera', 40, '10.0.0.3')"#,
+            [],
+        )
+        .expect("a token row is allowed now");
+        assert!(conn
+            .execute(
+                r#"INSERT INTO viewing (id, kind, role, stream, start, address)
+                   VALUES (4, 'other', 'viewer', 'camera', 40, '-')"#,
+                [],
+            )
+            .is_err());
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'viewing' \
+                 AND name IN ('viewing_start', 'viewing_end', 'viewing_open_pauses')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 3);
     }
 
     #[test]

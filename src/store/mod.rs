@@ -1,4 +1,4 @@
-//! kindercam's one persistence layer: families, login sessions, the viewing log,
+//! kindercam's one persistence layer: families, link tokens, login sessions, the viewing log,
 //! chat history, and the privacy masks and opening hours set by the admin, kept in
 //! one SQLite database, `kindercam.db` in the state directory. It replaces the JSON
 //! files (`sessions.json`, `chat-history.json`), which are imported on the first
@@ -70,6 +70,7 @@ pub fn unix_now() -> i64 {
 }
 
 pub use crate::auth::families::{Family, FamilyChange};
+pub use crate::auth::tokens::LinkToken;
 
 /// A login session as stored: the SHA-256 of its token, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -462,6 +463,39 @@ impl Store {
         });
     }
 
+    // ---- link tokens -----------------------------------------------------------
+
+    /// Every link token, oldest first (their hashes; the tokens are never kept).
+    pub fn tokens(&self) -> Result<Vec<LinkToken>, StoreError> {
+        self.read(sqlite::tokens)
+    }
+
+    /// Adds a link token (acknowledged). [`StoreError::Conflict`] when its id or
+    /// hash is taken.
+    pub fn create_token(&self, token: &LinkToken) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.acknowledged("a new link token", move |c| {
+            sqlite::create_token(c, &token).map_err(StoreError::from)
+        })
+    }
+
+    /// Deletes a link token (acknowledged); `false` when there is no such token.
+    /// Its rows in the viewing log stay.
+    pub fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.acknowledged("a link token's removal", move |c| {
+            sqlite::delete_token(c, &id).map_err(StoreError::from)
+        })
+    }
+
+    /// Records that a link token was used at `unix_s` (queued; never moves it back).
+    pub fn touch_token(&self, id: &str, unix_s: i64) {
+        self.queue(Write::TouchToken {
+            id: id.to_owned(),
+            at: unix_s,
+        });
+    }
+
     // ---- sessions --------------------------------------------------------------
 
     /// The sessions not yet expired.
@@ -490,7 +524,15 @@ impl Store {
     /// Starts a row of the viewing log (queued) and returns its id at once.
     pub fn audit_open(&self, start: ViewStart) -> ViewId {
         let id = ViewId(self.inner.next_view.fetch_add(1, Ordering::Relaxed));
-        self.queue(Write::AuditOpen(id, start));
+        self.queue(Write::AuditOpen(id, start, "watch"));
+        id
+    }
+
+    /// Starts a row of kind `token` (queued): a viewing through a link token,
+    /// whose `name` is the token's name.
+    pub fn audit_open_token(&self, start: ViewStart) -> ViewId {
+        let id = ViewId(self.inner.next_view.fetch_add(1, Ordering::Relaxed));
+        self.queue(Write::AuditOpen(id, start, "token"));
         id
     }
 

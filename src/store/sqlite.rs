@@ -18,6 +18,7 @@ use super::{
     migrate, unix_now, Family, FamilyChange, OpenPause, PauseStart, SessionsOf, StoreError,
     StoreSettings, StoredSession, ViewId, ViewRecord, ViewStart, WriteStats, DB_FILE, QUEUE,
 };
+use crate::auth::tokens::{LinkToken, Scope};
 use crate::sync::Locked;
 
 /// How long a statement waits for a lock held by another connection (the backup
@@ -175,7 +176,8 @@ pub(super) enum Op {
 
 /// A queued write: nobody waits for it.
 pub(super) enum Write {
-    AuditOpen(ViewId, ViewStart),
+    /// A row of the viewing log, of kind `watch` or `token`.
+    AuditOpen(ViewId, ViewStart, &'static str),
     AuditClose(ViewId, i64),
     PauseOpen(ViewId, PauseStart),
     PauseClose(ViewId, i64, Option<String>),
@@ -196,6 +198,10 @@ pub(super) enum Write {
         id: String,
         at: i64,
     },
+    TouchToken {
+        id: String,
+        at: i64,
+    },
 }
 
 impl Write {
@@ -208,15 +214,16 @@ impl Write {
                 "a session change"
             }
             Write::TouchFamily { .. } => "a family's last visit",
+            Write::TouchToken { .. } => "a link token's last use",
         }
     }
 
     fn apply(&self, c: &Connection) -> rusqlite::Result<()> {
         match self {
-            Write::AuditOpen(id, s) => {
+            Write::AuditOpen(id, s, kind) => {
                 c.prepare_cached(
-                    r#"INSERT INTO viewing (id, family, name, role, stream, start, "end", address, family_name)
-                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8)"#,
+                    r#"INSERT INTO viewing (id, family, name, role, stream, start, "end", address, family_name, kind)
+                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?9)"#,
                 )?
                 .execute(params![
                     id.0,
@@ -226,7 +233,8 @@ impl Write {
                     s.stream,
                     s.start,
                     s.address,
-                    s.family_name
+                    s.family_name,
+                    kind
                 ])?;
             }
             Write::AuditClose(id, end) => {
@@ -292,6 +300,12 @@ impl Write {
             Write::TouchFamily { id, at } => {
                 c.prepare_cached(
                     "UPDATE families SET last_seen = max(coalesce(last_seen, ?2), ?2) WHERE id = ?1",
+                )?
+                .execute(params![id, at])?;
+            }
+            Write::TouchToken { id, at } => {
+                c.prepare_cached(
+                    "UPDATE tokens SET last_used = max(coalesce(last_used, ?2), ?2) WHERE id = ?1",
                 )?
                 .execute(params![id, at])?;
             }
@@ -744,6 +758,60 @@ pub(super) fn delete_family(c: &Connection, id: &str) -> rusqlite::Result<bool> 
     // The foreign key would cascade; saying it keeps the rule visible here.
     c.execute("DELETE FROM sessions WHERE family = ?1", [id])?;
     Ok(c.execute("DELETE FROM families WHERE id = ?1", [id])? > 0)
+}
+
+const TOKEN_COLUMNS: &str = "id, name, rooms, scope, token_hash, created, last_used";
+
+fn token_row(row: &Row<'_>) -> rusqlite::Result<LinkToken> {
+    let rooms: String = row.get(2)?;
+    let rooms = serde_json::from_str(&rooms).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let scope: String = row.get(3)?;
+    let scope = Scope::parse(&scope).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            rusqlite::types::Type::Text,
+            format!("unknown token scope {scope:?}").into(),
+        )
+    })?;
+    Ok(LinkToken {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        rooms,
+        scope,
+        hash: row.get(4)?,
+        created: row.get(5)?,
+        last_used: row.get(6)?,
+    })
+}
+
+pub(super) fn tokens(c: &Connection) -> rusqlite::Result<Vec<LinkToken>> {
+    c.prepare_cached(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created, rowid"
+    ))?
+    .query_map([], token_row)?
+    .collect()
+}
+
+pub(super) fn create_token(c: &Connection, t: &LinkToken) -> rusqlite::Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))?
+    .execute(params![
+        t.id,
+        t.name,
+        rooms_json(&t.rooms)?,
+        t.scope.as_str(),
+        t.hash,
+        t.created,
+        t.last_used
+    ])?;
+    Ok(())
+}
+
+pub(super) fn delete_token(c: &Connection, id: &str) -> rusqlite::Result<bool> {
+    Ok(c.execute("DELETE FROM tokens WHERE id = ?1", [id])? > 0)
 }
 
 pub(super) fn schedules(c: &Connection) -> rusqlite::Result<Vec<(String, Option<String>)>> {

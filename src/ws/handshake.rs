@@ -98,6 +98,9 @@ pub struct Credentials {
     pub authorization: Option<String>,
     pub origin: Option<String>,
     pub host: Option<String>,
+    /// The request target's query string, without the `?` (a `token=` is read
+    /// from it where a route takes link tokens in the URL).
+    pub query: String,
 }
 
 /// Why a handshake was refused; each maps to one HTTP status.
@@ -112,8 +115,6 @@ pub enum Refusal {
     Busy,
     /// Access control's answer: who is asking is unknown or may not do this.
     Denied(crate::auth::Denied),
-    /// The request itself is not acceptable here (host name, page origin).
-    Forbidden(&'static str),
     /// The login holds as many sockets as it may.
     TooManySockets(crate::auth::sockets::TooManySockets),
 }
@@ -127,7 +128,6 @@ impl Refusal {
             Refusal::WrongVersion => 426,
             Refusal::Busy => 503,
             Refusal::Denied(denied) => denied.status(),
-            Refusal::Forbidden(_) => 403,
             Refusal::TooManySockets(_) => 429,
         }
     }
@@ -145,7 +145,6 @@ impl Refusal {
             Refusal::WrongVersion => "only WebSocket version 13 is supported\n",
             Refusal::Busy => "too many connections; try again shortly\n",
             Refusal::Denied(denied) => return format!("{denied}\n").into(),
-            Refusal::Forbidden(why) => why,
             Refusal::TooManySockets(refused) => return format!("{refused}\n").into(),
         };
         text.into()
@@ -192,7 +191,9 @@ pub fn parse_head(head: &[u8]) -> Result<Upgrade, Refusal> {
     if request.method != Some("GET") {
         return Err(Refusal::BadRequest("a WebSocket handshake must be a GET\n"));
     }
-    let route = Route::parse(request.path.unwrap_or("")).ok_or(Refusal::NotFound)?;
+    let target = request.path.unwrap_or("");
+    let route = Route::parse(target).ok_or(Refusal::NotFound)?;
+    let query = target.split_once('?').map_or("", |(_, q)| q).to_owned();
     let header = |name: &str| {
         request
             .headers
@@ -225,6 +226,7 @@ pub fn parse_head(head: &[u8]) -> Result<Upgrade, Refusal> {
             authorization: owned("authorization"),
             origin: owned("origin"),
             host: owned("host"),
+            query,
         },
     })
 }

@@ -1,7 +1,7 @@
 //! The WebSocket server on `--ws-listen`: admits connections within the caps
 //! (in total and per address), completes TLS and the handshake within a time
-//! limit, checks who is asking (session cookie or Basic auth, allowed Origin,
-//! staff for uploads), counts it against its login's socket cap, and hands each
+//! limit, checks who is asking (session cookie, Basic auth or link token, allowed Origin,
+//! staff or a push token for uploads), counts it against its login's socket cap, and hands each
 //! socket to its route: `/chat`,
 //! `/video[/NAME]` or `/upload/NAME`.
 
@@ -195,12 +195,7 @@ async fn handle(
     // lookup: sending those off too made a burst of 500 viewers start ~170
     // threads, each one's stack counting in the daemon's peak memory.
     // A turn that does not come within the handshake time is a 503.
-    let basic = upgrade
-        .request
-        .authorization
-        .as_deref()
-        .and_then(auth::basic_password)
-        .is_some();
+    let basic = knock(&ctx, peer, &upgrade.request).may_hash();
     let checked = if basic {
         match tokio::time::timeout(limit, ctx.code_checks.clone().acquire_owned()).await {
             Ok(Ok(turn)) => {
@@ -373,8 +368,11 @@ fn video_feed(
         });
     }
     let configured = ctx.config.capture.cameras.iter().any(|c| c.name == name);
-    // `admit` already checked that a family may enter this room.
-    let familys_room = matches!(principal.account, auth::Account::Family(_));
+    // `admit` already checked that a family (or a view token) may enter this room.
+    let familys_room = matches!(
+        principal.account,
+        auth::Account::Family(_) | auth::Account::Token(_)
+    );
     if configured || familys_room {
         return Ok(video::Feed::Awaited {
             hub: ctx.hub.clone(),
@@ -412,42 +410,36 @@ async fn open_room(
         .map_err(|_| Refusal::Busy)
 }
 
-/// Who may open this socket: the host name, credentials, then the page's origin,
-/// then the role.
+/// Who may open this socket: access control's [`Access::admit`] (the host name,
+/// credentials, the page's origin, then the role), which the MJPEG route asks too.
 fn admit(
     ctx: &WsContext,
     peer: SocketAddr,
     upgrade: &handshake::Credentials,
 ) -> Result<auth::Principal, Refusal> {
-    if !ctx.access.host_ok(upgrade.host.as_deref()) {
-        return Err(Refusal::Forbidden(
-            "with access control off, kindercam answers only to localhost\n",
-        ));
-    }
-    let principal = ctx
-        .access
-        .authenticate(
-            client_ip(peer),
-            upgrade.cookie.as_deref(),
-            upgrade.authorization.as_deref(),
-        )
-        .map_err(Refusal::Denied)?;
-    if !ctx.access.origin_ok(
-        upgrade.origin.as_deref(),
-        upgrade.host.as_deref(),
-        ctx.http_port,
-    ) {
-        return Err(Refusal::Forbidden(
-            "this page's origin may not open kindercam sockets\n",
-        ));
-    }
     let asked = match &upgrade.route {
         Route::Chat { room } => auth::Route::Chat(room),
         Route::Video { stream, .. } => auth::Route::Watch(stream),
         Route::Upload { stream, .. } => auth::Route::Broadcast(Some(stream)),
     };
     ctx.access
-        .authorize(&principal, asked)
-        .map_err(Refusal::Denied)?;
-    Ok(principal)
+        .admit(&knock(ctx, peer, upgrade), asked)
+        .map_err(Refusal::Denied)
+}
+
+/// The parts of a handshake access control judges.
+fn knock<'a>(
+    ctx: &WsContext,
+    peer: SocketAddr,
+    upgrade: &'a handshake::Credentials,
+) -> auth::Knock<'a> {
+    auth::Knock {
+        peer: client_ip(peer),
+        host: upgrade.host.as_deref(),
+        origin: upgrade.origin.as_deref(),
+        cookie: upgrade.cookie.as_deref(),
+        authorization: upgrade.authorization.as_deref(),
+        query: &upgrade.query,
+        http_port: ctx.http_port,
+    }
 }
