@@ -338,6 +338,7 @@ async fn handle(
                 &ctx.hub,
                 &stream,
                 limits.max_upload_bytes,
+                ctx.config.capture.quality,
                 gate,
                 shutdown,
             )
