@@ -2,7 +2,8 @@
 //!
 //! Every source hands its pictures to an [`Intake`] of its own (one per camera
 //! thread, pipe session, test pattern or upload connection): raw camera planes,
-//! an RGB canvas, a JPEG (camera MJPEG, an `exec:` pipe), or a browser upload.
+//! an RGB canvas, a JPEG (camera MJPEG, an `exec:` pipe), or a browser upload
+//! (a JPEG as it is, a PNG or WebP decoded by [`crate::decode`]).
 //! The intake burns the stream's privacy mask in (read afresh for every frame, so
 //! an admin's change applies from the next one) and returns an [`Admitted`] frame,
 //! the one type [`Stream::publish`](crate::hub::Stream::publish) takes. Nothing
@@ -11,8 +12,9 @@
 //! through the explicit [`Intake::placeholder`].
 //!
 //! How each kind is masked:
-//! - raw planes (V4L2 YUYV, NV12, ...) and RGB canvases: copied (the camera's mmap
-//!   buffer is read-only), masked in their planes, then encoded once;
+//! - raw planes (V4L2 YUYV, NV12, ...), RGB canvases and decoded PNG/WebP
+//!   uploads: copied (the camera's mmap buffer is read-only), masked in their
+//!   planes, then encoded once;
 //! - JPEG (camera MJPEG, `exec:` pipes, uploads): in the DCT domain by a
 //!   [`JpegMasker`] kept from frame to frame; everything outside the mask stays
 //!   bit-exact. A masked upload gets a new data URL, base64-encoded once.
@@ -268,6 +270,16 @@ impl Intake {
             Ok(jpeg) => Ok(self.admit(Frame::from_jpeg(jpeg, width as u32, height as u32), &mask)),
             Err(e) => Err(self.refuse(e)),
         }
+    }
+
+    /// A decoded PNG or WebP upload: masked like a raw picture and encoded once,
+    /// at the quality this intake was made with ([`Intake::encoding`]).
+    pub fn decoded(&mut self, picture: &crate::decode::Rgb) -> Result<Admitted, IntakeError> {
+        self.rgb(
+            &picture.pixels,
+            picture.width as usize,
+            picture.height as usize,
+        )
     }
 
     /// `jpeg` with `mask` burned in, in the DCT domain.

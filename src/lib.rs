@@ -14,6 +14,7 @@ pub mod auth;
 pub mod canvas;
 pub mod chat;
 pub mod config;
+pub mod decode;
 pub mod devices;
 pub mod encode;
 pub mod fanout;

@@ -1,5 +1,6 @@
 //! `/upload/NAME`: a browser camera's JPEG data URLs reach `/video/NAME` viewers
 //! unchanged; bad uploads are refused without harm; one uploader per stream.
+//! (PNG and WebP uploads: tests/prototype.rs.)
 
 mod common;
 
@@ -120,7 +121,12 @@ async fn bad_uploads_are_refused_and_the_last_good_frame_stays() {
             "bad_frame",
             "data url",
         ),
-        ("PNG bytes", data_url(&png), "bad_frame", "not a jpeg"),
+        (
+            "PNG bytes in a JPEG data URL",
+            data_url(&png),
+            "bad_frame",
+            "says image/jpeg but holds a png",
+        ),
         (
             "bad base64",
             format!("{DATA_URL_PREFIX}!!!not*base64***"),
@@ -145,12 +151,27 @@ async fn bad_uploads_are_refused_and_the_last_good_frame_stays() {
     for (what, text, code, mentions) in bad {
         assert_error_for(what, &upload(&mut uploader, text).await, code, mentions);
     }
-    // A binary upload that is not a JPEG is refused the same way.
+    // A binary upload that is no valid picture is refused the same way.
     uploader
         .send(Message::Binary(png.clone().into()))
         .await
         .unwrap();
-    assert_error(&recv_json(&mut uploader).await, "bad_frame", "jpeg");
+    assert_error(
+        &recv_json(&mut uploader).await,
+        "bad_frame",
+        "not a valid png",
+    );
+    uploader
+        .send(Message::Binary(
+            b"GIF89a and the rest of a gif".to_vec().into(),
+        ))
+        .await
+        .unwrap();
+    assert_error(
+        &recv_json(&mut uploader).await,
+        "bad_frame",
+        "jpeg, png or webp",
+    );
 
     // The last good frame stays: for a new viewer, at once, and for snapshots.
     let mut late = server.connect("/video/x").await;

@@ -155,6 +155,8 @@ pub struct CaptureConfig {
     /// chose the sources, so that `--source` on the command line never drops a
     /// mask. The admin API's stored masks win over these (see `privacy::MaskBook`).
     pub masks: BTreeMap<String, Mask>,
+    /// The stream the prototype's pages show and feed (`/serverCam.php`).
+    pub prototype_stream: String,
 }
 
 impl Default for CaptureConfig {
@@ -177,6 +179,7 @@ impl Default for CaptureConfig {
             height: 480,
             quality: 75,
             masks: BTreeMap::new(),
+            prototype_stream: "aula".to_owned(),
         }
     }
 }
@@ -214,6 +217,10 @@ pub(super) struct CaptureFlags {
     /// JPEG quality, 1-100 [env: KINDERCAM_QUALITY] [default: 75]
     #[arg(long, value_name = "1-100")]
     quality: Option<String>,
+    /// The stream the PHP prototype's pages watch and feed over any WebSocket path
+    /// ending in /serverCam.php [env: KINDERCAM_PROTOTYPE_STREAM] [default: aula]
+    #[arg(long, value_name = "NAME")]
+    prototype_stream: Option<String>,
 }
 
 /// The section's keys in the TOML file.
@@ -232,6 +239,7 @@ pub(super) struct CaptureFile {
     masks: Option<Mask>,
     /// The main camera's opening hours (a `[schedule]` table).
     schedule: Option<Schedule>,
+    prototype_stream: Option<String>,
 }
 
 /// A `[[camera]]` table: a named source, optionally with its own format and size.
@@ -298,6 +306,13 @@ impl CaptureConfig {
                 |q: i64| in_range(1, 100)(q).map(|q| q as u8),
             )?,
             masks: BTreeMap::new(),
+            prototype_stream: layers.resolve(
+                "prototype_stream",
+                &flags.prototype_stream,
+                file.prototype_stream,
+                d.prototype_stream,
+                stream_name,
+            )?,
         };
         let main_masked = file.masks.is_some();
         config.masks = file_masks(file.source.as_deref(), file.masks, &file.camera)?;
@@ -391,6 +406,16 @@ fn file_masks(
         }
     }
     Ok(masks)
+}
+
+/// A stream name, as `prototype_stream` takes it.
+fn stream_name(v: String) -> Result<String, String> {
+    let v = v.trim();
+    if crate::hub::valid_stream_name(v) {
+        Ok(v.to_owned())
+    } else {
+        Err("must be a stream name: 1-32 characters of a-z, 0-9, _ and -".into())
+    }
 }
 
 /// Splits `NAME=SRC`; text whose part before `=` is not a stream name (an exec
@@ -508,8 +533,43 @@ fn cameras(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::load;
+    use super::super::test_support::{load, TomlFile};
     use super::*;
+
+    #[test]
+    fn the_prototypes_stream_is_aula_unless_named() {
+        assert_eq!(load(&[], &[]).unwrap().capture.prototype_stream, "aula");
+        let file = TomlFile::new("proto", "prototype_stream = \"sala-2\"\n");
+        let c = load(&["--config", file.path()], &[]).unwrap();
+        assert_eq!(c.capture.prototype_stream, "sala-2");
+        let c = load(
+            &["--config", file.path()],
+            &[("KINDERCAM_PROTOTYPE_STREAM", "patio")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.capture.prototype_stream, "patio",
+            "the environment beats the file"
+        );
+        let c = load(
+            &["--config", file.path(), "--prototype-stream", "camera"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.capture.prototype_stream, "camera", "the flag beats both");
+        let e = load(&["--prototype-stream", "Aula 1"], &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("--prototype-stream") && e.to_string().contains("stream name"),
+            "{e}"
+        );
+        file.write("prototype_stream = \"\"\n");
+        let e = load(&["--config", file.path()], &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("prototype_stream in {}", file.path())),
+            "{e}"
+        );
+    }
 
     #[test]
     fn sources_are_named_and_the_unnamed_one_is_camera() {

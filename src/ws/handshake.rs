@@ -36,6 +36,10 @@ pub enum Route {
     },
     /// `?gate=1` as for `Video`: the broadcaster page shows the pause too.
     Upload { stream: String, gate: bool },
+    /// Any path ending in `/serverCam.php`: the PHP prototype's video relay, on
+    /// the `--prototype-stream`. Every socket watches it; one that sends a
+    /// picture feeds it. (Its `/server.php` chat is [`Route::Chat`] of `camera`.)
+    Prototype,
 }
 
 impl Route {
@@ -47,6 +51,16 @@ impl Route {
         let gate = query.split('&').any(|kv| kv == "gate=1");
         let small = query.split('&').any(|kv| kv == "size=small");
         let named = |rest: &str| hub::valid_stream_name(rest).then(|| rest.to_owned());
+        // The prototype's pages, kept working unchanged: they were served from
+        // any folder of the old Apache, so only the file name counts.
+        if path.ends_with("/server.php") {
+            return Some(Route::Chat {
+                room: CAMERA.to_owned(),
+            });
+        }
+        if path.ends_with("/serverCam.php") {
+            return Some(Route::Prototype);
+        }
         match path {
             "/chat" => Some(Route::Chat {
                 room: CAMERA.to_owned(),
@@ -135,7 +149,7 @@ impl Refusal {
     fn body(&self) -> std::borrow::Cow<'static, str> {
         let text = match self {
             Refusal::NotFound => {
-                "no such WebSocket endpoint: use /chat, /chat/NAME, /video, /video/NAME or /upload/NAME\n"
+                "no such WebSocket endpoint: use /chat, /chat/NAME, /video, /video/NAME, /upload/NAME, or the prototype's .../server.php and .../serverCam.php\n"
             }
             Refusal::NoStream => {
                 "no such stream: watch a camera or a room that is being broadcast\n"
@@ -311,6 +325,35 @@ mod tests {
         assert_eq!(Route::parse("/upload/UPPER"), None);
         assert_eq!(Route::parse("/video/../etc"), None);
         assert_eq!(Route::parse("/"), None);
+    }
+
+    #[test]
+    fn the_prototypes_php_paths_are_its_chat_and_its_relay() {
+        let chat = Some(Route::Chat {
+            room: "camera".into(),
+        });
+        for path in [
+            "/chat/server.php",
+            "/server.php",
+            "/kinder/chat/server.php?x=1",
+        ] {
+            assert_eq!(Route::parse(path), chat, "{path}");
+        }
+        for path in [
+            "/chat/serverCam.php",
+            "/serverCam.php",
+            "/a/b/serverCam.php?v=2",
+        ] {
+            assert_eq!(Route::parse(path), Some(Route::Prototype), "{path}");
+        }
+        for path in [
+            "/chat/server.php/x",
+            "/chat/server.phpx",
+            "/servercam.php",
+            "/chat/Server.php",
+        ] {
+            assert_eq!(Route::parse(path), None, "{path}");
+        }
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! limit, checks who is asking (session cookie, Basic auth or link token, allowed Origin,
 //! staff or a push token for uploads), counts it against its login's socket cap, and hands each
 //! socket to its route: `/chat`,
-//! `/video[/NAME]` or `/upload/NAME`.
+//! `/video[/NAME]` or `/upload/NAME`, or the PHP prototype's `.../server.php`
+//! (the chat) and `.../serverCam.php` (its video relay, `prototype`).
 
 pub mod chat;
 pub mod handshake;
 pub mod keepalive;
 mod prefixed;
+pub mod prototype;
 pub(crate) mod split;
 pub mod upload;
 pub mod video;
@@ -256,6 +258,17 @@ async fn handle(
         },
         _ => None,
     };
+    let relay = match &upgrade.request.route {
+        Route::Prototype => match prototype_relay(&ctx, &principal) {
+            Ok(relay) => Some(relay),
+            Err(refusal) => {
+                tracing::info!(%peer, ?refusal, "prototype relay refused");
+                refusal.send(&mut conn).await;
+                return;
+            }
+        },
+        _ => None,
+    };
     if upgrade.accept(&mut conn, limit).await.is_err() {
         return;
     }
@@ -270,6 +283,9 @@ async fn handle(
         Route::Chat { room } | Route::Video { stream: room, .. } => {
             ctx.access.room_access(&principal, room)
         }
+        Route::Prototype => ctx
+            .access
+            .room_access(&principal, &ctx.config.capture.prototype_stream),
         Route::Upload { .. } => None,
     };
     let shutdown = match room_lost {
@@ -339,10 +355,39 @@ async fn handle(
                 &ctx.hub,
                 &stream,
                 limits.max_upload_bytes,
+                ctx.config.capture.quality,
                 gate,
                 shutdown,
             )
             .await;
+        }
+        Route::Prototype => {
+            let relay = relay.expect("resolved above");
+            let _device = match ctx.access.claim_device(&principal) {
+                Ok(place) => place,
+                Err(refused) => {
+                    tracing::info!(%peer, family = ?principal.account, "prototype relay refused: {}", refused.message);
+                    video::refuse(&mut socket, &refused.status, 4003, refused.reason).await;
+                    return;
+                }
+            };
+            let soft = match relay.no_upload {
+                None => limits.max_upload_bytes,
+                // Only a viewer: nothing to send but a short refusal's worth.
+                Some(_) => limits.max_chat_bytes,
+            };
+            let ws_config = ctx.tungstenite_config(soft);
+            let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config)).await;
+            let family = ctx.access.family_name(&principal);
+            let presence = Presence::start(
+                &ctx.viewing,
+                &principal,
+                family,
+                relay.stream.name(),
+                client_ip(peer),
+            );
+            ctx.access.seen(&principal);
+            prototype::serve(ws, relay, presence, shutdown).await;
         }
     }
     tracing::info!(%peer, "WebSocket closed");
@@ -380,6 +425,38 @@ fn video_feed(
         });
     }
     Err(Refusal::NoStream)
+}
+
+/// The prototype relay's stream and what this socket may do on it. The stream
+/// is the one configured name, so opening it here cannot be abused to make
+/// streams; a socket may feed it if it may broadcast (staff, or anyone with
+/// access control off) and no camera feeds it.
+fn prototype_relay(
+    ctx: &WsContext,
+    principal: &auth::Principal,
+) -> Result<prototype::Relay, Refusal> {
+    let name = ctx.config.capture.prototype_stream.as_str();
+    let stream = ctx.hub.stream(name).map_err(|e| {
+        tracing::info!(stream = name, error = %e, "prototype stream not created");
+        Refusal::Busy
+    })?;
+    let no_upload = if ctx.config.capture.cameras.iter().any(|c| c.name == name) {
+        Some(format!(
+            "stream \"{name}\" is fed by a camera; set --prototype-stream to another name to broadcast"
+        ))
+    } else {
+        ctx.access
+            .authorize(principal, auth::Route::Broadcast(Some(name)))
+            .err()
+            .map(|denied| format!("{denied}"))
+    };
+    Ok(prototype::Relay {
+        stream,
+        audience: crate::hub::Audience::of(principal.role),
+        no_upload,
+        max_bytes: ctx.config.limits.max_upload_bytes,
+        quality: ctx.config.capture.quality,
+    })
 }
 
 /// The chat room a socket asks for, if it may be opened. A room exists beside
@@ -421,6 +498,7 @@ fn admit(
         Route::Chat { room } => auth::Route::Chat(room),
         Route::Video { stream, .. } => auth::Route::Watch(stream),
         Route::Upload { stream, .. } => auth::Route::Broadcast(Some(stream)),
+        Route::Prototype => auth::Route::Watch(&ctx.config.capture.prototype_stream),
     };
     ctx.access
         .admit(&knock(ctx, peer, upgrade), asked)

@@ -11,16 +11,19 @@
 //! teacher holding the phone sees a pause whoever set it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::frame::{self, DATA_URL_PREFIX};
+use crate::decode::{self, DecodeError, Format, Limits};
+use crate::frame;
 use crate::hub::{Hub, Stream, CAMERA};
 use crate::intake::{Admitted, Intake, IntakeError};
 use crate::jpeg;
@@ -36,8 +39,16 @@ pub enum UploadError {
         size: usize,
         max: usize,
     },
+    /// A text upload that is not a JPEG, PNG or WebP data URL.
     NotDataUrl,
+    /// A binary upload that is not a JPEG, PNG or WebP file.
+    NotPicture,
     BadBase64(base64::DecodeError),
+    /// The data URL names one format and holds another.
+    Mismatch {
+        declared: Format,
+        found: Format,
+    },
     NotJpeg(jpeg::JpegError),
     /// A JPEG whose header claims more pixels than any camera makes: a few bytes
     /// could otherwise make every viewer's browser allocate gigabytes.
@@ -45,18 +56,29 @@ pub enum UploadError {
         width: u32,
         height: u32,
     },
+    /// A PNG or WebP that could not be decoded within the limits.
+    Decode(DecodeError),
+    /// The check did not end within its deadline (a WebP decode that ran long),
+    /// or the last such one is still running.
+    TooSlow,
     /// A valid upload that intake refused (a privacy mask it cannot burn in).
     Intake(IntakeError),
+    /// The server failed, not the upload.
+    Internal(&'static str),
 }
 
 impl UploadError {
     pub fn code(&self) -> &'static str {
         match self {
             UploadError::TooLarge { .. } => "too_large",
+            UploadError::Internal(_) => "internal",
             _ => "bad_frame",
         }
     }
 }
+
+/// The upload formats, for the refusals that name them.
+const ACCEPTED: &str = "a JPEG, PNG or WebP picture";
 
 impl std::fmt::Display for UploadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,33 +87,60 @@ impl std::fmt::Display for UploadError {
                 write!(f, "upload too large ({size} bytes, at most {max})")
             }
             UploadError::NotDataUrl => {
+                let [jpeg, png, webp] = Format::ALL.map(Format::data_url_prefix);
                 write!(
                     f,
-                    "an upload must be a data URL starting with {DATA_URL_PREFIX}"
+                    "an upload must be {ACCEPTED}: a data URL starting with {jpeg} {png} or {webp} \
+                     (or the file's bytes in a binary message)"
                 )
             }
+            UploadError::NotPicture => write!(
+                f,
+                "a binary upload must be {ACCEPTED} file (or send a data URL as text)"
+            ),
             UploadError::BadBase64(e) => write!(f, "invalid base64: {e}"),
+            UploadError::Mismatch { declared, found } => write!(
+                f,
+                "the data URL says {} but holds a {found} picture",
+                declared.mime()
+            ),
             UploadError::NotJpeg(e) => e.fmt(f),
             UploadError::TooManyPixels { width, height } => write!(
                 f,
                 "a {width}x{height} picture is larger than any camera's ({} pixels at most)",
                 crate::privacy::MAX_PIXELS
             ),
+            UploadError::Decode(e) => e.fmt(f),
+            UploadError::TooSlow => write!(
+                f,
+                "checking the picture took longer than {} s; send a smaller one",
+                decode::DECODE_DEADLINE.as_secs()
+            ),
             UploadError::Intake(e) => write!(f, "frame not shown: {e}"),
+            UploadError::Internal(why) => f.write_str(why),
         }
     }
 }
 
-/// Reads the JPEG's header and refuses a picture larger than any camera's.
-fn inspect(jpeg: &[u8]) -> Result<jpeg::JpegInfo, UploadError> {
-    let info = jpeg::inspect(jpeg).map_err(UploadError::NotJpeg)?;
-    if info.width as usize * info.height as usize > crate::privacy::MAX_PIXELS {
-        return Err(UploadError::TooManyPixels {
-            width: info.width,
-            height: info.height,
-        });
+fn check_pixels(width: u32, height: u32) -> Result<(), UploadError> {
+    if width as usize * height as usize > crate::privacy::MAX_PIXELS {
+        return Err(UploadError::TooManyPixels { width, height });
     }
-    Ok(info)
+    Ok(())
+}
+
+/// Reads a picture's header and refuses one larger than any camera's; a PNG or
+/// WebP is only decoded later, within [`Limits`].
+fn inspect(format: Format, bytes: &[u8]) -> Result<(u32, u32), UploadError> {
+    let (width, height) = match format {
+        Format::Jpeg => {
+            let info = jpeg::inspect(bytes).map_err(UploadError::NotJpeg)?;
+            (info.width, info.height)
+        }
+        _ => decode::dimensions(format, bytes).map_err(UploadError::Decode)?,
+    };
+    check_pixels(width, height)?;
+    Ok((width, height))
 }
 
 fn check_size(size: usize, max: usize) -> Result<(), UploadError> {
@@ -101,61 +150,179 @@ fn check_size(size: usize, max: usize) -> Result<(), UploadError> {
     Ok(())
 }
 
-/// An upload that passed the checks, not yet a frame: [`Intake::upload`] makes it one.
+/// An upload that passed the checks, not yet a frame: [`Upload::admit`] makes it one.
 #[derive(Debug)]
 pub struct Upload {
-    pub jpeg: Bytes,
-    /// The client's own text, for a data URL upload.
-    pub data_url: Option<Utf8Bytes>,
+    pub picture: Picture,
     pub width: u32,
     pub height: u32,
 }
 
+/// What was uploaded.
+#[derive(Debug)]
+pub enum Picture {
+    /// A JPEG, taken as it is; for a data URL upload, with the client's own text.
+    Jpeg {
+        jpeg: Bytes,
+        data_url: Option<Utf8Bytes>,
+    },
+    /// A PNG or WebP, to be decoded and encoded to JPEG once.
+    Encoded { format: Format, bytes: Bytes },
+}
+
 impl Upload {
-    /// Hands the upload to `intake`, which masks it if its stream has a mask.
-    pub fn admit(self, intake: &mut Intake) -> Result<Admitted, UploadError> {
-        intake
-            .upload(self.jpeg, self.data_url, self.width, self.height)
-            .map_err(UploadError::Intake)
+    fn of(
+        format: Format,
+        bytes: Bytes,
+        data_url: Option<Utf8Bytes>,
+    ) -> Result<Upload, UploadError> {
+        let (width, height) = inspect(format, &bytes)?;
+        let picture = match format {
+            Format::Jpeg => Picture::Jpeg {
+                jpeg: bytes,
+                data_url,
+            },
+            _ => Picture::Encoded { format, bytes },
+        };
+        Ok(Upload {
+            picture,
+            width,
+            height,
+        })
+    }
+
+    /// Hands the upload to `intake`, which masks it if its stream has a mask; a
+    /// PNG or WebP is decoded first, within `limits`, and `intake` encodes it.
+    pub fn admit(self, intake: &mut Intake, limits: &Limits) -> Result<Admitted, UploadError> {
+        match self.picture {
+            Picture::Jpeg { jpeg, data_url } => intake
+                .upload(jpeg, data_url, self.width, self.height)
+                .map_err(UploadError::Intake),
+            Picture::Encoded { format, bytes } => {
+                let rgb = decode::decode(format, &bytes, limits).map_err(UploadError::Decode)?;
+                intake.decoded(&rgb).map_err(UploadError::Intake)
+            }
+        }
     }
 }
 
-/// Checks an uploaded data URL.
+/// Checks an uploaded data URL: `data:image/jpeg;base64,`, `data:image/png;base64,`
+/// or `data:image/webp;base64,`, holding a picture of that format.
 pub fn check_data_url(text: Utf8Bytes, max_bytes: usize) -> Result<Upload, UploadError> {
     check_size(text.len(), max_bytes)?;
-    let b64 = text
-        .strip_prefix(DATA_URL_PREFIX)
+    let (declared, b64) = Format::ALL
+        .into_iter()
+        .find_map(|f| Some((f, text.strip_prefix(f.data_url_prefix())?)))
         .ok_or(UploadError::NotDataUrl)?;
-    let jpeg = base64::engine::general_purpose::STANDARD
+    let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(UploadError::BadBase64)?;
-    let info = inspect(&jpeg)?;
-    Ok(Upload {
-        jpeg: Bytes::from(jpeg),
-        data_url: Some(text),
-        width: info.width,
-        height: info.height,
-    })
+    match Format::sniff(&bytes) {
+        Some(found) if found != declared => return Err(UploadError::Mismatch { declared, found }),
+        _ => {}
+    }
+    let data_url = (declared == Format::Jpeg).then_some(text);
+    Upload::of(declared, Bytes::from(bytes), data_url)
 }
 
-/// Checks an uploaded binary JPEG, without copying it.
-pub fn check_jpeg(data: Bytes, max_bytes: usize) -> Result<Upload, UploadError> {
+/// Checks a binary upload (a JPEG, PNG or WebP file, told by its first bytes),
+/// without copying it.
+pub fn check_binary(data: Bytes, max_bytes: usize) -> Result<Upload, UploadError> {
     check_size(data.len(), max_bytes)?;
-    let info = inspect(&data)?;
-    Ok(Upload {
-        jpeg: data,
-        data_url: None,
-        width: info.width,
-        height: info.height,
-    })
+    let format = Format::sniff(&data).ok_or(UploadError::NotPicture)?;
+    Upload::of(format, data, None)
 }
 
-/// Serves one uploader until it leaves or the daemon shuts down.
+/// A message an uploader sent.
+#[derive(Debug)]
+pub enum Incoming {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+/// How much longer than the decode's own deadline the connection waits for the
+/// check, so that a PNG decode's own refusal (with its intake) normally wins.
+const DEADLINE_GRACE: Duration = Duration::from_millis(250);
+
+/// One uploading connection's way to turn its messages into frames of its
+/// stream: the checks, a decode when needed and intake, on the blocking pool,
+/// each within the decode deadline. Used by `/upload/NAME` and the prototype's
+/// `serverCam.php`.
+pub struct Receiver {
+    stream: Arc<Stream>,
+    /// Moved into each check's blocking thread and back; `None` after a check
+    /// was abandoned at its deadline (a new one is made for the next frame).
+    intake: Option<Intake>,
+    quality: u8,
+    max_bytes: usize,
+    /// One check at a time per connection: a decode abandoned at its deadline
+    /// keeps its thread until it ends, and the next waits for it rather than
+    /// adding another.
+    turn: Arc<Semaphore>,
+}
+
+impl Receiver {
+    /// For `stream`, encoding decoded pictures at `quality`.
+    pub fn new(stream: Arc<Stream>, quality: u8, max_bytes: usize) -> anyhow::Result<Receiver> {
+        Ok(Receiver {
+            intake: Some(Intake::encoding(stream.clone(), "browser camera", quality)?),
+            stream,
+            quality,
+            max_bytes,
+            turn: Arc::new(Semaphore::new(1)),
+        })
+    }
+
+    /// Checks one message and makes it a frame (not published yet).
+    pub async fn receive(&mut self, incoming: Incoming) -> Result<Admitted, UploadError> {
+        // The browser took the picture just before sending it: its arrival is the
+        // nearest capture time the server can vouch for.
+        let arrived = frame::unix_ms();
+        let limits = Limits::upload(Instant::now());
+        let deadline = tokio::time::Instant::from_std(limits.deadline);
+        let turn = tokio::time::timeout_at(deadline, self.turn.clone().acquire_owned())
+            .await
+            .map_err(|_| UploadError::TooSlow)?
+            .map_err(|_| UploadError::Internal("the upload checks were closed"))?;
+        let mut mine = match self.intake.take() {
+            Some(intake) => intake,
+            None => Intake::encoding(self.stream.clone(), "browser camera", self.quality)
+                .map_err(|_| UploadError::Internal("cannot make a JPEG encoder"))?,
+        };
+        let max_bytes = self.max_bytes;
+        let check = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            let upload = match incoming {
+                Incoming::Text(text) => check_data_url(text, max_bytes),
+                Incoming::Binary(data) => check_binary(data, max_bytes),
+            };
+            let admitted = upload.and_then(|upload| upload.admit(&mut mine, &limits));
+            (mine, admitted)
+        });
+        match tokio::time::timeout_at(deadline + DEADLINE_GRACE, check).await {
+            Ok(Ok((mine, admitted))) => {
+                self.intake = Some(mine);
+                admitted.map(|f| f.captured_at(arrived))
+            }
+            Ok(Err(_)) => Err(UploadError::Internal(
+                "internal error while checking the frame",
+            )),
+            Err(_) => {
+                self.stream.count_dropped();
+                Err(UploadError::TooSlow)
+            }
+        }
+    }
+}
+
+/// Serves one uploader until it leaves or the daemon shuts down. Decoded
+/// pictures (PNG, WebP) are encoded at `quality`.
 pub async fn serve<S>(
     mut ws: WebSocketStream<S>,
     hub: &Hub,
     name: &str,
     max_bytes: usize,
+    quality: u8,
     tell_gate: bool,
     mut shutdown: Shutdown,
 ) where
@@ -173,9 +340,11 @@ pub async fn serve<S>(
         let why = format!("another device is already broadcasting to stream \"{name}\"");
         return refuse(ws, &why, "busy").await;
     };
+    let mut receiver = match Receiver::new(stream.clone(), quality, max_bytes) {
+        Ok(receiver) => receiver,
+        Err(e) => return refuse(ws, &e.to_string(), "internal").await,
+    };
     tracing::info!(stream = name, "broadcaster connected");
-    // Moved into each check's blocking thread and back.
-    let mut intake = Some(Intake::new(stream.clone(), "browser camera"));
     let mut accepted = 0u64;
     let mut keepalive = Keepalive::eager();
     let mut gate = slot.stream().subscribe_gate();
@@ -205,12 +374,9 @@ pub async fn serve<S>(
             incoming = ws.next() => incoming,
         };
         keepalive.heard();
-        // The browser took the picture just before sending it: its arrival is the
-        // nearest capture time the server can vouch for.
-        let arrived = frame::unix_ms();
-        let check: Box<dyn FnOnce() -> Result<Upload, UploadError> + Send> = match incoming {
-            Some(Ok(Message::Text(text))) => Box::new(move || check_data_url(text, max_bytes)),
-            Some(Ok(Message::Binary(data))) => Box::new(move || check_jpeg(data, max_bytes)),
+        let incoming = match incoming {
+            Some(Ok(Message::Text(text))) => Incoming::Text(text),
+            Some(Ok(Message::Binary(data))) => Incoming::Binary(data),
             Some(Ok(Message::Close(_))) | None => break,
             Some(Ok(_)) => continue,
             Some(Err(WsError::Capacity(_))) => {
@@ -221,20 +387,8 @@ pub async fn serve<S>(
             }
             Some(Err(_)) => break,
         };
-        let mut mine = intake
-            .take()
-            .expect("the intake is returned after each frame");
-        let checked = tokio::task::spawn_blocking(move || {
-            let admitted = check().and_then(|upload| upload.admit(&mut mine));
-            (mine, admitted.map(|f| f.captured_at(arrived)))
-        })
-        .await
-        .map(|(mine, admitted)| {
-            intake = Some(mine);
-            admitted
-        });
-        let reply = match checked {
-            Ok(Ok(frame)) => {
+        let reply = match receiver.receive(incoming).await {
+            Ok(frame) => {
                 accepted += 1;
                 let bytes = frame.frame().jpeg.len();
                 slot.stream().publish(frame);
@@ -245,13 +399,12 @@ pub async fn serve<S>(
                         .into(),
                 )
             }
-            Ok(Err(why)) => {
+            Err(why) => {
                 tracing::debug!(stream = name, error = %why, "upload refused");
                 error_message(&why.to_string(), why.code())
             }
-            Err(_) => error_message("internal error while checking the frame", "internal"),
         };
-        if !send_within(&mut ws, reply).await || intake.is_none() {
+        if !send_within(&mut ws, reply).await {
             break;
         }
     }
@@ -269,7 +422,8 @@ where
     close_within(&mut ws, CloseCode::Policy, reason).await;
 }
 
-fn error_message(why: &str, code: &str) -> Message {
+/// `{"type":"error","code":...,"message":...}`, what a refused upload is told.
+pub(crate) fn error_message(why: &str, code: &str) -> Message {
     Message::Text(
         serde_json::json!({"type": "error", "code": code, "message": why})
             .to_string()
@@ -280,18 +434,42 @@ fn error_message(why: &str, code: &str) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::DATA_URL_PREFIX;
 
     fn jpeg() -> Vec<u8> {
         let mut enc = crate::encode::Encoder::new(80).unwrap();
         enc.encode_rgb(&vec![90u8; 48 * 32 * 3], 48, 32).unwrap()
     }
 
-    fn data_url(bytes: &[u8]) -> Utf8Bytes {
+    fn png() -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, 48, 32);
+        encoder.set_color(png::ColorType::Rgba);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&[200u8; 48 * 32 * 4]).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    fn url_of(format: Format, bytes: &[u8]) -> Utf8Bytes {
         format!(
-            "{DATA_URL_PREFIX}{}",
+            "{}{}",
+            format.data_url_prefix(),
             base64::engine::general_purpose::STANDARD.encode(bytes)
         )
         .into()
+    }
+
+    fn data_url(bytes: &[u8]) -> Utf8Bytes {
+        url_of(Format::Jpeg, bytes)
+    }
+
+    fn intake(hub: &Hub) -> Intake {
+        Intake::encoding(hub.stream("aula").unwrap(), "browser camera", 75).unwrap()
+    }
+
+    fn limits() -> Limits {
+        Limits::upload(Instant::now())
     }
 
     #[test]
@@ -303,7 +481,7 @@ mod tests {
             .expect("a baseline SOF");
         // SOF0: marker, length (2), precision (1), then height and width.
         bomb[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
-        let e = check_jpeg(Bytes::from(bomb.clone()), 1 << 20).unwrap_err();
+        let e = check_binary(Bytes::from(bomb.clone()), 1 << 20).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -316,7 +494,7 @@ mod tests {
         );
         assert_eq!(e.code(), "bad_frame");
         assert!(check_data_url(data_url(&bomb), 1 << 20).is_err());
-        assert!(check_jpeg(Bytes::from(jpeg()), 1 << 20).is_ok());
+        assert!(check_binary(Bytes::from(jpeg()), 1 << 20).is_ok());
     }
 
     #[test]
@@ -325,23 +503,55 @@ mod tests {
         let upload = check_data_url(url.clone(), 1 << 20).unwrap();
         assert_eq!((upload.width, upload.height), (48, 32));
         let hub = Hub::new();
-        let mut intake = Intake::new(hub.stream("aula").unwrap(), "browser camera");
-        let frame = upload.admit(&mut intake).unwrap().into_frame();
+        let frame = upload
+            .admit(&mut intake(&hub), &limits())
+            .unwrap()
+            .into_frame();
         assert_eq!(frame.data_url, url);
+    }
+
+    #[test]
+    fn png_as_data_url_or_binary_becomes_a_jpeg_frame() {
+        let hub = Hub::new();
+        let mut intake = intake(&hub);
+        for upload in [
+            check_data_url(url_of(Format::Png, &png()), 1 << 20).unwrap(),
+            check_binary(Bytes::from(png()), 1 << 20).unwrap(),
+        ] {
+            assert_eq!((upload.width, upload.height), (48, 32));
+            let frame = upload.admit(&mut intake, &limits()).unwrap().into_frame();
+            let info = jpeg::inspect(&frame.jpeg).unwrap();
+            assert_eq!((info.width, info.height), (48, 32));
+            assert!(frame.data_url.starts_with(DATA_URL_PREFIX));
+        }
     }
 
     #[test]
     fn refuses_each_kind_of_bad_upload() {
         let max = 1 << 20;
-        let png = data_url(b"\x89PNG\r\n\x1a\n rest of a png file that is long enough to pass the size check...........................................................");
-        assert!(check_data_url(png, max)
-            .unwrap_err()
-            .to_string()
-            .contains("SOI"));
-        assert!(check_data_url("hello".into(), max)
-            .unwrap_err()
-            .to_string()
-            .contains("data URL"));
+        let fake = b"\x89PNG\r\n\x1a\n rest of a png file that is long enough to pass the size check...........................................................";
+        let e = check_data_url(data_url(fake), max).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the data URL says image/jpeg but holds a PNG picture"
+        );
+        let e = check_data_url(url_of(Format::Png, fake), max).unwrap_err();
+        assert!(e.to_string().starts_with("not a valid PNG picture"), "{e}");
+        let e = check_data_url(data_url(&[b'x'; 200]), max).unwrap_err();
+        assert!(e.to_string().contains("SOI"), "{e}");
+        for refused in ["hello", "data:image/gif;base64,R0lGODlh"] {
+            let e = check_data_url(refused.into(), max).unwrap_err().to_string();
+            for named in [
+                "JPEG, PNG or WebP",
+                "data:image/jpeg;base64,",
+                "data:image/png;base64,",
+                "data:image/webp;base64,",
+            ] {
+                assert!(e.contains(named), "{e}");
+            }
+        }
+        let e = check_binary(Bytes::from_static(b"GIF89a......"), max).unwrap_err();
+        assert!(e.to_string().contains("JPEG, PNG or WebP"), "{e}");
         let bad64: Utf8Bytes = format!("{DATA_URL_PREFIX}!!!notbase64").into();
         assert!(check_data_url(bad64, max)
             .unwrap_err()

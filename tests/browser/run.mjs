@@ -37,7 +37,14 @@
 //      watching; once the first leaves, "try again" brings the picture
 //  14. the director draws a privacy mask over the live picture in /admin; a
 //      family of that room sees the area black in every picture
-//  15. screenshots for README: login.png, viewer-phone.png,
+//  15. the PHP prototype's unchanged chat page (tests/browser/prototype/,
+//      served from a second origin that --allowed-origin lets in) at
+//      /chat/server.php: two pages exchange messages
+//  16. the prototype's camara page sends its canvas.toDataURL() (PNG) to
+//      /chat/serverCam.php; its visorCamara page shows the changing picture
+//  17. a PNG canvas sent by a kindercam page to /upload/NAME reaches
+//      kindercam's viewer as changing JPEG frames
+//  18. screenshots for README: login.png, viewer-phone.png,
 //      viewer-desktop.png, broadcaster.png, admin.png (into docs/ with
 //      KINDERCAM_SCREENSHOTS=docs)
 //
@@ -47,6 +54,7 @@
 
 import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,7 +73,9 @@ const SCREENSHOTS_TO_DOCS = process.env.KINDERCAM_SCREENSHOTS === 'docs';
 const WAIT_MS = 20_000;
 /** The whole run, in case something hangs outside a wait. */
 const RUN_LIMIT_MS = 300_000;
-const TESTS = 15;
+const TESTS = 18;
+/** The stream the prototype's pages use (--prototype-stream). */
+const PROTOTYPE_STREAM = 'sala-php';
 const VIEWER_CODE = 'familias-2026';
 const STAFF_CODE = 'profes-2026';
 const ADMIN_CODE = 'direccion-2026';
@@ -85,6 +95,38 @@ const DOCS = SCREENSHOTS_TO_DOCS ? path.join(ROOT, 'docs') : path.join(work, 'sc
 const logPath = path.join(work, 'daemon.log');
 const log = createWriteStream(logPath, { flags: 'a' });
 
+// ---- the prototype's pages, from another origin ----------------------------
+
+/**
+ * Serves tests/browser/prototype/ on loopback port 0, as the daycare's old
+ * Apache served the PHP prototype's pages: another origin than kindercam's.
+ */
+async function servePrototype() {
+  const dir = path.join(HERE, 'prototype');
+  const server = createServer((req, res) => {
+    const name = path.basename(new URL(req.url, 'http://x').pathname);
+    const file = path.join(dir, name);
+    if (!existsSync(file)) {
+      // The browser's own /favicon.ico request is no failure of the pages.
+      res.writeHead(name === 'favicon.ico' ? 204 : 404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(readFileSync(file));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, origin: `http://127.0.0.1:${server.address().port}` };
+}
+const prototypeSite = await servePrototype();
+
+/** A loopback port free right now, for a listener whose origin must be known before it starts. */
+async function freePort() {
+  const probe = createServer();
+  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
 // ---- the daemon ------------------------------------------------------------
 
 class Daemon {
@@ -101,9 +143,13 @@ class Daemon {
   /** Starts kindercam on loopback port 0, or on the given addresses (a restart). */
   async start(http = '127.0.0.1:0', ws = '127.0.0.1:0', state = 'state') {
     if (!existsSync(BIN)) throw new Error(`kindercam binary not found at ${BIN} (set KINDERCAM_BIN)`);
+    // An allowlist replaces the default (the pages' own origin), so kindercam's
+    // own origin is listed beside the prototype's: its port is chosen here.
+    if (http.endsWith(':0')) http = `127.0.0.1:${await freePort()}`;
+    const ownOrigin = `http://${http}`;
     const args = ['--http-listen', http, '--ws-listen', ws, '--source', 'test-pattern', '--source', `${SECOND_ROOM}=test-pattern`,
       '--state-dir', path.join(work, state), '--auth', 'on', '--viewer-code', VIEWER_CODE, '--staff-code', STAFF_CODE,
-      '--admin-code', ADMIN_CODE];
+      '--admin-code', ADMIN_CODE, '--allowed-origin', ownOrigin, '--allowed-origin', prototypeSite.origin, '--prototype-stream', PROTOTYPE_STREAM];
     if (WEB_DIR) args.push('--web-dir', path.resolve(ROOT, WEB_DIR));
     const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KINDERCAM_LOG: 'info' } });
     this.child = child;
@@ -180,6 +226,33 @@ async function until(page, what, fn, arg) {
  * Waits until the viewer is live and shows a picture whose pixels (read back
  * through a canvas) differ from the hash `previous`; returns { hash, src }.
  */
+/**
+ * Waits until <img id> shows a picture whose pixels differ from the hash
+ * `previous` (the prototype's viewer, which has no live state); returns
+ * { hash, size }.
+ */
+async function nextImg(page, id, previous, what) {
+  return until(
+    page,
+    what,
+    ([id, prev]) => {
+      const img = document.getElementById(id);
+      if (!img || !img.complete || !img.naturalWidth) return null;
+      const canvas = document.createElement('canvas');
+      canvas.width = img.naturalWidth;
+      canvas.height = img.naturalHeight;
+      const g = canvas.getContext('2d');
+      g.drawImage(img, 0, 0);
+      const data = g.getImageData(0, 0, canvas.width, canvas.height).data;
+      let h = 2166136261;
+      for (let i = 0; i < data.length; i += 3) h = Math.imul(h ^ data[i], 16777619);
+      const hash = `${canvas.width}x${canvas.height}:${(h >>> 0).toString(16)}`;
+      return hash !== prev ? { hash, size: [canvas.width, canvas.height], jpeg: img.src.startsWith('data:image/jpeg;base64,') } : null;
+    },
+    [id, previous],
+  );
+}
+
 async function nextPicture(page, previous, what) {
   return until(
     page,
@@ -1176,6 +1249,87 @@ async function main() {
       await Promise.all([family.context().close(), admin.context().close()]);
     });
 
+    await test("the prototype's chat page, from another origin, talks through /chat/server.php", async () => {
+      const ws = encodeURIComponent(daemon.ws);
+      const ana = await open('proto-ana', '/', { name: 'Ana' });
+      await ana.goto(`${prototypeSite.origin}/index.php?ws=${ws}`);
+      const beto = await open('proto-beto', '/', { as: 'staff', name: 'Beto' });
+      await beto.goto(`${prototypeSite.origin}/index.php?ws=${ws}`);
+      for (const page of [ana, beto]) {
+        await until(page, 'connected', () => document.getElementById('message_box').textContent.includes('Connected!'));
+      }
+      await ana.fill('#name', 'Ana');
+      await ana.fill('#message', 'hola desde el prototipo');
+      await ana.click('#send-btn');
+      await until(beto, "Ana's message", () =>
+        [...document.querySelectorAll('#message_box .user_message')].some((e) => e.textContent === 'hola desde el prototipo'),
+      );
+      await beto.fill('#name', 'Beto');
+      await beto.fill('#message', 'bienvenida');
+      await beto.click('#send-btn');
+      await until(ana, "Beto's reply", () =>
+        [...document.querySelectorAll('#message_box .user_message')].some((e) => e.textContent === 'bienvenida'),
+      );
+      equal(await ana.inputValue('#message'), '', 'the message field is cleared after a message');
+      // And kindercam's own chat of the camera is the same room.
+      const page = await open('proto-kinder', '/?stream=camera', { name: 'Carla' });
+      await until(page, 'the prototype messages in the chat', () =>
+        [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes('hola desde el prototipo')),
+      );
+      await Promise.all([ana, beto, page].map((p) => p.context().close()));
+    });
+
+    await test("the prototype's camara page sends toDataURL() PNGs to /chat/serverCam.php and visorCamara shows them", async () => {
+      const ws = encodeURIComponent(daemon.ws);
+      const visor = await open('proto-visor', '/', { name: 'Papá' });
+      await visor.goto(`${prototypeSite.origin}/visorCamara.php?ws=${ws}`);
+      const camara = await open('proto-camara', '/', { as: 'staff', name: 'Profe' });
+      await camara.goto(`${prototypeSite.origin}/camara.php?ws=${ws}`);
+      const first = await nextImg(visor, 'visor', null, 'a first picture from the camara page');
+      equal(first.size, [320, 240], 'the camara canvas size');
+      assert(first.jpeg, 'the viewer is sent JPEG data URLs');
+      await nextImg(visor, 'visor', first.hash, 'the picture to change');
+      // kindercam's own viewer of the same stream sees it too.
+      const viewer2 = await open('proto-kinder-viewer', `/?stream=${PROTOTYPE_STREAM}`, { name: 'Mamá' });
+      const seen = await nextPicture(viewer2, null, 'the prototype stream in the kindercam viewer');
+      equal(seen.size, [320, 240], 'size in the kindercam viewer');
+      await Promise.all([visor, camara, viewer2].map((p) => p.context().close()));
+    });
+
+    await test('a PNG canvas uploaded to /upload/NAME reaches the kindercam viewer as changing JPEG frames', async () => {
+      const cam = await open('png-uploader', '/camera', { as: 'staff', name: 'Profe PNG' });
+      const acks = cam.evaluate(async (wsAddr) => {
+        const socket = new WebSocket(`ws://${wsAddr}/upload/png-canvas`);
+        await new Promise((resolve, reject) => {
+          socket.onopen = resolve;
+          socket.onerror = () => reject(new Error('upload socket failed'));
+        });
+        const canvas = document.createElement('canvas');
+        canvas.width = 160;
+        canvas.height = 120;
+        const g = canvas.getContext('2d');
+        const replies = [];
+        for (let i = 0; i < 40; i++) {
+          g.fillStyle = `hsl(${(i * 47) % 360}, 80%, 50%)`;
+          g.fillRect(0, 0, 160, 120);
+          const url = canvas.toDataURL();
+          if (!url.startsWith('data:image/png;base64,')) throw new Error(`not a PNG: ${url.slice(0, 30)}`);
+          socket.send(url);
+          replies.push(JSON.parse(await new Promise((resolve) => (socket.onmessage = (e) => resolve(e.data)))));
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+        socket.close();
+        return replies;
+      }, daemon.ws);
+      const viewer3 = await open('png-viewer', '/?stream=png-canvas', { name: 'Abuela' });
+      const first = await nextPicture(viewer3, null, 'a first PNG upload in the viewer');
+      equal(first.size, [160, 120], 'the canvas size');
+      await nextPicture(viewer3, first.hash, 'the PNG uploads to change the picture');
+      const replies = await acks;
+      assert(replies.every((r) => r.type === 'ack'), `every PNG acked: ${JSON.stringify(replies.find((r) => r.type !== 'ack'))}`);
+      await Promise.all([cam, viewer3].map((p) => p.context().close()));
+    });
+
     await test('screenshots of the login page, the viewer (phone, desktop), the broadcaster and the admin page', async () => {
       // A fresh daemon with a fresh state directory (the chat history survives
       // restarts), so the chat shows a real conversation rather than test strings.
@@ -1252,6 +1406,7 @@ async function main() {
   } finally {
     await browser.close().catch(() => {});
     await daemon.kill();
+    prototypeSite.server.close();
   }
 }
 
