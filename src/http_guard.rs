@@ -16,9 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::http::stream_mjpg;
 use crate::net::{self, Conn, Gate};
 use crate::request_head::{self, reply, HeadError};
 use crate::shutdown::Shutdown;
+use crate::ws::WsContext;
 
 /// Request heads larger than this get 431.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -42,11 +44,24 @@ pub struct Guard {
     pub tls: Option<TlsAcceptor>,
     /// tiny_http's private Unix socket.
     pub backend: PathBuf,
+    /// For the requests served here rather than by tiny_http: MJPEG streams
+    /// (`http::stream_mjpg`), admitted as video viewers.
+    pub video: Arc<WsContext>,
 }
 
 impl Guard {
-    pub fn new(gate: Arc<Gate>, tls: Option<TlsAcceptor>, backend: PathBuf) -> Arc<Guard> {
-        Arc::new(Guard { gate, tls, backend })
+    pub fn new(
+        gate: Arc<Gate>,
+        tls: Option<TlsAcceptor>,
+        backend: PathBuf,
+        video: Arc<WsContext>,
+    ) -> Arc<Guard> {
+        Arc::new(Guard {
+            gate,
+            tls,
+            backend,
+            video,
+        })
     }
 }
 
@@ -54,6 +69,7 @@ impl Guard {
 pub async fn serve(listener: TcpListener, guard: Arc<Guard>, shutdown: Shutdown) {
     let gate = guard.gate.clone();
     let tls = guard.tls.clone();
+    let streams = shutdown.clone();
     net::accept_loop(
         listener,
         gate,
@@ -61,9 +77,9 @@ pub async fn serve(listener: TcpListener, guard: Arc<Guard>, shutdown: Shutdown)
         shutdown,
         |socket, peer, admission| {
             let guard = guard.clone();
+            let shutdown = streams.clone();
             async move {
-                handle(socket, peer, &guard).await;
-                drop(admission);
+                handle(socket, peer, &guard, admission, shutdown).await;
             }
         },
         |socket| refuse(socket, tls.clone()),
@@ -89,7 +105,13 @@ async fn refuse(socket: tokio::net::TcpStream, tls: Option<TlsAcceptor>) {
     }
 }
 
-async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) {
+async fn handle(
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    guard: &Guard,
+    admission: net::Admission,
+    shutdown: Shutdown,
+) {
     let Ok(mut conn) = Conn::establish(socket, guard.tls.as_ref(), HEAD_DEADLINE).await else {
         return;
     };
@@ -115,6 +137,13 @@ async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) 
         }
         Ok(Ok(head)) => head,
     };
+    if stream_mjpg::wants_stream(head.head()) {
+        // A stream for hours: counted with the video connections, not among the
+        // pages' requests in flight.
+        drop(admission);
+        stream_mjpg::serve(conn, head.head(), peer, &guard.video, shutdown).await;
+        return;
+    }
     let forwarded = match rewrite(head.head(), peer) {
         Ok(f) => f,
         Err((status, why)) => {

@@ -191,7 +191,7 @@ impl Server {
         let http_ctx = Arc::new(HttpContext {
             config: self.config.clone(),
             hub: self.hub.clone(),
-            ws: ws_ctx,
+            ws: ws_ctx.clone(),
             access: self.access.clone(),
             store: self.store.clone(),
             hours: self.hours.clone(),
@@ -210,6 +210,7 @@ impl Server {
             ),
             self.tls.clone(),
             self.backend_socket.clone(),
+            ws_ctx,
         );
         let guard_task = tokio::spawn(http_guard::serve(
             self.http_listener,

@@ -48,7 +48,7 @@ use crate::ws::split::{HasTcp, WriteHalf};
 use crate::ws::CLOSE_LIMIT;
 
 use bell::{Bell, Hall};
-pub use seat::{Control, Framing, Wants};
+pub use seat::{Control, Framing, Wants, BOUNDARY};
 use seat::{Seat, Turn, View};
 
 /// What the fan-out needs of a viewer's socket: to write and flush it, its fd
@@ -273,6 +273,7 @@ impl Fanout {
                 changed = self.gate_rx.changed() => {
                     if changed.is_err() { return; }
                     self.gate = self.gate_rx.borrow_and_update().clone();
+                    self.draw_notice_picture();
                     self.for_each(|seat| {
                         let follows = seat.follows_gate();
                         seat.gate_news |= follows;
@@ -291,6 +292,31 @@ impl Fanout {
             }
         }
         self.close_all(shutdown.goodbye()).await;
+    }
+
+    /// A paused room's MJPEG family clients are sent its notice picture: drawn
+    /// once per pause off the async workers (never in this loop), and sent at
+    /// their next repeat once it is there.
+    fn draw_notice_picture(&self) {
+        if !matches!(
+            self.gate.gate.verdict(),
+            crate::privacy::gate::Verdict::Paused(_)
+        ) || self.gate.picture.get().is_some()
+        {
+            return;
+        }
+        let Some(stream) = self
+            .slots
+            .iter()
+            .flatten()
+            .find_map(|slot| slot.seat.shows_notice_picture())
+        else {
+            return;
+        };
+        let stream = stream.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = crate::privacy::notice::for_family(&stream, (640, 480), 75);
+        });
     }
 
     /// Marks every seat with `mark` and gives those it returns true for a turn.
@@ -364,7 +390,7 @@ impl Fanout {
             let seat = &mut slot.seat;
             if seat.due.is_some_and(|due| now >= due) {
                 dead.push(i);
-            } else if now >= seat.next_ping {
+            } else if seat.pings() && now >= seat.next_ping {
                 if now.duration_since(seat.last_heard) >= keepalive::RELAXED_DEAD_AFTER {
                     dead.push(i);
                 } else {
@@ -439,6 +465,7 @@ impl Fanout {
 
     fn remove(&mut self, i: usize) {
         if let Some(slot) = self.slots[i].take() {
+            tracing::debug!(seat = slot.seat.id, "a viewer leaves the fan-out");
             self.by_id.remove(&slot.seat.id);
             self.free.push(i);
         }
@@ -480,7 +507,21 @@ fn turn(
 ) -> Turn {
     let mut cx = Context::from_waker(&slot.waker);
     let had_timer = slot.seat.timer_at;
-    let turn = slot.seat.advance(&mut cx, view);
+    // A bug hit by one viewer closes that viewer's socket; the stream's other
+    // viewers keep their frames (as a task per viewer would have isolated it).
+    let seat = &mut slot.seat;
+    let turn = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        seat.advance(&mut cx, view)
+    })) {
+        Ok(turn) => turn,
+        Err(_) => {
+            tracing::error!(
+                seat = seat.id,
+                "a viewer's turn failed; its socket is closed"
+            );
+            Turn::Leaves
+        }
+    };
     if let Some(at) = slot.seat.timer_at {
         if had_timer != Some(at) {
             timers.push(Reverse((at, i, slot.seat.id)));

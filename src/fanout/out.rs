@@ -43,6 +43,8 @@ pub enum Body {
     Text(Utf8Bytes),
     Owned(Vec<u8>),
     Static(&'static [u8]),
+    /// A picture that is not a frame (a paused room's notice).
+    Picture(bytes::Bytes),
 }
 
 impl Body {
@@ -59,6 +61,7 @@ impl Body {
             Body::Text(t) => t.as_bytes(),
             Body::Owned(v) => v,
             Body::Static(s) => s,
+            Body::Picture(p) => p,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! stream in turn, instead of a task per viewer woken for every frame.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use super::out::{self, Body, Out, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
 use super::Outlet;
 use crate::frame::Frame;
 use crate::hub::{Audience, GateState, SmallGuard, Snapshot, StreamStatus, ViewerGuard};
+use crate::privacy::gate::Verdict;
 use crate::sendq::{self, Room, Trust};
 use crate::viewing_log::Presence;
 
@@ -33,7 +35,19 @@ pub enum Framing {
     WsText,
     /// WebSocket binary messages: the JPEG file.
     WsBinary,
+    /// Parts of an HTTP `multipart/x-mixed-replace` response (`/stream.mjpg`,
+    /// µStreamer's and mjpg-streamer's format), each followed at once by the
+    /// next boundary, since browsers and VLC show a part only when it ends.
+    Mjpeg,
 }
+
+/// The boundary between MJPEG parts (the response head names it).
+pub const BOUNDARY: &str = "kindercamframe";
+/// What ends every part: the next boundary, at once.
+const PART_END: &[u8] = b"\r\n--kindercamframe\r\n";
+/// An MJPEG client is sent the last picture again when no new one came for
+/// this long: browsers then show it, and a dead client is noticed.
+pub const MJPEG_REPEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a viewer asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +131,8 @@ pub struct Seat {
     trust: Trust,
     /// When a timer (a queue on the path draining) is due to look at this seat.
     pub timer_at: Option<Instant>,
+    /// MJPEG: when the last picture is due to be sent again.
+    repeat_at: Option<Instant>,
     last_seq: u64,
     told: Option<StreamStatus>,
     /// What a family viewer was last told about the gate: `Some` while held.
@@ -165,6 +181,7 @@ impl Seat {
             drained: false,
             trust: Trust::default(),
             timer_at: None,
+            repeat_at: None,
             last_seq: 0,
             told,
             held: None,
@@ -175,6 +192,19 @@ impl Seat {
 
     pub fn follows_gate(&self) -> bool {
         self.audience == Audience::Family || self.wants.gate
+    }
+
+    /// The stream, if this is a family's MJPEG client: it shows a paused room's
+    /// notice picture, which someone must draw.
+    pub fn shows_notice_picture(&self) -> Option<&Arc<crate::hub::Stream>> {
+        (self.wants.framing == Framing::Mjpeg && self.audience == Audience::Family)
+            .then(|| self.viewer.stream())
+    }
+
+    /// Whether the keepalive applies: MJPEG clients say nothing after their
+    /// request, so silence is normal; the repeats find a dead one.
+    pub fn pings(&self) -> bool {
+        self.wants.framing != Framing::Mjpeg
     }
 
     /// Queues a control message; a close replaces whatever was queued.
@@ -237,6 +267,13 @@ impl Seat {
     }
 
     fn next(&mut self, cx: &mut Context<'_>, view: &View<'_>) -> Next {
+        if self.wants.framing == Framing::Mjpeg {
+            // No control messages in MJPEG: a close ends the connection.
+            if let Some(Control::Close(..)) = self.controls.pop_front() {
+                return Next::Broken;
+            }
+            self.controls.clear();
+        }
         if let Some(control) = self.controls.pop_front() {
             let mut out = Out::new(false);
             match control {
@@ -254,11 +291,39 @@ impl Seat {
         }
         if self.gate_news {
             self.gate_news = false;
-            if let Some(text) = self.pass_gate(view) {
-                return Next::Send(text_out(text));
+            match self.pass_gate(view) {
+                Notice::Text(text) => return Next::Send(text_out(text)),
+                Notice::Leave => return Next::Broken,
+                Notice::Nothing => {}
             }
         }
-        if !self.want || self.held.is_some() {
+        let repeat = self.repeat_at.is_some_and(|at| at <= view.now);
+        if self.held.is_some() {
+            // A paused room's MJPEG clients get its notice picture, again and again.
+            if repeat && self.wants.framing == Framing::Mjpeg {
+                self.repeat_at = None;
+                if let Some(Some(picture)) = view.gate.picture.get() {
+                    self.set_repeat(view.now);
+                    return Next::Send(mjpeg_out(Body::Picture(picture.clone()), picture.len(), 0));
+                }
+                self.set_repeat(view.now);
+            }
+            return Next::Nothing;
+        }
+        if repeat && !self.want {
+            // A still MJPEG stream: the last frame again.
+            self.repeat_at = None;
+            if let Some(frame) = view
+                .snapshot
+                .frame
+                .as_ref()
+                .filter(|_| view.snapshot.seq == self.last_seq)
+            {
+                self.set_repeat(view.now);
+                return Next::Send(self.frame_out(frame));
+            }
+        }
+        if !self.want {
             return Next::Nothing;
         }
         match self.room(cx, view) {
@@ -269,7 +334,7 @@ impl Seat {
         // The socket has room: whatever the hub has now is what this viewer gets.
         self.want = false;
         let snapshot = view.snapshot;
-        if should_tell(&snapshot.status, &mut self.told) {
+        if should_tell(&snapshot.status, &mut self.told) && self.wants.framing != Framing::Mjpeg {
             // The frame follows in the same turn.
             self.want = true;
             self.room_granted = true;
@@ -295,33 +360,57 @@ impl Seat {
                 .fetch_add(snapshot.seq - self.last_seq - 1, Ordering::Relaxed);
         }
         self.last_seq = snapshot.seq;
+        if self.wants.framing == Framing::Mjpeg {
+            self.set_repeat(view.now);
+        }
         Next::Send(self.frame_out(frame))
     }
 
+    /// Schedules the next MJPEG repeat.
+    fn set_repeat(&mut self, now: Instant) {
+        let at = now + MJPEG_REPEAT;
+        self.repeat_at = Some(at);
+        if self.timer_at.is_none_or(|t| at < t) {
+            self.timer_at = Some(at);
+        }
+    }
+
     fn frame_out(&self, frame: &Arc<Frame>) -> Out {
+        let small = self.wants.small && frame.small.is_some();
+        if self.wants.framing == Framing::Mjpeg {
+            let (body, len) = match &frame.small {
+                Some(s) if small => (Body::SmallJpeg(frame.clone()), s.jpeg.len()),
+                _ => (Body::Jpeg(frame.clone()), frame.jpeg.len()),
+            };
+            return mjpeg_out(body, len, frame.captured_unix_ms);
+        }
         let mut out = Out::new(true);
         if self.wants.meta {
             out.ws(OP_TEXT, Body::Meta(frame.clone()));
         }
-        let small = self.wants.small && frame.small.is_some();
         match (self.wants.framing, small) {
             (Framing::WsText, false) => out.ws(OP_TEXT, Body::DataUrl(frame.clone())),
             (Framing::WsBinary, false) => out.ws(OP_BINARY, Body::Jpeg(frame.clone())),
             (Framing::WsText, true) => out.ws(OP_TEXT, Body::SmallDataUrl(frame.clone())),
             (Framing::WsBinary, true) => out.ws(OP_BINARY, Body::SmallJpeg(frame.clone())),
+            (Framing::Mjpeg, _) => unreachable!("handled above"),
         }
         out
     }
 
     /// The size of the message the hub's newest frame makes for this viewer.
     fn newest_bytes(&self, snapshot: &Snapshot) -> usize {
-        snapshot
-            .frame
-            .as_ref()
-            .map_or(0, |f| match self.wants.framing {
-                Framing::WsText => f.data_url.len(),
-                Framing::WsBinary => f.jpeg.len(),
-            })
+        snapshot.frame.as_ref().map_or(0, |f| {
+            match (
+                self.wants.framing,
+                f.small.as_ref().filter(|_| self.wants.small),
+            ) {
+                (Framing::WsText, None) => f.data_url.len(),
+                (Framing::WsBinary | Framing::Mjpeg, None) => f.jpeg.len(),
+                (Framing::WsText, Some(s)) => s.data_url.len(),
+                (Framing::WsBinary | Framing::Mjpeg, Some(s)) => s.jpeg.len(),
+            }
+        })
     }
 
     /// Whether the socket has room for the next frame (`sendq::room`): `Ready(true)`
@@ -369,10 +458,13 @@ impl Seat {
     /// Acts on the gate for a viewer that follows it: staff who asked are told
     /// its state; a family viewer is told why while it is shut (once per change)
     /// and, when it opens, the stream's status, so its page clears the notice.
-    fn pass_gate(&mut self, view: &View<'_>) -> Option<tokio_tungstenite::tungstenite::Utf8Bytes> {
+    fn pass_gate(&mut self, view: &View<'_>) -> Notice {
         let state = view.gate;
         if self.audience == Audience::Staff {
-            return Some(state.staff_message.clone());
+            return Notice::Text(state.staff_message.clone());
+        }
+        if self.wants.framing == Framing::Mjpeg {
+            return self.pass_gate_mjpeg(view);
         }
         let text = match (&state.family_message, self.held.as_ref()) {
             (Some(_), Some(told)) if told.gate == state.gate => None,
@@ -393,7 +485,35 @@ impl Seat {
             // Open: the newest frame goes out at once.
             self.want = true;
         }
-        text
+        text.map_or(Notice::Nothing, Notice::Text)
+    }
+
+    /// The gate for a family's MJPEG client, which can be told nothing in words:
+    /// a closed room ends the stream (the client's retry is refused with the
+    /// reason, 403); a paused one shows its notice picture until it resumes.
+    fn pass_gate_mjpeg(&mut self, view: &View<'_>) -> Notice {
+        let state = view.gate;
+        match state.gate.verdict() {
+            Verdict::Closed(_) => return Notice::Leave,
+            Verdict::Paused(_) => {
+                if self
+                    .held
+                    .as_ref()
+                    .is_none_or(|told| told.gate != state.gate)
+                {
+                    self.held = Some(state.clone());
+                    // At once if drawn, else at the next repeat.
+                    self.repeat_at = Some(view.now);
+                }
+            }
+            Verdict::Open => {
+                if self.held.take().is_some() {
+                    self.want = true;
+                }
+            }
+        }
+        self.presence.held(self.held.is_some());
+        Notice::Nothing
     }
 }
 
@@ -402,6 +522,34 @@ impl Drop for Seat {
         // Before the socket closes: the stats stop asking about this fd.
         self.viewer.forget_socket();
     }
+}
+
+/// What the gate has for a viewer.
+enum Notice {
+    Text(tokio_tungstenite::tungstenite::Utf8Bytes),
+    /// The connection ends (an MJPEG family client of a room that closed).
+    Leave,
+    Nothing,
+}
+
+/// One MJPEG part: its headers, the JPEG (`len` bytes), and the next boundary.
+/// `X-Timestamp` is the capture time in seconds, as µStreamer sends it.
+fn mjpeg_out(body: Body, len: usize, captured_unix_ms: u64) -> Out {
+    let mut out = Out::new(true);
+    let mut head = [0u8; 128];
+    let mut cursor = std::io::Cursor::new(&mut head[..]);
+    let _ = write!(
+        cursor,
+        "Content-Type: image/jpeg\r\nContent-Length: {len}\r\nX-Timestamp: {}.{:03}000\r\n\r\n",
+        captured_unix_ms / 1000,
+        captured_unix_ms % 1000
+    );
+    let n = cursor.position() as usize;
+    let fits = out.head(&head[..n]);
+    debug_assert!(fits, "an MJPEG part's headers fit");
+    out.body(body);
+    out.body(Body::Static(PART_END));
+    out
 }
 
 fn text_out(text: tokio_tungstenite::tungstenite::Utf8Bytes) -> Out {

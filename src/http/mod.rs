@@ -27,6 +27,7 @@ use crate::shutdown::Shutdown;
 use crate::ws::WsContext;
 
 pub mod api;
+pub mod stream_mjpg;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/assets.rs"));

@@ -97,6 +97,16 @@ pub struct WsContext {
 }
 
 impl WsContext {
+    /// A turn to check a Basic code (argon2) off the async workers, waiting at
+    /// most as long as a handshake may; `None` when the daemon is that busy.
+    pub async fn code_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let limit = crate::http_guard::HEAD_DEADLINE;
+        tokio::time::timeout(limit, self.code_checks.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
     pub fn new(
         config: Arc<Config>,
         hub: Arc<Hub>,
