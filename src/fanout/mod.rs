@@ -59,6 +59,12 @@ pub trait Outlet: AsyncWrite + Unpin + Send {
     /// Whether written bytes may sit in a buffer until flushed (TLS); a plain
     /// socket's writes are the kernel's at once.
     fn buffers(&self) -> bool;
+    /// A plain socket's fd, for the fast path: `writev` straight on it, with
+    /// the runtime's readiness bookkeeping only once the kernel refuses
+    /// (`out::Out::poll_write`). `None` where bytes must go through the writer.
+    fn direct_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 /// A TLS connection's writing half (it shares the TLS state with the reading
@@ -89,6 +95,10 @@ impl Outlet for OwnedWriteHalf {
 
     fn buffers(&self) -> bool {
         false
+    }
+
+    fn direct_fd(&self) -> Option<RawFd> {
+        Some(self.as_ref().as_raw_fd())
     }
 }
 
@@ -206,8 +216,10 @@ pub async fn join(
     Some((ticket, gone))
 }
 
+/// A seat where the loop keeps it: inline in the fan-out's vector, so a frame's
+/// walk over the seats reads memory in order instead of chasing a box each.
 struct Slot {
-    seat: Box<Seat>,
+    seat: Seat,
     bell: Arc<Bell>,
     waker: Waker,
 }
@@ -418,7 +430,11 @@ impl Fanout {
                 let bell = Bell::new(i, self.hall.clone());
                 let waker = bell.waker();
                 self.by_id.insert(seat.id, i);
-                self.slots[i] = Some(Slot { seat, bell, waker });
+                self.slots[i] = Some(Slot {
+                    seat: *seat,
+                    bell,
+                    waker,
+                });
                 self.give_turn(i);
             }
             Cmd::Heard(id) => {
@@ -460,7 +476,7 @@ impl Fanout {
 
     fn seat(&mut self, id: u64) -> Option<&mut Seat> {
         let i = *self.by_id.get(&id)?;
-        self.slots[i].as_mut().map(|slot| &mut *slot.seat)
+        self.slots[i].as_mut().map(|slot| &mut slot.seat)
     }
 
     fn remove(&mut self, i: usize) {

@@ -152,13 +152,20 @@ impl Out {
     /// Writes what is left, then flushes if `flush` (a writer that buffers:
     /// TLS). `outgoing` (frames only) follows the bytes not yet written, for
     /// `/stats.json`.
+    ///
+    /// With `direct` (a plain socket's fd) each write is a `writev` on it first;
+    /// only when the kernel refuses does the write go through `w`, which then
+    /// clears the runtime's stale readiness and arms the waker. A socket that
+    /// keeps up so costs one system call per message and nothing else.
     pub fn poll_write<W: AsyncWrite + Unpin + ?Sized>(
         &mut self,
         w: &mut W,
         cx: &mut Context<'_>,
         outgoing: Option<&Outgoing>,
         flush: bool,
+        direct: Option<std::os::fd::RawFd>,
     ) -> Poll<io::Result<()>> {
+        let mut direct = direct;
         while self.done < self.total {
             let mut slices = [IoSlice::new(&[]); PIECES_MAX];
             let mut n = 0;
@@ -176,7 +183,17 @@ impl Out {
                 skip = 0;
                 n += 1;
             }
-            let written = ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n]))?;
+            let written = match direct.map(|fd| writev(fd, &slices[..n])) {
+                Some(Ok(written)) => written,
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // From now on through the runtime, which learns the socket is full.
+                    direct = None;
+                    continue;
+                }
+                Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                None => ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n]))?,
+            };
             self.writes += 1;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -191,6 +208,26 @@ impl Out {
         } else {
             Poll::Ready(Ok(()))
         }
+    }
+}
+
+/// One `writev` on a non-blocking socket. A peer that is gone answers EPIPE,
+/// not a signal: Rust's runtime ignores SIGPIPE, as the runtime's own writes
+/// rely on too.
+fn writev(fd: std::os::fd::RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and the slices
+    // borrow buffers that outlive the call.
+    let n = unsafe {
+        libc::writev(
+            fd,
+            slices.as_ptr().cast::<libc::iovec>(),
+            slices.len() as libc::c_int,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -230,7 +267,7 @@ mod tests {
 
     async fn write_all(out: &mut Out) -> Vec<u8> {
         let mut sink = Vec::new();
-        poll_fn(|cx| out.poll_write(&mut sink, cx, None, true))
+        poll_fn(|cx| out.poll_write(&mut sink, cx, None, true, None))
             .await
             .unwrap();
         sink
@@ -303,7 +340,7 @@ mod tests {
             step: 333,
             calls: 0,
         };
-        poll_fn(|cx| out.poll_write(&mut w, cx, Some(&outgoing), true))
+        poll_fn(|cx| out.poll_write(&mut w, cx, Some(&outgoing), true, None))
             .await
             .unwrap();
         let mut expected = b"--part\r\n".to_vec();

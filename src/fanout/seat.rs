@@ -103,6 +103,8 @@ pub struct Seat {
     pub id: u64,
     outlet: Box<dyn Outlet>,
     fd: RawFd,
+    /// A plain socket's fd, written with `writev` directly (`Outlet::direct_fd`).
+    direct_fd: Option<RawFd>,
     wants: Wants,
     audience: Audience,
     viewer: ViewerGuard,
@@ -161,6 +163,7 @@ impl Seat {
         let follows_gate = audience == Audience::Family || wants.gate;
         Seat {
             id,
+            direct_fd: outlet.direct_fd(),
             outlet,
             fd,
             wants,
@@ -233,7 +236,8 @@ impl Seat {
             if let Some(out) = &mut self.out {
                 let outgoing = out.is_frame.then_some(&self.viewer.stats.outgoing);
                 let flush = self.outlet.buffers();
-                match out.poll_write(&mut *self.outlet, cx, outgoing, flush) {
+                let direct = self.direct_fd;
+                match out.poll_write(&mut *self.outlet, cx, outgoing, flush, direct) {
                     Poll::Pending => return Turn::Stays,
                     Poll::Ready(Err(_)) => return Turn::Leaves,
                     Poll::Ready(Ok(())) => {
