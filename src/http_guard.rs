@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::metrics::{Listener, Metrics, Refused};
 use crate::net::{self, Conn, Gate};
 use crate::request_head::{self, reply, HeadError};
 use crate::shutdown::Shutdown;
@@ -42,11 +43,27 @@ pub struct Guard {
     pub tls: Option<TlsAcceptor>,
     /// tiny_http's private Unix socket.
     pub backend: PathBuf,
+    /// Where the requests refused here are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Guard {
-    pub fn new(gate: Arc<Gate>, tls: Option<TlsAcceptor>, backend: PathBuf) -> Arc<Guard> {
-        Arc::new(Guard { gate, tls, backend })
+    pub fn new(
+        gate: Arc<Gate>,
+        tls: Option<TlsAcceptor>,
+        backend: PathBuf,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Guard> {
+        Arc::new(Guard {
+            gate,
+            tls,
+            backend,
+            metrics,
+        })
+    }
+
+    fn refused(&self, why: Refused) {
+        self.metrics.refused(Listener::Http, why);
     }
 }
 
@@ -91,6 +108,7 @@ async fn refuse(socket: tokio::net::TcpStream, tls: Option<TlsAcceptor>) {
 
 async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) {
     let Ok(mut conn) = Conn::establish(socket, guard.tls.as_ref(), HEAD_DEADLINE).await else {
+        guard.refused(Refused::Tls);
         return;
     };
     // One deadline for the head and the body: tiny_http reads bodies lazily on one
@@ -104,12 +122,14 @@ async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) 
     {
         Err(_) => {
             tracing::info!(%peer, "HTTP request head too slow; dropped");
+            guard.refused(Refused::HeadTimeout);
             reply(&mut conn, 408, "", "request timeout\n").await;
             return;
         }
         Ok(Err(HeadError::Closed)) => return,
         Ok(Err(HeadError::TooLarge)) => {
             tracing::info!(%peer, "HTTP request head too large");
+            guard.refused(Refused::HeadTooLarge);
             reply(&mut conn, 431, "", "request header fields too large\n").await;
             return;
         }
@@ -119,6 +139,7 @@ async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) 
         Ok(f) => f,
         Err((status, why)) => {
             tracing::info!(%peer, status, why, "HTTP request refused");
+            guard.refused(Refused::of_http_status(status));
             reply(&mut conn, status, "", why).await;
             return;
         }
@@ -133,6 +154,7 @@ async fn handle(socket: tokio::net::TcpStream, peer: SocketAddr, guard: &Guard) 
             Ok(_) => return, // the client went away mid-body
             Err(_) => {
                 tracing::info!(%peer, "HTTP request body too slow; dropped");
+                guard.refused(Refused::BodyTimeout);
                 reply(&mut conn, 408, "", "request timeout\n").await;
                 return;
             }

@@ -22,6 +22,7 @@ pub mod http_guard;
 pub mod hub;
 pub mod intake;
 pub mod jpeg;
+pub mod metrics;
 pub mod mjpeg;
 pub mod net;
 pub mod notify;

@@ -20,6 +20,7 @@ use crate::auth::{Access, Denied, LoginError, Principal, Route};
 use crate::config::Config;
 use crate::http_guard::PEER_HEADER;
 use crate::hub::{Audience, Hub, StreamStatus, CAMERA};
+use crate::metrics::{Exporter, LoginResult, Metrics};
 use crate::privacy::notice::{self, Held};
 use crate::shutdown::Shutdown;
 use crate::ws::WsContext;
@@ -61,6 +62,10 @@ pub struct HttpContext {
     pub runtime: tokio::runtime::Handle,
     /// Snapshot requests waiting for an idle source now (at most `MAX_SNAPSHOT_WAITS`).
     pub snapshot_waits: std::sync::atomic::AtomicUsize,
+    /// Where logins are counted.
+    pub metrics: Arc<Metrics>,
+    /// What `/metrics` answers.
+    pub exporter: Exporter,
 }
 
 /// Starts tiny_http on a private Unix socket in `dir` (mode 0700). Only the guard
@@ -219,6 +224,12 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         p if is_static_asset(p) => return page(ctx, p, req.host.as_deref()),
         _ => {}
     }
+    if req.path == "/metrics" {
+        return match may_read_metrics(req, ctx) {
+            Ok(()) => metrics(ctx),
+            Err(denied) => refused(req, &denied),
+        };
+    }
     let who = match ctx.access.authenticate(
         peer_ip(req),
         req.cookie.as_deref(),
@@ -260,6 +271,38 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         p if p.ends_with(".html") => text(404, "not found\n"),
         _ => page(ctx, req.path, req.host.as_deref()),
     }
+}
+
+/// Who may scrape `/metrics`: the admin, by Basic auth (what Prometheus'
+/// `basic_auth` sends) or an admin session; with auth off, what the other admin
+/// routes answer then (403).
+///
+/// Link tokens (a `metrics` scope, sent as `Authorization: Bearer ...`) plug in
+/// here: accept such a token before falling back to the admin check.
+fn may_read_metrics(req: &Incoming, ctx: &HttpContext) -> Result<(), Denied> {
+    let who = ctx.access.authenticate(
+        peer_ip(req),
+        req.cookie.as_deref(),
+        req.authorization.as_deref(),
+    )?;
+    ctx.access.authorize(&who, Route::Admin)
+}
+
+/// The Prometheus exposition of this daemon's figures.
+fn metrics(ctx: &HttpContext) -> Reply {
+    let body = Bytes::from(ctx.exporter.render());
+    let len = body.len();
+    Response::new(
+        StatusCode(200),
+        vec![
+            header("Content-Type", crate::metrics::CONTENT_TYPE),
+            header("X-Content-Type-Options", "nosniff"),
+            header("Cache-Control", "no-store"),
+        ],
+        Cursor::new(body),
+        Some(len),
+        None,
+    )
 }
 
 /// The answer to a request access control turned down.
@@ -329,7 +372,15 @@ fn login(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
             .unwrap_or("")
     };
     let ip = peer_ip(req);
-    match ctx.access.login(ip, field("name"), field("code")) {
+    let outcome = ctx.access.login(ip, field("name"), field("code"));
+    ctx.metrics.login(match &outcome {
+        Ok(_) => LoginResult::Ok,
+        Err(LoginError::RateLimited) => LoginResult::RateLimited,
+        Err(LoginError::WrongCode) => LoginResult::WrongCode,
+        Err(LoginError::BadName(_)) => LoginResult::BadName,
+        Err(LoginError::Busy) => LoginResult::Busy,
+    });
+    match outcome {
         Ok((token, session)) => {
             tracing::info!(peer = %req.peer, role = session.role.as_str(), "login");
             redirect("/").with_header(header("Set-Cookie", &ctx.access.session_cookie(&token)))

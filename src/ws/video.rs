@@ -29,7 +29,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::hub::{status_message, Audience, GateState, Hub, Snapshot, Stream, StreamStatus};
+use crate::hub::{
+    status_message, Audience, GateState, Hub, Snapshot, Stream, StreamStatus, Transport,
+};
 use crate::sendq::{self, Outgoing, Room, Trust};
 use crate::shutdown::Shutdown;
 use crate::viewing_log::Presence;
@@ -63,6 +65,17 @@ pub struct Format {
     pub meta: bool,
     /// Staff told the gate's state (`?gate=1`): at once, then on every change.
     pub gate: bool,
+}
+
+impl Format {
+    /// How this viewer's frames travel, for the metrics' viewer counts.
+    pub fn transport(&self) -> Transport {
+        if self.binary {
+            Transport::WsBinary
+        } else {
+            Transport::WsText
+        }
+    }
 }
 
 /// What a viewer's socket shows: a stream that exists, or a room the viewer may
@@ -220,7 +233,7 @@ impl Link {
     ) where
         S: AsyncRead + AsyncWrite + HasTcp + Unpin,
     {
-        let viewer = stream.watch(audience);
+        let viewer = stream.watch(audience, format.transport());
         let mut frames = stream.subscribe();
         frames.mark_changed(); // a joining viewer gets the latest frame at once
                                // Families follow the gate; staff only when they asked to be told of it.
@@ -355,7 +368,9 @@ impl Link {
             viewer.stats.outgoing.end();
             let Some(writes) = sent else { break };
             trust.wrote(writes);
-            viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+            viewer
+                .stats
+                .frame_sent(messages.iter().map(|(_, m)| m.len()).sum());
         }
     }
 }
