@@ -1043,6 +1043,33 @@ mod tests {
         assert_eq!(s.stats().viewers, 0);
     }
 
+    #[test]
+    fn counters_keep_what_departed_viewers_were_sent() {
+        let hub = Hub::new();
+        let s = hub.stream("x").unwrap();
+        let text = s.watch(Audience::Staff, Transport::WsText);
+        let binary = s.watch(Audience::Family, Transport::WsBinary);
+        text.stats.frame_sent(100);
+        binary.stats.frame_sent(70);
+        binary.stats.frames_skipped.fetch_add(2, Ordering::Relaxed);
+        let both = s.counters();
+        assert_eq!(both.viewers, [1, 1, 0], "by transport");
+        assert_eq!((both.frames_sent, both.bytes_sent), (2, 170));
+        drop(binary);
+        let after = s.counters();
+        assert_eq!(after.viewers, [1, 0, 0]);
+        assert_eq!(
+            (after.frames_sent, after.frames_skipped, after.bytes_sent),
+            (2, 2, 170),
+            "a viewer's frames stay counted after it leaves"
+        );
+        assert_eq!(
+            s.stats().frames_sent,
+            1,
+            "/stats.json: the viewers connected now"
+        );
+    }
+
     fn pause() -> Option<Paused> {
         Some(Paused {
             until: 1_700_000_000,

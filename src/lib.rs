@@ -8,7 +8,7 @@
 //! in (a browser's camera), `ws/chat.rs` the chat relay, `http.rs` the pages.
 //! `server.rs` binds and runs all of it under one `Shutdown`. `store/` keeps what
 //! must survive a restart in one SQLite database. `privacy/` burns privacy masks
-//! into frames before anyone sees them.
+//! into frames before anyone sees them. `metrics/` answers `/metrics` for Prometheus.
 
 pub mod auth;
 pub mod canvas;
