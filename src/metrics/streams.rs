@@ -15,8 +15,14 @@ use prometheus_client::registry::Unit;
 
 use crate::hub::{Hub, StreamCounters, Transport};
 
-#[derive(Debug)]
 pub struct StreamCollector(pub Arc<Hub>);
+
+/// By hand, without the hub: see `ServerCollector`'s.
+impl std::fmt::Debug for StreamCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamCollector")
+    }
+}
 
 /// The per-stream counters, each with its name, help and how to read it.
 const COUNTERS: [(&str, &str, Option<Unit>, fn(&StreamCounters) -> u64); 5] = [
