@@ -24,38 +24,45 @@ impl std::fmt::Debug for StreamCollector {
     }
 }
 
-/// The per-stream counters, each with its name, help and how to read it.
-const COUNTERS: [(&str, &str, Option<Unit>, fn(&StreamCounters) -> u64); 5] = [
-    (
-        "kindercam_frames_published",
-        "Frames published to the stream by its source",
-        None,
-        |c| c.frames_published,
-    ),
-    (
-        "kindercam_frames_sent",
-        "Frames sent to the stream's viewers, summed over viewers",
-        None,
-        |c| c.frames_sent,
-    ),
-    (
-        "kindercam_frames_skipped",
-        "Frames a viewer never got because a newer one replaced them first, summed over viewers",
-        None,
-        |c| c.frames_skipped,
-    ),
-    (
-        "kindercam_frames_dropped",
-        "Frames from the source refused as broken or that could not be masked",
-        None,
-        |c| c.frames_dropped,
-    ),
-    (
-        "kindercam_video_sent",
-        "Bytes of frames (and their meta) written to the stream's video viewers, without framing",
-        Some(Unit::Bytes),
-        |c| c.bytes_sent,
-    ),
+/// A per-stream counter: its name, help, unit and how to read it.
+struct StreamCounter {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    read: fn(&StreamCounters) -> u64,
+}
+
+const COUNTERS: [StreamCounter; 5] = [
+    StreamCounter {
+        name: "kindercam_frames_published",
+        help: "Frames published to the stream by its source",
+        unit: None,
+        read: |c| c.frames_published,
+    },
+    StreamCounter {
+        name: "kindercam_frames_sent",
+        help: "Frames sent to the stream's viewers, summed over viewers",
+        unit: None,
+        read: |c| c.frames_sent,
+    },
+    StreamCounter {
+        name: "kindercam_frames_skipped",
+        help: "Frames a viewer never got because a newer one replaced them first, summed over viewers",
+        unit: None,
+        read: |c| c.frames_skipped,
+    },
+    StreamCounter {
+        name: "kindercam_frames_dropped",
+        help: "Frames from the source refused as broken or that could not be masked",
+        unit: None,
+        read: |c| c.frames_dropped,
+    },
+    StreamCounter {
+        name: "kindercam_video_sent",
+        help: "Bytes of frames (and their meta) written to the stream's video viewers, without framing",
+        unit: Some(Unit::Bytes),
+        read: |c| c.bytes_sent,
+    },
 ];
 
 impl Collector for StreamCollector {
@@ -95,12 +102,17 @@ impl Collector for StreamCollector {
             ConstGauge::new(i64::from(counters.source_up)).encode(up.encode_family(&labels)?)?;
         }
 
-        for (name, help, unit, read) in &COUNTERS {
-            let mut family =
-                encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+        for counter in &COUNTERS {
+            let mut family = encoder.encode_descriptor(
+                counter.name,
+                counter.help,
+                counter.unit.as_ref(),
+                MetricType::Counter,
+            )?;
             for (stream, counters) in &streams {
                 let labels = [("stream", stream.name())];
-                ConstCounter::new(read(counters)).encode(family.encode_family(&labels)?)?;
+                let value = (counter.read)(counters);
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
 
