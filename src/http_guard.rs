@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, UnixStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::stream_mjpg;
+use crate::metrics::{Listener, Metrics, Refused};
 use crate::net::{self, Conn, Gate};
 use crate::request_head::{self, reply, HeadError};
 use crate::shutdown::Shutdown;
@@ -47,6 +48,8 @@ pub struct Guard {
     /// For the requests served here rather than by tiny_http: MJPEG streams
     /// (`http::stream_mjpg`), admitted as video viewers.
     pub video: Arc<WsContext>,
+    /// Where the requests refused here are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Guard {
@@ -55,13 +58,19 @@ impl Guard {
         tls: Option<TlsAcceptor>,
         backend: PathBuf,
         video: Arc<WsContext>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Guard> {
         Arc::new(Guard {
             gate,
             tls,
             backend,
             video,
+            metrics,
         })
+    }
+
+    fn refused(&self, why: Refused) {
+        self.metrics.refused(Listener::Http, why);
     }
 }
 
@@ -113,6 +122,7 @@ async fn handle(
     shutdown: Shutdown,
 ) {
     let Ok(mut conn) = Conn::establish(socket, guard.tls.as_ref(), HEAD_DEADLINE).await else {
+        guard.refused(Refused::Tls);
         return;
     };
     // One deadline for the head and the body: tiny_http reads bodies lazily on one
@@ -126,12 +136,14 @@ async fn handle(
     {
         Err(_) => {
             tracing::info!(%peer, "HTTP request head too slow; dropped");
+            guard.refused(Refused::HeadTimeout);
             reply(&mut conn, 408, "", "request timeout\n").await;
             return;
         }
         Ok(Err(HeadError::Closed)) => return,
         Ok(Err(HeadError::TooLarge)) => {
             tracing::info!(%peer, "HTTP request head too large");
+            guard.refused(Refused::HeadTooLarge);
             reply(&mut conn, 431, "", "request header fields too large\n").await;
             return;
         }
@@ -148,6 +160,7 @@ async fn handle(
         Ok(f) => f,
         Err((status, why)) => {
             tracing::info!(%peer, status, why, "HTTP request refused");
+            guard.refused(Refused::of_http_status(status));
             reply(&mut conn, status, "", why).await;
             return;
         }
@@ -162,6 +175,7 @@ async fn handle(
             Ok(_) => return, // the client went away mid-body
             Err(_) => {
                 tracing::info!(%peer, "HTTP request body too slow; dropped");
+                guard.refused(Refused::BodyTimeout);
                 reply(&mut conn, 408, "", "request timeout\n").await;
                 return;
             }

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::frame::Frame;
 use crate::intake::Admitted;
+use crate::metrics::FrameTimings;
 use crate::notify::Heartbeat;
 use crate::privacy::gate::{Closed, Gate, Paused};
 use crate::privacy::{Mask, MaskBook};
@@ -197,14 +198,67 @@ impl GateState {
     }
 }
 
+/// How a viewer receives its frames (a label of `/metrics`' viewer counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A video WebSocket sending data URLs as text.
+    WsText,
+    /// A video WebSocket sending bare JPEGs (`?format=binary`).
+    WsBinary,
+    /// A multipart MJPEG response over HTTP.
+    Mjpeg,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::WsText, Transport::WsBinary, Transport::Mjpeg];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::WsText => "ws_text",
+            Transport::WsBinary => "ws_binary",
+            Transport::Mjpeg => "mjpeg",
+        }
+    }
+}
+
 /// Counters of one connected viewer, readable while it is blocked in a send.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ViewerStats {
+    pub transport: Transport,
     /// The message being written and the socket's unsent bytes.
     pub outgoing: Outgoing,
     pub frames_sent: AtomicU64,
     /// Frames that were replaced before this viewer was ready for them.
     pub frames_skipped: AtomicU64,
+    /// Bytes of the frames (and their meta) sent, counted per whole frame.
+    pub bytes_sent: AtomicU64,
+}
+
+impl ViewerStats {
+    fn new(transport: Transport) -> ViewerStats {
+        ViewerStats {
+            transport,
+            outgoing: Outgoing::default(),
+            frames_sent: AtomicU64::new(0),
+            frames_skipped: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a frame of `bytes` written whole to this viewer.
+    pub fn frame_sent(&self, bytes: usize) {
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// What the viewers who left a stream were sent, so that the stream's totals
+/// never go down when one leaves (Prometheus counters must not).
+#[derive(Debug, Default)]
+struct DepartedViewers {
+    frames_sent: AtomicU64,
+    frames_skipped: AtomicU64,
+    bytes_sent: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -213,6 +267,8 @@ pub struct Stream {
     state: watch::Sender<Snapshot>,
     demand: watch::Sender<Demand>,
     viewers: Mutex<Vec<Arc<ViewerStats>>>,
+    /// Added to under the viewers' lock as each viewer leaves.
+    departed: DepartedViewers,
     uploading: AtomicBool,
     frames_published: AtomicU64,
     /// Frames the source received but refused (truncated, corrupt): see `count_dropped`.
@@ -233,6 +289,8 @@ pub struct Stream {
     /// The way in to this stream's fan-out (`crate::fanout`), started by the
     /// first viewer.
     fanout: OnceLock<crate::fanout::Door>,
+    /// How long intake takes to encode and to mask this stream's frames.
+    timings: FrameTimings,
 }
 
 impl Stream {
@@ -242,6 +300,7 @@ impl Stream {
             state: watch::Sender::new(Snapshot::new()),
             demand: watch::Sender::new(Demand::default()),
             viewers: Mutex::new(Vec::new()),
+            departed: DepartedViewers::default(),
             uploading: AtomicBool::new(false),
             frames_published: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
@@ -251,6 +310,7 @@ impl Stream {
             small_wanted: AtomicUsize::new(0),
             frames_small: AtomicU64::new(0),
             fanout: OnceLock::new(),
+            timings: FrameTimings::default(),
         }
     }
 
@@ -261,6 +321,11 @@ impl Stream {
         self.fanout.get_or_init(|| {
             crate::fanout::Door::open(self.subscribe(), self.subscribe_gate(), shutdown.daemon())
         })
+    }
+
+    /// Where intake records how long this stream's frames take to encode and mask.
+    pub fn timings(&self) -> &FrameTimings {
+        &self.timings
     }
 
     pub fn name(&self) -> &str {
@@ -424,10 +489,10 @@ impl Stream {
         self.frames_small.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Registers a viewer; it counts as demand until the guard is dropped (a
-    /// family viewer only while the gate is open).
-    pub fn watch(self: &Arc<Self>, audience: Audience) -> ViewerGuard {
-        let stats = Arc::new(ViewerStats::default());
+    /// Registers a viewer receiving frames by `transport`; it counts as demand
+    /// until the guard is dropped (a family viewer only while the gate is open).
+    pub fn watch(self: &Arc<Self>, audience: Audience, transport: Transport) -> ViewerGuard {
+        let stats = Arc::new(ViewerStats::new(transport));
         self.viewers.locked().push(stats.clone());
         ViewerGuard {
             _demand: self.demand(audience),
@@ -504,6 +569,51 @@ impl Stream {
                 .sum(),
         }
     }
+}
+
+impl Stream {
+    /// This stream's counters for `/metrics`: totals since the stream was made,
+    /// over the viewers connected now and those who left.
+    pub fn counters(&self) -> StreamCounters {
+        let viewers = self.viewers.locked();
+        let mut by_transport = [0u64; 3];
+        let departed = &self.departed;
+        let (mut sent, mut skipped, mut bytes) = (
+            departed.frames_sent.load(Ordering::Relaxed),
+            departed.frames_skipped.load(Ordering::Relaxed),
+            departed.bytes_sent.load(Ordering::Relaxed),
+        );
+        for v in viewers.iter() {
+            by_transport[v.transport as usize] += 1;
+            sent += v.frames_sent.load(Ordering::Relaxed);
+            skipped += v.frames_skipped.load(Ordering::Relaxed);
+            bytes += v.bytes_sent.load(Ordering::Relaxed);
+        }
+        drop(viewers);
+        StreamCounters {
+            source_up: self.state.borrow().status == StreamStatus::Live,
+            viewers: by_transport,
+            frames_published: self.frames_published.load(Ordering::Relaxed),
+            frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
+            frames_sent: sent,
+            frames_skipped: skipped,
+            bytes_sent: bytes,
+        }
+    }
+}
+
+/// One stream's counters for `/metrics` (see [`Stream::counters`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    /// The stream has a live source now.
+    pub source_up: bool,
+    /// Viewers connected now, indexed by [`Transport`] (`as usize`).
+    pub viewers: [u64; 3],
+    pub frames_published: u64,
+    pub frames_dropped: u64,
+    pub frames_sent: u64,
+    pub frames_skipped: u64,
+    pub bytes_sent: u64,
 }
 
 /// One stream's figures for `/stats.json` and `/healthz`.
@@ -590,10 +700,18 @@ impl Drop for SocketProbeGuard<'_> {
 
 impl Drop for ViewerGuard {
     fn drop(&mut self) {
-        self.stream
-            .viewers
-            .locked()
-            .retain(|v| !Arc::ptr_eq(v, &self.stats));
+        let mut viewers = self.stream.viewers.locked();
+        viewers.retain(|v| !Arc::ptr_eq(v, &self.stats));
+        // Under the same lock, so `counters` never sees this viewer in neither place.
+        let (mine, departed) = (&self.stats, &self.stream.departed);
+        let moved = [
+            (&mine.frames_sent, &departed.frames_sent),
+            (&mine.frames_skipped, &departed.frames_skipped),
+            (&mine.bytes_sent, &departed.bytes_sent),
+        ];
+        for (from, to) in moved {
+            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 }
 
@@ -792,6 +910,11 @@ impl Hub {
         mask
     }
 
+    /// Every stream now, in name order.
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        self.streams.locked().values().cloned().collect()
+    }
+
     pub fn stats(&self) -> Vec<StreamStats> {
         let streams: Vec<_> = self.streams.locked().values().cloned().collect();
         streams.iter().map(|s| s.stats()).collect()
@@ -974,12 +1097,39 @@ mod tests {
         let hub = Hub::new();
         let s = hub.stream(CAMERA).unwrap();
         assert_eq!(s.demand_count(), 0);
-        let v = s.watch(Audience::Staff);
+        let v = s.watch(Audience::Staff, Transport::WsText);
         assert_eq!(s.demand_count(), 1);
         assert_eq!(s.stats().viewers, 1);
         drop(v);
         assert_eq!(s.demand_count(), 0);
         assert_eq!(s.stats().viewers, 0);
+    }
+
+    #[test]
+    fn counters_keep_what_departed_viewers_were_sent() {
+        let hub = Hub::new();
+        let s = hub.stream("x").unwrap();
+        let text = s.watch(Audience::Staff, Transport::WsText);
+        let binary = s.watch(Audience::Family, Transport::WsBinary);
+        text.stats.frame_sent(100);
+        binary.stats.frame_sent(70);
+        binary.stats.frames_skipped.fetch_add(2, Ordering::Relaxed);
+        let both = s.counters();
+        assert_eq!(both.viewers, [1, 1, 0], "by transport");
+        assert_eq!((both.frames_sent, both.bytes_sent), (2, 170));
+        drop(binary);
+        let after = s.counters();
+        assert_eq!(after.viewers, [1, 0, 0]);
+        assert_eq!(
+            (after.frames_sent, after.frames_skipped, after.bytes_sent),
+            (2, 2, 170),
+            "a viewer's frames stay counted after it leaves"
+        );
+        assert_eq!(
+            s.stats().frames_sent,
+            1,
+            "/stats.json: the viewers connected now"
+        );
     }
 
     fn pause() -> Option<Paused> {
@@ -994,7 +1144,7 @@ mod tests {
         let hub = Hub::new();
         let s = hub.stream(CAMERA).unwrap();
         s.set_paused(pause());
-        let family = s.watch(Audience::Family);
+        let family = s.watch(Audience::Family, Transport::WsText);
         let snapshot = s.demand(Audience::Family);
         assert_eq!(s.demand_count(), 0, "paused: families are no demand");
         assert_eq!(s.stats().viewers, 1, "but they are still viewers");
@@ -1002,7 +1152,7 @@ mod tests {
         assert!(wanted.await.is_err(), "the source stays idle");
 
         // Staff see through the gate.
-        let staff = s.watch(Audience::Staff);
+        let staff = s.watch(Audience::Staff, Transport::WsText);
         assert_eq!(s.demand_count(), 1);
         drop(staff);
         assert_eq!(s.demand_count(), 0);

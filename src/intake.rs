@@ -30,6 +30,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -216,6 +217,7 @@ impl Intake {
             self.scratch.clear();
             self.scratch
                 .extend_from_slice(&img.data[..need.min(img.data.len())]);
+            let started = Instant::now();
             mask_raw(
                 &mut self.scratch,
                 img.format,
@@ -225,17 +227,20 @@ impl Intake {
                 mask,
             )
             .map_err(IntakeError::Mask)?;
+            self.stream.timings().mask_took(started);
             masked = RawImage {
                 data: &self.scratch,
                 ..*img
             };
             &masked
         };
+        let started = Instant::now();
         let encoded = if rgb {
             encoder.encode_rgb(img.data, img.width, img.height)
         } else {
             encoder.encode_raw(img)
         };
+        self.stream.timings().encode_took(started);
         encoded.map_err(|e| IntakeError::Encode(e.to_string()))
     }
 
@@ -290,7 +295,10 @@ impl Intake {
                 .masker
                 .insert(JpegMasker::new().map_err(IntakeError::Mask)?),
         };
-        match masker.mask(jpeg, mask).map_err(IntakeError::Mask)? {
+        let started = Instant::now();
+        let masked = masker.mask(jpeg, mask).map_err(IntakeError::Mask)?;
+        self.stream.timings().mask_took(started);
+        match masked {
             Cow::Owned(masked) => Ok(masked),
             // Only an empty mask gives the input back, and callers check for that.
             Cow::Borrowed(_) => Err(IntakeError::Mask(MaskFrameError::Transform(

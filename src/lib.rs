@@ -8,7 +8,7 @@
 //! in (a browser's camera), `ws/chat.rs` the chat relay, `http.rs` the pages.
 //! `server.rs` binds and runs all of it under one `Shutdown`. `store/` keeps what
 //! must survive a restart in one SQLite database. `privacy/` burns privacy masks
-//! into frames before anyone sees them.
+//! into frames before anyone sees them. `metrics/` answers `/metrics` for Prometheus.
 
 pub mod auth;
 pub mod canvas;
@@ -24,6 +24,7 @@ pub mod http_guard;
 pub mod hub;
 pub mod intake;
 pub mod jpeg;
+pub mod metrics;
 pub mod mjpeg;
 pub mod net;
 pub mod notify;

@@ -9,6 +9,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -76,6 +77,8 @@ pub struct Gate {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// 0 means no per-address cap (behind a reverse proxy every client is 127.0.0.1).
     max_per_ip: usize,
+    /// Connections turned away so far, by [`Full`] (`as usize`), for `/metrics`.
+    refused: [AtomicU64; 2],
 }
 
 /// Why a connection was not admitted.
@@ -83,6 +86,18 @@ pub struct Gate {
 pub enum Full {
     Total,
     ThisAddress,
+}
+
+impl Full {
+    pub const ALL: [Full; 2] = [Full::Total, Full::ThisAddress];
+
+    /// The `reason` label of `/metrics`' refused connections.
+    pub fn label(self) -> &'static str {
+        match self {
+            Full::Total => "too_many_connections",
+            Full::ThisAddress => "too_many_from_address",
+        }
+    }
 }
 
 impl Gate {
@@ -93,10 +108,17 @@ impl Gate {
             max_total,
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip,
+            refused: Default::default(),
         })
     }
 
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Full> {
+        self.try_admit(ip).inspect_err(|full| {
+            self.refused[*full as usize].fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Full> {
         let permit = self
             .total
             .clone()
@@ -118,6 +140,11 @@ impl Gate {
     /// Connections admitted and not yet closed.
     pub fn open(&self) -> usize {
         self.max_total - self.total.available_permits()
+    }
+
+    /// Connections refused so far because of `full`.
+    pub fn refused(&self, full: Full) -> u64 {
+        self.refused[full as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -322,6 +349,8 @@ mod tests {
         drop(a1);
         let _a3 = gate.admit(a).expect("a closed connection frees its place");
         assert_eq!(gate.open(), 3);
+        assert_eq!(gate.refused(Full::ThisAddress), 1);
+        assert_eq!(gate.refused(Full::Total), 1);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::http::{self, HttpContext};
 use crate::http_guard;
 use crate::hub::Hub;
+use crate::metrics::{Exporter, Metrics, Sources};
 use crate::net::{self, Gate};
 use crate::notify::{self, Notifier};
 use crate::privacy::hours::Hours;
@@ -174,20 +175,35 @@ impl Server {
         let restoring = pauses.clone();
         tokio::task::spawn_blocking(move || restoring.restore()).await?;
         tokio::spawn(pauses.clone().run_clock(trigger.subscribe()));
-        let ws_ctx = Arc::new(WsContext::new(
-            self.config.clone(),
-            self.hub.clone(),
-            chat,
-            viewing,
-            self.access.clone(),
-            self.tls.clone(),
-            self.http_addr.port(),
-        ));
+        let metrics = Metrics::new();
+        let ws_ctx = Arc::new(
+            WsContext::new(
+                self.config.clone(),
+                self.hub.clone(),
+                chat,
+                viewing,
+                self.access.clone(),
+                self.tls.clone(),
+                self.http_addr.port(),
+            )
+            .with_metrics(metrics.clone()),
+        );
         let ws_task = tokio::spawn(ws::serve(
             self.ws_listener,
             ws_ctx.clone(),
             trigger.subscribe(),
         ));
+        let http_gate = Gate::new(
+            http_guard::MAX_IN_FLIGHT,
+            self.config.limits.max_connections_per_ip,
+        );
+        let exporter = Exporter::new(Sources {
+            metrics: metrics.clone(),
+            hub: self.hub.clone(),
+            chat: ws_ctx.chat.clone(),
+            http_gate: http_gate.clone(),
+            ws_gate: ws_ctx.gate.clone(),
+        });
         let http_ctx = Arc::new(HttpContext {
             config: self.config.clone(),
             hub: self.hub.clone(),
@@ -201,16 +217,16 @@ impl Server {
             started: Instant::now(),
             runtime: tokio::runtime::Handle::current(),
             snapshot_waits: Default::default(),
+            metrics: metrics.clone(),
+            exporter,
         });
         let http_threads = http::spawn(self.http_backend, http_ctx, trigger.subscribe());
         let guard = http_guard::Guard::new(
-            Gate::new(
-                http_guard::MAX_IN_FLIGHT,
-                self.config.limits.max_connections_per_ip,
-            ),
+            http_gate,
             self.tls.clone(),
             self.backend_socket.clone(),
             ws_ctx,
+            metrics,
         );
         let guard_task = tokio::spawn(http_guard::serve(
             self.http_listener,

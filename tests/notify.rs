@@ -291,7 +291,10 @@ fn watchdog_pings_at_half_the_timeout_and_stops_while_the_frame_pipeline_hangs()
     );
 
     // Somebody watches: frames flow and the pings go on.
-    let viewer = camera.watch(kindercam::hub::Audience::Staff);
+    let viewer = camera.watch(
+        kindercam::hub::Audience::Staff,
+        kindercam::hub::Transport::WsText,
+    );
     let mut frames = camera.subscribe();
     rt.block_on(async {
         for _ in 0..3 {

@@ -12,6 +12,7 @@ pub mod room;
 pub use room::{ChatRoom, Member, Refused};
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::store::Store;
@@ -28,6 +29,8 @@ pub struct Rooms {
     rooms: Mutex<BTreeMap<String, Arc<ChatRoom>>>,
     history_len: usize,
     store: Store,
+    /// Messages posted in every room since the start, for `/metrics`.
+    posted: Arc<AtomicU64>,
 }
 
 /// No room can be opened: [`MAX_ROOMS`] are open.
@@ -46,7 +49,13 @@ impl Rooms {
             rooms: Mutex::new(BTreeMap::new()),
             history_len,
             store,
+            posted: Arc::default(),
         }
+    }
+
+    /// Messages posted in every room since the start, rooms since forgotten included.
+    pub fn messages_posted(&self) -> u64 {
+        self.posted.load(Ordering::Relaxed)
     }
 
     /// The room beside stream `name`, opened if needed (which reads its history
@@ -70,7 +79,9 @@ impl Rooms {
                 None => return Err(TooManyRooms),
             }
         }
-        let room = Arc::new(ChatRoom::load(name, self.history_len, self.store.clone()));
+        let room = ChatRoom::load(name, self.history_len, self.store.clone())
+            .counting_into(self.posted.clone());
+        let room = Arc::new(room);
         rooms.insert(name.to_owned(), room.clone());
         Ok(room)
     }

@@ -80,6 +80,8 @@ pub struct ChatRoom {
     next_id: AtomicU64,
     /// Where the history outlives a restart (writes are queued, never awaited).
     store: Option<Store>,
+    /// Messages posted, counted with every other room of the daemon's (`/metrics`).
+    posted: Arc<AtomicU64>,
 }
 
 impl ChatRoom {
@@ -96,7 +98,14 @@ impl ChatRoom {
             next_color: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             store: None,
+            posted: Arc::default(),
         }
+    }
+
+    /// Counts this room's messages into `posted`, shared with the other rooms.
+    pub fn counting_into(mut self, posted: Arc<AtomicU64>) -> ChatRoom {
+        self.posted = posted;
+        self
     }
 
     /// A room whose history is kept in `store`, so the conversation survives a
@@ -187,6 +196,7 @@ impl ChatRoom {
             }
         }
         let _ = self.tx.send(text);
+        self.posted.fetch_add(1, Ordering::Relaxed);
     }
 
     fn join(&self) -> (broadcast::Receiver<Utf8Bytes>, Vec<Utf8Bytes>) {

@@ -40,7 +40,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::hub::{Audience, GateState, Snapshot, Stream, StreamStatus};
+use crate::hub::{Audience, GateState, Snapshot, Stream, StreamStatus, Transport};
 use crate::shutdown::Shutdown;
 use crate::viewing_log::Presence;
 use crate::ws::keepalive;
@@ -196,7 +196,12 @@ pub async fn join(
     let door = stream.fanout(shutdown);
     let id = door.next_id.fetch_add(1, Ordering::Relaxed);
     let (gone_tx, gone) = oneshot::channel();
-    let viewer = stream.watch(audience);
+    let transport = match wants.framing {
+        Framing::WsText => Transport::WsText,
+        Framing::WsBinary => Transport::WsBinary,
+        Framing::Mjpeg => Transport::Mjpeg,
+    };
+    let viewer = stream.watch(audience, transport);
     let seat = Seat::new(
         id,
         outlet,

@@ -246,7 +246,7 @@ impl Seat {
                         if out.is_frame {
                             let stats = &self.viewer.stats;
                             stats.outgoing.end();
-                            stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                            stats.frame_sent(out.total());
                             self.trust.wrote(out.writes);
                         }
                         if self.closing {

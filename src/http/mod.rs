@@ -22,6 +22,7 @@ use crate::auth::{Access, Denied, LoginError, Presented, Principal, Route};
 use crate::config::Config;
 use crate::http_guard::PEER_HEADER;
 use crate::hub::{Audience, Hub, StreamStatus, CAMERA};
+use crate::metrics::{Exporter, LoginResult, Metrics};
 use crate::privacy::notice::{self, Held};
 use crate::shutdown::Shutdown;
 use crate::ws::WsContext;
@@ -64,6 +65,10 @@ pub struct HttpContext {
     pub runtime: tokio::runtime::Handle,
     /// Snapshot requests waiting for an idle source now (at most `MAX_SNAPSHOT_WAITS`).
     pub snapshot_waits: std::sync::atomic::AtomicUsize,
+    /// Where logins are counted.
+    pub metrics: Arc<Metrics>,
+    /// What `/metrics` answers.
+    pub exporter: Exporter,
 }
 
 /// Starts tiny_http on a private Unix socket in `dir` (mode 0700). Only the guard
@@ -222,6 +227,12 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         p if is_static_asset(p) => return page(ctx, p, req.host.as_deref()),
         _ => {}
     }
+    if req.path == "/metrics" {
+        return match may_read_metrics(req, ctx) {
+            Ok(()) => metrics(ctx),
+            Err(denied) => refused(req, &denied),
+        };
+    }
     let snapshot = is_snapshot(req.path, req.query);
     // A link token in the URL counts on the snapshot paths only; elsewhere only
     // as `Authorization: Bearer`, which access control keeps to its scope.
@@ -293,6 +304,44 @@ fn is_snapshot(path: &str, query: &str) -> bool {
     }
 }
 
+/// Who may scrape `/metrics`: the admin, by Basic auth (what Prometheus'
+/// `basic_auth` sends) or an admin session; with auth off, what the other admin
+/// routes answer then (403).
+///
+/// A link token with the `metrics` scope, sent as `Authorization: Bearer ...`
+/// (Prometheus' `authorization:` setting), may too.
+fn may_read_metrics(req: &Incoming, ctx: &HttpContext) -> Result<(), Denied> {
+    if ctx.access.allows_metrics(req.authorization.as_deref()) {
+        return Ok(());
+    }
+    let who = ctx.access.identify(
+        peer_ip(req),
+        Presented {
+            cookie: req.cookie.as_deref(),
+            authorization: req.authorization.as_deref(),
+            token: None,
+        },
+    )?;
+    ctx.access.authorize(&who, Route::Admin)
+}
+
+/// The Prometheus exposition of this daemon's figures.
+fn metrics(ctx: &HttpContext) -> Reply {
+    let body = Bytes::from(ctx.exporter.render());
+    let len = body.len();
+    Response::new(
+        StatusCode(200),
+        vec![
+            header("Content-Type", crate::metrics::CONTENT_TYPE),
+            header("X-Content-Type-Options", "nosniff"),
+            header("Cache-Control", "no-store"),
+        ],
+        Cursor::new(body),
+        Some(len),
+        None,
+    )
+}
+
 /// The answer to a request access control turned down.
 fn refused(req: &Incoming, denied: &Denied) -> Reply {
     match denied {
@@ -360,7 +409,15 @@ fn login(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
             .unwrap_or("")
     };
     let ip = peer_ip(req);
-    match ctx.access.login(ip, field("name"), field("code")) {
+    let outcome = ctx.access.login(ip, field("name"), field("code"));
+    ctx.metrics.login(match &outcome {
+        Ok(_) => LoginResult::Ok,
+        Err(LoginError::RateLimited) => LoginResult::RateLimited,
+        Err(LoginError::WrongCode) => LoginResult::WrongCode,
+        Err(LoginError::BadName(_)) => LoginResult::BadName,
+        Err(LoginError::Busy) => LoginResult::Busy,
+    });
+    match outcome {
         Ok((token, session)) => {
             tracing::info!(peer = %req.peer, role = session.role.as_str(), "login");
             redirect("/").with_header(header("Set-Cookie", &ctx.access.session_cookie(&token)))

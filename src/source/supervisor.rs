@@ -676,7 +676,7 @@ mod tests {
             !running.load(Ordering::SeqCst),
             "nothing opened while nobody watches"
         );
-        let viewer = stream.watch(crate::hub::Audience::Staff);
+        let viewer = stream.watch(crate::hub::Audience::Staff, crate::hub::Transport::WsText);
         wait_until(true).await;
         drop(viewer);
         wait_until(false).await;

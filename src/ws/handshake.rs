@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::auth::Denied;
 use crate::hub::{self, CAMERA};
+use crate::metrics::Refused;
 use crate::request_head::{self, HeadError};
 
 /// Request heads larger than this are refused with 431.
@@ -162,6 +163,21 @@ impl Refusal {
             Refusal::TooManySockets(refused) => return format!("{refused}\n").into(),
         };
         text.into()
+    }
+
+    /// What `/metrics` counts this refusal as.
+    pub fn counted_as(&self) -> Refused {
+        match self {
+            Refusal::NotFound => Refused::NotFound,
+            Refusal::NoStream => Refused::NoStream,
+            Refusal::BadRequest(_) => Refused::BadRequest,
+            Refusal::HeadTooLarge => Refused::HeadTooLarge,
+            Refusal::WrongVersion => Refused::WrongVersion,
+            Refusal::Busy | Refusal::Denied(Denied::Busy) => Refused::Busy,
+            Refusal::Denied(Denied::Unauthorized) => Refused::Unauthorized,
+            Refusal::Denied(Denied::Forbidden(_)) => Refused::Forbidden,
+            Refusal::TooManySockets(_) => Refused::TooManySockets,
+        }
     }
 
     /// Writes the HTTP refusal; errors are ignored because the peer is being dropped anyway.

@@ -30,6 +30,7 @@ use crate::auth::{self, Access};
 use crate::chat::Rooms;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::metrics::{Listener, Metrics, Refused};
 use crate::net::{self, client_ip, Admission, Conn, Gate};
 use crate::shutdown::Shutdown;
 use crate::viewing_log::{Presence, ViewingLog};
@@ -94,6 +95,8 @@ pub struct WsContext {
     /// Turns for handshakes whose Basic code may need an argon2 check: they wait
     /// here as cheap tasks, not as parked threads in tokio's blocking pool.
     code_checks: Arc<Semaphore>,
+    /// Where refused handshakes are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl WsContext {
@@ -130,7 +133,19 @@ impl WsContext {
             tls,
             http_port,
             code_checks: Arc::new(Semaphore::new(auth::codes::MAX_CONCURRENT_HASHES)),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Counts refused handshakes into `metrics` (the server's, for `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> WsContext {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts a connection this port turned away after admitting it.
+    fn refused(&self, why: Refused) {
+        self.metrics.refused(Listener::Ws, why);
     }
 
     /// WebSocket connections being served now.
@@ -188,17 +203,20 @@ async fn handle(
     let limit = ctx.config.limits.handshake_timeout;
     let Ok(mut conn) = Conn::establish(socket, ctx.tls.as_ref(), limit).await else {
         tracing::info!(%peer, "TLS handshake failed");
+        ctx.refused(Refused::Tls);
         return;
     };
     let upgrade = match tokio::time::timeout(limit, handshake::read_request(&mut conn)).await {
         Ok(Ok(upgrade)) => upgrade,
         Ok(Err(refusal)) => {
             tracing::info!(%peer, ?refusal, "WebSocket handshake refused");
+            ctx.refused(refusal.counted_as());
             refusal.send(&mut conn).await;
             return;
         }
         Err(_) => {
             tracing::info!(%peer, "WebSocket handshake timed out");
+            ctx.refused(Refused::HeadTimeout);
             return;
         }
     };
@@ -228,6 +246,7 @@ async fn handle(
         Ok(p) => p,
         Err(refusal) => {
             tracing::warn!(%peer, route = ?upgrade.request.route, ?refusal, "WebSocket access refused");
+            ctx.refused(refusal.counted_as());
             refusal.send(&mut conn).await;
             return;
         }
@@ -238,6 +257,7 @@ async fn handle(
             Ok(place) => Some(place),
             Err(refused) => {
                 tracing::warn!(%peer, route = ?upgrade.request.route, account = ?principal.account, "WebSocket refused: {refused}");
+                ctx.refused(Refused::TooManySockets);
                 Refusal::TooManySockets(refused).send(&mut conn).await;
                 return;
             }
@@ -251,6 +271,7 @@ async fn handle(
             Ok(feed) => Some(feed),
             Err(refusal) => {
                 tracing::info!(%peer, stream = %stream, ?refusal, "video refused");
+                ctx.refused(refusal.counted_as());
                 refusal.send(&mut conn).await;
                 return;
             }
@@ -262,6 +283,7 @@ async fn handle(
             Ok(room) => Some(room),
             Err(refusal) => {
                 tracing::info!(%peer, ?refusal, "chat room refused");
+                ctx.refused(refusal.counted_as());
                 refusal.send(&mut conn).await;
                 return;
             }
@@ -333,6 +355,10 @@ async fn handle(
                 Ok(place) => place,
                 Err(refused) => {
                     tracing::info!(%peer, family = ?principal.account, "video refused: {}", refused.message);
+                    ctx.refused(match refused.reason {
+                        "device_limit" => Refused::DeviceLimit,
+                        _ => Refused::SessionEnded,
+                    });
                     video::refuse(&mut socket, &refused.status, 4003, refused.reason).await;
                     return;
                 }

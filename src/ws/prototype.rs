@@ -15,7 +15,6 @@
 //! Families follow the stream's gate as on `/video`: no frames while the room is
 //! closed or paused, and none taken meanwhile.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -53,7 +52,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let stream = relay.stream.clone();
-    let viewer = stream.watch(relay.audience);
+    let viewer = stream.watch(relay.audience, crate::hub::Transport::WsText);
     let mut frames = stream.subscribe();
     // The newest frame at once, as a viewer joining the prototype got the next one.
     frames.mark_changed();
@@ -86,7 +85,7 @@ pub async fn serve<S>(
                 if !send_within(&mut ws, Message::Text(frame.data_url.clone())).await {
                     break;
                 }
-                viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                viewer.stats.frame_sent(frame.data_url.len());
                 continue;
             }
             incoming = ws.next() => incoming,
