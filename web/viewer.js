@@ -49,10 +49,13 @@ let offlineWhy = 'offline';
 let lastFrameAt = 0;
 let stallTimer = 0;
 
-/** ?quality_test=1 (the browser tests): back to full size after 3 s of timely frames, not 30. */
+/**
+ * ?quality_test=1 (the browser tests): late judged over 2 s (held for 1 s),
+ * not 5 s (held for 2 s), and back to full size after 3 s of timely frames, not 30.
+ */
 const QUALITY_TEST = new URLSearchParams(location.search).get('quality_test') === '1';
 /** Whether this link needs half-size frames: fed every frame's arrival. */
-const quality = new QualityGovernor(QUALITY_TEST ? { recoverMs: 3000 } : {});
+const quality = new QualityGovernor(QUALITY_TEST ? { lateWindowMs: 2000, lateForMs: 1000, recoverMs: 3000 } : {});
 
 const video = new Link({
   path: '/video',
