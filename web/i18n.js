@@ -62,6 +62,8 @@ const STRINGS = {
     'viewer.deviceLimit.one': 'Tu familia ya está mirando en 1 dispositivo, el máximo permitido a la vez. Cierra la cámara en el otro dispositivo y vuelve a intentarlo.',
     'viewer.deviceLimit.many': 'Tu familia ya está mirando en {n} dispositivos, el máximo permitido a la vez. Cierra la cámara en otro dispositivo y vuelve a intentarlo.',
     'viewer.retry': 'Intentar de nuevo',
+    'viewer.reduced': 'Calidad reducida: conexión débil',
+    'viewer.reducedTap': 'Toca para volver a la calidad completa',
 
     'state.connecting': 'Conectando…',
     'state.live': 'En vivo',
@@ -388,6 +390,8 @@ const STRINGS = {
     'viewer.deviceLimit.one': 'Your family is already watching on 1 device, the most allowed at once. Close the camera on the other device and try again.',
     'viewer.deviceLimit.many': 'Your family is already watching on {n} devices, the most allowed at once. Close the camera on another device and try again.',
     'viewer.retry': 'Try again',
+    'viewer.reduced': 'Reduced quality: weak connection',
+    'viewer.reducedTap': 'Tap for full quality',
 
     'state.connecting': 'Connecting…',
     'state.live': 'Live',

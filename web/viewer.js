@@ -3,11 +3,13 @@
 // follows the room being watched. A family's login sees only its own rooms,
 // and is told plainly when its devices are all in use, or that the room is
 // paused or closed (instead of the picture). Staff get the pause button.
+// On a weak link the picture drops to half size by itself (quality.js).
 
 import { t, age, translate, onLanguage, languageToggle } from './i18n.js';
 import { byId, load, save, authedFetch, loadConfig, showAccount, takeReturn, Link, SessionEnded } from './common.js';
 import { startChat } from './chat.js';
 import { PauseControl, clockTime, dayAndTime } from './pause.js';
+import { QualityGovernor } from './quality.js';
 
 /** A live stream that sends nothing for this long is presumed stuck: reconnect. */
 const STALL_MS = 15_000;
@@ -29,6 +31,7 @@ const notice = byId('notice');
 const fullscreenButton = byId('fullscreen');
 const snapshotButton = byId('snapshot');
 const retryButton = byId('retry');
+const qualityButton = byId('quality');
 
 let config = null;
 let chat = null;
@@ -46,9 +49,20 @@ let offlineWhy = 'offline';
 let lastFrameAt = 0;
 let stallTimer = 0;
 
+/**
+ * ?quality_test=1 (the browser tests): late judged over 2 s (held for 1 s),
+ * not 5 s (held for 2 s), and back to full size after 3 s of timely frames, not 30.
+ */
+const QUALITY_TEST = new URLSearchParams(location.search).get('quality_test') === '1';
+/** Whether this link needs half-size frames: fed every frame's arrival. */
+const quality = new QualityGovernor(QUALITY_TEST ? { lateWindowMs: 2000, lateForMs: 1000, recoverMs: 3000 } : {});
+
 const video = new Link({
   path: '/video',
-  onOpen: noteClock,
+  onOpen: (config) => {
+    noteClock(config);
+    quality.restart(); // the first frame is whatever the server held
+  },
   onMessage: onVideoMessage,
   onDown: (event) => {
     setState(state === 'connecting' && !lastFrameAt ? 'connecting' : 'reconnecting');
@@ -169,10 +183,12 @@ function clearPicture() {
 function onVideoMessage(event) {
   const { data } = event;
   if (typeof data !== 'string') {
+    noteArrival(announcedTakenAt);
     queueFrame(URL.createObjectURL(new Blob([data], { type: 'image/jpeg' })));
     return;
   }
   if (data.startsWith('data:')) {
+    noteArrival(announcedTakenAt);
     queueFrame(data); // a server that only speaks text frames
     return;
   }
@@ -192,6 +208,7 @@ function onVideoMessage(event) {
     return;
   }
   if (message?.type !== 'status') return;
+  quality.restart(); // the frames to come are of another run of the stream
   if (message.state === 'refused') {
     refused(message);
     return;
@@ -240,6 +257,31 @@ function watchForStall() {
     if (state === 'live') video.restart();
   }, STALL_MS);
 }
+
+// ---- frame size -------------------------------------------------------------
+// A weak link gets half-size frames (?size=small) until it has been timely for
+// a while: quality.js decides from each frame's age on arrival (by the server's
+// clock) and the frame rate. Switching only opens another socket, so the
+// picture stays on screen meanwhile. A tap on the note asks for full size for good.
+
+function noteArrival(takenAt) {
+  const now = Date.now() + (clock?.offset ?? 0);
+  if (quality.frame(now, clock ? takenAt : null)) switchSize();
+}
+
+function switchSize() {
+  renderQuality();
+  if (streamName && !document.hidden) video.start(videoPath(streamName));
+}
+
+function renderQuality() {
+  qualityButton.hidden = quality.size !== 'small';
+}
+
+qualityButton.addEventListener('click', () => {
+  quality.pinFull();
+  switchSize();
+});
 
 // ---- state indicator ---------------------------------------------------
 
@@ -363,9 +405,12 @@ function chooseStream(streams) {
   return preferred.name;
 }
 
-/** Bare JPEGs, each announced with its capture time; staff also hear of pauses. */
+/**
+ * Bare JPEGs, each announced with its capture time; staff also hear of pauses;
+ * half-size frames while the link is weak.
+ */
 function videoPath(name) {
-  return `/video/${name}?format=binary&meta=1${pause ? '&gate=1' : ''}`;
+  return `/video/${name}?format=binary&meta=1${pause ? '&gate=1' : ''}${quality.size === 'small' ? '&size=small' : ''}`;
 }
 
 function watch(name) {
@@ -373,6 +418,9 @@ function watch(name) {
   deviceLimit = 0;
   gateStatus = null;
   pause?.follow(name);
+  // The configured interval is the server's own camera's; a broadcast has its own.
+  quality.setInterval(name === config?.default_stream ? Number(config.interval_ms) : null);
+  quality.restart();
   clearPicture();
   offlineWhy = 'offline';
   setState('connecting');

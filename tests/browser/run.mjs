@@ -44,7 +44,14 @@
 //      /chat/serverCam.php; its visorCamara page shows the changing picture
 //  17. a PNG canvas sent by a kindercam page to /upload/NAME reaches
 //      kindercam's viewer as changing JPEG frames
-//  18. screenshots for README: login.png, viewer-phone.png,
+//  18. the frame-size logic (web/quality.js) on made-up timings: a late or
+//      starved link asks for small frames, a timely one for full size after
+//      30 s, blips change nothing, a relapse waits twice as long
+//  19. a viewer whose link turns late (its messages delayed in the page)
+//      switches to ?size=small by itself (half-size picture, the server making
+//      small frames, the note shown), back to full once timely, without the
+//      picture leaving the screen; a tap on the note keeps full size
+//  20. screenshots for README: login.png, viewer-phone.png,
 //      viewer-desktop.png, broadcaster.png, admin.png (into docs/ with
 //      KINDERCAM_SCREENSHOTS=docs)
 //
@@ -73,7 +80,7 @@ const SCREENSHOTS_TO_DOCS = process.env.KINDERCAM_SCREENSHOTS === 'docs';
 const WAIT_MS = 20_000;
 /** The whole run, in case something hangs outside a wait. */
 const RUN_LIMIT_MS = 300_000;
-const TESTS = 18;
+const TESTS = 20;
 /** The stream the prototype's pages use (--prototype-stream). */
 const PROTOTYPE_STREAM = 'sala-php';
 const VIEWER_CODE = 'familias-2026';
@@ -1328,6 +1335,158 @@ async function main() {
       const replies = await acks;
       assert(replies.every((r) => r.type === 'ack'), `every PNG acked: ${JSON.stringify(replies.find((r) => r.type !== 'ack'))}`);
       await Promise.all([cam, viewer3].map((p) => p.context().close()));
+    });
+
+    await test('the frame-size logic asks for small frames on a late link, full again once timely, and ignores blips', async () => {
+      const page = await open('quality-logic', '/?stream=camera', { name: 'Lógica' });
+      const seen = await page.evaluate(async () => {
+        const q = await import('/quality.js');
+        // Frames every `step` ms from `from` to `to` (ms), each `age(t)` old on
+        // arrival; the decisions, as [time, size].
+        const feed = (governor, from, to, step, age) => {
+          const out = [];
+          for (let t = from; t < to; t += step) {
+            const decision = governor.frame(t, t - age(t));
+            if (decision) out.push([t, decision]);
+          }
+          return out;
+        };
+        const timely = () => 200;
+        const late = () => 2500;
+        const g = new q.QualityGovernor({ intervalMs: 500 });
+        const r = {};
+        r.timely = feed(g, 0, 60_000, 500, timely);
+        // Blips: 2.5 s of 3 s-old frames, then a 2.5 s hole with no frames at all.
+        r.blips = feed(g, 60_000, 80_000, 500, (t) => (t < 62_500 ? 3000 : 200))
+          .concat(feed(g, 82_500, 100_000, 500, timely));
+        r.late = feed(g, 100_000, 120_000, 500, late);
+        r.sizeWhileLate = g.size;
+        // Small frames come in timely, but for 4 s of late ones (more than half
+        // the window): the 30 s start again once the median is timely again.
+        r.recovery = feed(g, 120_000, 200_000, 500, (t) => (t >= 130_000 && t < 134_000 ? 3000 : 200));
+        // Late again within a minute of going back: the next try waits twice as long.
+        r.relapse = feed(g, 200_000, 215_000, 500, late);
+        r.secondRecovery = feed(g, 215_000, 300_000, 500, timely);
+        // A starved link: a frame every 1.5 s where the camera makes one every 0.5 s.
+        const starved = new q.QualityGovernor({ intervalMs: 500 });
+        r.starved = feed(starved, 0, 20_000, 1500, timely);
+        // The same rate of a broadcast whose rate the page does not know: fine.
+        r.unknownRate = feed(new q.QualityGovernor({}), 0, 60_000, 1500, timely);
+        // Pinned to full by the user: late frames change nothing.
+        const pinned = new q.QualityGovernor({ intervalMs: 500 });
+        pinned.pinFull();
+        r.pinned = feed(pinned, 0, 60_000, 500, late);
+        r.constants = [q.LATE_AGE_MS, q.TIMELY_AGE_MS, q.RECOVER_MS];
+        return r;
+      });
+      equal(seen.constants, [1500, 500, 30_000], 'the thresholds');
+      equal(seen.timely, [], 'decisions on a timely link');
+      equal(seen.blips, [], 'decisions for a 2.5 s blip of late frames and a 2.5 s hole');
+      equal(seen.late.map(([, size]) => size), ['small'], 'decisions on a late link');
+      const lateAfter = seen.late[0][0] - 100_000;
+      assert(lateAfter >= 4000 && lateAfter <= 12_000, `small after ${lateAfter} ms of late frames (persistently late, not at once)`);
+      equal(seen.sizeWhileLate, 'small', 'the size asked for');
+      equal(seen.recovery.map(([, size]) => size), ['full'], 'decisions while small frames come in timely');
+      const recoveredAt = seen.recovery[0][0];
+      assert(recoveredAt >= 134_000 + 30_000 && recoveredAt <= 134_000 + 40_000, `full again at ${recoveredAt} ms: 30 s after the late stretch ended at 134000`);
+      equal(seen.relapse.map(([, size]) => size), ['small'], 'late again after going back');
+      equal(seen.secondRecovery.map(([, size]) => size), ['full'], 'the second recovery');
+      const waited = seen.secondRecovery[0][0] - 215_000;
+      assert(waited >= 60_000 && waited <= 70_000, `the second recovery waited ${waited} ms (twice 30 s)`);
+      equal(seen.starved.map(([, size]) => size), ['small'], 'decisions on a starved link');
+      assert(seen.starved[0][0] <= 12_000, `small after ${seen.starved[0][0]} ms of a third of the frames`);
+      equal(seen.unknownRate, [], 'decisions on a slow broadcast of unknown rate');
+      equal(seen.pinned, [], 'decisions once the user asked for full size');
+      await page.context().close();
+    });
+
+    await test('a viewer on a late link switches to half-size frames by itself, says so, and goes back to full size', async () => {
+      const context = await browser.newContext({ locale: 'es-CO', viewport: { width: 1280, height: 800 }, httpCredentials: CHALLENGED });
+      // A link that hands the picture's messages to the page `__lagMs` late, in
+      // order (the test turns the lag on and off); `__frames` counts pictures.
+      await context.addInitScript(() => {
+        const Real = window.WebSocket;
+        window.__lagMs = 0;
+        window.__frames = 0;
+        window.WebSocket = class extends Real {
+          set onmessage(handler) {
+            let due = 0;
+            super.onmessage = handler && ((event) => {
+              const video = new URL(this.url).pathname.startsWith('/video');
+              const deliver = () => {
+                if (this.readyState !== Real.OPEN) return;
+                if (video && typeof event.data !== 'string') window.__frames += 1;
+                handler.call(this, event);
+              };
+              const lag = video ? window.__lagMs : 0;
+              due = Math.max(performance.now() + lag, due);
+              if (due <= performance.now()) deliver();
+              else setTimeout(deliver, due - performance.now());
+            });
+          }
+          get onmessage() {
+            return super.onmessage;
+          }
+        };
+      });
+      const page = watchPage(await context.newPage(), 'weak link');
+      page.person = { as: 'parent', name: 'Abuelo en 3G' };
+      const sockets = [];
+      page.on('websocket', (ws) => new URL(ws.url()).pathname.startsWith('/video') && sockets.push(ws.url()));
+      await logIn(page, 'Abuelo en 3G', CODES.parent);
+      await page.goto(`${daemon.base}/?stream=camera&quality_test=1`);
+      const first = await nextPicture(page, null, 'a first full-size picture');
+      equal(first.size, [640, 480], 'the full size');
+      assert(await page.isHidden('#quality'), 'no reduced-quality note on a good link');
+      const smallBefore = await page.evaluate(async () =>
+        (await (await fetch('/stats.json')).json()).streams.find((s) => s.name === 'camera').frames_small);
+      // From now on the picture must never leave the screen, nor the badge say "connecting".
+      await page.evaluate(() => {
+        window.__states = [];
+        new MutationObserver(() => {
+          window.__states.push(document.getElementById('screen').dataset.state);
+          if (document.getElementById('picture').hidden) window.__states.push('picture hidden');
+        }).observe(document.getElementById('screen'), { attributes: true, subtree: true, attributeFilter: ['data-state', 'hidden'] });
+        window.__lagMs = 2500;
+      });
+      const small = await until(page, 'half-size pictures and the note', () => {
+        const img = document.getElementById('picture');
+        return img.complete && img.naturalWidth === 320 && img.naturalHeight === 240 && !document.getElementById('quality').hidden
+          && document.getElementById('quality').textContent;
+      });
+      equal(small, 'Calidad reducida: conexión débil', 'the note');
+      equal(sockets.at(-1), `ws://${daemon.ws}/video/camera?format=binary&meta=1&size=small`, 'the socket asked for small frames');
+      await until(page, 'the server making small frames', async (before) =>
+        (await (await fetch('/stats.json')).json()).streams.find((s) => s.name === 'camera').frames_small > before, smallBefore);
+
+      // The link recovers: full size again, the note gone.
+      await page.evaluate(() => (window.__lagMs = 0));
+      await until(page, 'full-size pictures again', () => {
+        const img = document.getElementById('picture');
+        return img.complete && img.naturalWidth === 640 && document.getElementById('quality').hidden;
+      });
+      equal(sockets.at(-1), `ws://${daemon.ws}/video/camera?format=binary&meta=1`, 'the socket after recovering');
+      const states = await page.evaluate(() => window.__states);
+      assert(states.length > 0 && states.every((s) => s === 'live'), `the picture stayed live through both switches: ${states}`);
+
+      // Late again, and the parent taps the note: full size, for good.
+      await page.evaluate(() => (window.__lagMs = 2500));
+      await until(page, 'half-size pictures and the note again', () =>
+        document.getElementById('picture').naturalWidth === 320 && !document.getElementById('quality').hidden);
+      const switches = sockets.length;
+      await page.click('#quality');
+      await until(page, 'full-size pictures after the tap', () => {
+        const img = document.getElementById('picture');
+        return img.complete && img.naturalWidth === 640 && document.getElementById('quality').hidden;
+      });
+      equal(sockets.slice(switches), [`ws://${daemon.ws}/video/camera?format=binary&meta=1`], 'sockets after the tap');
+      // Twice as long as going small takes (the page's windows are short with
+      // ?quality_test=1), still late: it stays at full size.
+      const frames = await page.evaluate(() => window.__frames);
+      await until(page, '16 more late pictures', (n) => window.__frames >= n + 16, frames);
+      equal(sockets.slice(switches).length, 1, 'sockets opened while late after the tap');
+      assert(await page.isHidden('#quality'), 'no note after the tap');
+      await context.close();
     });
 
     await test('screenshots of the login page, the viewer (phone, desktop), the broadcaster and the admin page', async () => {
