@@ -52,6 +52,16 @@ fn run() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    match kindercam::net::raise_open_files_limit() {
+        // Each connection is a file; a few dozen more for the store, logs and devices.
+        Ok(open) if (open as usize) < config.limits.max_connections + 64 => tracing::warn!(
+            open_files = open,
+            max_connections = config.limits.max_connections,
+            "the open-file limit is below --max-connections: connections past it will be refused"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kindercam")

@@ -52,6 +52,8 @@ enum Feed {
 struct Case {
     feed: Feed,
     binary: bool,
+    /// MJPEG over HTTP (`/stream.mjpg`) instead of a WebSocket; kindercam only.
+    mjpeg: bool,
     viewers: usize,
 }
 
@@ -63,12 +65,26 @@ impl Case {
                 Feed::Upload => "upload",
                 Feed::Pattern => "pattern",
             },
-            if self.binary { "binary" } else { "text" },
+            self.format(),
             self.viewers
         )
     }
 
+    fn format(&self) -> &'static str {
+        match (self.mjpeg, self.binary) {
+            (true, _) => "mjpeg",
+            (false, true) => "binary",
+            (false, false) => "text",
+        }
+    }
+
     fn viewer_path(&self) -> String {
+        if self.mjpeg {
+            return match self.feed {
+                Feed::Upload => format!("/stream.mjpg?stream={STREAM}"),
+                Feed::Pattern => "/stream.mjpg".to_owned(),
+            };
+        }
         let base = match self.feed {
             Feed::Upload => format!("/video/{STREAM}"),
             Feed::Pattern => "/video".to_owned(),
@@ -99,7 +115,7 @@ const USAGE: &str =
        [--interval-ms 100] [--client-threads 1] [--json OUT.json] [--markdown OUT.md]
        kindercam-bench login --help   (logins and handshakes, see bench/login.sh)
 SPEC: space- or semicolon-separated FEED-FORMAT:N,N,... with FEED upload|pattern and
-FORMAT text|binary, e.g. \"upload-text:0,10,100,500;pattern-binary:500\"";
+FORMAT text|binary|mjpeg (MJPEG over HTTP, kindercam only), e.g. \"upload-text:0,10,100,500;pattern-binary:500\"";
 
 const DEFAULT_CASES: &str =
     "upload-text:0,10,100,500;upload-binary:10,100,500;pattern-text:1,10,100,500;pattern-binary:500";
@@ -110,11 +126,13 @@ fn parse_cases(spec: &str) -> anyhow::Result<Vec<Case>> {
         let (kind, counts) = part
             .split_once(':')
             .context("a case needs FEED-FORMAT:N,...")?;
-        let (feed, binary) = match kind {
-            "upload-text" => (Feed::Upload, false),
-            "upload-binary" => (Feed::Upload, true),
-            "pattern-text" => (Feed::Pattern, false),
-            "pattern-binary" => (Feed::Pattern, true),
+        let (feed, binary, mjpeg) = match kind {
+            "upload-text" => (Feed::Upload, false, false),
+            "upload-binary" => (Feed::Upload, true, false),
+            "upload-mjpeg" => (Feed::Upload, true, true),
+            "pattern-text" => (Feed::Pattern, false, false),
+            "pattern-binary" => (Feed::Pattern, true, false),
+            "pattern-mjpeg" => (Feed::Pattern, true, true),
             other => bail!("unknown case kind {other:?}"),
         };
         for n in counts.split(',') {
@@ -128,6 +146,7 @@ fn parse_cases(spec: &str) -> anyhow::Result<Vec<Case>> {
             cases.push(Case {
                 feed,
                 binary,
+                mjpeg,
                 viewers,
             });
         }
@@ -360,7 +379,7 @@ async fn run_case(
     let viewers: Vec<_> = (0..case.viewers)
         .map(|_| {
             tokio::spawn(viewer::run(
-                d.ws,
+                if case.mjpeg { d.http } else { d.ws },
                 case.viewer_path(),
                 keying,
                 conn_tx.clone(),
@@ -581,7 +600,7 @@ fn analyse(a: Analysis) -> serde_json::Value {
     json!({
         "case": a.case.label(),
         "feed": match a.case.feed { Feed::Upload => "upload", Feed::Pattern => "test-pattern" },
-        "format": if a.case.binary { "binary" } else { "text" },
+        "format": a.case.format(),
         "viewers": n,
         "window_s": round(window, 2),
         "published_fps": round(published as f64 / window, 2),

@@ -56,6 +56,9 @@ pub async fn run(
     connected: mpsc::Sender<anyhow::Result<()>>,
     mut stop: watch::Receiver<bool>,
 ) -> ViewerOutcome {
+    if path.starts_with("/stream.mjpg") {
+        return run_mjpeg(ws, path, keying, connected, stop).await;
+    }
     let mut out = ViewerOutcome::default();
     // `write` lives as long as the viewer: dropping it would half-close the socket.
     let (reader, mut write) = match handshake(ws, &path).await {
@@ -138,6 +141,134 @@ pub async fn run(
         }
     }
     out
+}
+
+/// An MJPEG-over-HTTP viewer: the request, the response head, then parts
+/// (`Content-Length` headers, the JPEG, the next boundary), strictly checked.
+async fn run_mjpeg(
+    http: SocketAddr,
+    path: String,
+    keying: Keying,
+    connected: mpsc::Sender<anyhow::Result<()>>,
+    mut stop: watch::Receiver<bool>,
+) -> ViewerOutcome {
+    let mut out = ViewerOutcome::default();
+    let opened = async {
+        let mut socket = TcpStream::connect(http).await.context("connect")?;
+        socket.set_nodelay(true)?;
+        socket
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes())
+            .await?;
+        let mut reader = BufReader::with_capacity(64 * 1024, socket);
+        let head = read_head(&mut reader).await?;
+        if !head.starts_with("HTTP/1.1 200") || !head.contains("multipart/x-mixed-replace") {
+            bail!("not an MJPEG stream: {}", head.lines().next().unwrap_or(""));
+        }
+        let boundary = head
+            .split("boundary=")
+            .nth(1)
+            .and_then(|b| b.lines().next())
+            .context("no boundary")?
+            .trim()
+            .to_owned();
+        let mut first = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut first).await?;
+        if first.trim_end() != format!("--{boundary}") {
+            bail!("the head does not end with the boundary: {first:?}");
+        }
+        Ok::<_, anyhow::Error>((reader, boundary))
+    };
+    let (mut reader, boundary) = match opened.await {
+        Ok(r) => {
+            let _ = connected.send(Ok(())).await;
+            r
+        }
+        Err(e) => {
+            out.error = Some(format!("{e:#}"));
+            let _ = connected.send(Err(e)).await;
+            return out;
+        }
+    };
+    drop(connected);
+    let end = format!("\r\n--{boundary}\r\n").into_bytes();
+    let mut buf = Vec::new();
+    let mut tail = vec![0u8; end.len()];
+    loop {
+        let part = async {
+            let head = read_head(&mut reader).await?;
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .context("a part without Content-Length")?
+                .trim()
+                .parse()?;
+            if len > 16 << 20 {
+                bail!("absurd part length {len}");
+            }
+            buf.resize(len, 0);
+            reader.read_exact(&mut buf).await?;
+            let at = Instant::now();
+            reader.read_exact(&mut tail).await?;
+            if tail != end {
+                bail!("a part not followed by the boundary");
+            }
+            Ok::<_, anyhow::Error>((at, head.len() + len + end.len()))
+        };
+        let (at, wire_len) = tokio::select! {
+            _ = stop.changed() => break,
+            part = part => match part {
+                Ok(p) => p,
+                Err(e) => {
+                    out.error = Some(format!("{e:#}"));
+                    break;
+                }
+            },
+        };
+        let key = match keying {
+            Keying::Tagged => source::seq_from_jpeg(&buf),
+            Keying::Sampled if buf.starts_with(&[0xFF, 0xD8]) && buf.ends_with(&[0xFF, 0xD9]) => {
+                Some(sampled_key(&buf))
+            }
+            Keying::Sampled => None,
+        };
+        match key {
+            Some(key) => out.receipts.push(Receipt {
+                key,
+                at,
+                bytes: wire_len as u32,
+            }),
+            None => out.bad += 1,
+        }
+    }
+    // A stream has no close frame: the daemon's shutdown shows as the end of it.
+    out.close_code = Some(1001).filter(|_| {
+        out.error
+            .as_deref()
+            .is_some_and(|e| e.contains("early eof"))
+    });
+    if out.close_code.is_some() {
+        out.error = None;
+    }
+    out
+}
+
+/// Reads header lines up to a blank line.
+async fn read_head<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> anyhow::Result<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::io::AsyncBufReadExt::read_line(r, &mut line).await?;
+        if n == 0 {
+            bail!("early eof in a head");
+        }
+        if line == "\r\n" {
+            return Ok(head);
+        }
+        head.push_str(&line);
+        if head.len() > 8192 {
+            bail!("head too long");
+        }
+    }
 }
 
 async fn handshake(

@@ -28,7 +28,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            max_connections: 1000,
+            max_connections: 3000,
             max_connections_per_ip: 24,
             max_sockets_per_login: 8,
             handshake_timeout: Duration::from_secs(5),
@@ -42,7 +42,7 @@ impl Default for LimitsConfig {
 #[derive(Debug, clap::Args)]
 pub(super) struct LimitsFlags {
     /// Most WebSocket connections at once; more are refused with 503
-    /// [env: KINDERCAM_MAX_CONNECTIONS] [default: 1000]
+    /// [env: KINDERCAM_MAX_CONNECTIONS] [default: 3000]
     #[arg(long, value_name = "N")]
     max_connections: Option<String>,
     /// Connections at once from one client address, 0 for no cap (set 0 behind a reverse

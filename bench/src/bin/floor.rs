@@ -248,7 +248,13 @@ fn serve_http(mut s: TcpStream, floor: &Floor) {
 impl Floor {
     fn close(&mut self, token: u64) {
         if let Some(conn) = self.conns.remove(&token) {
-            if let Role::Viewer { stream, sent, skipped, .. } = &conn.role {
+            if let Role::Viewer {
+                stream,
+                sent,
+                skipped,
+                ..
+            } = &conn.role
+            {
                 if let Some(v) = self.viewers.get_mut(stream) {
                     v.retain(|t| *t != token);
                 }
@@ -296,7 +302,8 @@ impl Floor {
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim().to_owned())
+                k.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| v.trim().to_owned())
             })
             .unwrap_or_default();
         let (route, query) = path.split_once('?').unwrap_or((&path, ""));
@@ -359,7 +366,10 @@ impl Floor {
             let opcode = buf[0] & 0x0F;
             let (len, mut at) = match buf[1] & 0x7F {
                 126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-                127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+                127 if buf.len() >= 10 => (
+                    u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
                 126 | 127 => return,
                 n => (n as usize, 2),
             };
@@ -392,7 +402,13 @@ impl Floor {
         let text = Arc::new(Wire::new(0x1, Arc::new(data_url)));
         let viewers = self.viewers.get(stream).cloned().unwrap_or_default();
         let needs_binary = viewers.iter().any(|t| {
-            matches!(self.conns.get(t), Some(Conn { role: Role::Viewer { binary: true, .. }, .. }))
+            matches!(
+                self.conns.get(t),
+                Some(Conn {
+                    role: Role::Viewer { binary: true, .. },
+                    ..
+                })
+            )
         });
         let binary = needs_binary.then(|| {
             let jpeg = base64::engine::general_purpose::STANDARD
@@ -410,7 +426,10 @@ impl Floor {
         );
         for token in viewers {
             let wire = match self.conns.get(&token) {
-                Some(Conn { role: Role::Viewer { binary: true, .. }, .. }) => binary.clone(),
+                Some(Conn {
+                    role: Role::Viewer { binary: true, .. },
+                    ..
+                }) => binary.clone(),
                 Some(_) => Some(text.clone()),
                 None => None,
             };
@@ -422,7 +441,13 @@ impl Floor {
 
     /// Starts `wire` on a viewer that has drained; a busy one skips it.
     fn send(&mut self, token: u64, wire: &Arc<Wire>) {
-        let Some(Conn { role: Role::Viewer { pending, skipped, .. }, .. }) = self.conns.get_mut(&token) else {
+        let Some(Conn {
+            role: Role::Viewer {
+                pending, skipped, ..
+            },
+            ..
+        }) = self.conns.get_mut(&token)
+        else {
             return;
         };
         if pending.is_some() {
@@ -435,7 +460,11 @@ impl Floor {
 
     /// Writes what a viewer has pending until done or the socket is full.
     fn drain(&mut self, token: u64) {
-        let Some(Conn { sock, role: Role::Viewer { pending, sent, .. } }) = self.conns.get_mut(&token) else {
+        let Some(Conn {
+            sock,
+            role: Role::Viewer { pending, sent, .. },
+        }) = self.conns.get_mut(&token)
+        else {
             return;
         };
         let fd = sock.as_raw_fd();
@@ -444,14 +473,26 @@ impl Floor {
             let head = &wire.header[..wire.header_len];
             let iov = if *done < head.len() {
                 [
-                    libc::iovec { iov_base: head[*done..].as_ptr() as *mut _, iov_len: head.len() - *done },
-                    libc::iovec { iov_base: wire.payload.as_ptr() as *mut _, iov_len: wire.payload.len() },
+                    libc::iovec {
+                        iov_base: head[*done..].as_ptr() as *mut _,
+                        iov_len: head.len() - *done,
+                    },
+                    libc::iovec {
+                        iov_base: wire.payload.as_ptr() as *mut _,
+                        iov_len: wire.payload.len(),
+                    },
                 ]
             } else {
                 let from = *done - head.len();
                 [
-                    libc::iovec { iov_base: wire.payload[from..].as_ptr() as *mut _, iov_len: wire.payload.len() - from },
-                    libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
+                    libc::iovec {
+                        iov_base: wire.payload[from..].as_ptr() as *mut _,
+                        iov_len: wire.payload.len() - from,
+                    },
+                    libc::iovec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0,
+                    },
                 ]
             };
             // SAFETY: the iovecs point into buffers `wire` keeps alive.
