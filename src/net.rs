@@ -56,7 +56,7 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         }
         limit = raised;
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(u64::from(limit.rlim_cur))
 }
 
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
