@@ -56,7 +56,9 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         }
         limit = raised;
     }
-    Ok(u64::from(limit.rlim_cur))
+    // rlim_t is 64-bit here and 32-bit on armv7.
+    #[allow(clippy::unnecessary_cast)]
+    Ok(limit.rlim_cur as u64)
 }
 
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
