@@ -125,31 +125,7 @@ impl FamilyChange {
             return Err(FieldError::new("name", "is required"));
         }
         if let Some(rooms) = object.get("rooms") {
-            let list = rooms
-                .as_array()
-                .ok_or_else(|| FieldError::new("rooms", "must be an array of stream names"))?;
-            if list.len() > MAX_ROOMS {
-                return Err(FieldError::new(
-                    "rooms",
-                    format!("at most {MAX_ROOMS} rooms"),
-                ));
-            }
-            let mut rooms: Vec<String> = Vec::with_capacity(list.len());
-            for (i, room) in list.iter().enumerate() {
-                let room = room
-                    .as_str()
-                    .filter(|r| valid_stream_name(r))
-                    .ok_or_else(|| {
-                        FieldError::new(
-                            format!("rooms[{i}]"),
-                            "not a valid stream name (1-32 characters of a-z, 0-9, _ and -)",
-                        )
-                    })?;
-                if !rooms.iter().any(|r| r == room) {
-                    rooms.push(room.to_owned());
-                }
-            }
-            change.rooms = Some(rooms);
+            change.rooms = Some(rooms_from_json(rooms)?);
         } else if creating {
             change.rooms = Some(vec![crate::hub::CAMERA.to_owned()]);
         }
@@ -446,6 +422,36 @@ pub(crate) fn random_id(prefix: char) -> anyhow::Result<String> {
         }
     }
     Ok(id)
+}
+
+/// A `rooms` field: stream names, each once, at most [`MAX_ROOMS`]; a bad one
+/// is named by its index. Families and link tokens are scoped the same way.
+pub(crate) fn rooms_from_json(rooms: &serde_json::Value) -> Result<Vec<String>, FieldError> {
+    let list = rooms
+        .as_array()
+        .ok_or_else(|| FieldError::new("rooms", "must be an array of stream names"))?;
+    if list.len() > MAX_ROOMS {
+        return Err(FieldError::new(
+            "rooms",
+            format!("at most {MAX_ROOMS} rooms"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (i, room) in list.iter().enumerate() {
+        let room = room
+            .as_str()
+            .filter(|r| valid_stream_name(r))
+            .ok_or_else(|| {
+                FieldError::new(
+                    format!("rooms[{i}]"),
+                    "not a valid stream name (1-32 characters of a-z, 0-9, _ and -)",
+                )
+            })?;
+        if !out.iter().any(|r| r == room) {
+            out.push(room.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::auth::families::FieldError;
 use crate::auth::name::clean_text;
-use crate::hub::{valid_stream_name, CAMERA};
+use crate::hub::CAMERA;
 use crate::sync::Locked;
 
 /// Tokens one daemon keeps: a handful of integrations; a bound keeps a script
@@ -161,7 +161,7 @@ impl NewToken {
         let rooms = match object.get("rooms") {
             None if scope == Scope::View => vec![CAMERA.to_owned()],
             None => Vec::new(),
-            Some(rooms) => rooms_from_json(rooms)?,
+            Some(rooms) => crate::auth::families::rooms_from_json(rooms)?,
         };
         match scope {
             Scope::Metrics if !rooms.is_empty() => {
@@ -187,34 +187,6 @@ impl NewToken {
         }
         Ok(NewToken { name, rooms, scope })
     }
-}
-
-fn rooms_from_json(rooms: &serde_json::Value) -> Result<Vec<String>, FieldError> {
-    let list = rooms
-        .as_array()
-        .ok_or_else(|| FieldError::new("rooms", "must be an array of stream names"))?;
-    if list.len() > MAX_TOKEN_ROOMS {
-        return Err(FieldError::new(
-            "rooms",
-            format!("at most {MAX_TOKEN_ROOMS} rooms"),
-        ));
-    }
-    let mut out: Vec<String> = Vec::with_capacity(list.len());
-    for (i, room) in list.iter().enumerate() {
-        let room = room
-            .as_str()
-            .filter(|r| valid_stream_name(r))
-            .ok_or_else(|| {
-                FieldError::new(
-                    format!("rooms[{i}]"),
-                    "not a valid stream name (1-32 characters of a-z, 0-9, _ and -)",
-                )
-            })?;
-        if !out.iter().any(|r| r == room) {
-            out.push(room.to_owned());
-        }
-    }
-    Ok(out)
 }
 
 /// A token and the signal its sockets watch.
