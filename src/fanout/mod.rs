@@ -59,10 +59,11 @@ pub trait Outlet: AsyncWrite + Unpin + Send {
     /// Whether written bytes may sit in a buffer until flushed (TLS); a plain
     /// socket's writes are the kernel's at once.
     fn buffers(&self) -> bool;
-    /// A plain socket's fd, for the fast path: `writev` straight on it, with
-    /// the runtime's readiness bookkeeping only once the kernel refuses
-    /// (`out::Out::poll_write`). `None` where bytes must go through the writer.
-    fn direct_fd(&self) -> Option<RawFd> {
+    /// A plain socket, for the fast path: `writev` straight on its fd, with the
+    /// runtime's readiness bookkeeping only once the kernel refuses
+    /// (`out::Out::poll_write_tcp`). `None` where bytes must go through the
+    /// writer (TLS).
+    fn plain_tcp(&self) -> Option<&tokio::net::TcpStream> {
         None
     }
 }
@@ -97,8 +98,8 @@ impl Outlet for OwnedWriteHalf {
         false
     }
 
-    fn direct_fd(&self) -> Option<RawFd> {
-        Some(self.as_ref().as_raw_fd())
+    fn plain_tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self.as_ref())
     }
 }
 

@@ -103,8 +103,6 @@ pub struct Seat {
     pub id: u64,
     outlet: Box<dyn Outlet>,
     fd: RawFd,
-    /// A plain socket's fd, written with `writev` directly (`Outlet::direct_fd`).
-    direct_fd: Option<RawFd>,
     wants: Wants,
     audience: Audience,
     viewer: ViewerGuard,
@@ -163,7 +161,6 @@ impl Seat {
         let follows_gate = audience == Audience::Family || wants.gate;
         Seat {
             id,
-            direct_fd: outlet.direct_fd(),
             outlet,
             fd,
             wants,
@@ -235,9 +232,14 @@ impl Seat {
         loop {
             if let Some(out) = &mut self.out {
                 let outgoing = out.is_frame.then_some(&self.viewer.stats.outgoing);
-                let flush = self.outlet.buffers();
-                let direct = self.direct_fd;
-                match out.poll_write(&mut *self.outlet, cx, outgoing, flush, direct) {
+                let polled = match self.outlet.plain_tcp() {
+                    Some(tcp) => out.poll_write_tcp(tcp, cx, outgoing),
+                    None => {
+                        let flush = self.outlet.buffers();
+                        out.poll_write(&mut *self.outlet, cx, outgoing, flush)
+                    }
+                };
+                match polled {
                     Poll::Pending => return Turn::Stays,
                     Poll::Ready(Err(_)) => return Turn::Leaves,
                     Poll::Ready(Ok(())) => {
