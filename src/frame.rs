@@ -33,8 +33,9 @@ pub struct Frame {
     /// before the frame: built once, by the first such viewer, and shared.
     meta: OnceLock<Utf8Bytes>,
     /// The same picture at half the width and height, for `?size=small`
-    /// viewers; made by intake only while one is watching (`crate::shrink`).
-    pub small: Option<Small>,
+    /// viewers; made by intake only while one is watching (`crate::shrink`),
+    /// or for the frame held when the first such viewer joins.
+    small: OnceLock<Small>,
 }
 
 /// A frame's small variant: its own JPEG and data URL, the frame's times.
@@ -89,14 +90,24 @@ impl Frame {
             ready_unix_ms: now,
             captured_unix_ms: now,
             meta: OnceLock::new(),
-            small: None,
+            small: OnceLock::new(),
         }
     }
 
     /// Adds the small variant.
-    pub fn with_small(mut self, small: Small) -> Frame {
-        self.small = Some(small);
+    pub fn with_small(self, small: Small) -> Frame {
+        self.set_small(small);
         self
+    }
+
+    /// The small variant, if made.
+    pub fn small(&self) -> Option<&Small> {
+        self.small.get()
+    }
+
+    /// Adds the small variant to a shared frame; a second one is ignored.
+    pub fn set_small(&self, small: Small) {
+        let _ = self.small.set(small);
     }
 
     /// Sets when the picture was taken, if the source knows it was before now.

@@ -214,12 +214,41 @@ pub async fn join(
         told,
         keepalive::RELAXED_PING_EVERY,
     );
+    if wants.small {
+        shrink_held_frame(stream).await;
+    }
     door.tx.send(Cmd::Join(Box::new(seat))).await.ok()?;
     let ticket = Ticket {
         id,
         tx: door.tx.clone(),
     };
     Some((ticket, gone))
+}
+
+/// Gives the frame the hub holds its small variant, if it has none, for a
+/// small viewer joining: intake makes them only while one is watching, and the
+/// joiner's first frame should be small too (an MJPEG reader such as ffmpeg
+/// takes the first part's size for the whole stream). Off the async workers.
+async fn shrink_held_frame(stream: &Arc<Stream>) {
+    let Some(frame) = stream.current().frame else {
+        return;
+    };
+    if frame.small().is_some() || frame.width < crate::shrink::MIN_WIDTH {
+        return;
+    }
+    let stream = stream.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let shrunk = crate::shrink::Shrinker::new().and_then(|mut s| s.shrink(&frame.jpeg));
+        if let Ok(small) = shrunk {
+            frame.set_small(crate::frame::Small::from_jpeg(
+                small.jpeg,
+                small.width,
+                small.height,
+            ));
+            stream.count_small();
+        }
+    })
+    .await;
 }
 
 /// A seat where the loop keeps it: inline in the fan-out's vector, so a frame's

@@ -55,10 +55,9 @@ impl Body {
         match self {
             Body::Jpeg(f) => &f.jpeg,
             Body::DataUrl(f) => f.data_url.as_bytes(),
-            Body::SmallJpeg(f) => f.small.as_ref().map_or(&f.jpeg[..], |s| &s.jpeg[..]),
+            Body::SmallJpeg(f) => f.small().map_or(&f.jpeg[..], |s| &s.jpeg[..]),
             Body::SmallDataUrl(f) => f
-                .small
-                .as_ref()
+                .small()
                 .map_or(f.data_url.as_bytes(), |s| s.data_url.as_bytes()),
             Body::Meta(f) => f.meta().as_bytes(),
             Body::Text(t) => t.as_bytes(),

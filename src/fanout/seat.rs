@@ -382,9 +382,9 @@ impl Seat {
     }
 
     fn frame_out(&self, frame: &Arc<Frame>) -> Out {
-        let small = self.wants.small && frame.small.is_some();
+        let small = self.wants.small && frame.small().is_some();
         if self.wants.framing == Framing::Mjpeg {
-            let (body, len) = match &frame.small {
+            let (body, len) = match frame.small() {
                 Some(s) if small => (Body::SmallJpeg(frame.clone()), s.jpeg.len()),
                 _ => (Body::Jpeg(frame.clone()), frame.jpeg.len()),
             };
@@ -407,10 +407,7 @@ impl Seat {
     /// The size of the message the hub's newest frame makes for this viewer.
     fn newest_bytes(&self, snapshot: &Snapshot) -> usize {
         snapshot.frame.as_ref().map_or(0, |f| {
-            match (
-                self.wants.framing,
-                f.small.as_ref().filter(|_| self.wants.small),
-            ) {
+            match (self.wants.framing, f.small().filter(|_| self.wants.small)) {
                 (Framing::WsText, None) => f.data_url.len(),
                 (Framing::WsBinary | Framing::Mjpeg, None) => f.jpeg.len(),
                 (Framing::WsText, Some(s)) => s.data_url.len(),
