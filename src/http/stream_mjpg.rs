@@ -182,9 +182,16 @@ pub async fn serve(
     };
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary={BOUNDARY}\r\n\
-         {NO_CACHE}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n--{BOUNDARY}\r\n"
+         {NO_CACHE}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n"
     );
-    if conn.write_all(head.as_bytes()).await.is_err() || request.head_only {
+    // HEAD gets the head alone: the first boundary is already the body.
+    let first = if request.head_only {
+        String::new()
+    } else {
+        format!("--{BOUNDARY}\r\n")
+    };
+    let sent = conn.write_all(format!("{head}{first}").as_bytes()).await;
+    if sent.is_err() || request.head_only {
         let _ = conn.shutdown().await;
         return;
     }
