@@ -152,13 +152,25 @@ pub async fn serve(
         None => None,
     };
     let Some(stream) = ctx.hub.get(&name) else {
-        reply(
-            &mut conn,
-            503,
-            "Retry-After: 5\r\n",
-            "no picture yet: the room's camera has not started\n",
-        )
-        .await;
+        // A camera that has not started, or a family's room whose broadcast has
+        // not begun, is worth retrying; any other name is unknown, as on
+        // `/video/NAME` and `/snapshot.jpg`.
+        let configured = ctx.config.capture.cameras.iter().any(|c| c.name == name);
+        let familys_room = matches!(
+            principal.account,
+            auth::Account::Family(_) | auth::Account::Token(_)
+        );
+        if configured || familys_room {
+            reply(
+                &mut conn,
+                503,
+                "Retry-After: 5\r\n",
+                "no picture yet: the room's camera or broadcast has not started\n",
+            )
+            .await;
+        } else {
+            reply(&mut conn, 404, "", "no such stream\n").await;
+        }
         return;
     };
     let audience = Audience::of(principal.role);
