@@ -317,11 +317,14 @@ impl Seat {
         if repeat && !self.want {
             // A still MJPEG stream: the last frame again.
             self.repeat_at = None;
+            // Never a frame a family may not see: the last one it passed over
+            // was taken while the room was shut (`last_seq` moves past it).
+            let may_see = |seq| self.audience != Audience::Family || view.gate.lets_family_see(seq);
             if let Some(frame) = view
                 .snapshot
                 .frame
                 .as_ref()
-                .filter(|_| view.snapshot.seq == self.last_seq)
+                .filter(|_| view.snapshot.seq == self.last_seq && may_see(self.last_seq))
             {
                 self.set_repeat(view.now);
                 return Next::Send(self.frame_out(frame));
