@@ -44,7 +44,9 @@
 //      /chat/serverCam.php; its visorCamara page shows the changing picture
 //  17. a PNG canvas sent by a kindercam page to /upload/NAME reaches
 //      kindercam's viewer as changing JPEG frames
-//  18. screenshots for README: login.png, viewer-phone.png,
+//  18. an <img> of /stream.mjpg (MJPEG over HTTP) on a logged-in parent's
+//      page shows the camera, its pixels changing
+//  19. screenshots for README: login.png, viewer-phone.png,
 //      viewer-desktop.png, broadcaster.png, admin.png (into docs/ with
 //      KINDERCAM_SCREENSHOTS=docs)
 //
@@ -73,7 +75,7 @@ const SCREENSHOTS_TO_DOCS = process.env.KINDERCAM_SCREENSHOTS === 'docs';
 const WAIT_MS = 20_000;
 /** The whole run, in case something hangs outside a wait. */
 const RUN_LIMIT_MS = 300_000;
-const TESTS = 18;
+const TESTS = 19;
 /** The stream the prototype's pages use (--prototype-stream). */
 const PROTOTYPE_STREAM = 'sala-php';
 const VIEWER_CODE = 'familias-2026';
@@ -1328,6 +1330,40 @@ async function main() {
       const replies = await acks;
       assert(replies.every((r) => r.type === 'ack'), `every PNG acked: ${JSON.stringify(replies.find((r) => r.type !== 'ack'))}`);
       await Promise.all([cam, viewer3].map((p) => p.context().close()));
+    });
+
+    await test('an <img> of /stream.mjpg shows the moving camera to a logged-in parent', async () => {
+      const parent = await open('mjpeg-img', '/', { name: 'Papá MJPEG' });
+      // The page's own origin, its session cookie: as a home dashboard would embed it.
+      await parent.evaluate(() => {
+        const img = document.createElement('img');
+        img.id = 'mjpeg';
+        img.src = '/stream.mjpg';
+        document.body.append(img);
+      });
+      /** A hash of the <img>'s pixels through a canvas, once it differs from `prev`. */
+      const probe = (prev) => {
+        const img = document.getElementById('mjpeg');
+        if (!img.naturalWidth) return null;
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth;
+        canvas.height = img.naturalHeight;
+        const g = canvas.getContext('2d');
+        g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, 0, canvas.width, canvas.height).data;
+        let h = 2166136261;
+        for (let i = 0; i < d.length; i += 4) h = Math.imul(h ^ d[i] ^ (d[i + 1] << 8) ^ (d[i + 2] << 16), 16777619);
+        const hash = (h >>> 0).toString(16);
+        return hash === prev ? null : { hash, size: [canvas.width, canvas.height] };
+      };
+      const first = await until(parent, 'the first MJPEG picture in the <img>', probe, null);
+      assert(first.size[0] > 0 && first.size[1] > 0, `a picture: ${JSON.stringify(first.size)}`);
+      const asked = Date.now();
+      const next = await until(parent, 'the MJPEG picture to change', probe, first.hash);
+      equal(next.size, first.size, 'the same size');
+      const took = Date.now() - asked;
+      assert(took < 5000, `the <img> changed only after ${took} ms`);
+      await parent.context().close();
     });
 
     await test('screenshots of the login page, the viewer (phone, desktop), the broadcaster and the admin page', async () => {
