@@ -229,6 +229,19 @@ impl Seat {
     /// Writes what this viewer is owed until the socket refuses more (its bell
     /// then rings when it drains) or nothing is left.
     pub fn advance(&mut self, cx: &mut Context<'_>, view: &View<'_>) -> Turn {
+        let turn = self.write_owed(cx, view);
+        // An MJPEG repeat still to come needs a timer: the one that brought this
+        // turn (a queue on the path draining) may have been set before it, and
+        // has just fired.
+        if let Some(at) = self.repeat_at {
+            if self.timer_at.is_none_or(|t| at < t) {
+                self.timer_at = Some(at);
+            }
+        }
+        turn
+    }
+
+    fn write_owed(&mut self, cx: &mut Context<'_>, view: &View<'_>) -> Turn {
         loop {
             if let Some(out) = &mut self.out {
                 let outgoing = out.is_frame.then_some(&self.viewer.stats.outgoing);
@@ -319,11 +332,14 @@ impl Seat {
         if repeat && !self.want {
             // A still MJPEG stream: the last frame again.
             self.repeat_at = None;
+            // Never a frame a family may not see: the last one it passed over
+            // was taken while the room was shut (`last_seq` moves past it).
+            let may_see = |seq| self.audience != Audience::Family || view.gate.lets_family_see(seq);
             if let Some(frame) = view
                 .snapshot
                 .frame
                 .as_ref()
-                .filter(|_| view.snapshot.seq == self.last_seq)
+                .filter(|_| view.snapshot.seq == self.last_seq && may_see(self.last_seq))
             {
                 self.set_repeat(view.now);
                 return Next::Send(self.frame_out(frame));

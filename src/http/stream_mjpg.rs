@@ -152,13 +152,25 @@ pub async fn serve(
         None => None,
     };
     let Some(stream) = ctx.hub.get(&name) else {
-        reply(
-            &mut conn,
-            503,
-            "Retry-After: 5\r\n",
-            "no picture yet: the room's camera has not started\n",
-        )
-        .await;
+        // A camera that has not started, or a family's room whose broadcast has
+        // not begun, is worth retrying; any other name is unknown, as on
+        // `/video/NAME` and `/snapshot.jpg`.
+        let configured = ctx.config.capture.cameras.iter().any(|c| c.name == name);
+        let familys_room = matches!(
+            principal.account,
+            auth::Account::Family(_) | auth::Account::Token(_)
+        );
+        if configured || familys_room {
+            reply(
+                &mut conn,
+                503,
+                "Retry-After: 5\r\n",
+                "no picture yet: the room's camera or broadcast has not started\n",
+            )
+            .await;
+        } else {
+            reply(&mut conn, 404, "", "no such stream\n").await;
+        }
         return;
     };
     let audience = Audience::of(principal.role);
@@ -182,9 +194,16 @@ pub async fn serve(
     };
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary={BOUNDARY}\r\n\
-         {NO_CACHE}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n--{BOUNDARY}\r\n"
+         {NO_CACHE}X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n"
     );
-    if conn.write_all(head.as_bytes()).await.is_err() || request.head_only {
+    // HEAD gets the head alone: the first boundary is already the body.
+    let first = if request.head_only {
+        String::new()
+    } else {
+        format!("--{BOUNDARY}\r\n")
+    };
+    let sent = conn.write_all(format!("{head}{first}").as_bytes()).await;
+    if sent.is_err() || request.head_only {
         let _ = conn.shutdown().await;
         return;
     }

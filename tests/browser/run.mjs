@@ -51,7 +51,9 @@
 //      switches to ?size=small by itself (half-size picture, the server making
 //      small frames, the note shown), back to full once timely, without the
 //      picture leaving the screen; a tap on the note keeps full size
-//  20. screenshots for README: login.png, viewer-phone.png,
+//  20. an <img> of /stream.mjpg (MJPEG over HTTP) on a logged-in parent's
+//      page shows the camera, its pixels changing
+//  21. screenshots for README: login.png, viewer-phone.png,
 //      viewer-desktop.png, broadcaster.png, admin.png (into docs/ with
 //      KINDERCAM_SCREENSHOTS=docs)
 //
@@ -80,7 +82,7 @@ const SCREENSHOTS_TO_DOCS = process.env.KINDERCAM_SCREENSHOTS === 'docs';
 const WAIT_MS = 20_000;
 /** The whole run, in case something hangs outside a wait. */
 const RUN_LIMIT_MS = 300_000;
-const TESTS = 20;
+const TESTS = 21;
 /** The stream the prototype's pages use (--prototype-stream). */
 const PROTOTYPE_STREAM = 'sala-php';
 const VIEWER_CODE = 'familias-2026';
@@ -1487,6 +1489,40 @@ async function main() {
       equal(sockets.slice(switches).length, 1, 'sockets opened while late after the tap');
       assert(await page.isHidden('#quality'), 'no note after the tap');
       await context.close();
+    });
+
+    await test('an <img> of /stream.mjpg shows the moving camera to a logged-in parent', async () => {
+      const parent = await open('mjpeg-img', '/', { name: 'Papá MJPEG' });
+      // The page's own origin, its session cookie: as a home dashboard would embed it.
+      await parent.evaluate(() => {
+        const img = document.createElement('img');
+        img.id = 'mjpeg';
+        img.src = '/stream.mjpg';
+        document.body.append(img);
+      });
+      /** A hash of the <img>'s pixels through a canvas, once it differs from `prev`. */
+      const probe = (prev) => {
+        const img = document.getElementById('mjpeg');
+        if (!img.naturalWidth) return null;
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth;
+        canvas.height = img.naturalHeight;
+        const g = canvas.getContext('2d');
+        g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, 0, canvas.width, canvas.height).data;
+        let h = 2166136261;
+        for (let i = 0; i < d.length; i += 4) h = Math.imul(h ^ d[i] ^ (d[i + 1] << 8) ^ (d[i + 2] << 16), 16777619);
+        const hash = (h >>> 0).toString(16);
+        return hash === prev ? null : { hash, size: [canvas.width, canvas.height] };
+      };
+      const first = await until(parent, 'the first MJPEG picture in the <img>', probe, null);
+      assert(first.size[0] > 0 && first.size[1] > 0, `a picture: ${JSON.stringify(first.size)}`);
+      const asked = Date.now();
+      const next = await until(parent, 'the MJPEG picture to change', probe, first.hash);
+      equal(next.size, first.size, 'the same size');
+      const took = Date.now() - asked;
+      assert(took < 5000, `the <img> changed only after ${took} ms`);
+      await parent.context().close();
     });
 
     await test('screenshots of the login page, the viewer (phone, desktop), the broadcaster and the admin page', async () => {
