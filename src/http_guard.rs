@@ -33,7 +33,10 @@ pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(30);
 /// HTTP requests in progress at once. tiny_http gets each only once it is complete,
 /// so its four workers are never held by a slow client; this bounds the guard.
-pub const MAX_IN_FLIGHT: usize = 64;
+/// An MJPEG stream holds a place only until its head is read (it then counts
+/// with the video connections), but a classroom of phones opening the stream
+/// at once arrives together: 256 waiting heads cost a few hundred KiB.
+pub const MAX_IN_FLIGHT: usize = 256;
 const MAX_HEADERS: usize = 64;
 
 /// The header only the guard may set (a client's copies are dropped): the real
@@ -153,7 +156,9 @@ async fn handle(
         // A stream for hours: counted with the video connections, not among the
         // pages' requests in flight.
         drop(admission);
-        stream_mjpg::serve(conn, head.head(), peer, &guard.video, shutdown).await;
+        // In a task of its own, without this one's state for every kind of request.
+        let (video, head) = (guard.video.clone(), head.head().to_vec());
+        tokio::spawn(async move { stream_mjpg::serve(conn, &head, peer, &video, shutdown).await });
         return;
     }
     let forwarded = match rewrite(head.head(), peer) {

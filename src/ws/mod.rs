@@ -196,7 +196,7 @@ async fn refuse_busy(socket: TcpStream, ctx: Arc<WsContext>) {
 async fn handle(
     socket: TcpStream,
     peer: SocketAddr,
-    _admission: Admission,
+    admission: Admission,
     ctx: Arc<WsContext>,
     shutdown: Shutdown,
 ) {
@@ -252,7 +252,7 @@ async fn handle(
         }
     };
     // Counted against its login for as long as it is open, whatever the route.
-    let _place = match auth::sockets::Holder::of(&principal, ctx.access.enabled()) {
+    let place = match auth::sockets::Holder::of(&principal, ctx.access.enabled()) {
         Some(holder) => match ctx.sockets.claim(holder, principal.role.is_staff()) {
             Ok(place) => Some(place),
             Err(refused) => {
@@ -351,7 +351,7 @@ async fn handle(
             stream: name,
         } => {
             let feed = video_feed.expect("resolved above");
-            let _device = match ctx.access.claim_device(&principal) {
+            let device = match ctx.access.claim_device(&principal) {
                 Ok(place) => place,
                 Err(refused) => {
                     tracing::info!(%peer, family = ?principal.account, "video refused: {}", refused.message);
@@ -368,7 +368,12 @@ async fn handle(
                 Presence::start(&ctx.viewing, &principal, family, &name, client_ip(peer));
             ctx.access.seen(&principal);
             let audience = crate::hub::Audience::of(principal.role);
-            video::serve(
+            // A viewer stays for hours: it goes on in a task of its own, which
+            // keeps what counts it against the caps, and this connection task
+            // (sized for every route's handshake) ends here. Some 5 KB less per
+            // viewer (BENCHMARKS.md, issue 11).
+            let held: video::Held = Box::new((admission, place, device));
+            tokio::spawn(video::serve(
                 socket,
                 feed,
                 video::Format {
@@ -380,8 +385,8 @@ async fn handle(
                 audience,
                 presence,
                 shutdown,
-            )
-            .await;
+                held,
+            ));
         }
         Route::Upload { stream, gate } => {
             let ws_config = ctx.tungstenite_config(limits.max_upload_bytes);

@@ -75,6 +75,11 @@ pub enum Feed {
     Awaited { hub: Arc<Hub>, name: String },
 }
 
+/// What must live as long as a viewer's socket: its places under the
+/// connection caps (the listener's, the login's, the family's devices).
+pub type Held = Box<dyn std::any::Any + Send>;
+
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S>(
     socket: S,
     feed: Feed,
@@ -82,6 +87,7 @@ pub async fn serve<S>(
     audience: Audience,
     presence: Presence,
     shutdown: Shutdown,
+    held: Held,
 ) where
     S: AsyncRead + AsyncWrite + HasTcp + Unpin + Send + 'static,
 {
@@ -95,6 +101,7 @@ pub async fn serve<S>(
         audience,
         presence,
         shutdown,
+        _held: held,
     };
     match socket.into_plain() {
         // Plain TCP: halves that need no lock, so each frame is one `writev`.
@@ -118,6 +125,7 @@ struct Viewer {
     audience: Audience,
     presence: Presence,
     shutdown: Shutdown,
+    _held: Held,
 }
 
 impl Viewer {
@@ -132,6 +140,7 @@ impl Viewer {
             audience,
             presence,
             mut shutdown,
+            _held,
         } = self;
         let (said_tx, mut said) = mpsc::channel(4);
         let reader = tokio::spawn(read_client(reader, said_tx));
