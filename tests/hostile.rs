@@ -311,18 +311,18 @@ async fn a_connection_flood_from_one_address_leaves_others_served() {
 }
 
 #[tokio::test]
-async fn the_http_port_holds_at_most_64_requests_at_once() {
+async fn the_http_port_holds_a_bounded_number_of_requests_at_once() {
     // No per-address cap, so only the total in-flight limit applies.
     let server = start(&["--max-connections-per-ip", "0"]).await;
     let mut held = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..kindercam::http_guard::MAX_IN_FLIGHT {
         let mut s = tokio::net::TcpStream::connect(server.http).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap(); // and never finish
         held.push(s);
     }
-    // Each held request is admitted in its own task; wait until the 65th is refused.
+    // Each held request is admitted in its own task; wait until the next is refused.
     let refusal = poll_until(
-        "the 65th request refused",
+        "the request past the limit refused",
         WAIT,
         Duration::from_millis(50),
         || async {
