@@ -59,11 +59,10 @@ pub trait Outlet: AsyncWrite + Unpin + Send {
     /// Whether written bytes may sit in a buffer until flushed (TLS); a plain
     /// socket's writes are the kernel's at once.
     fn buffers(&self) -> bool;
-    /// A plain socket, for the fast path: `writev` straight on its fd, with the
-    /// runtime's readiness bookkeeping only once the kernel refuses
-    /// (`out::Out::poll_write_tcp`). `None` where bytes must go through the
-    /// writer (TLS).
-    fn plain_tcp(&self) -> Option<&tokio::net::TcpStream> {
+    /// A plain socket's fd, for the fast path: `writev` straight on it, with
+    /// the runtime's readiness bookkeeping only once the kernel refuses
+    /// (`out::Out::poll_write`). `None` where bytes must go through the writer.
+    fn direct_fd(&self) -> Option<RawFd> {
         None
     }
 }
@@ -98,8 +97,8 @@ impl Outlet for OwnedWriteHalf {
         false
     }
 
-    fn plain_tcp(&self) -> Option<&tokio::net::TcpStream> {
-        Some(self.as_ref())
+    fn direct_fd(&self) -> Option<RawFd> {
+        Some(self.as_ref().as_raw_fd())
     }
 }
 

@@ -13,10 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use std::os::fd::AsRawFd;
-
-use tokio::io::{AsyncWrite, Interest};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWrite;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::frame::Frame;
@@ -151,54 +148,59 @@ impl Out {
         self.total - self.done
     }
 
-    /// The unwritten bytes as slices into `slices`; returns how many.
-    fn unwritten<'s>(&'s self, slices: &mut [IoSlice<'s>; PIECES_MAX]) -> usize {
-        let mut n = 0;
-        let mut skip = self.done;
-        for piece in self.pieces[..self.count].iter().flatten() {
-            let bytes = match piece {
-                Piece::Head(from, to) => &self.head[*from as usize..*to as usize],
-                Piece::Body(body) => body.bytes(),
-            };
-            if skip >= bytes.len() {
-                skip -= bytes.len();
-                continue;
-            }
-            slices[n] = IoSlice::new(&bytes[skip..]);
-            skip = 0;
-            n += 1;
-        }
-        n
-    }
-
-    /// Counts `written` bytes as gone.
-    fn wrote(&mut self, written: usize, outgoing: Option<&Outgoing>) -> io::Result<()> {
-        self.writes += 1;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        self.done += written;
-        if let Some(o) = outgoing {
-            o.written(self.left());
-        }
-        Ok(())
-    }
-
-    /// Writes what is left through `w`, then flushes if `flush` (a writer that
-    /// buffers: TLS). `outgoing` (frames only) follows the bytes not yet
-    /// written, for `/stats.json`.
+    /// Writes what is left, then flushes if `flush` (a writer that buffers:
+    /// TLS). `outgoing` (frames only) follows the bytes not yet written, for
+    /// `/stats.json`.
+    ///
+    /// With `direct` (a plain socket's fd) each write is a `writev` on it first;
+    /// only when the kernel refuses does the write go through `w`, which then
+    /// clears the runtime's stale readiness and arms the waker. A socket that
+    /// keeps up so costs one system call per message and nothing else.
     pub fn poll_write<W: AsyncWrite + Unpin + ?Sized>(
         &mut self,
         w: &mut W,
         cx: &mut Context<'_>,
         outgoing: Option<&Outgoing>,
         flush: bool,
+        direct: Option<std::os::fd::RawFd>,
     ) -> Poll<io::Result<()>> {
+        let mut direct = direct;
         while self.done < self.total {
             let mut slices = [IoSlice::new(&[]); PIECES_MAX];
-            let n = self.unwritten(&mut slices);
-            let written = ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n]))?;
-            self.wrote(written, outgoing)?;
+            let mut n = 0;
+            let mut skip = self.done;
+            for piece in self.pieces[..self.count].iter().flatten() {
+                let bytes = match piece {
+                    Piece::Head(from, to) => &self.head[*from as usize..*to as usize],
+                    Piece::Body(body) => body.bytes(),
+                };
+                if skip >= bytes.len() {
+                    skip -= bytes.len();
+                    continue;
+                }
+                slices[n] = IoSlice::new(&bytes[skip..]);
+                skip = 0;
+                n += 1;
+            }
+            let written = match direct.map(|fd| writev(fd, &slices[..n])) {
+                Some(Ok(written)) => written,
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // From now on through the runtime, which learns the socket is full.
+                    direct = None;
+                    continue;
+                }
+                Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                None => ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n]))?,
+            };
+            self.writes += 1;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.done += written;
+            if let Some(o) = outgoing {
+                o.written(self.left());
+            }
         }
         if flush {
             Pin::new(&mut *w).poll_flush(cx)
@@ -206,48 +208,6 @@ impl Out {
             Poll::Ready(Ok(()))
         }
     }
-
-    /// Writes what is left straight to a plain TCP socket: one `writev` on its
-    /// fd, and the runtime's readiness bookkeeping only when the kernel refuses
-    /// bytes (it is then told the socket is full, which its cached readiness
-    /// does not know, and the waker is armed). A socket that keeps up so costs
-    /// one system call per message and nothing else; one that fills up, no
-    /// second call to learn it is full.
-    pub fn poll_write_tcp(
-        &mut self,
-        tcp: &TcpStream,
-        cx: &mut Context<'_>,
-        outgoing: Option<&Outgoing>,
-    ) -> Poll<io::Result<()>> {
-        while self.done < self.total {
-            let mut slices = [IoSlice::new(&[]); PIECES_MAX];
-            let n = self.unwritten(&mut slices);
-            let asked: usize = slices[..n].iter().map(|s| s.len()).sum();
-            match writev(tcp.as_raw_fd(), &slices[..n]) {
-                Ok(written) => {
-                    self.wrote(written, outgoing)?;
-                    if written < asked {
-                        ready!(poll_refused(tcp, cx))?;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(poll_refused(tcp, cx))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// After the kernel refused bytes: clears the runtime's stale "writable" (only
-/// if no readiness event came since, so none is lost) and waits for the next.
-fn poll_refused(tcp: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-    let _ = tcp.try_io(Interest::WRITABLE, || {
-        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-    });
-    tcp.poll_write_ready(cx)
 }
 
 /// One `writev` on a non-blocking socket. A peer that is gone answers EPIPE,
@@ -306,7 +266,7 @@ mod tests {
 
     async fn write_all(out: &mut Out) -> Vec<u8> {
         let mut sink = Vec::new();
-        poll_fn(|cx| out.poll_write(&mut sink, cx, None, true))
+        poll_fn(|cx| out.poll_write(&mut sink, cx, None, true, None))
             .await
             .unwrap();
         sink
@@ -379,7 +339,7 @@ mod tests {
             step: 333,
             calls: 0,
         };
-        poll_fn(|cx| out.poll_write(&mut w, cx, Some(&outgoing), true))
+        poll_fn(|cx| out.poll_write(&mut w, cx, Some(&outgoing), true, None))
             .await
             .unwrap();
         let mut expected = b"--part\r\n".to_vec();

@@ -103,6 +103,8 @@ pub struct Seat {
     pub id: u64,
     outlet: Box<dyn Outlet>,
     fd: RawFd,
+    /// A plain socket's fd, written with `writev` directly (`Outlet::direct_fd`).
+    direct_fd: Option<RawFd>,
     wants: Wants,
     audience: Audience,
     viewer: ViewerGuard,
@@ -161,6 +163,7 @@ impl Seat {
         let follows_gate = audience == Audience::Family || wants.gate;
         Seat {
             id,
+            direct_fd: outlet.direct_fd(),
             outlet,
             fd,
             wants,
@@ -245,14 +248,9 @@ impl Seat {
         loop {
             if let Some(out) = &mut self.out {
                 let outgoing = out.is_frame.then_some(&self.viewer.stats.outgoing);
-                let polled = match self.outlet.plain_tcp() {
-                    Some(tcp) => out.poll_write_tcp(tcp, cx, outgoing),
-                    None => {
-                        let flush = self.outlet.buffers();
-                        out.poll_write(&mut *self.outlet, cx, outgoing, flush)
-                    }
-                };
-                match polled {
+                let flush = self.outlet.buffers();
+                let direct = self.direct_fd;
+                match out.poll_write(&mut *self.outlet, cx, outgoing, flush, direct) {
                     Poll::Pending => return Turn::Stays,
                     Poll::Ready(Err(_)) => return Turn::Leaves,
                     Poll::Ready(Ok(())) => {
