@@ -6,7 +6,7 @@
 //! do not all knock again together, yet each wait is at least the last one
 //! until the cap (then between 15 and 30 s). A refused
 //! token backs off like any other failure: a Pi with a revoked token knocks
-//! about twice a minute, never in a loop. A session that lasted [`STEADY`] was
+//! two to four times a minute, never in a loop. A session that lasted [`STEADY`] was
 //! a success: the next attempt starts over, at the first relay, after the
 //! shortest wait. A shorter one counts as a failure of that relay (one that
 //! accepts and closes at once must not be retried in a tight loop, and must
