@@ -73,7 +73,8 @@ pub async fn run(
             },
             changed = frames.changed(), if viewer.is_some() && in_flight < IN_FLIGHT => {
                 if changed.is_err() {
-                    continue;
+                    // Streams live as long as the hub; this cannot happen.
+                    return Ended::Failed(Failure::Lost { detail: "the stream is gone".into() });
                 }
                 let now = frames.borrow_and_update().clone();
                 let Some(frame) = now.frame else { continue };
