@@ -390,8 +390,8 @@ pub async fn serve<S>(
     let mut demand = slot.stream().demand_watch();
     // The demand last told, and when the next may be told (at once, first).
     let mut told: Option<usize> = None;
-    let mut tell_at: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
-    let mut last_told = tokio::time::Instant::now() - DEMAND_EVERY;
+    let mut last_told = tokio::time::Instant::now();
+    let mut tell_at = Some(last_told);
     loop {
         let incoming = tokio::select! {
             _ = shutdown.wait() => {
