@@ -52,13 +52,7 @@ impl Drop for Node {
 /// turn it on, logging at info; learns its ports from its start line.
 fn node(args: &[&str]) -> Node {
     let state = TempDir::new("push-node");
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("KINDERCAM_") {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
+    let mut child = clean_command()
         .env("KINDERCAM_LOG", "info")
         .env("KINDERCAM_AUTH", "off")
         .args(["--http-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"])
@@ -537,9 +531,20 @@ async fn wss_to_a_private_ca_works_with_push_ca_and_is_logged_as_unknown_ca_with
     assert!(trusting.lines_with("push failed").is_empty());
 }
 
+/// The binary with none of the caller's `KINDERCAM_*` variables.
+fn clean_command() -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("KINDERCAM_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 #[tokio::test]
 async fn a_bad_push_address_or_ca_stops_the_start_with_a_clear_error() {
-    let out = Command::new(BIN)
+    let out = clean_command()
         .env("KINDERCAM_AUTH", "off")
         .args(["--http-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"])
         .args(["--push-to", "https://relay.example.org/upload/aula-1"])
@@ -552,7 +557,7 @@ async fn a_bad_push_address_or_ca_stops_the_start_with_a_clear_error() {
     let dir = TempDir::new("push-bad-ca");
     let bad = dir.write("ca.pem", "nothing here\n");
     let state = dir.path().join("state");
-    let out = Command::new(BIN)
+    let out = clean_command()
         .env("KINDERCAM_AUTH", "off")
         .args(["--http-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"])
         .args(["--state-dir", state.to_str().unwrap()])

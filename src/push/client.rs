@@ -319,9 +319,6 @@ fn tls_failure(e: std::io::Error) -> Failure {
                 detail: "unknown issuer".into(),
             }
         }
-        Some(rustls::Error::InvalidCertificate(why)) => Failure::Tls {
-            detail: format!("the relay's certificate is not valid: {why:?}"),
-        },
         Some(other) => Failure::Tls {
             detail: other.to_string(),
         },

@@ -173,8 +173,8 @@ pub async fn run(
     }
 }
 
-/// The relay's refusals of frames, logged at most every [`ERROR_LOG_EVERY`]
-/// with how many were not logged since.
+/// The relay's errors (a refused frame, a stream another device feeds),
+/// logged at most every [`ERROR_LOG_EVERY`] with how many were not logged since.
 #[derive(Default)]
 struct ErrorLog {
     last: Option<Instant>,
@@ -191,7 +191,7 @@ impl ErrorLog {
             stream,
             code = said["code"].as_str().unwrap_or("?"),
             more = self.unlogged,
-            "the relay refused a frame: {}",
+            "the relay answered with an error: {}",
             said["message"].as_str().unwrap_or("")
         );
         self.last = Some(Instant::now());
