@@ -31,6 +31,12 @@ use crate::ws::{close_within, send_within};
 
 /// Frames sent and not yet answered by the relay, at most.
 pub const IN_FLIGHT: usize = 2;
+/// How often the pusher pings the relay (the relay pings its uploaders every
+/// 5 s too, so a live relay is heard from at least that often).
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// A relay not heard from for this long is gone (a VM that vanished without
+/// closing its connections): the pusher moves on to its next relay.
+const SILENT_AFTER: Duration = Duration::from_secs(15);
 /// How often the relay's refusals of frames are logged, at most.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -53,7 +59,7 @@ pub async fn run(
     let mut viewer: Option<ViewerGuard> = None;
     let mut last_seq = 0u64;
     let mut in_flight = 0usize;
-    let mut keepalive = Keepalive::new(Duration::from_secs(10), Duration::from_secs(30));
+    let mut keepalive = Keepalive::new(PING_EVERY, SILENT_AFTER);
     let mut errors = ErrorLog::default();
     let mut gate: Option<String> = None;
     loop {
@@ -69,7 +75,7 @@ pub async fn run(
                     }
                     return Ended::Failed(Failure::Lost { detail: "cannot send a ping".into() });
                 }
-                Beat::Dead => return Ended::Failed(Failure::Silent { secs: 30 }),
+                Beat::Dead => return Ended::Failed(Failure::Silent { secs: SILENT_AFTER.as_secs() }),
             },
             changed = frames.changed(), if viewer.is_some() && in_flight < IN_FLIGHT => {
                 if changed.is_err() {
@@ -196,5 +202,127 @@ impl ErrorLog {
         );
         self.last = Some(Instant::now());
         self.unlogged = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+    use crate::hub::Hub;
+    use crate::intake::Admitted;
+    use crate::shutdown::ShutdownTrigger;
+    use futures_util::SinkExt;
+    use tokio::io::DuplexStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::WebSocketStream;
+
+    fn frame(n: u8) -> Admitted {
+        Admitted::for_test(Frame::from_jpeg(vec![n; 10], 2, 2))
+    }
+
+    fn said(text: &str) -> Message {
+        Message::Text(text.into())
+    }
+
+    /// The next binary message the relay side gets (pings and pongs skipped).
+    async fn next_frame(relay: &mut WebSocketStream<DuplexStream>) -> Vec<u8> {
+        loop {
+            match relay.next().await.expect("open").expect("a message") {
+                Message::Binary(b) => return b.to_vec(),
+                Message::Text(t) => panic!("unexpected {t}"),
+                _ => continue,
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn demand_opens_the_stream_frames_wait_for_acks_and_a_silent_relay_is_left() {
+        let hub = Hub::new();
+        let stream = hub.stream("camera").unwrap();
+        let status = Status::new(&crate::config::Push {
+            stream: "camera".into(),
+            urls: vec![crate::config::PushUrl::parse("ws://relay/upload/aula-1").unwrap()],
+        });
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let link: Link = WebSocketStream::from_raw_socket(
+            Box::new(near) as Box<dyn super::super::client::Io>,
+            Role::Client,
+            None,
+        )
+        .await;
+        let mut relay = WebSocketStream::from_raw_socket(far, Role::Server, None).await;
+        let trigger = ShutdownTrigger::new();
+        let mut shutdown = trigger.subscribe();
+        let session = tokio::spawn({
+            let (stream, status) = (stream.clone(), Arc::new(status));
+            async move {
+                let ended = run(link, &stream, &status, &mut shutdown).await;
+                (ended, status)
+            }
+        });
+
+        // Nobody on the relay: no demand here, whatever the camera does.
+        relay
+            .send(said(r#"{"type":"demand","viewers":0}"#))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(stream.demand_count(), 0);
+        stream.publish(frame(1));
+
+        // A viewer there: demand here, and only frames made from now on go out.
+        relay
+            .send(said(r#"{"type":"demand","viewers":3}"#))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(stream.demand_count(), 1, "the push is one viewer here");
+        stream.publish(frame(2));
+        assert_eq!(next_frame(&mut relay).await[0], 2);
+        stream.publish(frame(3));
+        assert_eq!(next_frame(&mut relay).await[0], 3);
+        // Two unanswered: the next frames wait, and only the newest goes.
+        stream.publish(frame(4));
+        stream.publish(frame(5));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        relay
+            .send(said(r#"{"type":"ack","frames":1}"#))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_frame(&mut relay).await[0],
+            5,
+            "the newest, not the one in between"
+        );
+        relay
+            .send(said(r#"{"type":"error","code":"bad_frame","message":"x"}"#))
+            .await
+            .unwrap();
+        relay
+            .send(said(r#"{"type":"ack","frames":2}"#))
+            .await
+            .unwrap();
+
+        // Nobody again: the stream is let go.
+        relay
+            .send(said(r#"{"type":"demand","viewers":0}"#))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(stream.demand_count(), 0);
+
+        // The relay goes silent (reads nothing, answers no ping): left after 15 s.
+        let (ended, status) = tokio::time::timeout(Duration::from_secs(60), session)
+            .await
+            .expect("the session ends")
+            .unwrap();
+        assert!(
+            matches!(ended, Ended::Failed(Failure::Silent { secs: 15 })),
+            "ended otherwise"
+        );
+        assert_eq!(status.frames_sent.load(Ordering::Relaxed), 3);
+        assert_eq!(status.frames_skipped.load(Ordering::Relaxed), 1, "frame 4");
+        drop(relay);
     }
 }
