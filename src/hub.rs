@@ -207,16 +207,25 @@ pub enum Transport {
     WsBinary,
     /// A multipart MJPEG response over HTTP.
     Mjpeg,
+    /// This camera's pusher (`crate::push`), sending to a relay for the relay's
+    /// viewers; it counts only while the relay has demand.
+    Push,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 3] = [Transport::WsText, Transport::WsBinary, Transport::Mjpeg];
+    pub const ALL: [Transport; 4] = [
+        Transport::WsText,
+        Transport::WsBinary,
+        Transport::Mjpeg,
+        Transport::Push,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Transport::WsText => "ws_text",
             Transport::WsBinary => "ws_binary",
             Transport::Mjpeg => "mjpeg",
+            Transport::Push => "push",
         }
     }
 }
@@ -517,6 +526,13 @@ impl Stream {
         self.demand.borrow().effective()
     }
 
+    /// Follows the demand a source acts on (see [`Stream::demand_count`]), for
+    /// an uploader that passes it on to the camera feeding it (`/upload/NAME`'s
+    /// `{"type":"demand"}`).
+    pub fn demand_watch(&self) -> DemandWatch {
+        DemandWatch(self.demand.subscribe())
+    }
+
     /// Waits until somebody wants frames (a family only while the gate is open).
     /// Sources call this before opening a device.
     pub async fn wanted(&self) {
@@ -576,7 +592,7 @@ impl Stream {
     /// over the viewers connected now and those who left.
     pub fn counters(&self) -> StreamCounters {
         let viewers = self.viewers.locked();
-        let mut by_transport = [0u64; 3];
+        let mut by_transport = [0u64; Transport::ALL.len()];
         let departed = &self.departed;
         let (mut sent, mut skipped, mut bytes) = (
             departed.frames_sent.load(Ordering::Relaxed),
@@ -608,7 +624,7 @@ pub struct StreamCounters {
     /// The stream has a live source now.
     pub source_up: bool,
     /// Viewers connected now, indexed by [`Transport`] (`as usize`).
-    pub viewers: [u64; 3],
+    pub viewers: [u64; Transport::ALL.len()],
     pub frames_published: u64,
     pub frames_dropped: u64,
     pub frames_sent: u64,
@@ -644,6 +660,25 @@ pub struct StreamStats {
     /// Sent and skipped over the viewers connected now.
     pub frames_sent: u64,
     pub frames_skipped: u64,
+}
+
+/// A stream's effective demand as it changes; see [`Stream::demand_watch`].
+pub struct DemandWatch(watch::Receiver<Demand>);
+
+impl DemandWatch {
+    /// The demand now, marked as seen.
+    pub fn current(&mut self) -> usize {
+        self.0.borrow_and_update().effective()
+    }
+
+    /// Waits for a change of who wants frames (the count may come out the same:
+    /// compare [`DemandWatch::current`] with what was last told).
+    pub async fn changed(&mut self) {
+        // The sender lives as long as the stream, which the caller holds.
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 pub struct DemandGuard {
@@ -1115,11 +1150,11 @@ mod tests {
         binary.stats.frame_sent(70);
         binary.stats.frames_skipped.fetch_add(2, Ordering::Relaxed);
         let both = s.counters();
-        assert_eq!(both.viewers, [1, 1, 0], "by transport");
+        assert_eq!(both.viewers, [1, 1, 0, 0], "by transport");
         assert_eq!((both.frames_sent, both.bytes_sent), (2, 170));
         drop(binary);
         let after = s.counters();
-        assert_eq!(after.viewers, [1, 0, 0]);
+        assert_eq!(after.viewers, [1, 0, 0, 0]);
         assert_eq!(
             (after.frames_sent, after.frames_skipped, after.bytes_sent),
             (2, 2, 170),

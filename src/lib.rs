@@ -9,6 +9,7 @@
 //! `server.rs` binds and runs all of it under one `Shutdown`. `store/` keeps what
 //! must survive a restart in one SQLite database. `privacy/` burns privacy masks
 //! into frames before anyone sees them. `metrics/` answers `/metrics` for Prometheus.
+//! `push/` sends a camera's frames out to a relay (`--push-to`), through NAT.
 
 pub mod auth;
 pub mod canvas;
@@ -29,6 +30,7 @@ pub mod mjpeg;
 pub mod net;
 pub mod notify;
 pub mod privacy;
+pub mod push;
 pub mod ratelimit;
 pub mod request_head;
 pub mod sendq;

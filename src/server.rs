@@ -58,6 +58,8 @@ pub struct Server {
     notifier: Arc<Notifier>,
     /// How long one minute of a teacher's pause lasts (shorter in tests).
     pause_minute: Duration,
+    /// The streams pushed out to relays (`--push-to`).
+    pushes: crate::push::Pushes,
 }
 
 impl Server {
@@ -82,6 +84,7 @@ impl Server {
         });
         hours.attach(&hub);
         let access = Arc::new(Access::from_config(&config, &store)?);
+        let pushes = crate::push::Pushes::prepare(&config.push)?;
         let tls = match (&config.listen.tls_cert, &config.listen.tls_key) {
             (Some(cert), Some(key)) => Some(net::tls_acceptor(cert, key)?),
             _ => None,
@@ -111,6 +114,7 @@ impl Server {
             tls,
             notifier: Arc::new(Notifier::disabled()),
             pause_minute: Duration::from_secs(60),
+            pushes,
         })
     }
 
@@ -160,6 +164,7 @@ impl Server {
                 .drive(self.hub.clone(), trigger.subscribe()),
         );
         let fed = source::spawn(&self.config, &self.hub, trigger.subscribe())?;
+        let pushes = self.pushes.spawn(&self.hub, &trigger.subscribe())?;
         let heartbeats: Vec<_> = fed
             .iter()
             .map(|s| (s.name().to_owned(), s.heartbeat().clone()))
@@ -219,6 +224,7 @@ impl Server {
             snapshot_waits: Default::default(),
             metrics: metrics.clone(),
             exporter,
+            pushes,
         });
         let http_threads = http::spawn(self.http_backend, http_ctx, trigger.subscribe());
         let guard = http_guard::Guard::new(

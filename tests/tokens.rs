@@ -472,6 +472,11 @@ async fn a_push_token_feeds_its_own_streams_and_nothing_else() {
     )
     .await
     .expect("Bearer opens its own stream's upload");
+    // A push token is a camera that acts on demand: it is told without asking.
+    recv_json_until(&mut uploader, "the staff viewer as demand", |v| {
+        *v == json!({"type": "demand", "viewers": 1})
+    })
+    .await;
     send_text(&mut uploader, data_url(&make_jpeg(64, 48, 7))).await;
     let ack = recv_json(&mut uploader).await;
     assert_eq!(ack["type"], "ack", "{ack}");

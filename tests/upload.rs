@@ -347,3 +347,45 @@ async fn a_silent_broadcaster_frees_its_stream() {
     assert_eq!(recv_json(&mut phone).await["type"], "ack");
     server.stop().await;
 }
+
+/// The next `{"type":"demand"}` message's count, skipping acks.
+async fn next_demand(uploader: &mut Ws) -> u64 {
+    recv_json_until(uploader, "a demand message", |v| v["type"] == "demand").await["viewers"]
+        .as_u64()
+        .expect("viewers is a count")
+}
+
+#[tokio::test]
+async fn an_uploader_that_asks_is_told_the_demand_at_once_and_on_change_coalesced() {
+    let server = start(&["--max-connections-per-ip", "64"]).await;
+    let mut uploader = server.connect("/upload/x?demand=1").await;
+    assert_eq!(next_demand(&mut uploader).await, 0, "told at once: nobody");
+    let mut viewer = server.connect("/video/x").await;
+    assert_eq!(next_demand(&mut uploader).await, 1, "a viewer joined");
+
+    // A crowd joining is told as a few messages, not one per viewer.
+    let mut crowd = Vec::new();
+    for _ in 0..30 {
+        crowd.push(server.connect("/video/x").await);
+    }
+    let mut messages = 0;
+    let mut last = 1;
+    while last != 31 {
+        last = next_demand(&mut uploader).await;
+        messages += 1;
+    }
+    assert!(messages < 30, "{messages} messages for 30 viewers joining");
+    drop(crowd);
+    while last != 1 {
+        last = next_demand(&mut uploader).await;
+    }
+    let _ = viewer.close(None).await;
+    assert_eq!(next_demand(&mut uploader).await, 0, "the last viewer left");
+
+    // A broadcaster page that did not ask never sees the new message.
+    let mut page = server.connect("/upload/y").await;
+    let _watcher = server.connect("/video/y").await;
+    assert_ack(&upload(&mut page, data_url(&make_jpeg(64, 48, 2))).await, 1);
+    assert_ack(&upload(&mut page, data_url(&make_jpeg(64, 48, 3))).await, 2);
+    server.stop().await;
+}

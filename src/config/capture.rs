@@ -253,6 +253,18 @@ struct FileCamera {
     height: Option<u32>,
     masks: Option<Mask>,
     schedule: Option<Schedule>,
+    /// Read by the push section (`super::push`).
+    #[serde(rename = "push_to")]
+    _push_to: Option<serde::de::IgnoredAny>,
+}
+
+impl CaptureFlags {
+    /// Whether the cameras come from the file: no `--source` and no
+    /// `KINDERCAM_SOURCE` replaced its list.
+    pub(super) fn cameras_from_file(&self, layers: &Layers) -> bool {
+        self.source.is_empty()
+            && (layers.env)("KINDERCAM_SOURCE").is_none_or(|v| v.trim().is_empty())
+    }
 }
 
 impl CaptureConfig {
@@ -420,7 +432,7 @@ fn stream_name(v: String) -> Result<String, String> {
 
 /// Splits `NAME=SRC`; text whose part before `=` is not a stream name (an exec
 /// command with `=` in it) is a source without a name.
-fn split_named(text: &str) -> (Option<&str>, &str) {
+pub(super) fn split_named(text: &str) -> (Option<&str>, &str) {
     let text = text.trim();
     match text.split_once('=') {
         Some((name, src)) if crate::hub::valid_stream_name(name.trim()) => {

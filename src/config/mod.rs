@@ -7,7 +7,7 @@
 //! installer can fix the right place. Nothing downstream re-reads the environment.
 //!
 //! `Config` is a struct of sections (`listen`, `capture`, `storage`, `limits`,
-//! `access`), one file each, holding its flags, variables, file keys, defaults,
+//! `access`, `push`), one file each, holding its flags, variables, file keys, defaults,
 //! checks and tests side by side and resolving itself through `layers::Layers`,
 //! so that adding a key is one edit in one file. This file assembles the sections,
 //! names the file's keys for `file.rs` to check, and keeps the rules that span
@@ -26,12 +26,14 @@ mod file;
 mod layers;
 mod limits;
 mod listen;
+mod push;
 mod storage;
 
 pub use access::AccessConfig;
 pub use capture::{Camera, CaptureConfig, CaptureFormat, Source, MAX_CAMERAS};
 pub use limits::LimitsConfig;
 pub use listen::ListenConfig;
+pub use push::{Push, PushConfig, PushUrl};
 pub use storage::StorageConfig;
 
 use layers::Layers;
@@ -44,6 +46,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub access: AccessConfig,
+    pub push: PushConfig,
 }
 
 /// Command-line flags. Values stay strings here so that one parser, shared with
@@ -71,6 +74,8 @@ pub struct Cli {
     limits: limits::LimitsFlags,
     #[command(flatten)]
     access: access::AccessFlags,
+    #[command(flatten)]
+    push: push::PushFlags,
     /// TOML file with any of the settings above [env: KINDERCAM_CONFIG]
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -108,12 +113,20 @@ impl Config {
             None => None,
         };
         let layers = Layers { env, file };
+        let capture = CaptureConfig::resolve(&cli.capture, &layers)?;
+        let push = PushConfig::resolve(
+            &cli.push,
+            &layers,
+            &capture.cameras,
+            cli.capture.cameras_from_file(&layers),
+        )?;
         let config = Config {
             listen: ListenConfig::resolve(&cli.listen, &layers)?,
-            capture: CaptureConfig::resolve(&cli.capture, &layers)?,
+            capture,
             storage: StorageConfig::resolve(&cli.storage, &layers)?,
             limits: LimitsConfig::resolve(&cli.limits, &layers)?,
             access: AccessConfig::resolve(&cli.access, &layers)?,
+            push,
         };
         config.check_combinations()?;
         Ok(config)
@@ -147,6 +160,7 @@ pub fn file_keys() -> &'static [&'static str] {
             file::keys_of::<storage::StorageFile>(),
             file::keys_of::<limits::LimitsFile>(),
             file::keys_of::<access::AccessFile>(),
+            file::keys_of::<push::PushFile>(),
         ]
         .concat()
     });

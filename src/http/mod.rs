@@ -69,6 +69,8 @@ pub struct HttpContext {
     pub metrics: Arc<Metrics>,
     /// What `/metrics` answers.
     pub exporter: Exporter,
+    /// The pushers' state (`--push-to`).
+    pub pushes: Arc<crate::push::Board>,
 }
 
 /// Starts tiny_http on a private Unix socket in `dir` (mode 0700). Only the guard
@@ -472,6 +474,7 @@ fn healthz(ctx: &HttpContext) -> serde_json::Value {
         "uptime_s": ctx.started.elapsed().as_secs(),
         "camera": camera,
         "connections": ctx.ws.open_connections(),
+        "pushes": ctx.pushes.pushers().iter().map(|p| p.health()).collect::<Vec<_>>(),
     })
 }
 
@@ -519,10 +522,18 @@ fn stats(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
         .collect();
     let mut chat_online = ctx.ws.chat.online();
     chat_online.retain(|room, _| visible(room));
+    let pushes: Vec<_> = ctx
+        .pushes
+        .pushers()
+        .iter()
+        .filter(|p| visible(&p.stream))
+        .map(|p| p.to_json())
+        .collect();
     serde_json::json!({
         "connections": ctx.ws.open_connections(),
         "chat_online": chat_online,
         "streams": streams,
+        "pushes": pushes,
     })
 }
 

@@ -36,7 +36,14 @@ pub enum Route {
         small: bool,
     },
     /// `?gate=1` as for `Video`: the broadcaster page shows the pause too.
-    Upload { stream: String, gate: bool },
+    /// `?demand=1`: the uploader is told how many want the stream,
+    /// `{"type":"demand","viewers":N}`, at once and on every change (a push
+    /// token's uploads are told without asking: they are kindercam pushers).
+    Upload {
+        stream: String,
+        gate: bool,
+        demand: bool,
+    },
     /// Any path ending in `/serverCam.php`: the PHP prototype's video relay, on
     /// the `--prototype-stream`. Every socket watches it; one that sends a
     /// picture feeds it. (Its `/server.php` chat is [`Route::Chat`] of `camera`.)
@@ -51,6 +58,7 @@ impl Route {
         let meta = query.split('&').any(|kv| kv == "meta=1");
         let gate = query.split('&').any(|kv| kv == "gate=1");
         let small = query.split('&').any(|kv| kv == "size=small");
+        let demand = query.split('&').any(|kv| kv == "demand=1");
         let named = |rest: &str| hub::valid_stream_name(rest).then(|| rest.to_owned());
         // The prototype's pages, kept working unchanged: they were served from
         // any folder of the old Apache, so only the file name counts.
@@ -85,7 +93,11 @@ impl Route {
                         small,
                     })
                 } else if let Some(rest) = path.strip_prefix("/upload/") {
-                    named(rest).map(|stream| Route::Upload { stream, gate })
+                    named(rest).map(|stream| Route::Upload {
+                        stream,
+                        gate,
+                        demand,
+                    })
                 } else {
                     None
                 }
@@ -334,7 +346,16 @@ mod tests {
             Route::parse("/upload/x"),
             Some(Route::Upload {
                 stream: "x".into(),
-                gate: false
+                gate: false,
+                demand: false,
+            })
+        );
+        assert_eq!(
+            Route::parse("/upload/x?gate=1&demand=1"),
+            Some(Route::Upload {
+                stream: "x".into(),
+                gate: true,
+                demand: true,
             })
         );
         assert_eq!(Route::parse("/upload/"), None);

@@ -388,16 +388,26 @@ async fn handle(
                 held,
             ));
         }
-        Route::Upload { stream, gate } => {
+        Route::Upload {
+            stream,
+            gate,
+            demand,
+        } => {
             let ws_config = ctx.tungstenite_config(limits.max_upload_bytes);
             let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config)).await;
+            // A push token is a kindercam camera pushing: it acts on demand.
+            let pusher = matches!(&principal.account,
+                auth::Account::Token(t) if t.scope == auth::tokens::Scope::Push);
             upload::serve(
                 ws,
                 &ctx.hub,
                 &stream,
-                limits.max_upload_bytes,
-                ctx.config.capture.quality,
-                gate,
+                upload::Settings {
+                    max_bytes: limits.max_upload_bytes,
+                    quality: ctx.config.capture.quality,
+                    tell_gate: gate,
+                    tell_demand: demand || pusher,
+                },
                 shutdown,
             )
             .await;

@@ -9,6 +9,13 @@
 //! A broadcaster that asked (`?gate=1`, the broadcaster page) is also told the
 //! stream's gate, `{"type":"gate",...}`, at once and on every change, so the
 //! teacher holding the phone sees a pause whoever set it.
+//!
+//! An uploader that acts on demand (a kindercam camera pushing with a push
+//! token, or one that asked with `?demand=1`) is told how many want the stream,
+//! `{"type":"demand","viewers":N}`: at once, and on every change of the
+//! stream's effective demand (staff, plus families while the gate is open), at
+//! most every [`DEMAND_EVERY`] so that a crowd joining is a few messages. Its
+//! camera can then stay closed while nobody watches here either.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -315,15 +322,38 @@ impl Receiver {
     }
 }
 
-/// Serves one uploader until it leaves or the daemon shuts down. Decoded
-/// pictures (PNG, WebP) are encoded at `quality`.
+/// How often, at most, an uploader is told the demand: changes in between are
+/// told together, as the count at the end of the wait.
+pub const DEMAND_EVERY: Duration = Duration::from_millis(250);
+
+/// `{"type":"demand","viewers":N}`.
+fn demand_message(viewers: usize) -> Message {
+    Message::Text(
+        serde_json::json!({"type": "demand", "viewers": viewers})
+            .to_string()
+            .into(),
+    )
+}
+
+/// How one upload connection is served.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The soft size limit of one upload.
+    pub max_bytes: usize,
+    /// Decoded pictures (PNG, WebP) are encoded at this quality.
+    pub quality: u8,
+    /// Tell the stream's gate (`?gate=1`).
+    pub tell_gate: bool,
+    /// Tell the stream's demand (a pusher, or `?demand=1`).
+    pub tell_demand: bool,
+}
+
+/// Serves one uploader until it leaves or the daemon shuts down.
 pub async fn serve<S>(
     mut ws: WebSocketStream<S>,
     hub: &Hub,
     name: &str,
-    max_bytes: usize,
-    quality: u8,
-    tell_gate: bool,
+    settings: Settings,
     mut shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -340,6 +370,12 @@ pub async fn serve<S>(
         let why = format!("another device is already broadcasting to stream \"{name}\"");
         return refuse(ws, &why, "busy").await;
     };
+    let Settings {
+        max_bytes,
+        quality,
+        tell_gate,
+        tell_demand,
+    } = settings;
     let mut receiver = match Receiver::new(stream.clone(), quality, max_bytes) {
         Ok(receiver) => receiver,
         Err(e) => return refuse(ws, &e.to_string(), "internal").await,
@@ -351,6 +387,11 @@ pub async fn serve<S>(
     if tell_gate {
         gate.mark_changed();
     }
+    let mut demand = slot.stream().demand_watch();
+    // The demand last told, and when the next may be told (at once, first).
+    let mut told: Option<usize> = None;
+    let mut last_told = tokio::time::Instant::now();
+    let mut tell_at = Some(last_told);
     loop {
         let incoming = tokio::select! {
             _ = shutdown.wait() => {
@@ -369,6 +410,19 @@ pub async fn serve<S>(
                 if changed.is_err() { break; }
                 let text = gate.borrow_and_update().staff_message.clone();
                 if send_within(&mut ws, Message::Text(text)).await { continue; }
+                break;
+            }
+            _ = demand.changed(), if tell_demand && tell_at.is_none() => {
+                tell_at = Some(last_told + DEMAND_EVERY);
+                continue;
+            }
+            _ = sleep_until_some(tell_at), if tell_demand => {
+                tell_at = None;
+                last_told = tokio::time::Instant::now();
+                let now = demand.current();
+                if told == Some(now) { continue; }
+                told = Some(now);
+                if send_within(&mut ws, demand_message(now)).await { continue; }
                 break;
             }
             incoming = ws.next() => incoming,
@@ -409,6 +463,14 @@ pub async fn serve<S>(
         }
     }
     tracing::info!(stream = name, frames = accepted, "broadcaster left");
+}
+
+/// Sleeps until `at`; forever when there is no `at`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Tells the client why in a message it can show, then closes with 1008.
