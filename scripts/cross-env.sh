@@ -70,6 +70,8 @@ cross_setup() {
         cross_ensure_packages "${host_packages[@]}"
         return 0
     fi
+    # lld: see the aarch64 link flags below.
+    [ "$debarch" = arm64 ] && host_packages+=(lld-16)
     cross_ensure_packages "${host_packages[@]}" "gcc-$gnu" "g++-$gnu" \
         "libc6-dev-$debarch-cross" "linux-libc-dev-$debarch-cross"
 
@@ -108,6 +110,19 @@ cross_setup() {
     export "PKG_CONFIG_PATH_$t=" "PKG_CONFIG_LIBDIR_$t=/usr/lib/$gnu/pkgconfig:/usr/share/pkgconfig"
     export "PKG_CONFIG_SYSROOT_DIR_$t=/"
     export PKG_CONFIG_ALLOW_CROSS=1
+    if [ "$debarch" = arm64 ]; then
+        # A position-independent binary carries a relocation for every pointer in its
+        # data; packed (DT_RELR, glibc 2.36, Bookworm) they take about 5 KB instead of
+        # 280 KB, which the 6 MiB bound needs (BENCHMARKS.md, "Binary size"). GNU ld
+        # 2.40 cannot pack them on arm64, so the cross gcc links with lld.
+        local flags="-C link-arg=-B/usr/lib/llvm-16/bin -C link-arg=-fuse-ld=lld"
+        flags+=" -C link-arg=-Wl,-z,pack-relative-relocs"
+        local var="CARGO_TARGET_${T}_RUSTFLAGS"
+        case ${!var:-} in
+            *"$flags"*) ;; # a second call
+            *) export "$var=${!var:+${!var} }$flags" ;;
+        esac
+    fi
 }
 
 # The ELF machine name readelf reports for binaries of $debarch.

@@ -213,3 +213,48 @@ async fn behind_a_proxy_pages_use_the_public_websocket_url() {
     assert!(!csp.contains("ws://127.0.0.1"), "{csp}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_go_gzip_compressed_to_browsers_and_plain_to_other_clients() {
+    let server = start(&[]).await;
+    let on_disk = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/web/viewer.js")).unwrap();
+
+    // What every browser sends.
+    let reply = common::http_request(
+        server.http,
+        "GET",
+        "/viewer.js",
+        &[("Accept-Encoding", "gzip, deflate, br, zstd")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-encoding"), Some("gzip"));
+    assert_eq!(reply.header("vary"), Some("Accept-Encoding"));
+    assert!(
+        reply.body.len() * 2 < on_disk.len(),
+        "{} bytes compressed for {}",
+        reply.body.len(),
+        on_disk.len()
+    );
+    assert_eq!(&reply.body[..3], &[0x1f, 0x8b, 8], "a gzip member");
+    let deflate = &reply.body[10..reply.body.len() - 8];
+    let unpacked = miniz_oxide::inflate::decompress_to_vec(deflate).expect("valid deflate");
+    assert_eq!(unpacked, on_disk);
+    let trailer = &reply.body[reply.body.len() - 8..];
+    assert_eq!(
+        u32::from_le_bytes(trailer[4..].try_into().unwrap()) as usize,
+        on_disk.len(),
+        "the gzip trailer's length"
+    );
+
+    // curl without --compressed, a probe, or a client that refuses gzip.
+    for accept in [None, Some("identity"), Some("gzip;q=0")] {
+        let headers: Vec<(&str, &str)> =
+            accept.map(|a| ("Accept-Encoding", a)).into_iter().collect();
+        let reply = common::http_request(server.http, "GET", "/viewer.js", &headers, "").await;
+        assert_eq!(reply.status, 200, "{accept:?}: {}", reply.text());
+        assert_eq!(reply.header("content-encoding"), None, "{accept:?}");
+        assert_eq!(reply.body, on_disk, "{accept:?}");
+    }
+}

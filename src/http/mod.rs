@@ -28,11 +28,8 @@ use crate::shutdown::Shutdown;
 use crate::ws::WsContext;
 
 pub mod api;
+mod assets;
 pub mod stream_mjpg;
-
-mod embedded {
-    include!(concat!(env!("OUT_DIR"), "/assets.rs"));
-}
 
 /// Request-handling threads. Pages are small and snapshots are shared bytes, so a
 /// few threads serve a classroom; a slow snapshot wait blocks only one of them.
@@ -136,6 +133,8 @@ struct Incoming<'a> {
     cookie: Option<String>,
     authorization: Option<String>,
     accepts_html: bool,
+    /// `Accept-Encoding` takes gzip: embedded files go as they are stored.
+    accepts_gzip: bool,
     /// The whole `Accept` header (the viewing log answers CSV when asked).
     accept: Option<String>,
     /// `X-CSRF-Token`, which a browser session's admin changes must carry.
@@ -166,6 +165,8 @@ fn respond(mut request: Request, ctx: &HttpContext) {
         cookie: header_value(&request, "Cookie"),
         authorization: header_value(&request, "Authorization"),
         accepts_html: header_value(&request, "Accept").is_some_and(|a| a.contains("text/html")),
+        accepts_gzip: header_value(&request, "Accept-Encoding")
+            .is_some_and(|a| assets::accepts_gzip(&a)),
         accept: header_value(&request, "Accept"),
         csrf: header_value(&request, api::CSRF_HEADER),
         sec_fetch_site: header_value(&request, "Sec-Fetch-Site"),
@@ -225,8 +226,8 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
     // (the same for everyone, no data in them) that the login page needs.
     match req.path {
         "/healthz" => return json(200, &healthz(ctx)),
-        "/login" => return page(ctx, "/login.html", req.host.as_deref()),
-        p if is_static_asset(p) => return page(ctx, p, req.host.as_deref()),
+        "/login" => return page(ctx, req, "/login.html"),
+        p if is_static_asset(p) => return page(ctx, req, p),
         _ => {}
     }
     if req.path == "/metrics" {
@@ -286,13 +287,13 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
         return reply;
     }
     match req.path {
-        "/admin" => page(ctx, "/admin.html", req.host.as_deref()),
+        "/admin" => page(ctx, req, "/admin.html"),
         "/config.json" => json(200, &page_config(ctx, &who)),
         "/stats.json" => json(200, &stats(ctx, &who)),
-        "/" => page(ctx, "/index.html", req.host.as_deref()),
-        "/camera" => page(ctx, "/camera.html", req.host.as_deref()),
+        "/" => page(ctx, req, "/index.html"),
+        "/camera" => page(ctx, req, "/camera.html"),
         p if p.ends_with(".html") => text(404, "not found\n"),
-        _ => page(ctx, req.path, req.host.as_deref()),
+        _ => page(ctx, req, req.path),
     }
 }
 
@@ -638,14 +639,20 @@ impl Drop for SnapshotTurn<'_> {
     }
 }
 
-/// Serves an embedded file, or one from `--web-dir`.
-fn page(ctx: &HttpContext, path: &str, host: Option<&str>) -> Reply {
+/// Serves an embedded file (gzip-compressed when the client takes that), or one
+/// from `--web-dir`.
+fn page(ctx: &HttpContext, req: &Incoming, path: &str) -> Reply {
+    let mut gzip = false;
     let body = match &ctx.config.storage.web_dir {
         Some(dir) => read_from_dir(dir, path).map(Bytes::from),
-        None => embedded::ASSETS
-            .iter()
-            .find(|(p, _)| *p == path)
-            .map(|(_, b)| Bytes::from_static(b)),
+        None => assets::find(path).map(|asset| {
+            gzip = req.accepts_gzip;
+            if gzip {
+                Bytes::from_static(asset.gzip)
+            } else {
+                Bytes::from(asset.unpacked())
+            }
+        }),
     };
     let Some(body) = body else {
         return text(404, "not found\n");
@@ -664,10 +671,17 @@ fn page(ctx: &HttpContext, path: &str, host: Option<&str>) -> Reply {
         Some(len),
         None,
     );
+    if ctx.config.storage.web_dir.is_none() {
+        // A cache must not give the compressed copy to a client that cannot read it.
+        reply.add_header(header("Vary", "Accept-Encoding"));
+    }
+    if gzip {
+        reply.add_header(header("Content-Encoding", "gzip"));
+    }
     if content_type.starts_with("text/html") {
         reply.add_header(header(
             "Content-Security-Policy",
-            &content_security_policy(ctx, host),
+            &content_security_policy(ctx, req.host.as_deref()),
         ));
         reply.add_header(header("X-Frame-Options", "DENY"));
     }
