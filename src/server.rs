@@ -58,6 +58,9 @@ pub struct Server {
     notifier: Arc<Notifier>,
     /// How long one minute of a teacher's pause lasts (shorter in tests).
     pause_minute: Duration,
+    /// The NATS cluster this relay is part of (`--nats`); `None`: a single node.
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Server {
@@ -95,6 +98,11 @@ impl Server {
         let http_addr = http_listener.local_addr()?;
         let backend_dir = backend_dir();
         let (http_backend, backend_socket) = http::bind_backend(&backend_dir)?;
+        #[cfg(feature = "cluster")]
+        let cluster = match config.cluster.enabled() {
+            true => Some(crate::cluster::Cluster::connect(&config.cluster).await?),
+            false => None,
+        };
         Ok(Server {
             config: Arc::new(config),
             ws_listener,
@@ -111,6 +119,8 @@ impl Server {
             tls,
             notifier: Arc::new(Notifier::disabled()),
             pause_minute: Duration::from_secs(60),
+            #[cfg(feature = "cluster")]
+            cluster,
         })
     }
 
@@ -144,6 +154,12 @@ impl Server {
         self.access.clone()
     }
 
+    /// The NATS cluster this relay is part of, if `--nats` was given.
+    #[cfg(feature = "cluster")]
+    pub fn cluster(&self) -> Option<crate::cluster::Cluster> {
+        self.cluster.clone()
+    }
+
     /// The file holding generated access codes, when those are in use.
     pub fn generated_codes_file(&self) -> Option<PathBuf> {
         let uses_generated = self.config.access.auth
@@ -154,6 +170,10 @@ impl Server {
     /// Serves until `stop` completes, then shuts everything down.
     pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let trigger = ShutdownTrigger::new();
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            cluster.spawn_probe(trigger.subscribe());
+        }
         tokio::spawn(
             self.hours
                 .clone()
@@ -219,6 +239,8 @@ impl Server {
             snapshot_waits: Default::default(),
             metrics: metrics.clone(),
             exporter,
+            #[cfg(feature = "cluster")]
+            cluster: self.cluster.clone(),
         });
         let http_threads = http::spawn(self.http_backend, http_ctx, trigger.subscribe());
         let guard = http_guard::Guard::new(

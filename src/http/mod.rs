@@ -69,6 +69,9 @@ pub struct HttpContext {
     pub metrics: Arc<Metrics>,
     /// What `/metrics` answers.
     pub exporter: Exporter,
+    /// The NATS cluster this relay is part of (`/healthz`, `/stats.json`).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Starts tiny_http on a private Unix socket in `dir` (mode 0700). Only the guard
@@ -222,7 +225,10 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
     // Public: the login page, the health check, and the static scripts and styles
     // (the same for everyone, no data in them) that the login page needs.
     match req.path {
-        "/healthz" => return json(200, &healthz(ctx)),
+        "/healthz" => {
+            let (status, body) = healthz(ctx);
+            return json(status, &body);
+        }
         "/login" => return page(ctx, "/login.html", req.host.as_deref()),
         p if is_static_asset(p) => return page(ctx, p, req.host.as_deref()),
         _ => {}
@@ -460,19 +466,31 @@ fn parse_form(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn healthz(ctx: &HttpContext) -> serde_json::Value {
+/// The daemon's health; on a clustered node also its NATS link, and 503 while
+/// NATS or JetStream is down, so that a load balancer takes the node out.
+fn healthz(ctx: &HttpContext) -> (u16, serde_json::Value) {
     let camera = ctx
         .hub
         .get(CAMERA)
         .map(|s| s.current().status.label())
         .unwrap_or("waiting");
-    serde_json::json!({
+    #[allow(unused_mut)]
+    let mut body = serde_json::json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": ctx.started.elapsed().as_secs(),
         "camera": camera,
         "connections": ctx.ws.open_connections(),
-    })
+    });
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &ctx.cluster {
+        body["cluster"] = cluster.health_json();
+        if !cluster.health().ok() {
+            body["status"] = "cluster down".into();
+            return (503, body);
+        }
+    }
+    (200, body)
 }
 
 fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
@@ -519,11 +537,17 @@ fn stats(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
         .collect();
     let mut chat_online = ctx.ws.chat.online();
     chat_online.retain(|room, _| visible(room));
-    serde_json::json!({
+    #[allow(unused_mut)]
+    let mut body = serde_json::json!({
         "connections": ctx.ws.open_connections(),
         "chat_online": chat_online,
         "streams": streams,
-    })
+    });
+    #[cfg(feature = "cluster")]
+    if let (Some(cluster), true) = (&ctx.cluster, who.role.is_staff()) {
+        body["cluster"] = cluster.stats_json();
+    }
+    body
 }
 
 fn snapshot_of(ctx: &HttpContext, name: &str, audience: Audience) -> Reply {
