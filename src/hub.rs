@@ -356,6 +356,7 @@ impl Stream {
                 }
             }
             s.seq += 1;
+            frame.number(s.seq);
             s.frame = Some(frame);
             s.set_status(StreamStatus::Live);
             true
@@ -393,6 +394,7 @@ impl Stream {
         let frame = Arc::new(frame.into_frame());
         self.state.send_modify(|s| {
             s.seq += 1;
+            frame.number(s.seq);
             s.frame = Some(frame);
             s.set_status(StreamStatus::Offline(reason.into()));
         });
@@ -515,6 +517,16 @@ impl Stream {
     /// The demand a source acts on: staff, plus families while the gate is open.
     pub fn demand_count(&self) -> usize {
         self.demand.borrow().effective()
+    }
+
+    /// Follows the demand a source acts on (see [`Stream::demand_count`]).
+    pub fn watch_demand(&self) -> DemandWatch {
+        DemandWatch(self.demand.subscribe())
+    }
+
+    /// Whether an uploader (a browser camera, a pushing camera) feeds this stream now.
+    pub fn is_uploading(&self) -> bool {
+        self.uploading.load(Ordering::Acquire)
     }
 
     /// Waits until somebody wants frames (a family only while the gate is open).
@@ -644,6 +656,21 @@ pub struct StreamStats {
     /// Sent and skipped over the viewers connected now.
     pub frames_sent: u64,
     pub frames_skipped: u64,
+}
+
+/// A stream's demand, followed (see [`Stream::watch_demand`]).
+pub struct DemandWatch(watch::Receiver<Demand>);
+
+impl DemandWatch {
+    /// The demand a source acts on now.
+    pub fn count(&mut self) -> usize {
+        self.0.borrow_and_update().effective()
+    }
+
+    /// Waits for a change; an error once the stream is gone.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.0.changed().await
+    }
 }
 
 pub struct DemandGuard {
@@ -872,6 +899,11 @@ impl Hub {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// Changes whenever a stream is created.
+    pub fn watch_created(&self) -> watch::Receiver<u64> {
+        self.created.subscribe()
     }
 
     /// The stream called `name` if it exists; never creates one.

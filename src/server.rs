@@ -172,7 +172,7 @@ impl Server {
         let trigger = ShutdownTrigger::new();
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.cluster {
-            cluster.spawn_probe(trigger.subscribe());
+            cluster.spawn(self.hub.clone(), self.config.clone(), trigger.subscribe());
         }
         tokio::spawn(
             self.hours

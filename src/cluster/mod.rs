@@ -18,8 +18,12 @@
 //! that tries the silent server last; users of the connection follow
 //! [`Cluster::connections`] and take the new client from [`Cluster::client`].
 
+pub mod demand;
+pub mod frames;
+
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -31,6 +35,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::ClusterConfig;
 use crate::shutdown::Shutdown;
+use crate::sync::Locked;
 
 /// How often the probe makes its round trip.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -39,8 +44,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(750);
 /// Missed round trips in a row that mark a connected server silent.
 const MISSES_TO_DOWN: u32 = 2;
 /// How long the link may stay down after a reconnect was forced before the
-/// client is replaced (a reconnect stuck on the silent server).
-const STUCK_AFTER: Duration = Duration::from_secs(4);
+/// client is replaced (a reconnect stuck on the silent server): a reconnect to
+/// a live server takes milliseconds.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
 /// How long one connection attempt (TCP) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -71,6 +77,13 @@ impl Health {
     }
 }
 
+/// Frames of one stream this node sent to and took from the cluster.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct FrameCounts {
+    pub published: u64,
+    pub received: u64,
+}
+
 /// A clustered node's handle on NATS; cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -89,6 +102,7 @@ struct Inner {
     /// The current client's generation, for those callbacks.
     current: Arc<AtomicU64>,
     reconnects_forced: AtomicU64,
+    frames: Mutex<BTreeMap<String, FrameCounts>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -136,6 +150,7 @@ impl Cluster {
                 health,
                 current,
                 reconnects_forced: AtomicU64::new(0),
+                frames: Mutex::default(),
             }),
         })
     }
@@ -171,6 +186,22 @@ impl Cluster {
         self.inner.health.subscribe()
     }
 
+    /// Counts a frame of `stream` sent to (`published`) or taken from the cluster.
+    pub(crate) fn count_frame(&self, stream: &str, published: bool) {
+        let mut frames = self.inner.frames.locked();
+        let counts = frames.entry(stream.to_owned()).or_default();
+        if published {
+            counts.published += 1;
+        } else {
+            counts.received += 1;
+        }
+    }
+
+    /// Frames sent to and taken from the cluster, per stream.
+    pub fn frame_counts(&self) -> BTreeMap<String, FrameCounts> {
+        self.inner.frames.locked().clone()
+    }
+
     /// `/healthz`'s `cluster` object.
     pub fn health_json(&self) -> serde_json::Value {
         let h = self.health();
@@ -184,17 +215,21 @@ impl Cluster {
         })
     }
 
-    /// `/stats.json`'s `cluster` object.
+    /// `/stats.json`'s `cluster` object: the node, and per stream the frames
+    /// it published to the cluster and received from it.
     pub fn stats_json(&self) -> serde_json::Value {
         serde_json::json!({
             "node": self.inner.node,
             "healthy": self.health().ok(),
+            "frames": self.frame_counts(),
         })
     }
 
-    /// Runs the health probe until shutdown.
-    pub fn spawn_probe(&self, shutdown: Shutdown) {
-        tokio::spawn(probe(self.clone(), shutdown));
+    /// Runs the health probe, and relays frames and demand between `hub` and
+    /// the cluster, until shutdown.
+    pub fn spawn(&self, hub: Arc<crate::hub::Hub>, config: Arc<crate::Config>, shutdown: Shutdown) {
+        tokio::spawn(probe(self.clone(), shutdown.clone()));
+        frames::spawn(self.clone(), hub, config, shutdown);
     }
 
     /// Makes a new client that tries the servers in `urls`' order, and hands
