@@ -287,12 +287,23 @@ async fn viewers_on_both_relays_get_the_same_frames_and_nothing_flows_unwatched(
         (0, 0),
         "unwatched: not taken"
     );
+    let subject = "kindercam.frames.aula-1".to_owned();
+    let subs = nats.subscriptions_of("relay-2").await;
+    assert!(
+        subs.iter().any(|s| s.starts_with("kindercam.demand.")),
+        "relay 2 is on NATS: {subs:?}"
+    );
+    assert!(
+        !subs.contains(&subject),
+        "relay 2 subscribed unwatched: {subs:?}"
+    );
 
     // A viewer on each relay: the same frames, the same numbers, at the same time.
     let path = "/video/aula-1?format=binary&meta=1";
     let mut v1 = r1.connect(path).await;
     let mut v2 = r2.connect(path).await;
     let (one, two) = tokio::join!(frames(&mut v1, 30), frames(&mut v2, 30));
+    assert!(nats.subscriptions_of("relay-2").await.contains(&subject));
     let by_seq: BTreeMap<u64, &Seen> = one.iter().map(|f| (f.seq, f)).collect();
     let mut gaps: Vec<Duration> = Vec::new();
     for frame in &two {
@@ -343,7 +354,20 @@ async fn viewers_on_both_relays_get_the_same_frames_and_nothing_flows_unwatched(
         "the upload goes on for relay 1's own viewer"
     );
     assert_eq!(cluster_frames(&r1, "aula-1").await.0, last);
+    poll_until(
+        "relay 2 unsubscribes",
+        WAIT,
+        Duration::from_millis(50),
+        || async { (!nats.subscriptions_of("relay-2").await.contains(&subject)).then_some(()) },
+    )
+    .await;
+
+    // The uploader leaves relay 1: relay 2's viewers are told at once.
+    let mut v2 = r2.connect(path).await;
+    frames(&mut v2, 2).await;
     stop.store(true, Ordering::Relaxed);
+    let status = recv_json_until(&mut v2, "offline", |v| v["type"] == "status").await;
+    assert_eq!(status["state"], "offline", "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

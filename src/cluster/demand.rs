@@ -84,6 +84,14 @@ impl Board {
             .sum()
     }
 
+    /// Whether another node has said it has a source for `stream`, lately.
+    pub fn remote_source(&self, stream: &str) -> bool {
+        self.entries
+            .locked()
+            .iter()
+            .any(|((s, _), e)| s == stream && e.said.source && e.seen.elapsed() < FORGET_AFTER)
+    }
+
     /// Changes whenever what the other nodes want or have changes.
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
@@ -221,6 +229,17 @@ mod tests {
         changes.mark_unchanged();
         assert_eq!(board.remote_demand("aula-1"), 3);
         assert_eq!(board.remote_demand("aula-2"), 0);
+        assert!(!board.remote_source("aula-1"));
+        board.record(
+            "aula-2",
+            "r2",
+            Said {
+                demand: 0,
+                source: true,
+            },
+            t0,
+        );
+        assert!(board.remote_source("aula-2"));
         board.expire(t0 + Duration::from_secs(1));
         assert!(!changes.has_changed().unwrap());
         board.record("aula-1", "r2", say(2), t0 + Duration::from_secs(2));

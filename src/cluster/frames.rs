@@ -114,6 +114,8 @@ struct StreamRelay {
     taking: Option<Taking>,
     /// What this node last said about the stream.
     said: Option<Said>,
+    /// Another node had a source for the stream when last looked.
+    remote_source: bool,
 }
 
 /// A subscription to another node's frames of the stream.
@@ -140,6 +142,7 @@ impl StreamRelay {
             published: 0,
             taking: None,
             said: None,
+            remote_source: false,
         }
     }
 
@@ -176,7 +179,14 @@ impl StreamRelay {
                 }
             };
             tokio::select! {
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => {
+                    // The other relays need not wait 3 s to forget this one.
+                    if self.said.is_some_and(|said| said.demand > 0 || said.source) {
+                        let gone = Said { demand: 0, source: false };
+                        demand::announce(&self.shared.cluster, &self.name, gone).await;
+                    }
+                    return;
+                }
                 changed = demand.changed() => if changed.is_err() { return },
                 _ = board.changed() => {}
                 changed = frames.changed() => {
@@ -220,6 +230,13 @@ impl StreamRelay {
         } else {
             self.hold = None;
         }
+        // The node with the camera says when its source goes away (an uploader
+        // left): this node's viewers are told at once, as they would be there.
+        let remote_source = self.shared.board.remote_source(&self.name);
+        if self.remote_source && !remote_source && !source && self.taking.is_some() {
+            stream.set_offline("the relay with the camera has lost it");
+        }
+        self.remote_source = remote_source;
         let take = !source && local > 0;
         if take && self.taking.is_none() {
             self.taking = subscribe(&self.shared, &self.name, stream).await;

@@ -248,7 +248,10 @@ impl Cluster {
                     jetstream: jetstream::new(client.clone()),
                     client,
                 };
-                self.inner.conn.send_replace(conn);
+                let old = self.inner.conn.send_replace(conn);
+                // It closes once its stuck attempt ends (the silent server
+                // resumes or dies), rather than reconnecting for ever.
+                tokio::spawn(async move { old.client.drain().await });
                 self.inner.current.store(generation, Ordering::Release);
                 self.inner.generation.send_replace(generation);
             }

@@ -137,6 +137,32 @@ impl NatsCluster {
         }
     }
 
+    /// The subjects the NATS client named `client` subscribes to, as the
+    /// running servers report them (`/connz?subs=1`).
+    pub async fn subscriptions_of(&self, client: &str) -> Vec<String> {
+        let mut subjects = Vec::new();
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some() && !n.stopped)
+        {
+            let Some(connz) = node.monitor_json("/connz?subs=1").await else {
+                continue;
+            };
+            for conn in connz["connections"].as_array().into_iter().flatten() {
+                if conn["name"] == client {
+                    let list = conn["subscriptions_list"].as_array();
+                    subjects.extend(
+                        list.into_iter()
+                            .flatten()
+                            .filter_map(|s| s.as_str().map(str::to_owned)),
+                    );
+                }
+            }
+        }
+        subjects
+    }
+
     /// SIGKILLs node `i` and reaps it.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].kill();
@@ -225,22 +251,26 @@ impl NatsNode {
 
     /// The node answers its monitoring port and knows JetStream's meta leader.
     async fn has_meta_leader(&self) -> bool {
+        self.monitor_json("/jsz").await.is_some_and(|jsz| {
+            jsz["meta_cluster"]["leader"]
+                .as_str()
+                .is_some_and(|l| !l.is_empty())
+        })
+    }
+
+    /// A page of the node's monitoring port, parsed; `None` if it does not answer.
+    async fn monitor_json(&self, path: &str) -> Option<serde_json::Value> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.monitor));
-        let probe = async {
-            let request = b"GET /jsz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-            let jsz = http_raw(addr, request).await.ok()?;
-            let value: serde_json::Value = serde_json::from_slice(&jsz.body).ok()?;
-            Some(
-                value["meta_cluster"]["leader"]
-                    .as_str()
-                    .is_some_and(|l| !l.is_empty()),
-            )
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let ask = async {
+            let reply = http_raw(addr, request.as_bytes()).await.ok()?;
+            serde_json::from_slice(&reply.body).ok()
         };
-        tokio::time::timeout(Duration::from_secs(2), probe)
+        tokio::time::timeout(Duration::from_secs(2), ask)
             .await
             .ok()
             .flatten()
-            .unwrap_or(false)
     }
 }
 
