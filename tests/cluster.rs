@@ -472,3 +472,25 @@ async fn frames_resume_when_a_nats_node_dies_or_goes_silent() {
     nats.resume(node);
     stop.store(true, Ordering::Relaxed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_started_while_a_nats_server_is_frozen_joins_through_another() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    nats.pause(0);
+    // The client tries the servers in a random order: when it picks the frozen
+    // one first it waits for a greeting that never comes, until the probe
+    // sees that the others answer and starts a new client.
+    for node in ["relay-a", "relay-b", "relay-c"] {
+        let relay = relay(&nats, node, &[]).await;
+        let (body, took) = healthz_until(&relay, "joined", RECOVERY, healthy).await;
+        eprintln!(
+            "{node} joined after {took:?}: {}",
+            body["cluster"]["server"]
+        );
+        assert_ne!(connected_node(&nats, &body), 0, "{body}");
+        relay.stop().await;
+    }
+    nats.resume(0);
+}

@@ -12,10 +12,11 @@
 //! down and make the client reconnect to another server; `/healthz` answers 503
 //! while NATS or JetStream is down.
 //!
-//! A reconnect can itself hang: the kernel of a stopped server still accepts TCP
-//! connections, and the client then waits for the server's greeting for ever.
-//! When the link stays down that way, the probe replaces the client by a new one
-//! that tries the silent server last; users of the connection follow
+//! A (re)connect can itself hang: the kernel of a stopped server still accepts
+//! TCP connections, and the client then waits for the server's greeting for
+//! ever. When the client stays without a connection for 2 s while some server
+//! greets new connections at once, the probe replaces it by a new client that
+//! tries the servers that greet first; users of the connection follow
 //! [`Cluster::connections`] and take the new client from [`Cluster::client`].
 
 pub mod demand;
@@ -43,9 +44,9 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(750);
 /// Missed round trips in a row that mark a connected server silent.
 const MISSES_TO_DOWN: u32 = 2;
-/// How long the link may stay down after a reconnect was forced before the
-/// client is replaced (a reconnect stuck on the silent server): a reconnect to
-/// a live server takes milliseconds.
+/// How long the client may stay without a connection, while some server
+/// answers, before it is taken to be stuck on a silent one and replaced: a
+/// reconnect to a live server takes milliseconds.
 const STUCK_AFTER: Duration = Duration::from_secs(2);
 /// How long one connection attempt (TCP) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -380,15 +381,42 @@ fn server_of(client: &Client) -> Option<String> {
         .then(|| format!("{} ({}:{})", info.server_name, info.host, info.port))
 }
 
-/// `urls` with the server `client` is connected to moved to the end.
-fn silent_last(urls: &[ServerAddr], client: &Client) -> Vec<ServerAddr> {
-    let info = client.server_info();
-    let (mut others, mut silent): (Vec<_>, Vec<_>) = urls
-        .iter()
-        .cloned()
-        .partition(|u| u.port() != info.port || !(u.host() == info.host || info.host == "0.0.0.0"));
-    others.append(&mut silent);
-    others
+/// Whether the server at `url` greets a new connection (`INFO`) promptly: a
+/// stopped or frozen server accepts TCP (its kernel does) but says nothing.
+async fn greets(url: &ServerAddr) -> bool {
+    let check = async {
+        let mut tcp = tokio::net::TcpStream::connect((url.host(), url.port()))
+            .await
+            .ok()?;
+        let mut first = [0u8; 4];
+        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut first)
+            .await
+            .ok()?;
+        Some(&first == b"INFO")
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, check)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// For a client that has been without a connection for [`STUCK_AFTER`]: when
+/// some server greets new connections at once, the client's (re)connect is
+/// stuck on a silent one, and a new client should try the servers that greet
+/// first (starting at one picked by `spread`, so that relays do not all crowd
+/// onto the same server). `None` when no server answers at all: then there is
+/// nothing better to do than the client's own retries.
+async fn unstick(urls: &[ServerAddr], spread: usize) -> Option<Vec<ServerAddr>> {
+    let greeting = futures_util::future::join_all(urls.iter().map(greets)).await;
+    let (mut first, mut last): (Vec<_>, Vec<_>) = urls.iter().zip(&greeting).partition(|(_, &g)| g);
+    if first.is_empty() {
+        return None;
+    }
+    let turn = spread % first.len();
+    first.rotate_left(turn);
+    first.append(&mut last);
+    Some(first.into_iter().map(|(u, _)| u.clone()).collect())
 }
 
 async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
@@ -398,8 +426,8 @@ async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
     let mut generation = cluster.connections();
     let mut echo: Option<Echo> = None;
     let mut misses = 0u32;
-    // When a reconnect was forced and the link has not come back since.
-    let mut forced_at: Option<Instant> = None;
+    // Since when the current client has had no connection.
+    let mut unconnected_since = Some(Instant::now());
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -409,10 +437,15 @@ async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
             generation.mark_unchanged();
             echo = None;
             misses = 0;
-            forced_at = None;
+            unconnected_since = Some(Instant::now());
         }
         let client = cluster.client();
         let connected = client.connection_state() == State::Connected;
+        if connected {
+            unconnected_since = None;
+        } else {
+            unconnected_since.get_or_insert_with(Instant::now);
+        }
         if echo.is_none() && connected {
             echo = Echo::new(&client).await;
         }
@@ -424,7 +457,6 @@ async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
         let nats = match rtt {
             Some(_) => {
                 misses = 0;
-                forced_at = None;
                 true
             }
             None if !connected => false,
@@ -436,20 +468,27 @@ async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
                         "the NATS server stopped answering; reconnecting to another"
                     );
                     inner.reconnects_forced.fetch_add(1, Ordering::Relaxed);
-                    let _ = client.force_reconnect().await;
-                    forced_at = Some(Instant::now());
+                    let force = client.force_reconnect();
+                    let _ = tokio::time::timeout(PROBE_TIMEOUT, force).await;
                 }
                 misses < MISSES_TO_DOWN && was.nats
             }
         };
-        if !nats && forced_at.is_some_and(|at| at.elapsed() >= STUCK_AFTER) {
-            tracing::warn!(node = %inner.node, "the NATS reconnect is stuck; starting a new client");
-            let urls = silent_last(&inner.urls, &client);
-            cluster.replace_client(urls).await;
-            generation.mark_unchanged();
-            echo = None;
-            misses = 0;
-            forced_at = None;
+        let stuck = unconnected_since.is_some_and(|at| at.elapsed() >= STUCK_AFTER);
+        if stuck {
+            let spread = inner.node.bytes().map(usize::from).sum::<usize>();
+            if let Some(urls) = unstick(&inner.urls, spread).await {
+                tracing::warn!(
+                    node = %inner.node,
+                    "the NATS client is stuck on a server that does not answer; starting a new one"
+                );
+                cluster.replace_client(urls).await;
+                generation.mark_unchanged();
+                echo = None;
+                misses = 0;
+            }
+            // Another look after as long again, whatever was found.
+            unconnected_since = Some(Instant::now());
         }
         let health = Health {
             nats,
@@ -465,5 +504,61 @@ async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
             }
         }
         inner.health.send_replace(health);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// A server that accepts connections and then says `greeting`, or nothing.
+    async fn server(greeting: Option<&'static [u8]>) -> ServerAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if let Some(greeting) = greeting {
+                    let _ = socket.write_all(greeting).await;
+                }
+                held.push(socket);
+            }
+        });
+        format!("nats://127.0.0.1:{port}").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_client_stuck_on_a_silent_server_is_sent_to_the_ones_that_greet() {
+        let silent = server(None).await;
+        let live = server(Some(b"INFO {\"server_id\":\"x\"}\r\n")).await;
+        let unused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let down: ServerAddr = format!("nats://{}", unused.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        drop(unused);
+        let started = Instant::now();
+        let order = unstick(&[silent.clone(), down.clone(), live.clone()], 7)
+            .await
+            .expect("a server greets");
+        assert_eq!(order, [live.clone(), silent.clone(), down.clone()]);
+        assert!(
+            started.elapsed() < PROBE_TIMEOUT + Duration::from_millis(500),
+            "the servers are asked at once, each for at most {PROBE_TIMEOUT:?}"
+        );
+        let other = server(Some(b"INFO {}\r\n")).await;
+        let order = unstick(&[live.clone(), silent.clone(), other.clone()], 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            order,
+            [other, live, silent.clone()],
+            "spread over those that greet"
+        );
+        assert!(
+            unstick(&[silent, down], 0).await.is_none(),
+            "nobody answers: nothing better than the client's own retries"
+        );
     }
 }
