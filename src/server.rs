@@ -223,6 +223,8 @@ impl Server {
             chat: ws_ctx.chat.clone(),
             http_gate: http_gate.clone(),
             ws_gate: ws_ctx.gate.clone(),
+            #[cfg(feature = "cluster")]
+            cluster: self.cluster.clone(),
         });
         let http_ctx = Arc::new(HttpContext {
             config: self.config.clone(),

@@ -419,50 +419,74 @@ async fn unstick(urls: &[ServerAddr], spread: usize) -> Option<Vec<ServerAddr>> 
     Some(first.into_iter().map(|(u, _)| u.clone()).collect())
 }
 
+/// Probes the link every [`PROBE_EVERY`] until shutdown, which ends a probe
+/// in the middle too.
 async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
-    let inner = &cluster.inner;
     let mut ticker = tokio::time::interval(PROBE_EVERY);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut generation = cluster.connections();
-    let mut echo: Option<Echo> = None;
-    let mut misses = 0u32;
-    // Since when the current client has had no connection.
-    let mut unconnected_since = Some(Instant::now());
+    let mut probe = Probe {
+        generation: cluster.connections(),
+        cluster,
+        echo: None,
+        misses: 0,
+        unconnected_since: Some(Instant::now()),
+    };
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
-            _ = ticker.tick() => {}
+            _ = async {
+                ticker.tick().await;
+                probe.step().await;
+            } => {}
         }
-        if generation.has_changed().unwrap_or(false) {
-            generation.mark_unchanged();
-            echo = None;
-            misses = 0;
-            unconnected_since = Some(Instant::now());
+    }
+}
+
+/// What the probe keeps from one round to the next.
+struct Probe {
+    cluster: Cluster,
+    generation: watch::Receiver<u64>,
+    echo: Option<Echo>,
+    /// Round trips missed in a row on the current connection.
+    misses: u32,
+    /// Since when the current client has had no connection.
+    unconnected_since: Option<Instant>,
+}
+
+impl Probe {
+    async fn step(&mut self) {
+        let cluster = self.cluster.clone();
+        let inner = &cluster.inner;
+        if self.generation.has_changed().unwrap_or(false) {
+            self.generation.mark_unchanged();
+            self.echo = None;
+            self.misses = 0;
+            self.unconnected_since = Some(Instant::now());
         }
         let client = cluster.client();
         let connected = client.connection_state() == State::Connected;
         if connected {
-            unconnected_since = None;
+            self.unconnected_since = None;
         } else {
-            unconnected_since.get_or_insert_with(Instant::now);
+            self.unconnected_since.get_or_insert_with(Instant::now);
         }
-        if echo.is_none() && connected {
-            echo = Echo::new(&client).await;
+        if self.echo.is_none() && connected {
+            self.echo = Echo::new(&client).await;
         }
-        let (rtt, jetstream) = match (&mut echo, connected) {
+        let (rtt, jetstream) = match (&mut self.echo, connected) {
             (Some(echo), true) => tokio::join!(echo.round_trip(&client), jetstream_up(&client)),
             _ => (None, false),
         };
         let was = cluster.health();
         let nats = match rtt {
             Some(_) => {
-                misses = 0;
+                self.misses = 0;
                 true
             }
             None if !connected => false,
             None => {
-                misses += 1;
-                if misses == MISSES_TO_DOWN {
+                self.misses += 1;
+                if self.misses == MISSES_TO_DOWN {
                     tracing::warn!(
                         node = %inner.node, server = ?server_of(&client),
                         "the NATS server stopped answering; reconnecting to another"
@@ -471,10 +495,12 @@ async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
                     let force = client.force_reconnect();
                     let _ = tokio::time::timeout(PROBE_TIMEOUT, force).await;
                 }
-                misses < MISSES_TO_DOWN && was.nats
+                self.misses < MISSES_TO_DOWN && was.nats
             }
         };
-        let stuck = unconnected_since.is_some_and(|at| at.elapsed() >= STUCK_AFTER);
+        let stuck = self
+            .unconnected_since
+            .is_some_and(|at| at.elapsed() >= STUCK_AFTER);
         if stuck {
             let spread = inner.node.bytes().map(usize::from).sum::<usize>();
             if let Some(urls) = unstick(&inner.urls, spread).await {
@@ -483,12 +509,12 @@ async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
                     "the NATS client is stuck on a server that does not answer; starting a new one"
                 );
                 cluster.replace_client(urls).await;
-                generation.mark_unchanged();
-                echo = None;
-                misses = 0;
+                self.generation.mark_unchanged();
+                self.echo = None;
+                self.misses = 0;
             }
             // Another look after as long again, whatever was found.
-            unconnected_since = Some(Instant::now());
+            self.unconnected_since = Some(Instant::now());
         }
         let health = Health {
             nats,
