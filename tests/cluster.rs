@@ -494,3 +494,28 @@ async fn a_relay_started_while_a_nats_server_is_frozen_joins_through_another() {
     }
     nats.resume(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_starts_without_nats_reports_it_down_and_joins_when_it_comes() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    for node in 0..3 {
+        nats.kill(node);
+    }
+    let relay = relay(&nats, "relay-1", &[]).await;
+    let (body, _) = healthz_until(&relay, "the outage reported", WAIT, |status, body| {
+        status == 503 && body["cluster"]["nats"] == "down"
+    })
+    .await;
+    assert_eq!(body["status"], "cluster down");
+    // The pages work meanwhile: a single node's service goes on.
+    assert_eq!(relay.get("/login").await.status, 200);
+    for node in 0..3 {
+        nats.restart(node);
+    }
+    nats.wait_ready().await;
+    let (_, took) = healthz_until(&relay, "joined once NATS came", RECOVERY, healthy).await;
+    eprintln!("joined {took:?} after the cluster was ready");
+    relay.stop().await;
+}
