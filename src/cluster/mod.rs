@@ -14,7 +14,7 @@
 //!
 //! A (re)connect can itself hang: the kernel of a stopped server still accepts
 //! TCP connections, and the client then waits for the server's greeting for
-//! ever. When the client stays without a connection for 2 s while some server
+//! ever. When the client stays without a connection for 1 s while some server
 //! greets new connections at once, the probe replaces it by a new client that
 //! tries the servers that greet first; users of the connection follow
 //! [`Cluster::connections`] and take the new client from [`Cluster::client`].
@@ -47,7 +47,7 @@ const MISSES_TO_DOWN: u32 = 2;
 /// How long the client may stay without a connection, while some server
 /// answers, before it is taken to be stuck on a silent one and replaced: a
 /// reconnect to a live server takes milliseconds.
-const STUCK_AFTER: Duration = Duration::from_secs(2);
+const STUCK_AFTER: Duration = Duration::from_secs(1);
 /// How long one connection attempt (TCP) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -494,6 +494,8 @@ impl Probe {
                     inner.reconnects_forced.fetch_add(1, Ordering::Relaxed);
                     let force = client.force_reconnect();
                     let _ = tokio::time::timeout(PROBE_TIMEOUT, force).await;
+                    // Without a connection from now on, until the new one.
+                    self.unconnected_since = Some(Instant::now());
                 }
                 self.misses < MISSES_TO_DOWN && was.nats
             }

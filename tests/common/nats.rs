@@ -6,11 +6,19 @@
 //!
 //! Without `nats-server` a test skips with a message, unless `CI` is set: CI
 //! installs it (`scripts/test`), so there its absence is a failure.
+//!
+//! One cluster runs at a time (a test waits for the one before to be dropped):
+//! the tests measure promises in wall-clock time (a silent server noticed in
+//! about 3 s, frames back within 5 s), and on a 2-core machine several
+//! clusters at once would measure each other.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{http_raw, TempDir};
 
@@ -34,7 +42,12 @@ pub struct NatsCluster {
     pub nodes: Vec<NatsNode>,
     routes: String,
     dir: TempDir,
+    /// This cluster's turn; the next one starts when it is dropped.
+    _turn: OwnedMutexGuard<()>,
 }
+
+/// Whose turn it is to run a cluster.
+static TURN: LazyLock<Arc<Mutex<()>>> = LazyLock::new(Arc::default);
 
 /// The `nats-server` binary, if installed. `None` means: skip the test (it
 /// panics instead under CI, where it must be installed).
@@ -69,6 +82,7 @@ impl NatsCluster {
     /// when nats-server is missing outside CI (the caller skips its test).
     pub async fn start(n: usize) -> Option<NatsCluster> {
         let binary = nats_server()?;
+        let turn = TURN.clone().lock_owned().await;
         let dir = TempDir::new("nats");
         let mut nodes: Vec<NatsNode> = (1..=n)
             .map(|i| NatsNode {
@@ -90,7 +104,12 @@ impl NatsCluster {
         for node in &mut nodes {
             node.spawn(&binary, &routes);
         }
-        let cluster = NatsCluster { nodes, routes, dir };
+        let cluster = NatsCluster {
+            nodes,
+            routes,
+            dir,
+            _turn: turn,
+        };
         cluster.wait_ready().await;
         Some(cluster)
     }
