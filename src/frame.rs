@@ -29,9 +29,17 @@ pub struct Frame {
     /// buffer time, the moment the test pattern was drawn, an upload's arrival):
     /// what a viewer's "N s ago" counts from.
     pub captured_unix_ms: u64,
-    /// `{"type":"frame","ts":captured_unix_ms}`, the text `?meta=1` viewers get
-    /// before the frame: built once, by the first such viewer, and shared.
+    /// `{"type":"frame","ts":captured_unix_ms,"seq":N}`, the text `?meta=1`
+    /// viewers get before the frame: built once, by the first such viewer, and shared.
     meta: OnceLock<Utf8Bytes>,
+    /// The frame's number where it was taken: the hub's sequence number when it
+    /// is published (`Stream::publish`), or, for a frame relayed from another
+    /// node of a cluster, that node's number, so that viewers on every relay can
+    /// tell the same frame by it.
+    seq: OnceLock<u64>,
+    /// The node of a cluster this frame was relayed from; `None` for a frame
+    /// taken here. A relayed frame is never sent back out to the cluster.
+    relayed_from: Option<std::sync::Arc<str>>,
     /// The same picture at half the width and height, for `?size=small`
     /// viewers; made by intake only while one is watching (`crate::shrink`),
     /// or for the frame held when the first such viewer joins.
@@ -91,6 +99,46 @@ impl Frame {
             captured_unix_ms: now,
             meta: OnceLock::new(),
             small: OnceLock::new(),
+            seq: OnceLock::new(),
+            relayed_from: None,
+        }
+    }
+
+    /// Marks the frame as relayed from cluster node `node`, where it was frame
+    /// number `seq`.
+    pub fn relayed(self, node: std::sync::Arc<str>, seq: u64) -> Frame {
+        let _ = self.seq.set(seq);
+        Frame {
+            relayed_from: Some(node),
+            ..self
+        }
+    }
+
+    /// The cluster node this frame was relayed from, if it was.
+    pub fn relayed_from(&self) -> Option<&std::sync::Arc<str>> {
+        self.relayed_from.as_ref()
+    }
+
+    /// Numbers the frame (see [`Frame::seq`]); a number it already has stays.
+    pub fn number(&self, seq: u64) {
+        let _ = self.seq.set(seq);
+    }
+
+    /// The frame's number where it was taken, once published.
+    pub fn seq(&self) -> Option<u64> {
+        self.seq.get().copied()
+    }
+
+    /// Copies what says where and when this frame was taken onto `other` (the
+    /// same picture, masked again).
+    pub fn same_origin(&self, other: Frame) -> Frame {
+        let other = other.captured_at(self.captured_unix_ms);
+        if let Some(seq) = self.seq() {
+            other.number(seq);
+        }
+        Frame {
+            relayed_from: self.relayed_from.clone(),
+            ..other
         }
     }
 
@@ -116,10 +164,17 @@ impl Frame {
         self
     }
 
-    /// The JSON message that tells a `?meta=1` viewer when the next frame was taken.
+    /// The JSON message that tells a `?meta=1` viewer when the next frame was
+    /// taken, and its number (`seq`) once it has one.
     pub fn meta(&self) -> &Utf8Bytes {
-        self.meta
-            .get_or_init(|| format!(r#"{{"type":"frame","ts":{}}}"#, self.captured_unix_ms).into())
+        self.meta.get_or_init(|| match self.seq() {
+            Some(seq) => format!(
+                r#"{{"type":"frame","ts":{},"seq":{seq}}}"#,
+                self.captured_unix_ms
+            )
+            .into(),
+            None => format!(r#"{{"type":"frame","ts":{}}}"#, self.captured_unix_ms).into(),
+        })
     }
 }
 
@@ -145,6 +200,23 @@ mod tests {
         let meta: serde_json::Value = serde_json::from_str(frame.meta()).unwrap();
         assert_eq!(meta, serde_json::json!({"type": "frame", "ts": 1000}));
         assert_eq!(frame.meta().as_ptr(), frame.meta().as_ptr(), "built once");
+        let numbered = Frame::from_jpeg(vec![1, 2, 3], 2, 2).captured_at(1_000);
+        numbered.number(7);
+        numbered.number(8);
+        let meta: serde_json::Value = serde_json::from_str(numbered.meta()).unwrap();
+        assert_eq!(
+            meta,
+            serde_json::json!({"type": "frame", "ts": 1000, "seq": 7}),
+            "the first number stays"
+        );
+        let relayed = Frame::from_jpeg(vec![1], 1, 1).relayed("relay-1".into(), 42);
+        relayed.number(3);
+        assert_eq!(
+            relayed.seq(),
+            Some(42),
+            "a relayed frame keeps its origin's number"
+        );
+        assert_eq!(relayed.relayed_from().map(|n| &**n), Some("relay-1"));
         let frame = Frame::from_jpeg(vec![1], 1, 1);
         let ready = frame.ready_unix_ms;
         assert_eq!(

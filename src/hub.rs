@@ -365,6 +365,7 @@ impl Stream {
                 }
             }
             s.seq += 1;
+            frame.number(s.seq);
             s.frame = Some(frame);
             s.set_status(StreamStatus::Live);
             true
@@ -402,6 +403,7 @@ impl Stream {
         let frame = Arc::new(frame.into_frame());
         self.state.send_modify(|s| {
             s.seq += 1;
+            frame.number(s.seq);
             s.frame = Some(frame);
             s.set_status(StreamStatus::Offline(reason.into()));
         });
@@ -531,6 +533,11 @@ impl Stream {
     /// `{"type":"demand"}`).
     pub fn demand_watch(&self) -> DemandWatch {
         DemandWatch(self.demand.subscribe())
+    }
+
+    /// Whether an uploader (a browser camera, a pushing camera) feeds this stream now.
+    pub fn is_uploading(&self) -> bool {
+        self.uploading.load(Ordering::Acquire)
     }
 
     /// Waits until somebody wants frames (a family only while the gate is open).
@@ -907,6 +914,11 @@ impl Hub {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// Changes whenever a stream is created.
+    pub fn watch_created(&self) -> watch::Receiver<u64> {
+        self.created.subscribe()
     }
 
     /// The stream called `name` if it exists; never creates one.

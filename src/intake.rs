@@ -69,6 +69,15 @@ impl Admitted {
         }
     }
 
+    /// Marks the frame as relayed from cluster node `node`, where it was frame
+    /// number `seq` (see [`Frame::relayed`]).
+    pub fn relayed(self, node: Arc<str>, seq: u64) -> Admitted {
+        Admitted {
+            frame: self.frame.relayed(node, seq),
+            mask: self.mask,
+        }
+    }
+
     pub fn frame(&self) -> &Frame {
         &self.frame
     }
@@ -96,9 +105,9 @@ impl Admitted {
 pub(crate) fn remask(frame: &Frame, mask: &Mask) -> Option<Frame> {
     let mut masker = JpegMasker::new().ok()?;
     match masker.mask(&frame.jpeg, mask).ok()? {
-        Cow::Owned(masked) => Some(
-            Frame::from_jpeg(masked, frame.width, frame.height).captured_at(frame.captured_unix_ms),
-        ),
+        Cow::Owned(masked) => {
+            Some(frame.same_origin(Frame::from_jpeg(masked, frame.width, frame.height)))
+        }
         Cow::Borrowed(_) => None,
     }
 }

@@ -9,11 +9,14 @@
 //! `server.rs` binds and runs all of it under one `Shutdown`. `store/` keeps what
 //! must survive a restart in one SQLite database. `privacy/` burns privacy masks
 //! into frames before anyone sees them. `metrics/` answers `/metrics` for Prometheus.
+//! With `--nats`, `cluster/` links relays on a NATS cluster.
 //! `push/` sends a camera's frames out to a relay (`--push-to`), through NAT.
 
 pub mod auth;
 pub mod canvas;
 pub mod chat;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod decode;
 pub mod devices;

@@ -60,6 +60,9 @@ pub struct Server {
     pause_minute: Duration,
     /// The streams pushed out to relays (`--push-to`).
     pushes: crate::push::Pushes,
+    /// The NATS cluster this relay is part of (`--nats`); `None`: a single node.
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Server {
@@ -98,6 +101,11 @@ impl Server {
         let http_addr = http_listener.local_addr()?;
         let backend_dir = backend_dir();
         let (http_backend, backend_socket) = http::bind_backend(&backend_dir)?;
+        #[cfg(feature = "cluster")]
+        let cluster = match config.cluster.enabled() {
+            true => Some(crate::cluster::Cluster::connect(&config.cluster).await?),
+            false => None,
+        };
         Ok(Server {
             config: Arc::new(config),
             ws_listener,
@@ -115,6 +123,8 @@ impl Server {
             notifier: Arc::new(Notifier::disabled()),
             pause_minute: Duration::from_secs(60),
             pushes,
+            #[cfg(feature = "cluster")]
+            cluster,
         })
     }
 
@@ -148,6 +158,12 @@ impl Server {
         self.access.clone()
     }
 
+    /// The NATS cluster this relay is part of, if `--nats` was given.
+    #[cfg(feature = "cluster")]
+    pub fn cluster(&self) -> Option<crate::cluster::Cluster> {
+        self.cluster.clone()
+    }
+
     /// The file holding generated access codes, when those are in use.
     pub fn generated_codes_file(&self) -> Option<PathBuf> {
         let uses_generated = self.config.access.auth
@@ -158,6 +174,10 @@ impl Server {
     /// Serves until `stop` completes, then shuts everything down.
     pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let trigger = ShutdownTrigger::new();
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            cluster.spawn(self.hub.clone(), self.config.clone(), trigger.subscribe());
+        }
         tokio::spawn(
             self.hours
                 .clone()
@@ -208,6 +228,8 @@ impl Server {
             chat: ws_ctx.chat.clone(),
             http_gate: http_gate.clone(),
             ws_gate: ws_ctx.gate.clone(),
+            #[cfg(feature = "cluster")]
+            cluster: self.cluster.clone(),
         });
         let http_ctx = Arc::new(HttpContext {
             config: self.config.clone(),
@@ -225,6 +247,8 @@ impl Server {
             metrics: metrics.clone(),
             exporter,
             pushes,
+            #[cfg(feature = "cluster")]
+            cluster: self.cluster.clone(),
         });
         let http_threads = http::spawn(self.http_backend, http_ctx, trigger.subscribe());
         let guard = http_guard::Guard::new(

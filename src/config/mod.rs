@@ -7,7 +7,7 @@
 //! installer can fix the right place. Nothing downstream re-reads the environment.
 //!
 //! `Config` is a struct of sections (`listen`, `capture`, `storage`, `limits`,
-//! `access`, `push`), one file each, holding its flags, variables, file keys, defaults,
+//! `access`, `push`, `cluster`), one file each, holding its flags, variables, file keys, defaults,
 //! checks and tests side by side and resolving itself through `layers::Layers`,
 //! so that adding a key is one edit in one file. This file assembles the sections,
 //! names the file's keys for `file.rs` to check, and keeps the rules that span
@@ -22,6 +22,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 mod access;
 mod capture;
+mod cluster;
 mod file;
 mod layers;
 mod limits;
@@ -31,6 +32,7 @@ mod storage;
 
 pub use access::AccessConfig;
 pub use capture::{Camera, CaptureConfig, CaptureFormat, Source, MAX_CAMERAS};
+pub use cluster::ClusterConfig;
 pub use limits::LimitsConfig;
 pub use listen::ListenConfig;
 pub use push::{Push, PushConfig, PushUrl};
@@ -47,6 +49,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub access: AccessConfig,
     pub push: PushConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Command-line flags. Values stay strings here so that one parser, shared with
@@ -76,6 +79,8 @@ pub struct Cli {
     access: access::AccessFlags,
     #[command(flatten)]
     push: push::PushFlags,
+    #[command(flatten)]
+    cluster: cluster::ClusterFlags,
     /// TOML file with any of the settings above [env: KINDERCAM_CONFIG]
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -127,6 +132,7 @@ impl Config {
             limits: LimitsConfig::resolve(&cli.limits, &layers)?,
             access: AccessConfig::resolve(&cli.access, &layers)?,
             push,
+            cluster: ClusterConfig::resolve(&cli.cluster, &layers)?,
         };
         config.check_combinations()?;
         Ok(config)
@@ -161,6 +167,7 @@ pub fn file_keys() -> &'static [&'static str] {
             file::keys_of::<limits::LimitsFile>(),
             file::keys_of::<access::AccessFile>(),
             file::keys_of::<push::PushFile>(),
+            file::keys_of::<cluster::ClusterFile>(),
         ]
         .concat()
     });

@@ -68,6 +68,9 @@ pub struct HttpContext {
     pub exporter: Exporter,
     /// The pushers' state (`--push-to`).
     pub pushes: Arc<crate::push::Board>,
+    /// The NATS cluster this relay is part of (`/healthz`, `/stats.json`).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Starts tiny_http on a private Unix socket in `dir` (mode 0700). Only the guard
@@ -225,7 +228,10 @@ fn route(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
     // Public: the login page, the health check, and the static scripts and styles
     // (the same for everyone, no data in them) that the login page needs.
     match req.path {
-        "/healthz" => return json(200, &healthz(ctx)),
+        "/healthz" => {
+            let (status, body) = healthz(ctx);
+            return json(status, &body);
+        }
         "/login" => return page(ctx, req, "/login.html"),
         p if is_static_asset(p) => return page(ctx, req, p),
         _ => {}
@@ -463,20 +469,32 @@ fn parse_form(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn healthz(ctx: &HttpContext) -> serde_json::Value {
+/// The daemon's health; on a clustered node also its NATS link, and 503 while
+/// NATS or JetStream is down, so that a load balancer takes the node out.
+fn healthz(ctx: &HttpContext) -> (u16, serde_json::Value) {
     let camera = ctx
         .hub
         .get(CAMERA)
         .map(|s| s.current().status.label())
         .unwrap_or("waiting");
-    serde_json::json!({
+    #[allow(unused_mut)]
+    let mut body = serde_json::json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": ctx.started.elapsed().as_secs(),
         "camera": camera,
         "connections": ctx.ws.open_connections(),
         "pushes": ctx.pushes.pushers().iter().map(|p| p.health()).collect::<Vec<_>>(),
-    })
+    });
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &ctx.cluster {
+        body["cluster"] = cluster.health_json();
+        if !cluster.health().ok() {
+            body["status"] = "cluster down".into();
+            return (503, body);
+        }
+    }
+    (200, body)
 }
 
 fn page_config(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
@@ -530,12 +548,18 @@ fn stats(ctx: &HttpContext, who: &Principal) -> serde_json::Value {
         .filter(|p| visible(&p.stream))
         .map(|p| p.to_json())
         .collect();
-    serde_json::json!({
+    #[allow(unused_mut)]
+    let mut body = serde_json::json!({
         "connections": ctx.ws.open_connections(),
         "chat_online": chat_online,
         "streams": streams,
         "pushes": pushes,
-    })
+    });
+    #[cfg(feature = "cluster")]
+    if let (Some(cluster), true) = (&ctx.cluster, who.role.is_staff()) {
+        body["cluster"] = cluster.stats_json();
+    }
+    body
 }
 
 fn snapshot_of(ctx: &HttpContext, name: &str, audience: Audience) -> Reply {

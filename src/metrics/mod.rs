@@ -13,6 +13,8 @@
 //! stream name (at most [`crate::hub::MAX_STREAMS`]) and small fixed sets; never
 //! a viewer or an address.
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod process;
 pub mod streams;
 
@@ -259,6 +261,9 @@ pub struct Sources {
     pub chat: Arc<Rooms>,
     pub http_gate: Arc<Gate>,
     pub ws_gate: Arc<Gate>,
+    /// The relay's NATS cluster, if it is part of one.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The registry one scrape encodes.
@@ -281,6 +286,10 @@ impl Exporter {
             sources.metrics.logins.clone(),
         );
         registry.register_collector(Box::new(streams::StreamCollector(sources.hub.clone())));
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &sources.cluster {
+            registry.register_collector(Box::new(cluster::ClusterCollector(cluster.clone())));
+        }
         registry.register_collector(Box::new(ServerCollector(sources)));
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         Exporter { registry }
@@ -374,6 +383,8 @@ mod tests {
             chat: Arc::new(Rooms::new(store, 10)),
             http_gate: gate,
             ws_gate: Gate::new(1, 0),
+            #[cfg(feature = "cluster")]
+            cluster: None,
         })
         .render();
         for line in [

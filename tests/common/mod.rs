@@ -25,6 +25,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod nats;
+
 /// Upper bound for any single expected event. Generous: the suite must pass on a
 /// loaded 2-core machine in a debug build; a healthy run never gets near it.
 pub const WAIT: Duration = Duration::from_secs(10);
