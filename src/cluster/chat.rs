@@ -50,7 +50,13 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// comes back (it replays only the history length to members).
 pub const KEPT_PER_ROOM: usize = 1000;
 /// How long a post may take, retries included, before its author is told.
-pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
+/// When the server leading the stream dies, the others elect a new leader in
+/// about 5-8 s (nats-server 2.9, measured by tests/chat_cluster.rs); posts
+/// wait that out rather than fail.
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(15);
+/// How long a node may take at start to set up the chat stream (JetStream may
+/// still be electing leaders); half of it waiting for room for three replicas.
+const SETUP_PATIENCE: Duration = Duration::from_secs(20);
 /// One publish attempt's wait for the stream's acknowledgement.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The delivery consumer's idle heartbeat: two missed ones (about 2 s) and the
@@ -100,7 +106,12 @@ pub struct PublishFailed {
 
 impl std::fmt::Display for PublishFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the chat could not be saved: {}", self.why)
+        write!(
+            f,
+            "the chat cluster did not confirm the message within {} s ({})",
+            PUBLISH_PATIENCE.as_secs(),
+            self.why
+        )
     }
 }
 
@@ -127,7 +138,7 @@ impl std::fmt::Debug for ChatLink {
 impl ChatLink {
     /// Makes sure the chat stream exists with this node's settings (creating it,
     /// or updating its limits, while other nodes may do the same), then returns
-    /// the link. Fails when JetStream cannot be reached within about 10 s.
+    /// the link. Fails when JetStream cannot be reached within about 20 s.
     pub async fn open(
         js: JetStreamSource,
         node: &str,
@@ -136,15 +147,18 @@ impl ChatLink {
         let mut boot = [0u8; 8];
         getrandom::fill(&mut boot)
             .map_err(|e| anyhow::anyhow!("no randomness for message ids: {e}"))?;
-        let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+        // Patient for three replicas for a while, then for the stream at all.
+        let start = tokio::time::Instant::now();
         let replicas = loop {
-            match ensure_stream(&js(), history_len).await {
+            match ensure_stream(&js(), history_len, start + SETUP_PATIENCE / 2).await {
                 Ok(replicas) => break replicas,
-                Err(e) if tokio::time::Instant::now() < deadline => {
+                Err(Setup::Retry(e)) if start.elapsed() < SETUP_PATIENCE => {
                     tracing::debug!(error = %e, "the chat stream is not ready yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                Err(e) => return Err(e.context("cannot set up the chat stream")),
+                Err(Setup::Retry(e) | Setup::Fail(e)) => {
+                    return Err(e.context("cannot set up the chat stream in JetStream"))
+                }
             }
         };
         tracing::info!(
@@ -449,11 +463,29 @@ async fn deliver(
     }
 }
 
-/// Creates the chat stream, or brings an existing one's limits in line, and
-/// returns its replica count. Creation asks for [`REPLICAS`], then fewer where
-/// the cluster is smaller (a single server takes only one, and says so); an
-/// existing stream keeps its replicas (a node being down is no reason to shrink it).
-async fn ensure_stream(js: &jetstream::Context, history_len: usize) -> anyhow::Result<usize> {
+/// What [`ensure_stream`] needs done once more.
+#[derive(Debug)]
+enum Setup {
+    /// Not yet possible (JetStream still forming, servers still joining): try again.
+    Retry(anyhow::Error),
+    /// Wrong beyond retrying.
+    Fail(anyhow::Error),
+}
+
+/// Creates the chat stream, or brings an existing one in line, and returns its
+/// replica count. A new stream gets [`REPLICAS`]; a single server (JetStream
+/// not clustered) gets one, and says so. A cluster that cannot place three yet
+/// (servers still joining) is retried until `patient_until`, and only then
+/// given fewer, with a warning: a stream made small at a cluster's start would
+/// stay small. An existing stream smaller than [`REPLICAS`] is grown when the
+/// cluster allows, and never shrunk (a server being down is no reason to).
+async fn ensure_stream(
+    js: &jetstream::Context,
+    history_len: usize,
+    patient_until: tokio::time::Instant,
+) -> Result<usize, Setup> {
+    use jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+    use jetstream::ErrorCode;
     let wanted = |replicas: usize| stream::Config {
         name: STREAM.to_owned(),
         description: Some("kindercam chat: kindercam.chat.<room>.msg and .ctl".to_owned()),
@@ -466,56 +498,89 @@ async fn ensure_stream(js: &jetstream::Context, history_len: usize) -> anyhow::R
         discard: stream::DiscardPolicy::Old,
         ..Default::default()
     };
-    for _ in 0..3 {
-        match js.get_stream(STREAM).await {
-            Ok(mut existing) => {
-                let info = existing.info().await?;
-                let replicas = info.config.num_replicas.max(1);
-                let config = wanted(replicas);
-                let current = &info.config;
-                let same = current.subjects == config.subjects
-                    && current.max_messages_per_subject == config.max_messages_per_subject
-                    && current.duplicate_window == config.duplicate_window
-                    && current.max_message_size == config.max_message_size;
-                if !same {
-                    if let Err(e) = js.update_stream(config).await {
-                        tracing::warn!(error = %e, "cannot update the chat stream's limits; using it as it is");
+    match js.get_stream(STREAM).await {
+        Ok(mut existing) => {
+            let info = existing.info().await.map_err(|e| Setup::Retry(e.into()))?;
+            let current = &info.config;
+            let replicas = current.num_replicas.max(1);
+            let limits_differ = current.subjects != [SUBJECTS]
+                || current.max_messages_per_subject != wanted(1).max_messages_per_subject
+                || current.duplicate_window != DUPLICATE_WINDOW
+                || current.max_message_size != MAX_MESSAGE_BYTES;
+            if replicas < REPLICAS {
+                match js.update_stream(wanted(REPLICAS)).await {
+                    Ok(_) => {
+                        tracing::info!(
+                            from = replicas,
+                            to = REPLICAS,
+                            "the chat stream now has more replicas"
+                        );
+                        return Ok(REPLICAS);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the chat stream keeps {replicas} replica(s)")
                     }
                 }
+            }
+            if limits_differ {
+                if let Err(e) = js.update_stream(wanted(replicas)).await {
+                    tracing::warn!(error = %e, "cannot update the chat stream's limits; using it as it is");
+                }
+            }
+            return Ok(replicas);
+        }
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {}
+            _ => return Err(Setup::Retry(e.into())),
+        },
+    }
+    let patient = tokio::time::Instant::now() < patient_until;
+    for replicas in (1..=REPLICAS).rev() {
+        let error = match js.create_stream(wanted(replicas)).await {
+            Ok(_) if replicas == REPLICAS => return Ok(replicas),
+            Ok(_) => {
+                tracing::warn!(
+                    replicas,
+                    "the chat stream was made with {replicas} replica(s): fewer than {REPLICAS} NATS servers with JetStream; losing one may lose chat"
+                );
                 return Ok(replicas);
             }
-            Err(e) if !matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            Err(e) => e,
+        };
+        match error.kind() {
+            // Another node made it first: look at it again.
+            CreateStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::STREAM_NAME_EXIST =>
             {
-                return Err(e.into());
+                return Err(Setup::Retry(error.into()));
             }
-            Err(_) => {}
-        }
-        for replicas in (1..=REPLICAS).rev() {
-            match js.create_stream(wanted(replicas)).await {
-                Ok(_) => {
-                    if replicas < REPLICAS {
-                        tracing::warn!(
-                            replicas,
-                            "the chat stream has {replicas} replica(s): the NATS cluster has fewer than {REPLICAS} servers with JetStream, so losing a server may lose chat"
-                        );
-                    }
-                    return Ok(replicas);
-                }
-                Err(e) => match e.kind() {
-                    jetstream::context::CreateStreamErrorKind::JetStream(j)
-                        if j.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST =>
-                    {
-                        break; // another node made it first: look again
-                    }
-                    jetstream::context::CreateStreamErrorKind::JetStream(j) => {
-                        tracing::info!(replicas, error = %j, "cannot create the chat stream with {replicas} replica(s); trying fewer");
-                    }
-                    _ => return Err(e.into()),
-                },
+            CreateStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED =>
+            {
+                tracing::warn!(
+                    "NATS runs JetStream on a single server: the chat stream gets one replica"
+                );
+                return match js.create_stream(wanted(1)).await {
+                    Ok(_) => Ok(1),
+                    Err(e) => Err(Setup::Retry(e.into())),
+                };
             }
+            CreateStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::INSUFFICIENT_RESOURCES && patient =>
+            {
+                return Err(Setup::Retry(anyhow::anyhow!(
+                    "the cluster cannot place {replicas} replicas yet: {j}"
+                )));
+            }
+            CreateStreamErrorKind::JetStream(j) => {
+                tracing::info!(replicas, error = %j, "cannot make the chat stream with {replicas} replica(s)");
+            }
+            _ => return Err(Setup::Retry(error.into())),
         }
     }
-    anyhow::bail!("the chat stream could be neither created nor found")
+    Err(Setup::Fail(anyhow::anyhow!(
+        "JetStream refused the chat stream with any number of replicas"
+    )))
 }
 
 /// Now as Unix milliseconds, for a mute's end.
