@@ -244,6 +244,51 @@ async fn chat_on_either_relay_reaches_every_client_on_both_in_one_order() {
         .collect();
     assert_eq!(after, kept, "the deleted message is out of the history too");
 
+    // Staff on relay a mutes an author on relay b: everyone is told, and the
+    // author's next message is refused where it posts.
+    let (muted_id, _) = order
+        .iter()
+        .find(|(_, m)| m.starts_with("b2"))
+        .unwrap()
+        .clone();
+    send_json(
+        &mut teacher,
+        &json!({"type": "mute", "id": muted_id, "minutes": 5}),
+    )
+    .await;
+    for ws in clients.iter_mut() {
+        let notice = loop {
+            let m = next_json(ws, "the mute notice").await;
+            if m["event"] == "mute" {
+                break m;
+            }
+        };
+        assert_eq!(notice["name"], "b2", "{notice}");
+    }
+    // (Its burst is spent: it may hear "rate_limited" first, until a token is back.)
+    let deadline = Instant::now() + PATIENCE;
+    let refused = loop {
+        send_json(&mut clients[3], &json!({"name": "b2", "message": "again"})).await;
+        let refused = loop {
+            let Some(Message::Text(text)) = recv_within(&mut clients[3], PATIENCE).await else {
+                panic!("no answer to a muted author's message");
+            };
+            let m: Value = serde_json::from_str(&text).unwrap();
+            assert_ne!(
+                m["type"], "usermsg",
+                "a muted author's message went out: {m}"
+            );
+            if m["type"] == "error" {
+                break m;
+            }
+        };
+        if refused["code"] != "rate_limited" || Instant::now() > deadline {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(refused["code"], "muted", "{refused}");
+
     let info = stream_info(&nats, 2).await;
     assert_eq!(
         info.config.num_replicas, 3,
@@ -340,4 +385,60 @@ async fn killing_a_nats_server_loses_no_chat_message_and_it_rejoins() {
     assert_eq!(last[0][0].1, "after-0");
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_gone_a_post_fails_aloud_and_chat_resumes_when_it_is_back() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let a = relay(&nats, 0, "relay-a").await;
+    let (mut reader, _) = join(&a, VIEWER_CODE).await;
+    let (mut author, _) = join(&a, VIEWER_CODE).await;
+    say(&mut author, "first", 1).await;
+    assert_eq!(posts(&mut reader, 1).await[0].1, "first-0");
+
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    let posted = Instant::now();
+    send_json(
+        &mut author,
+        &json!({"name": "x", "message": "into the void"}),
+    )
+    .await;
+    let refused = loop {
+        let Some(Message::Text(text)) = recv_within(&mut author, PATIENCE).await else {
+            panic!("the author was not told its message failed within {PATIENCE:?}");
+        };
+        let m: Value = serde_json::from_str(&text).unwrap();
+        if m["type"] == "error" {
+            break m;
+        }
+    };
+    let told_after = posted.elapsed();
+    eprintln!("with every NATS server down, the author was told after {told_after:?}: {refused}");
+    assert_eq!(refused["code"], "not_sent", "{refused}");
+    assert!(
+        told_after >= Duration::from_secs(10),
+        "a post waits out a failover before failing ({told_after:?})"
+    );
+
+    for i in 0..3 {
+        nats.restart(i);
+    }
+    nats.wait_ready().await;
+    // The author tries again; the reader, whose feed broke with the servers,
+    // gets it: delivery resumed after the last message it had.
+    send_json(&mut author, &json!({"name": "x", "message": "second"})).await;
+    let back = posts(&mut reader, 1).await;
+    assert_eq!(back[0].1, "second", "and nothing else in between");
+    let (_, history) = join(&a, VIEWER_CODE).await;
+    let texts: Vec<&str> = history.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["first-0", "second"],
+        "the stream kept both, on disk"
+    );
+    a.stop().await;
 }
