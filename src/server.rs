@@ -61,10 +61,6 @@ pub struct Server {
     /// The NATS cluster this relay is part of (`--nats`); `None`: a single node.
     #[cfg(feature = "cluster")]
     cluster: Option<crate::cluster::Cluster>,
-    /// The NATS cluster's chat stream to keep the chat in, and this node's
-    /// name; `None`: the chat stays in this node's database.
-    #[cfg(feature = "cluster")]
-    chat_in_cluster: Option<(crate::cluster::chat::JetStreamSource, String)>,
 }
 
 impl Server {
@@ -125,8 +121,6 @@ impl Server {
             pause_minute: Duration::from_secs(60),
             #[cfg(feature = "cluster")]
             cluster,
-            #[cfg(feature = "cluster")]
-            chat_in_cluster: None,
         })
     }
 
@@ -144,27 +138,17 @@ impl Server {
         self
     }
 
-    /// Keeps the chat in the NATS cluster's chat stream (`cluster/chat.rs`)
-    /// instead of this node's database: `js` gives the node's current JetStream
-    /// context, `node` is its name in the cluster.
-    #[cfg(feature = "cluster")]
-    pub fn with_clustered_chat(
-        mut self,
-        js: crate::cluster::chat::JetStreamSource,
-        node: &str,
-    ) -> Server {
-        self.chat_in_cluster = Some((js, node.to_owned()));
-        self
-    }
-
-    /// The chat rooms: in the cluster's stream if so set, else in the database.
-    async fn chat_rooms(&self) -> anyhow::Result<Rooms> {
+    /// The chat rooms: in the cluster's chat stream on a relay with `--nats`
+    /// (`cluster/chat.rs`), else in this node's database.
+    fn chat_rooms(&self) -> Rooms {
         let history = self.config.storage.chat_history;
         #[cfg(feature = "cluster")]
-        if let Some((js, node)) = &self.chat_in_cluster {
-            return Rooms::clustered(js.clone(), node, history).await;
+        if let Some(cluster) = &self.cluster {
+            let current = cluster.clone();
+            let js = std::sync::Arc::new(move || current.jetstream());
+            return Rooms::clustered(js, cluster.node(), history);
         }
-        Ok(Rooms::new(self.store.clone(), history))
+        Rooms::new(self.store.clone(), history)
     }
 
     pub fn ws_addr(&self) -> SocketAddr {
@@ -214,7 +198,7 @@ impl Server {
             .map(|s| (s.name().to_owned(), s.heartbeat().clone()))
             .collect();
 
-        let chat = Arc::new(self.chat_rooms().await?);
+        let chat = Arc::new(self.chat_rooms());
         let viewing = ViewingLog::new(self.store.clone());
         let pauses = Pauses::new(self.hub.clone(), self.store.clone(), self.pause_minute);
         // Before serving, so no family sees a frame of a room paused before a restart.

@@ -1,6 +1,6 @@
-//! Chat on relays in a NATS cluster: two real kindercam daemons, each with its
-//! own NATS connection to a different server of a real 3-node JetStream cluster
-//! (Debian's `nats-server`, loopback), keep their rooms in the chat stream.
+//! Chat on relays in a NATS cluster: two real kindercam daemons started with
+//! `--nats`, each connected to a different server of a real 3-node JetStream
+//! cluster (Debian's `nats-server`, loopback), keep their rooms in the chat stream.
 //! What parents would notice: a message posted on either relay reaches every
 //! client on both, once, in one order; a client joining later gets the history;
 //! a staff delete disappears everywhere; and killing a NATS server loses
@@ -11,13 +11,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::nats::NatsCluster;
 use common::{
-    basic_auth, recv_within, send_json, start_with, ws_with, TestServer, Ws, ADMIN_CODE,
-    STAFF_CODE, VIEWER_CODE,
+    basic_auth, recv_within, send_json, start, ws_with, TestServer, Ws, ADMIN_CODE, STAFF_CODE,
+    VIEWER_CODE,
 };
 use futures_util::future::join_all;
 use serde_json::{json, Value};
@@ -40,28 +39,17 @@ fn log_if_asked() {
     }
 }
 
-/// A relay whose NATS client tries the cluster's servers starting with `first`
-/// (so two relays sit on different servers), with access control on.
+/// A relay started with `--nats` naming server `first` of the cluster (it
+/// learns the others from it, for failover), so that two relays sit on
+/// different servers; access control on.
 async fn relay(nats: &NatsCluster, first: usize, node: &str) -> TestServer {
     log_if_asked();
-    let mut order: Vec<usize> = (0..nats.nodes.len()).collect();
-    order.rotate_left(first);
-    let urls: Vec<async_nats::ServerAddr> = order
-        .iter()
-        .map(|&i| {
-            format!("nats://127.0.0.1:{}", nats.nodes[i].port)
-                .parse()
-                .unwrap()
-        })
-        .collect();
-    let client = async_nats::ConnectOptions::new()
-        .retain_servers_order()
-        .connect(urls)
-        .await
-        .expect("the relay connects to NATS");
-    let js = async_nats::jetstream::new(client);
-    let source: kindercam::cluster::chat::JetStreamSource = Arc::new(move || js.clone());
+    let url = format!("nats://127.0.0.1:{}", nats.nodes[first].port);
     let flags = [
+        "--nats",
+        url.as_str(),
+        "--node-name",
+        node,
         "--auth",
         "on",
         "--viewer-code",
@@ -71,11 +59,7 @@ async fn relay(nats: &NatsCluster, first: usize, node: &str) -> TestServer {
         "--admin-code",
         ADMIN_CODE,
     ];
-    let node = node.to_owned();
-    start_with(&flags, move |server| {
-        server.with_clustered_chat(source, &node)
-    })
-    .await
+    start(&flags).await
 }
 
 /// A chat client on `server` with `code`; returns it with the user messages of
@@ -177,13 +161,27 @@ fn expected(authors: &[&str], each: usize) -> BTreeSet<String> {
         .collect()
 }
 
-/// A client of the test's own on node `i`, for looking at the stream.
+/// The chat stream as server `i` reports it, once it exists and has a leader
+/// (a relay sets it up in the background as it starts).
 async fn stream_info(nats: &NatsCluster, i: usize) -> async_nats::jetstream::stream::Info {
     let url = format!("nats://127.0.0.1:{}", nats.nodes[i].port);
     let client = async_nats::connect(url).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("KINDERCAM_CHAT").await.unwrap();
-    stream.info().await.unwrap().clone()
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(mut stream) = js.get_stream("KINDERCAM_CHAT").await {
+            if let Ok(info) = stream.info().await {
+                if info.cluster.as_ref().is_some_and(|c| c.leader.is_some()) {
+                    return info.clone();
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no chat stream with a leader within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,21 +66,21 @@ impl Rooms {
     }
 
     /// A relay's rooms on a NATS cluster: history and messages in the chat
-    /// stream, which this sets up if needed (see `cluster/chat.rs`). `js` gives
-    /// the node's current JetStream context; `node` names this node.
+    /// stream, which a task sets up as soon as JetStream answers (see
+    /// `cluster/chat.rs`). `js` gives the node's current JetStream context;
+    /// `node` names this node. Call it inside the Tokio runtime.
     #[cfg(feature = "cluster")]
-    pub async fn clustered(
+    pub fn clustered(
         js: crate::cluster::chat::JetStreamSource,
         node: &str,
         history_len: usize,
-    ) -> anyhow::Result<Rooms> {
-        let link = crate::cluster::chat::ChatLink::open(js, node, history_len).await?;
-        Ok(Rooms {
+    ) -> Rooms {
+        Rooms {
             rooms: Mutex::new(BTreeMap::new()),
             history_len,
-            backend: Backend::Cluster(link),
+            backend: Backend::Cluster(crate::cluster::chat::ChatLink::open(js, node, history_len)),
             posted: Arc::default(),
-        })
+        }
     }
 
     /// Messages posted in every room since the start, rooms since forgotten included.

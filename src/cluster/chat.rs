@@ -54,9 +54,9 @@ pub const KEPT_PER_ROOM: usize = 1000;
 /// about 5-8 s (nats-server 2.9, measured by tests/chat_cluster.rs); posts
 /// wait that out rather than fail.
 pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(15);
-/// How long a node may take at start to set up the chat stream (JetStream may
-/// still be electing leaders); half of it waiting for room for three replicas.
-const SETUP_PATIENCE: Duration = Duration::from_secs(20);
+/// How long setting up the chat stream waits for the cluster to have room for
+/// [`REPLICAS`] before it settles for fewer (servers may still be joining).
+const REPLICA_PATIENCE: Duration = Duration::from_secs(10);
 /// One publish attempt's wait for the stream's acknowledgement.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The delivery consumer's idle heartbeat: two missed ones (about 2 s) and the
@@ -136,45 +136,30 @@ impl std::fmt::Debug for ChatLink {
 }
 
 impl ChatLink {
-    /// Makes sure the chat stream exists with this node's settings (creating it,
-    /// or updating its limits, while other nodes may do the same), then returns
-    /// the link. Fails when JetStream cannot be reached within about 20 s.
-    pub async fn open(
-        js: JetStreamSource,
-        node: &str,
-        history_len: usize,
-    ) -> anyhow::Result<Arc<ChatLink>> {
+    /// The link for node `node`, and a task that makes sure the chat stream
+    /// exists with this node's settings (creating it, or updating its limits,
+    /// while other nodes may do the same) as soon as JetStream answers: a relay
+    /// whose NATS is not up yet starts anyway; until the stream is there, posts
+    /// wait (and fail after [`PUBLISH_PATIENCE`]) and rooms wait for history.
+    /// Call it inside the Tokio runtime.
+    pub fn open(js: JetStreamSource, node: &str, history_len: usize) -> Arc<ChatLink> {
         let mut boot = [0u8; 8];
-        getrandom::fill(&mut boot)
-            .map_err(|e| anyhow::anyhow!("no randomness for message ids: {e}"))?;
-        // Patient for three replicas for a while, then for the stream at all.
-        let start = tokio::time::Instant::now();
-        let replicas = loop {
-            match ensure_stream(&js(), history_len, start + SETUP_PATIENCE / 2).await {
-                Ok(replicas) => break replicas,
-                Err(Setup::Retry(e)) if start.elapsed() < SETUP_PATIENCE => {
-                    tracing::debug!(error = %e, "the chat stream is not ready yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(Setup::Retry(e) | Setup::Fail(e)) => {
-                    return Err(e.context("cannot set up the chat stream in JetStream"))
-                }
-            }
-        };
-        tracing::info!(
-            stream = STREAM,
-            replicas,
-            node,
-            "chat goes through JetStream"
-        );
-        Ok(Arc::new(ChatLink {
+        if let Err(e) = getrandom::fill(&mut boot) {
+            // Ids stay unique per node for the run; only a restart within the
+            // duplicate window could then repeat one.
+            tracing::warn!(error = %e, "no randomness for chat message ids; using the time");
+            boot = unix_ms(SystemTime::now()).to_le_bytes();
+        }
+        let runtime = tokio::runtime::Handle::current();
+        runtime.spawn(set_up(js.clone(), history_len));
+        Arc::new(ChatLink {
             js,
             node: node.to_owned(),
             boot: u64::from_le_bytes(boot),
             next_id: AtomicU64::new(1),
             history_len,
-            runtime: tokio::runtime::Handle::current(),
-        }))
+            runtime,
+        })
     }
 
     pub fn node(&self) -> &str {
@@ -460,6 +445,39 @@ async fn deliver(
         if pending == 0 {
             room.caught_up();
         }
+    }
+}
+
+/// Sets the chat stream up, retrying until JetStream takes it: patient for
+/// three replicas during [`REPLICA_PATIENCE`] (servers may still be joining).
+async fn set_up(js: JetStreamSource, history_len: usize) {
+    let start = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    let mut warned = false;
+    loop {
+        match ensure_stream(&js(), history_len, start + REPLICA_PATIENCE).await {
+            Ok(replicas) => {
+                tracing::info!(stream = STREAM, replicas, "chat goes through JetStream");
+                return;
+            }
+            Err(Setup::Retry(e)) => {
+                if !warned && start.elapsed() >= REPLICA_PATIENCE {
+                    tracing::warn!(error = %e, "the chat stream is not set up yet; chat waits for JetStream");
+                    warned = true;
+                } else {
+                    tracing::debug!(error = %e, "the chat stream is not set up yet; retrying");
+                }
+            }
+            Err(Setup::Fail(e)) if !warned => {
+                tracing::error!(error = %e, "cannot set up the chat stream; retrying");
+                warned = true;
+            }
+            Err(Setup::Fail(e)) => {
+                tracing::debug!(error = %e, "still cannot set up the chat stream")
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 
