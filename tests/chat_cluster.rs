@@ -200,6 +200,7 @@ async fn chat_on_either_relay_reaches_every_client_on_both_in_one_order() {
 
     // Four authors, two on each relay, all posting at once.
     let authors = ["a1", "a2", "b1", "b2"];
+    let sent = Instant::now();
     join_all(
         clients
             .iter_mut()
@@ -208,6 +209,10 @@ async fn chat_on_either_relay_reaches_every_client_on_both_in_one_order() {
     )
     .await;
     let seen = join_all(clients.iter_mut().map(|ws| posts(ws, 20))).await;
+    eprintln!(
+        "20 messages from 4 authors on 2 relays reached all 4 clients in {:?}",
+        sent.elapsed()
+    );
     assert_one_order(&seen, &expected(&authors, 5));
     let order = seen[0].clone();
 

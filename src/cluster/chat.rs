@@ -172,34 +172,12 @@ impl ChatLink {
 
     /// The key a post carries for `author`, so that a mute reaches its author.
     pub(crate) fn author_key(&self, author: Author) -> String {
-        match author {
-            Author::Session(id) => format!("{}/s/{id}", self.node),
-            Author::Connection(id) => format!("{}/c/{id}", self.node),
-            Author::Elsewhere(_) => format!("{}/x", self.node),
-        }
+        author_key(&self.node, author)
     }
 
-    /// The author a post's key names, as this node knows it: one of its own
-    /// members, or somebody on another node (whom no local member matches).
+    /// The author a post's key names, as this node knows it.
     pub(crate) fn author_from_key(&self, key: &str) -> Author {
-        let local = key
-            .strip_prefix(self.node.as_str())
-            .and_then(|rest| rest.strip_prefix('/'));
-        let parsed = local.and_then(|rest| {
-            let (kind, id) = rest.split_once('/')?;
-            let id = id.parse().ok()?;
-            match kind {
-                "s" => Some(Author::Session(id)),
-                "c" => Some(Author::Connection(id)),
-                _ => None,
-            }
-        });
-        parsed.unwrap_or_else(|| {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            key.hash(&mut hasher);
-            Author::Elsewhere(hasher.finish())
-        })
+        author_from_key(&self.node, key)
     }
 
     /// Publishes `wire` on `room`'s subject and waits for the stream to hold it;
@@ -308,6 +286,40 @@ impl ChatLink {
         let task = follow(self.clone(), room.name().to_owned(), Arc::downgrade(room));
         self.runtime.spawn(task).abort_handle()
     }
+}
+
+/// `<node>/s/<session>` or `<node>/c/<connection>`: whom a post is from, for
+/// muting, unique across the cluster.
+fn author_key(node: &str, author: Author) -> String {
+    match author {
+        Author::Session(id) => format!("{node}/s/{id}"),
+        Author::Connection(id) => format!("{node}/c/{id}"),
+        // Never a local member's (only posts from elsewhere are keyed so).
+        Author::Elsewhere(id) => format!("{node}/x/{id}"),
+    }
+}
+
+/// The author `key` names, as node `node` knows it: one of its own members,
+/// or somebody on another node, whom no member here matches.
+fn author_from_key(node: &str, key: &str) -> Author {
+    let local = key
+        .strip_prefix(node)
+        .and_then(|rest| rest.strip_prefix('/'));
+    let parsed = local.and_then(|rest| {
+        let (kind, id) = rest.split_once('/')?;
+        let id = id.parse().ok()?;
+        match kind {
+            "s" => Some(Author::Session(id)),
+            "c" => Some(Author::Connection(id)),
+            _ => None,
+        }
+    });
+    parsed.unwrap_or_else(|| {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        Author::Elsewhere(hasher.finish())
+    })
 }
 
 /// Why one consumer stopped delivering.
@@ -606,4 +618,58 @@ pub(crate) fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mute_reaches_the_author_on_its_own_node_and_nobody_elsewhere() {
+        for author in [Author::Session(7), Author::Connection(9)] {
+            let key = author_key("relay-a", author);
+            assert_eq!(author_from_key("relay-a", &key), author, "{key}");
+            let there = author_from_key("relay-b", &key);
+            assert!(
+                matches!(there, Author::Elsewhere(_)),
+                "{key} on relay-b: {there:?}"
+            );
+            assert_ne!(
+                author_from_key("relay-b", &key),
+                author_from_key("relay-b", &author_key("relay-c", author)),
+                "two nodes' session 7 are two people"
+            );
+        }
+        // A node whose name starts like another's does not claim its members.
+        let key = author_key("relay-a2", Author::Session(7));
+        assert!(matches!(
+            author_from_key("relay-a", &key),
+            Author::Elsewhere(_)
+        ));
+    }
+
+    #[test]
+    fn the_stream_holds_small_json_that_every_node_reads_alike() {
+        let post = Wire::Post {
+            author: "relay-a/s/7".into(),
+            name: "Ana".into(),
+            family: None,
+            message: "hola".into(),
+            color: "1f77b4".into(),
+            staff: false,
+        };
+        let text = serde_json::to_string(&post).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"post","author":"relay-a/s/7","name":"Ana","message":"hola","color":"1f77b4","staff":false}"#
+        );
+        assert_eq!(serde_json::from_str::<Wire>(&text).unwrap(), post);
+        let mute = Wire::Mute {
+            id: 12,
+            until_ms: 1_800_000_000_000,
+        };
+        let text = serde_json::to_string(&mute).unwrap();
+        assert_eq!(serde_json::from_str::<Wire>(&text).unwrap(), mute);
+        assert!(serde_json::from_str::<Wire>(r#"{"type":"usermsg","id":1}"#).is_err());
+    }
 }
