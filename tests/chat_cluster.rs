@@ -464,3 +464,50 @@ async fn with_nats_gone_a_post_fails_aloud_and_chat_resumes_when_it_is_back() {
     );
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_nats_server_delays_chat_but_loses_nothing() {
+    let Some(mut nats) = nats_cluster().await else {
+        return;
+    };
+    // As in the kill test, relay a sits on the server leading the stream; this
+    // time that server stops answering without closing anything (SIGSTOP).
+    let b = relay(&nats, 1, "relay-b").await;
+    let (mut reader_b, _) = join(&b, VIEWER_CODE).await;
+    let leader = stream_info(&nats, 1)
+        .await
+        .cluster
+        .and_then(|c| c.leader)
+        .expect("the stream has a leader");
+    let victim = nats
+        .nodes
+        .iter()
+        .position(|n| n.name == leader)
+        .expect("the leader is one of ours");
+    let a = relay(&nats, victim, "relay-a").await;
+    let (mut reader_a, _) = join(&a, VIEWER_CODE).await;
+    let mut posters = Vec::new();
+    for server in [&a, &b] {
+        posters.push(join(server, VIEWER_CODE).await.0);
+    }
+
+    nats.pause(victim);
+    let paused = Instant::now();
+    let authors = ["sa", "sb"];
+    join_all(
+        posters
+            .iter_mut()
+            .zip(authors)
+            .map(|(ws, who)| say(ws, who, 5)),
+    )
+    .await;
+    let seen = join_all([&mut reader_a, &mut reader_b].map(|ws| posts(ws, 10))).await;
+    eprintln!(
+        "10 messages posted while the leading server was silent arrived on both relays {:?} after it stopped",
+        paused.elapsed()
+    );
+    assert_one_order(&seen, &expected(&authors, 5));
+    nats.resume(victim);
+    a.stop().await;
+    b.stop().await;
+}
