@@ -343,6 +343,11 @@ async fn follow(link: Arc<ChatLink>, room: String, target: Weak<ChatRoom>) {
         let mut started = false;
         match deliver(&link, &filter, &target, &mut last, &mut started).await {
             Interrupted::RoomGone => return,
+            // A room opened as the relay starts may find no stream yet (the
+            // set-up task says so if that lasts).
+            Interrupted::Broken(why) if last == 0 && !started => {
+                tracing::debug!(room, error = %why, "chat delivery not started yet");
+            }
             Interrupted::Broken(why) if started || !failing => {
                 tracing::warn!(room, error = %why, last, "chat delivery interrupted; resuming after the last message");
             }
@@ -411,7 +416,7 @@ async fn deliver(
     };
     *started = true;
     if *last > 0 {
-        tracing::debug!(filter, last, "chat delivery resumed");
+        tracing::info!(filter, last, "chat delivery resumed");
     }
     if consumer.cached_info().num_pending == 0 {
         match target.upgrade() {
