@@ -7,7 +7,8 @@
 //! `kindercam.chat.<room>.ctl`, so that commands neither count against nor evict
 //! the history. The stream is replicated on up to three servers (file storage),
 //! keeps at least [`KEPT_PER_ROOM`] messages of each subject (more when the
-//! history setting asks for more) and has a [`DUPLICATE_WINDOW`].
+//! history setting asks for more) and has a [`DUPLICATE_WINDOW`]. Every relay
+//! creates or updates it in the background as it starts ([`ChatLink::open`]).
 //!
 //! - **Posting** ([`ChatLink::publish`]): each post carries a `Nats-Msg-Id` unique
 //!   to this node and process. It waits for the stream's acknowledgement and,

@@ -509,7 +509,9 @@ fn prototype_relay(
 /// rooms, and staff any room. Anything else is 404, so a viewer cannot make the
 /// server keep rooms for made-up names. A room opened for the first time reads
 /// its history from the database, on a blocking thread: the async workers carry
-/// frames and never wait for the disk.
+/// frames and never wait for the disk. (On a relay in a NATS cluster the room
+/// reads it from the chat stream, in a task of its own; the socket waits a
+/// little for it, see [`ROOM_READY_WAIT`].)
 async fn open_room(
     ctx: &Arc<WsContext>,
     principal: &auth::Principal,
