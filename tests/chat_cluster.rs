@@ -208,8 +208,8 @@ async fn chat_on_either_relay_reaches_every_client_on_both_in_one_order() {
     let Some(nats) = nats_cluster().await else {
         return;
     };
-    let a = relay(&nats, 0, "relay-a").await;
-    let b = relay(&nats, 1, "relay-b").await;
+    // Both relays start at once: both set up the chat stream at the same time.
+    let (a, b) = tokio::join!(relay(&nats, 0, "relay-a"), relay(&nats, 1, "relay-b"));
     let mut clients = Vec::new();
     for server in [&a, &a, &b, &b] {
         let (ws, history) = join(server, VIEWER_CODE).await;
