@@ -142,6 +142,19 @@ impl Server {
         self
     }
 
+    /// The chat rooms: in the cluster's chat stream on a relay with `--nats`
+    /// (`cluster/chat.rs`), else in this node's database.
+    fn chat_rooms(&self) -> Rooms {
+        let history = self.config.storage.chat_history;
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            let current = cluster.clone();
+            let js = std::sync::Arc::new(move || current.jetstream());
+            return Rooms::clustered(js, cluster.node(), history);
+        }
+        Rooms::new(self.store.clone(), history)
+    }
+
     pub fn ws_addr(&self) -> SocketAddr {
         self.ws_addr
     }
@@ -184,16 +197,13 @@ impl Server {
                 .drive(self.hub.clone(), trigger.subscribe()),
         );
         let fed = source::spawn(&self.config, &self.hub, trigger.subscribe())?;
+        let chat = Arc::new(self.chat_rooms());
         let pushes = self.pushes.spawn(&self.hub, &trigger.subscribe())?;
         let heartbeats: Vec<_> = fed
             .iter()
             .map(|s| (s.name().to_owned(), s.heartbeat().clone()))
             .collect();
 
-        let chat = Arc::new(Rooms::new(
-            self.store.clone(),
-            self.config.storage.chat_history,
-        ));
         let viewing = ViewingLog::new(self.store.clone());
         let pauses = Pauses::new(self.hub.clone(), self.store.clone(), self.pause_minute);
         // Before serving, so no family sees a frame of a room paused before a restart.

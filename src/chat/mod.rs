@@ -9,7 +9,7 @@ pub mod presence;
 pub mod protocol;
 pub mod room;
 
-pub use room::{ChatRoom, Member, Refused};
+pub use room::{ChatRoom, Member, Publishing, Refused};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,14 +23,25 @@ pub const MAX_ROOMS: usize = crate::hub::MAX_STREAMS;
 
 /// Every chat room, by the name of the stream it sits beside. A room is made
 /// the first time somebody allowed in it joins, with its history read back from
-/// the database; `/chat` is the room of `camera`.
+/// where the rooms keep it; `/chat` is the room of `camera`.
 #[derive(Debug)]
 pub struct Rooms {
     rooms: Mutex<BTreeMap<String, Arc<ChatRoom>>>,
     history_len: usize,
-    store: Store,
+    backend: Backend,
     /// Messages posted in every room since the start, for `/metrics`.
     posted: Arc<AtomicU64>,
+}
+
+/// Where the rooms keep their history and through what their messages go.
+#[derive(Debug)]
+enum Backend {
+    /// A single node: the daemon's database; each room orders its own messages.
+    Local(Store),
+    /// Relays on a NATS cluster: one JetStream stream, which orders every
+    /// room's messages for all nodes (`cluster/chat.rs`).
+    #[cfg(feature = "cluster")]
+    Cluster(Arc<crate::cluster::chat::ChatLink>),
 }
 
 /// No room can be opened: [`MAX_ROOMS`] are open.
@@ -44,11 +55,30 @@ impl std::fmt::Display for TooManyRooms {
 }
 
 impl Rooms {
+    /// A single node's rooms, with their history in `store`.
     pub fn new(store: Store, history_len: usize) -> Rooms {
         Rooms {
             rooms: Mutex::new(BTreeMap::new()),
             history_len,
-            store,
+            backend: Backend::Local(store),
+            posted: Arc::default(),
+        }
+    }
+
+    /// A relay's rooms on a NATS cluster: history and messages in the chat
+    /// stream, which a task sets up as soon as JetStream answers (see
+    /// `cluster/chat.rs`). `js` gives the node's current JetStream context;
+    /// `node` names this node. Call it inside the Tokio runtime.
+    #[cfg(feature = "cluster")]
+    pub fn clustered(
+        js: crate::cluster::chat::JetStreamSource,
+        node: &str,
+        history_len: usize,
+    ) -> Rooms {
+        Rooms {
+            rooms: Mutex::new(BTreeMap::new()),
+            history_len,
+            backend: Backend::Cluster(crate::cluster::chat::ChatLink::open(js, node, history_len)),
             posted: Arc::default(),
         }
     }
@@ -59,7 +89,8 @@ impl Rooms {
     }
 
     /// The room beside stream `name`, opened if needed (which reads its history
-    /// from the database: call it off the async workers). The caller has checked
+    /// from the database: call it off the async workers; a clustered room starts
+    /// reading its own, see [`ChatRoom::wait_ready`]). The caller has checked
     /// the name and that the asker may open it.
     pub fn room(&self, name: &str) -> Result<Arc<ChatRoom>, TooManyRooms> {
         let mut rooms = self.rooms.locked();
@@ -79,9 +110,14 @@ impl Rooms {
                 None => return Err(TooManyRooms),
             }
         }
-        let room = ChatRoom::load(name, self.history_len, self.store.clone())
-            .counting_into(self.posted.clone());
-        let room = Arc::new(room);
+        let room = match &self.backend {
+            Backend::Local(store) => Arc::new(
+                ChatRoom::load(name, self.history_len, store.clone())
+                    .counting_into(self.posted.clone()),
+            ),
+            #[cfg(feature = "cluster")]
+            Backend::Cluster(link) => ChatRoom::clustered(name, link.clone(), self.posted.clone()),
+        };
         rooms.insert(name.to_owned(), room.clone());
         Ok(room)
     }

@@ -6,18 +6,30 @@
 //! author. A `Member` is one participant from joining to leaving: its colour,
 //! its message budget, and its place in the room's presence (`presence.rs`),
 //! which an announcer task turns into rate-limited `online` updates.
+//!
+//! A room keeps its history in one of two places: the daemon's database on a
+//! single node (the room numbers its messages and sends them itself), or, on
+//! relays in a NATS cluster, the cluster's chat stream (`cluster/chat.rs`): a
+//! post then goes to the stream first ([`Publishing`], awaited by the member's
+//! socket) and reaches this room's channel, with the stream's sequence as its
+//! id, only when the stream delivers it back, so every node shows one order.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::presence::{Presence, Update};
 use super::protocol::{parse_message_as, Command, Outgoing};
 use crate::auth::Principal;
+#[cfg(feature = "cluster")]
+use crate::cluster::chat::{unix_ms, ChatLink, Wire};
 use crate::ratelimit::KeyedLimiter;
 use crate::store::Store;
 use crate::sync::Locked;
@@ -51,6 +63,10 @@ const PALETTE: [&str; 10] = [
 pub(crate) enum Author {
     Session(u64),
     Connection(u64),
+    /// Somebody on another node of the cluster (a hash of its key there): no
+    /// member here is it, so muting it here silences nobody here.
+    #[cfg(feature = "cluster")]
+    Elsewhere(u64),
 }
 
 #[derive(Debug)]
@@ -82,6 +98,43 @@ pub struct ChatRoom {
     store: Option<Store>,
     /// Messages posted, counted with every other room of the daemon's (`/metrics`).
     posted: Arc<AtomicU64>,
+    /// Whether the history is all here: at once for a local room; for a room in
+    /// the cluster's stream, once its delivery task has caught up with the stream.
+    ready: watch::Sender<bool>,
+    /// The cluster's chat stream, where a clustered room's messages go first.
+    #[cfg(feature = "cluster")]
+    link: Option<Arc<ChatLink>>,
+    /// The task feeding a clustered room from the stream, ended with the room.
+    #[cfg(feature = "cluster")]
+    follower: std::sync::OnceLock<tokio::task::AbortHandle>,
+}
+
+#[cfg(feature = "cluster")]
+impl Drop for ChatRoom {
+    fn drop(&mut self) {
+        if let Some(follower) = self.follower.get() {
+            follower.abort();
+        }
+    }
+}
+
+/// A post or staff command on its way to the cluster's chat stream: the
+/// member's socket awaits it (reading nothing more from that member meanwhile,
+/// so its messages keep their order) and tells the member if it failed.
+pub struct Publishing(Pin<Box<dyn Future<Output = Result<(), Refused>> + Send>>);
+
+impl std::fmt::Debug for Publishing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Publishing")
+    }
+}
+
+impl Future for Publishing {
+    type Output = Result<(), Refused>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
 }
 
 impl ChatRoom {
@@ -99,7 +152,35 @@ impl ChatRoom {
             next_id: AtomicU64::new(1),
             store: None,
             posted: Arc::default(),
+            ready: watch::Sender::new(true),
+            #[cfg(feature = "cluster")]
+            link: None,
+            #[cfg(feature = "cluster")]
+            follower: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A room whose messages live in the cluster's chat stream: its history and
+    /// then its live messages come from there, fed by a task that lives as long
+    /// as the room. Needs a Tokio runtime (the link's).
+    #[cfg(feature = "cluster")]
+    pub fn clustered(name: &str, link: Arc<ChatLink>, posted: Arc<AtomicU64>) -> Arc<ChatRoom> {
+        let mut room = ChatRoom::new(name, link.history_len()).counting_into(posted);
+        room.ready.send_replace(false);
+        room.link = Some(link.clone());
+        let room = Arc::new(room);
+        let follower = link.follow(&room);
+        let _ = room.follower.set(follower);
+        room
+    }
+
+    /// Waits up to `limit` for the room's history to be all here (at once for a
+    /// local room); says whether it is. A member joining before that still gets
+    /// every message, the rest of the history as it arrives.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let mut ready = self.ready.subscribe();
+        let waited = tokio::time::timeout(limit, ready.wait_for(|r| *r)).await;
+        matches!(waited, Ok(Ok(_)))
     }
 
     /// Counts this room's messages into `posted`, shared with the other rooms.
@@ -161,6 +242,8 @@ impl ChatRoom {
         let _ = self.tx.send(text);
     }
 
+    /// Posts a message: at once in a local room; in a clustered room, returns
+    /// its way to the stream, and the message comes back through [`Self::deliver`].
     pub(crate) fn post(
         &self,
         author: Author,
@@ -169,7 +252,22 @@ impl ChatRoom {
         message: &str,
         color: &str,
         staff: bool,
-    ) {
+    ) -> Option<Publishing> {
+        #[cfg(feature = "cluster")]
+        if let Some(link) = &self.link {
+            let wire = Wire::Post {
+                author: link.author_key(author),
+                name: name.to_owned(),
+                family: family.map(str::to_owned),
+                message: message.to_owned(),
+                color: color.to_owned(),
+                staff,
+            };
+            let posted = self.posted.clone();
+            return Some(self.publishing(vec![wire], move || {
+                posted.fetch_add(1, Ordering::Relaxed);
+            }));
+        }
         let mut history = self.history.locked();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let text = Outgoing::Usermsg {
@@ -197,6 +295,89 @@ impl ChatRoom {
         }
         let _ = self.tx.send(text);
         self.posted.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// Sends `wires` to the stream in order (a delete first removes its message
+    /// from the stream), then runs `done`; a failure is the member's error.
+    #[cfg(feature = "cluster")]
+    fn publishing(&self, wires: Vec<Wire>, done: impl FnOnce() + Send + 'static) -> Publishing {
+        let link = self.link.clone().expect("only clustered rooms publish");
+        let room = self.name.clone();
+        Publishing(Box::pin(async move {
+            let failed = |e: crate::cluster::chat::PublishFailed| {
+                Refused::new("not_sent", format!("{e}; please try again"))
+            };
+            for wire in wires {
+                if let Wire::Delete { id } = wire {
+                    link.remove(id).await.map_err(failed)?;
+                }
+                link.publish(&room, &wire).await.map_err(failed)?;
+            }
+            done();
+            Ok(())
+        }))
+    }
+
+    /// Takes in what the cluster's stream delivered for this room, in the
+    /// stream's order: `id` is its stream sequence.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn deliver(&self, link: &ChatLink, id: u64, wire: Wire) {
+        match wire {
+            Wire::Post {
+                author,
+                name,
+                family,
+                message,
+                color,
+                staff,
+            } => {
+                let mut history = self.history.locked();
+                let text = Outgoing::Usermsg {
+                    id,
+                    name: &name,
+                    family: family.as_deref(),
+                    message: &message,
+                    color: &color,
+                    staff,
+                }
+                .to_text();
+                if self.history_len > 0 {
+                    if history.len() == self.history_len {
+                        history.pop_front();
+                    }
+                    history.push_back(Posted {
+                        id,
+                        author: link.author_from_key(&author),
+                        name,
+                        text: text.clone(),
+                    });
+                }
+                let _ = self.tx.send(text);
+            }
+            Wire::Delete { id } => self.forget(id),
+            Wire::Mute { id, until_ms } => {
+                let now_ms = unix_ms(std::time::SystemTime::now());
+                let Some(left) = until_ms.checked_sub(now_ms).filter(|&ms| ms > 0) else {
+                    return; // over already (a mute read back with the history)
+                };
+                let Some((author, name)) = self.author_of(id) else {
+                    return;
+                };
+                let left = Duration::from_millis(left);
+                // Read back with the history (before the room caught up), a mute
+                // still holds but is not announced again.
+                let announce = *self.ready.borrow();
+                self.silence(author, &name, left, announce);
+            }
+        }
+    }
+
+    /// The room's delivery task has read everything the stream held.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn caught_up(&self) {
+        self.ready
+            .send_if_modified(|ready| !std::mem::replace(ready, true));
     }
 
     fn join(&self) -> (broadcast::Receiver<Utf8Bytes>, Vec<Utf8Bytes>) {
@@ -219,45 +400,74 @@ impl ChatRoom {
         Some((until - now).as_secs().div_ceil(60))
     }
 
-    /// Carries out a staff command; the error goes back to the staff member.
-    fn moderate(&self, command: Command) -> Result<(), String> {
+    /// Carries out a staff command; the error goes back to the staff member. In
+    /// a clustered room the command goes through the stream, to every node.
+    fn moderate(&self, command: Command) -> Result<Option<Publishing>, String> {
         match command {
             Command::Delete { id } => {
-                let mut history = self.history.locked();
-                history.retain(|p| p.id != id);
+                #[cfg(feature = "cluster")]
+                if self.link.is_some() {
+                    return Ok(Some(self.publishing(vec![Wire::Delete { id }], || {})));
+                }
+                self.forget(id);
                 if let Some(store) = &self.store {
                     store.chat_delete(&self.name, id);
                 }
-                let _ = self.tx.send(Outgoing::Delete { id }.to_text());
-                Ok(())
+                Ok(None)
             }
             Command::Mute { id, minutes } => {
                 let minutes = minutes
                     .unwrap_or(DEFAULT_MUTE_MINUTES)
                     .clamp(1, MAX_MUTE_MINUTES);
-                let (author, name) = {
-                    let history = self.history.locked();
-                    let posted = history
-                        .iter()
-                        .find(|p| p.id == id)
-                        .ok_or_else(|| format!("no recent message {id} to mute its author"))?;
-                    (posted.author, posted.name.clone())
-                };
-                let mut muted = self.muted.locked();
-                let now = Instant::now();
-                muted.retain(|_, until| *until > now);
-                muted.insert(author, now + Duration::from_secs(minutes * 60));
-                drop(muted);
-                // Name and minutes as fields too, so pages can say it in their language.
-                let message = format!("{name} was muted by staff for {minutes} minutes");
-                let notice = serde_json::json!({
-                    "type": "system", "event": "mute", "message": message,
-                    "name": name, "minutes": minutes, "online": self.counted(),
-                });
-                self.broadcast(Utf8Bytes::from(notice.to_string()));
-                Ok(())
+                let (author, name) = self
+                    .author_of(id)
+                    .ok_or_else(|| format!("no recent message {id} to mute its author"))?;
+                let length = Duration::from_secs(minutes * 60);
+                #[cfg(feature = "cluster")]
+                if self.link.is_some() {
+                    let until_ms = unix_ms(std::time::SystemTime::now() + length);
+                    return Ok(Some(
+                        self.publishing(vec![Wire::Mute { id, until_ms }], || {}),
+                    ));
+                }
+                self.silence(author, &name, length, true);
+                Ok(None)
             }
         }
+    }
+
+    /// Removes message `id` from the history and tells everyone.
+    fn forget(&self, id: u64) {
+        let mut history = self.history.locked();
+        history.retain(|p| p.id != id);
+        let _ = self.tx.send(Outgoing::Delete { id }.to_text());
+    }
+
+    /// Who wrote message `id`, if it is in the history.
+    fn author_of(&self, id: u64) -> Option<(Author, String)> {
+        let history = self.history.locked();
+        let posted = history.iter().find(|p| p.id == id)?;
+        Some((posted.author, posted.name.clone()))
+    }
+
+    /// Mutes `author` (shown as `name`) for `length`, and tells everyone if `announce`.
+    fn silence(&self, author: Author, name: &str, length: Duration, announce: bool) {
+        let mut muted = self.muted.locked();
+        let now = Instant::now();
+        muted.retain(|_, until| *until > now);
+        muted.insert(author, now + length);
+        drop(muted);
+        if !announce {
+            return;
+        }
+        let minutes = length.as_secs().div_ceil(60);
+        // Name and minutes as fields too, so pages can say it in their language.
+        let message = format!("{name} was muted by staff for {minutes} minutes");
+        let notice = serde_json::json!({
+            "type": "system", "event": "mute", "message": message,
+            "name": name, "minutes": minutes, "online": self.counted(),
+        });
+        self.broadcast(Utf8Bytes::from(notice.to_string()));
     }
 }
 
@@ -413,7 +623,9 @@ fn update_text(update: &Update) -> Utf8Bytes {
 
 impl Member {
     /// Handles one text message from this member: a post or a staff command.
-    pub fn say(&mut self, text: &str) -> Result<(), Refused> {
+    /// In a clustered room it is on its way when this returns: the caller
+    /// awaits the [`Publishing`], whose error is the member's too.
+    pub fn say(&mut self, text: &str) -> Result<Option<Publishing>, Refused> {
         let max_bytes = self.max_bytes;
         if text.len() > max_bytes {
             return Err(Refused::new(
@@ -448,15 +660,14 @@ impl Member {
         let msg = parse_message_as(text, self.principal.name.as_ref())
             .map_err(|why| Refused::new("bad_message", why))?;
         let color = msg.color.as_deref().unwrap_or(self.color);
-        room.post(
+        Ok(room.post(
             self.author,
             msg.name.as_str(),
             self.family.as_deref(),
             &msg.message,
             color,
             self.staff,
-        );
-        Ok(())
+        ))
     }
 
     /// The notice for a member whose feed skipped `missed` messages.

@@ -19,6 +19,7 @@
 //! tries the servers that greet first; users of the connection follow
 //! [`Cluster::connections`] and take the new client from [`Cluster::client`].
 
+pub mod chat;
 pub mod demand;
 pub mod frames;
 

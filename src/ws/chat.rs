@@ -14,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::Principal;
 use crate::chat::protocol::error_text;
-use crate::chat::ChatRoom;
+use crate::chat::{ChatRoom, Publishing};
 use crate::shutdown::Shutdown;
 use crate::ws::keepalive::{Beat, Keepalive};
 use crate::ws::{close_within, send_within, SEND_STALL_LIMIT};
@@ -45,6 +45,9 @@ pub async fn serve<S>(
     );
 
     let mut keepalive = Keepalive::relaxed();
+    // A message on its way to the cluster's chat stream: until it is there (or
+    // failed), this member's next messages wait in the socket, in order.
+    let mut sending: Option<Publishing> = None;
     while ok {
         tokio::select! {
             _ = shutdown.wait() => {
@@ -56,12 +59,19 @@ pub async fn serve<S>(
                 Beat::Ping => ok = send_within(&mut ws, Message::Ping(Default::default())).await,
                 Beat::Dead => break, // nobody there to read a close frame
             },
-            incoming = ws.next() => match incoming.inspect(|_| keepalive.heard()) {
-                Some(Ok(Message::Text(text))) => {
-                    if let Err(refused) = member.say(&text) {
+            sent = async { sending.as_mut().expect("guarded by is_some").await }, if sending.is_some() => {
+                sending = None;
+                if let Err(refused) = sent {
+                    ok = send_within(&mut ws, Message::Text(error_text(refused.code, &refused.why))).await;
+                }
+            }
+            incoming = ws.next(), if sending.is_none() => match incoming.inspect(|_| keepalive.heard()) {
+                Some(Ok(Message::Text(text))) => match member.say(&text) {
+                    Ok(publishing) => sending = publishing,
+                    Err(refused) => {
                         ok = send_within(&mut ws, Message::Text(error_text(refused.code, &refused.why))).await;
                     }
-                }
+                },
                 Some(Ok(Message::Binary(_))) => {
                     let text = error_text("bad_message", "chat messages must be text frames with JSON");
                     ok = send_within(&mut ws, Message::Text(text)).await;

@@ -59,6 +59,10 @@ where
     )
 }
 
+/// How long a joining member waits for a clustered chat room to read its
+/// history from the stream (a local room is ready at once).
+const ROOM_READY_WAIT: Duration = Duration::from_secs(3);
+
 /// A close frame is a courtesy: a peer that cannot take one this quickly is
 /// dropped without it, so that shutdown never waits on one family's Wi-Fi.
 pub(crate) const CLOSE_LIMIT: Duration = Duration::from_secs(1);
@@ -515,7 +519,9 @@ fn prototype_relay(
 /// rooms, and staff any room. Anything else is 404, so a viewer cannot make the
 /// server keep rooms for made-up names. A room opened for the first time reads
 /// its history from the database, on a blocking thread: the async workers carry
-/// frames and never wait for the disk.
+/// frames and never wait for the disk. (On a relay in a NATS cluster the room
+/// reads it from the chat stream, in a task of its own; the socket waits a
+/// little for it, see [`ROOM_READY_WAIT`].)
 async fn open_room(
     ctx: &Arc<WsContext>,
     principal: &auth::Principal,
@@ -528,14 +534,21 @@ async fn open_room(
     if !known {
         return Err(Refusal::NotFound);
     }
-    if let Some(open) = ctx.chat.open_room(room) {
-        return Ok(open);
-    }
-    let (ctx, room) = (ctx.clone(), room.to_owned());
-    tokio::task::spawn_blocking(move || ctx.chat.room(&room))
-        .await
-        .map_err(|_| Refusal::Busy)?
-        .map_err(|_| Refusal::Busy)
+    let open = match ctx.chat.open_room(room) {
+        Some(open) => open,
+        None => {
+            let (ctx, room) = (ctx.clone(), room.to_owned());
+            tokio::task::spawn_blocking(move || ctx.chat.room(&room))
+                .await
+                .map_err(|_| Refusal::Busy)?
+                .map_err(|_| Refusal::Busy)?
+        }
+    };
+    // A room in the cluster's chat stream reads its history from there: give it
+    // a moment, so a joining member gets it as history. Past that (NATS is down)
+    // the member joins anyway and receives the rest as it comes.
+    open.wait_ready(ROOM_READY_WAIT).await;
+    Ok(open)
 }
 
 /// Who may open this socket: access control's [`Access::admit`] (the host name,
