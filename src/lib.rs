@@ -33,6 +33,7 @@ pub mod net;
 pub mod notify;
 pub mod privacy;
 pub mod ratelimit;
+pub mod records;
 pub mod request_head;
 pub mod sendq;
 pub mod server;
