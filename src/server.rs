@@ -179,6 +179,12 @@ impl Server {
             let replica = crate::records::Replica::new(self.store.clone(), self.access.clone());
             let shared = SharedState::new(cluster.clone(), replica, self.config.access.session_ttl);
             shared.spawn(trigger.subscribe());
+            crate::cluster::audit::spawn(
+                cluster.clone(),
+                self.store.clone(),
+                self.config.storage.audit_days,
+                trigger,
+            );
             if !shared.first_sync(FIRST_SYNC_LIMIT).await {
                 tracing::warn!(
                     "the cluster's shared state could not be read yet; serving with this node's \

@@ -346,3 +346,78 @@ async fn a_single_nodes_families_seed_an_empty_cluster() {
     first.stop().await;
     second.stop().await;
 }
+
+/// The rows of `/api/audit` on `server` that relay `node` logged for `name`.
+async fn audit_rows(server: &TestServer, node: &str, name: &str) -> Vec<Value> {
+    let reply = admin(server, "GET", "/api/audit", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["node"] == node && r["name"] == name)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_held_on_one_relay_is_in_the_other_relays_viewing_log() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let one = relay(&nats, "relay-1", &[]).await;
+    let two = relay(&nats, "relay-2", &[]).await;
+    joined(&one).await;
+    joined(&two).await;
+
+    let cookie = login(&one, "Maestra", STAFF_CODE).await;
+    let mut ws = watch(&one, &[("Cookie", cookie)]).await;
+    let open = poll_until(
+        "relay 1's viewing in relay 2's log",
+        WAIT,
+        Duration::from_millis(50),
+        || async {
+            let rows = audit_rows(&two, "relay-1", "Maestra").await;
+            rows.into_iter().find(|r| r["end"].is_null())
+        },
+    )
+    .await;
+    assert_eq!(open["stream"], "camera");
+    assert_eq!(open["role"], "staff");
+    assert_eq!(
+        audit_rows(&one, "relay-1", "Maestra").await.len(),
+        1,
+        "relay 1 names its own row, once"
+    );
+
+    ws.close(None).await.unwrap();
+    let closed = poll_until(
+        "the viewing's end in relay 2's log",
+        WAIT,
+        Duration::from_millis(50),
+        || async {
+            let rows = audit_rows(&two, "relay-1", "Maestra").await;
+            (rows.len() == 1 && rows[0]["end"].is_i64()).then(|| rows[0].clone())
+        },
+    )
+    .await;
+    assert!(closed["end"].as_i64() >= closed["start"].as_i64());
+    let csv = http_request(
+        two.http,
+        "GET",
+        "/api/audit?format=csv",
+        &[("Authorization", &basic_auth(ADMIN_CODE))],
+        "",
+    )
+    .await
+    .text();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().ends_with(",resumed_by,node"), "{csv}");
+    assert!(
+        lines.any(|l| l.contains(",Maestra,staff,camera,") && l.ends_with(",relay-1")),
+        "{csv}"
+    );
+    one.stop().await;
+    two.stop().await;
+}

@@ -18,6 +18,7 @@
 //! that tries the silent server last; users of the connection follow
 //! [`Cluster::connections`] and take the new client from [`Cluster::client`].
 
+pub mod audit;
 pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};

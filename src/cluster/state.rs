@@ -225,6 +225,17 @@ impl Buckets {
     }
 }
 
+/// How many servers keep a copy of a bucket or stream: three, or all the
+/// cluster has when it has fewer.
+pub(super) fn replicas(cluster: &Cluster) -> usize {
+    cluster
+        .client()
+        .server_info()
+        .connect_urls
+        .len()
+        .clamp(1, 3)
+}
+
 /// Opens bucket `name`, creating it if no node has yet; another node creating
 /// it at the same moment is fine.
 async fn bucket(
@@ -325,9 +336,7 @@ impl SharedState {
             }
         }
         let js = self.cluster.jetstream();
-        let client = self.cluster.client();
-        let servers = client.server_info().connect_urls.len();
-        let replicas = servers.clamp(1, 3);
+        let replicas = replicas(&self.cluster);
         let forever = Duration::ZERO;
         let buckets = Buckets {
             families: bucket(&js, FAMILIES, forever, replicas).await?,

@@ -481,10 +481,18 @@ fn audit(req: &Incoming, ctx: &HttpContext) -> Reply {
     if since > until {
         return error(400, "since: must not be after until", Some("since"));
     }
-    let records = match ctx.store.audit(since, until) {
+    #[allow(unused_mut)]
+    let mut records = match ctx.store.audit(since, until) {
         Ok(records) => records,
         Err(e) => return storage_failed(e),
     };
+    // A clustered node's log holds every node's rows: name this node on its own.
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &ctx.cluster {
+        for record in &mut records {
+            record.node.get_or_insert_with(|| cluster.node().to_owned());
+        }
+    }
     let csv = super::query_param(req.query, "format") == Some("csv")
         || req
             .accept
