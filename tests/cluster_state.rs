@@ -21,14 +21,18 @@ const REVOCATION: Duration = Duration::from_secs(2);
 /// A relay with access control and a test-pattern camera, joined to `nats`
 /// as `node`; `extra` flags added.
 async fn relay(nats: &NatsCluster, node: &str, extra: &[&str]) -> TestServer {
+    relay_on(&nats.urls(), node, extra).await
+}
+
+/// [`relay`], joined to the NATS servers `urls` only.
+async fn relay_on(urls: &str, node: &str, extra: &[&str]) -> TestServer {
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
         .with_test_writer()
         .try_init();
-    let urls = nats.urls();
     let mut args = vec![
         "--nats",
-        urls.as_str(),
+        urls,
         "--node-name",
         node,
         "--source",
@@ -418,6 +422,85 @@ async fn a_view_held_on_one_relay_is_in_the_other_relays_viewing_log() {
         lines.any(|l| l.contains(",Maestra,staff,camera,") && l.ends_with(",relay-1")),
         "{csv}"
     );
+    one.stop().await;
+    two.stop().await;
+}
+
+/// How long JetStream may take to come back after every server restarted:
+/// each elects its leaders again.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_changes_are_refused_the_known_families_still_watch_and_it_resumes() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let one = relay(&nats, "relay-1", &[]).await;
+    let two = relay(&nats, "relay-2", &[]).await;
+    joined(&one).await;
+    joined(&two).await;
+    let (id, code) = add_family(&one, "Pérez").await;
+    until_listed(&two, "families", &id, true).await;
+    let mut on_two = watch(&two, &[("Authorization", basic_auth(&code))]).await;
+
+    // Every NATS server dies: changes are refused, not made on one node only.
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    poll_until(
+        "relay 1 reports NATS down",
+        WAIT,
+        Duration::from_millis(50),
+        || async { (one.get("/healthz").await.status == 503).then_some(()) },
+    )
+    .await;
+    let body = json!({"name": "López"}).to_string();
+    let refused = admin(&one, "POST", "/api/families", &body).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was changed"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(ids(&one, "families").await, [id.clone()], "nothing changed");
+    let revoke = admin(&two, "DELETE", &format!("/api/families/{id}"), "").await;
+    assert_eq!(revoke.status, 503, "{}", revoke.text());
+    // The relays still know their families: the viewer keeps watching, and
+    // the family's code still opens a socket.
+    next_picture(&mut on_two).await;
+    let mut again = watch(&one, &[("Authorization", basic_auth(&code))]).await;
+    next_picture(&mut again).await;
+
+    // NATS back: the relays read the buckets again, and changes work.
+    let back = Instant::now();
+    for i in 0..3 {
+        nats.restart(i);
+    }
+    let made = poll_until(
+        "a change accepted again",
+        RECOVERY,
+        Duration::from_millis(250),
+        || async {
+            let reply = admin(&one, "POST", "/api/families", &body).await;
+            (reply.status == 201).then(|| reply.json())
+        },
+    )
+    .await;
+    eprintln!(
+        "changes accepted again {:?} after NATS restarted",
+        back.elapsed()
+    );
+    let lopez = made["id"].as_str().unwrap();
+    until_listed(&two, "families", lopez, true).await;
+    let revoked = Instant::now();
+    let reply = admin(&two, "DELETE", &format!("/api/families/{id}"), "").await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let (codes, took) = closed(std::slice::from_mut(&mut again), revoked).await;
+    assert_eq!(codes, [1008]);
+    assert!(took < REVOCATION * time_scale(), "{took:?}");
     one.stop().await;
     two.stop().await;
 }
