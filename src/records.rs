@@ -403,3 +403,128 @@ fn role_of(role: &str) -> Option<Role> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::families::{code_hash, Families};
+    use crate::auth::tokens::{token_hash, Scope, Tokens};
+    use crate::auth::{AccessSettings, DisplayName};
+    use std::time::Duration;
+
+    fn family(code: &str) -> Family {
+        Family {
+            id: "f1".into(),
+            name: "Familia Pérez".into(),
+            rooms: vec!["camera".into()],
+            max_devices: 3,
+            created: 1,
+            last_seen: None,
+            code_hash: code_hash(code),
+        }
+    }
+
+    /// A node with no codes (auth off) and a database in memory.
+    fn node() -> Replica {
+        let store = Store::in_memory(Default::default()).unwrap();
+        let access = Access::new(AccessSettings {
+            codes: None,
+            families: Families::default(),
+            tokens: Tokens::default(),
+            allowed_origins: vec![],
+            session_ttl: Duration::from_secs(3600),
+            tls: false,
+            store: Some(store.clone()),
+        });
+        Replica::new(store, Arc::new(access))
+    }
+
+    /// What a family's session on this node looks like, as stored.
+    fn session_of(replica: &Replica, code: &str) -> StoredSession {
+        let (token, _) = replica
+            .access()
+            .sessions
+            .create(
+                Role::Viewer,
+                DisplayName::parse("Ana").unwrap(),
+                Some("f1".into()),
+                code_hash(code),
+            )
+            .unwrap();
+        replica.access().sessions.stored(&token).unwrap()
+    }
+
+    #[test]
+    fn a_change_heard_twice_applies_once_and_a_new_code_ends_the_old_ones_sessions() {
+        let replica = node();
+        replica.family_put(family("code-one-1"));
+        replica.family_put(family("code-one-1"));
+        assert_eq!(replica.store().families().unwrap().len(), 1);
+        let ended = replica.access().families.ended("f1").unwrap();
+        let session = session_of(&replica, "code-one-1");
+        // The same record again (a node's own change coming back) ends nothing.
+        replica.family_put(family("code-one-1"));
+        assert!(!*ended.borrow());
+        assert_eq!(replica.access().sessions.len(), 1);
+
+        let rotated = Family {
+            name: "Pérez".into(),
+            ..family("code-two-2")
+        };
+        replica.family_put(rotated);
+        assert!(*ended.borrow(), "the old code's sockets close");
+        assert!(replica.access().sessions.is_empty(), "its sessions end");
+        let stored = replica.store().family("f1").unwrap().unwrap();
+        assert_eq!(
+            (stored.name.as_str(), stored.code_hash),
+            ("Pérez", code_hash("code-two-2")),
+            "the replica has the change"
+        );
+        assert!(
+            !replica.session_put(&session),
+            "a session of the old code is not taken in"
+        );
+    }
+
+    #[test]
+    fn a_revoked_family_or_token_goes_with_its_sessions_and_the_clusters_content_replaces_a_nodes()
+    {
+        let replica = node();
+        replica.family_put(family("code-one-1"));
+        let other = Family {
+            id: "f2".into(),
+            code_hash: code_hash("code-three-3"),
+            ..family("x")
+        };
+        replica.family_put(other);
+        let session = session_of(&replica, "code-one-1");
+        let signal = replica.access().families.ended("f1").unwrap();
+        replica.family_gone("f1");
+        replica.family_gone("f1");
+        assert!(*signal.borrow());
+        assert!(replica.access().sessions.is_empty());
+        assert!(replica.store().family("f1").unwrap().is_none());
+        // Known on another node by then: a session heard of later is refused.
+        assert!(!replica.session_put(&session));
+
+        let token = LinkToken {
+            id: "t1".into(),
+            name: "Home Assistant".into(),
+            rooms: vec!["camera".into()],
+            scope: Scope::View,
+            created: 1,
+            last_used: None,
+            hash: token_hash("kc_one"),
+        };
+        replica.token_put(token.clone());
+        replica.token_put(token);
+        let (_, token_ended) = replica.access().tokens.by_token("kc_one").unwrap();
+        assert_eq!(replica.tokens_only(&HashSet::new()), 1);
+        assert!(*token_ended.borrow());
+        assert!(replica.store().tokens().unwrap().is_empty());
+
+        assert_eq!(replica.families_only(&HashSet::from(["f2".to_owned()])), 0);
+        assert_eq!(replica.families_only(&HashSet::new()), 1);
+        assert!(replica.access().families.is_empty());
+    }
+}

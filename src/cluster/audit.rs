@@ -99,6 +99,7 @@ async fn publish(
     let node = cluster.node().to_owned();
     let subject = format!("kindercam.audit.{node}");
     let mut ready = false;
+    // Once shutdown fires: until when the last changes may still go out.
     let mut stopping: Option<tokio::time::Instant> = None;
     loop {
         let event = match stopping {
@@ -123,22 +124,29 @@ async fn publish(
         .into();
         let mut failures = 0u32;
         loop {
-            if !ready {
-                ready = audit_stream(&cluster, max_age).await.is_ok();
-            }
-            let sent = ready && {
-                let js = cluster.jetstream();
-                let attempt = async {
-                    js.publish(subject.clone(), payload.clone())
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                matches!(
-                    tokio::time::timeout(PUBLISH_LIMIT, attempt).await,
-                    Ok(Ok(_))
-                )
+            let attempt = async {
+                if !ready {
+                    audit_stream(&cluster, max_age).await?;
+                    ready = true;
+                }
+                cluster
+                    .jetstream()
+                    .publish(subject.clone(), payload.clone())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let limit = match stopping {
+                None => tokio::time::Instant::now() + PUBLISH_LIMIT,
+                Some(deadline) => deadline,
+            };
+            let sent = tokio::select! {
+                _ = shutdown.wait(), if stopping.is_none() => {
+                    stopping = Some(tokio::time::Instant::now() + LAST_CHANGES);
+                    false
+                }
+                sent = tokio::time::timeout_at(limit, attempt) => matches!(sent, Ok(Ok(_))),
             };
             if sent {
                 break;
@@ -148,10 +156,14 @@ async fn publish(
             if failures == 1 {
                 tracing::warn!(%node, "cannot publish to the cluster's viewing log; retrying");
             }
-            if stopping.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                return;
+            match stopping {
+                Some(deadline) if tokio::time::Instant::now() >= deadline => return,
+                Some(_) => {}
+                None => tokio::select! {
+                    _ = shutdown.wait() => stopping = Some(tokio::time::Instant::now() + LAST_CHANGES),
+                    _ = tokio::time::sleep(RETRY_EVERY) => {}
+                },
             }
-            tokio::time::sleep(RETRY_EVERY).await;
         }
     }
 }
@@ -173,7 +185,13 @@ async fn ingest(cluster: Cluster, store: Store, max_age: Duration, mut shutdown:
                 changed = health.changed() => if changed.is_err() { return },
             }
         }
-        match ingest_once(&cluster, &store, max_age, &mut health, &mut shutdown).await {
+        // Any await on NATS (a request waits for its time-out) gives way to shutdown.
+        let mut stop = shutdown.clone();
+        let stopped = tokio::select! {
+            _ = stop.wait() => Stopped::Shutdown,
+            stopped = ingest_once(&cluster, &store, max_age, &mut health, &mut shutdown) => stopped,
+        };
+        match stopped {
             Stopped::Shutdown => return,
             Stopped::Again(why) => {
                 tracing::warn!(node = %cluster.node(), %why, "the cluster's viewing log: reading it again")
@@ -195,9 +213,12 @@ async fn ingest_once(
 ) -> Stopped {
     let mut generation = cluster.connections();
     generation.mark_unchanged();
-    let stream = match audit_stream(cluster, max_age).await {
-        Ok(stream) => stream,
-        Err(why) => return Stopped::Again(why),
+    let stream = tokio::select! {
+        _ = shutdown.wait() => return Stopped::Shutdown,
+        found = audit_stream(cluster, max_age) => match found {
+            Ok(stream) => stream,
+            Err(why) => return Stopped::Again(why),
+        },
     };
     let last = match stream.get_info().await {
         Ok(info) => info.state.last_sequence,

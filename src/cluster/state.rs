@@ -355,6 +355,13 @@ impl SharedState {
         T: Send + 'static,
         F: std::future::Future<Output = Result<T, String>> + Send + 'static,
     {
+        // Down now (the probe missed its round trips): say so at once rather
+        // than after the time-out.
+        if !self.cluster.health().ok() {
+            return Err(RecordError::Cluster(format!(
+                "{what}: NATS or JetStream is down (see /healthz)"
+            )));
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.runtime.spawn(async move {
             let result = match tokio::time::timeout(WRITE_LIMIT, work).await {
@@ -738,7 +745,13 @@ async fn follow(state: Arc<SharedState>, mut shutdown: Shutdown) {
                 changed = health.changed() => if changed.is_err() { return },
             }
         }
-        match sync_and_follow(&state, &mut health, &mut shutdown).await {
+        // Any await on NATS (a request waits for its time-out) gives way to shutdown.
+        let mut stop = shutdown.clone();
+        let stopped = tokio::select! {
+            _ = stop.wait() => Stopped::Shutdown,
+            stopped = sync_and_follow(&state, &mut health, &mut shutdown) => stopped,
+        };
+        match stopped {
             Stopped::Shutdown => return,
             Stopped::Again(why) => {
                 tracing::warn!(node = %state.cluster.node(), %why, "shared state: reading the cluster's buckets again")
@@ -758,9 +771,12 @@ async fn sync_and_follow(
 ) -> Stopped {
     let mut generation = state.cluster.connections();
     generation.mark_unchanged();
-    let feeds = match read_all(state).await {
-        Ok(feeds) => feeds,
-        Err(why) => return Stopped::Again(why),
+    let feeds = tokio::select! {
+        _ = shutdown.wait() => return Stopped::Shutdown,
+        read = read_all(state) => match read {
+            Ok(feeds) => feeds,
+            Err(why) => return Stopped::Again(why),
+        },
     };
     state.synced.send_replace(true);
     let mut all =
