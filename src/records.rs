@@ -271,11 +271,13 @@ impl Replica {
         };
         let id = family.id.as_str();
         if current.code_hash != family.code_hash {
+            // In memory first: the old code's sockets close without waiting
+            // for the disk.
+            families.rotate_code(id, family.code_hash);
+            let sessions = self.access.sessions.end_family(id);
             if let Err(e) = self.store.set_family_code(id, family.code_hash) {
                 tracing::warn!(family = %id, error = %e, "cannot save a family's new code locally");
             }
-            families.rotate_code(id, family.code_hash);
-            let sessions = self.access.sessions.end_family(id);
             tracing::info!(family = %id, sessions, "family code rotated in the cluster");
         }
         let same = current.name == family.name
@@ -287,11 +289,12 @@ impl Replica {
                 rooms: Some(family.rooms.clone()),
                 max_devices: Some(family.max_devices),
             };
-            if let Err(e) = self.store.update_family(id, change.clone()) {
-                tracing::warn!(family = %id, error = %e, "cannot save a family change locally");
-            }
+            // A room taken away closes its sockets before the disk is written.
             if let Some(now) = families.get(id) {
                 families.update(change.apply_to(&now));
+            }
+            if let Err(e) = self.store.update_family(id, change) {
+                tracing::warn!(family = %id, error = %e, "cannot save a family change locally");
             }
             tracing::debug!(family = %id, "family changed in the cluster");
         }
