@@ -49,6 +49,10 @@ struct Wire {
 /// Starts sharing this node's viewing log and reading the others'.
 pub fn spawn(cluster: Cluster, store: Store, audit_days: u32, trigger: &ShutdownTrigger) {
     let (tx, rx) = mpsc::channel(QUEUE);
+    // Viewers an unclean stop left open in the other nodes' logs end first.
+    for close in store.take_leftover_closes() {
+        let _ = tx.try_send(close);
+    }
     let dropped = AtomicU64::new(0);
     store.tap_audit(move |event| {
         if tx.try_send(event).is_err() {

@@ -325,6 +325,9 @@ struct Inner {
     next_view: AtomicI64,
     shared: Arc<Shared>,
     audit_tap: std::sync::OnceLock<AuditTap>,
+    /// Rows closed at open that an unclean stop had left open, until a
+    /// cluster's publisher takes them.
+    leftovers: Mutex<Vec<(i64, i64)>>,
 }
 
 impl Drop for Inner {
@@ -371,6 +374,7 @@ impl Store {
                 next_view: AtomicI64::new(opened.last_view_id + 1),
                 shared,
                 audit_tap: std::sync::OnceLock::new(),
+                leftovers: Mutex::new(opened.leftovers),
             }),
         })
     }
@@ -634,6 +638,19 @@ impl Store {
     /// from now on (a cluster shares them); it must not block. Once per store.
     pub fn tap_audit(&self, tap: impl Fn(AuditEvent) + Send + Sync + 'static) {
         let _ = self.inner.audit_tap.set(AuditTap(Box::new(tap)));
+    }
+
+    /// The closes of the rows an unclean stop had left open (closed at open),
+    /// once: a cluster's other nodes heard them open.
+    pub fn take_leftover_closes(&self) -> Vec<AuditEvent> {
+        std::mem::take(&mut *self.inner.leftovers.locked())
+            .into_iter()
+            .map(|(id, end)| AuditEvent::Close {
+                id,
+                end,
+                resumed_by: None,
+            })
+            .collect()
     }
 
     fn tell(&self, event: impl FnOnce() -> AuditEvent) {

@@ -41,6 +41,9 @@ pub(super) struct Opened {
     /// The writer's own connection for a store in memory.
     pub reader: Arc<Mutex<Connection>>,
     pub last_view_id: i64,
+    /// The viewing-log rows this open closed, left open by an unclean stop:
+    /// `(id, end)`, for a cluster's other nodes.
+    pub leftovers: Vec<(i64, i64)>,
 }
 
 /// Opens `kindercam.db` in `state_dir` read-write for the writer and read-only for
@@ -92,9 +95,10 @@ pub(super) fn open_file(state_dir: &Path, settings: &StoreSettings) -> Result<Op
     if let Err(e) = migrate::import_json(&mut writer, state_dir, now) {
         tracing::error!(database = %label, error = %e, "cannot import the old JSON state files; they are kept for the next start");
     }
-    if let Err(e) = close_leftovers(&mut writer, now, settings.audit_days) {
+    let leftovers = close_leftovers(&mut writer, now, settings.audit_days).unwrap_or_else(|e| {
         tracing::error!(database = %label, error = %e, "cannot tidy the database at start");
-    }
+        Vec::new()
+    });
     let last_view_id = last_view_id(&writer)?;
 
     let reader = Connection::open_with_flags(
@@ -108,6 +112,7 @@ pub(super) fn open_file(state_dir: &Path, settings: &StoreSettings) -> Result<Op
         writer: Arc::new(Mutex::new(writer)),
         reader: Arc::new(Mutex::new(reader)),
         last_view_id,
+        leftovers,
     })
 }
 
@@ -117,7 +122,7 @@ pub(super) fn open_memory(settings: &StoreSettings) -> Result<Opened, StoreError
     let mut conn = Connection::open_in_memory()?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate::migrate(&mut conn, migrate::MIGRATIONS)?;
-    close_leftovers(&mut conn, unix_now(), settings.audit_days)?;
+    let leftovers = close_leftovers(&mut conn, unix_now(), settings.audit_days)?;
     let conn = Arc::new(Mutex::new(conn));
     Ok(Opened {
         path: None,
@@ -125,19 +130,32 @@ pub(super) fn open_memory(settings: &StoreSettings) -> Result<Opened, StoreError
         writer: conn.clone(),
         reader: conn,
         last_view_id: 0,
+        leftovers,
     })
 }
 
 /// At open: ends the viewing sessions a crash or power cut left open, and prunes.
-fn close_leftovers(conn: &mut Connection, now: i64, audit_days: u32) -> rusqlite::Result<()> {
+fn close_leftovers(
+    conn: &mut Connection,
+    now: i64,
+    audit_days: u32,
+) -> rusqlite::Result<Vec<(i64, i64)>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // This node's own rows only: another node's (in a cluster) is closed by it.
+    let left = tx
+        .prepare(
+            r#"SELECT id, max(start, ?1) FROM viewing
+               WHERE "end" IS NULL AND kind != 'pause' AND node IS NULL"#,
+        )?
+        .query_map([now], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(i64, i64)>>>()?;
     // The daemon stopped without closing these rows, and when each viewer really
     // left is unknown (the time of the last commit before the crash is not kept).
     // Every one of them had left by now, so the row ends at this start: the log
     // may show a viewer for longer than they watched, never shorter.
     // A pause is not a viewer: it goes on across the restart (see `privacy::pause`).
     let closed = tx.execute(
-        r#"UPDATE viewing SET "end" = max(start, ?1) WHERE "end" IS NULL AND kind = 'watch' AND node IS NULL"#,
+        r#"UPDATE viewing SET "end" = max(start, ?1) WHERE "end" IS NULL AND kind != 'pause' AND node IS NULL"#,
         [now],
     )?;
     if closed > 0 {
@@ -147,7 +165,8 @@ fn close_leftovers(conn: &mut Connection, now: i64, audit_days: u32) -> rusqlite
         );
     }
     prune(&tx, now, audit_days)?;
-    tx.commit()
+    tx.commit()?;
+    Ok(left)
 }
 
 fn last_view_id(conn: &Connection) -> rusqlite::Result<i64> {

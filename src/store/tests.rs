@@ -305,3 +305,65 @@ fn other_nodes_rows_are_ingested_once_and_their_pauses_stay_theirs() {
         "another node's pause is not restored here"
     );
 }
+
+/// Rows an unclean stop left open (a viewing, a link token's) are closed at
+/// the next open, and their closes are handed once to a cluster's publisher;
+/// another node's open row and this node's pause stay open.
+#[test]
+fn rows_left_open_are_closed_at_open_and_their_closes_handed_over_once() {
+    let dir = TempDir::new("leftovers");
+    let start = |name: &str| ViewStart {
+        family: None,
+        family_name: None,
+        name: Some(name.into()),
+        role: "staff".into(),
+        stream: "camera".into(),
+        start: 1000,
+        address: "127.0.0.1".into(),
+    };
+    let (watched, token) = {
+        let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+        let ids = (
+            store.audit_open(start("Ana")),
+            store.audit_open_token(start("Home Assistant")),
+        );
+        store
+            .ingest_audit(
+                vec![(
+                    "relay-2".to_owned(),
+                    AuditEvent::Open {
+                        id: 1,
+                        kind: "watch".into(),
+                        family: None,
+                        family_name: None,
+                        name: Some("Luis".into()),
+                        role: "staff".into(),
+                        stream: "camera".into(),
+                        start: 1000,
+                        address: "192.0.2.7".into(),
+                        until: None,
+                    },
+                )],
+                1,
+            )
+            .unwrap();
+        store.flush().unwrap();
+        ids
+    };
+    let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+    let closes = store.take_leftover_closes();
+    let mut closed: Vec<i64> = closes
+        .iter()
+        .map(|c| match c {
+            AuditEvent::Close { id, .. } => *id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    closed.sort();
+    assert_eq!(closed, [watched.get(), token.get()]);
+    assert!(store.take_leftover_closes().is_empty(), "handed over once");
+    let rows = store.audit(0, i64::MAX).unwrap();
+    let open: Vec<_> = rows.iter().filter(|r| r.end.is_none()).collect();
+    assert_eq!(open.len(), 1, "{rows:?}");
+    assert_eq!(open[0].node.as_deref(), Some("relay-2"));
+}
