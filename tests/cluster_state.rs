@@ -202,8 +202,24 @@ async fn a_family_made_on_one_relay_logs_in_on_the_other_and_its_revocation_clos
         "the old code is refused on relay 1"
     );
 
-    // The new code works on relay 1; revoked on relay 2, its sockets close.
+    // The new code works on relay 1; its room taken away on relay 2, its
+    // sockets there close.
     let cookie = login(&one, "Ana", &new_code).await;
+    let mut sockets = vec![watch(&one, &[("Cookie", cookie.clone())]).await];
+    let edited = Instant::now();
+    let body = json!({"rooms": ["aula-9"]}).to_string();
+    let reply = admin(&two, "PATCH", &format!("/api/families/{id}"), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (codes, took) = closed(&mut sockets, edited).await;
+    eprintln!("room taken away on relay 2: relay 1's socket closed after {took:?}");
+    assert_eq!(codes, [1008]);
+    assert!(took < REVOCATION * time_scale(), "{took:?}");
+    let body = json!({"rooms": ["camera"]}).to_string();
+    let reply = admin(&one, "PATCH", &format!("/api/families/{id}"), &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["rooms"], json!(["camera"]));
+
+    // Revoked on relay 2: its sockets on relay 1 close.
     let mut sockets = vec![
         watch(&one, &[("Cookie", cookie.clone())]).await,
         watch(&one, &[("Authorization", basic_auth(&new_code))]).await,
