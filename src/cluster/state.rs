@@ -276,10 +276,16 @@ async fn bucket(
                 .await
                 .map_err(|e| format!("cannot open the bucket {name}: {e}"))
         }
-        Err(created) => js
-            .get_key_value(name)
-            .await
-            .map_err(|_| format!("cannot create the bucket {name}: {created}")),
+        // Another node creating it at the same moment: it appears shortly.
+        Err(created) => {
+            for _ in 0..10 {
+                if let Ok(store) = js.get_key_value(name).await {
+                    return Ok(store);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(format!("cannot create the bucket {name}: {created}"))
+        }
     }
 }
 
