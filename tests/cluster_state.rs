@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 
 /// What a revocation may take to close a socket on the other relay.
 const REVOCATION: Duration = Duration::from_secs(2);
+/// What a relay just started may take to have read the cluster's buckets
+/// (JetStream creating them, with three replicas, on a busy machine).
+const FIRST_READ: Duration = Duration::from_secs(20);
 
 /// A relay with access control and a test-pattern camera, joined to `nats`
 /// as `node`; `extra` flags added.
@@ -100,7 +103,7 @@ async fn until_listed(server: &TestServer, what: &str, id: &str, listed: bool) -
             "{id} {} on the other relay",
             if listed { "listed" } else { "gone" }
         ),
-        WAIT,
+        FIRST_READ,
         Duration::from_millis(20),
         || async { (ids(server, what).await.iter().any(|i| i == id) == listed).then_some(()) },
     )
