@@ -35,6 +35,7 @@ pub mod notify;
 pub mod privacy;
 pub mod push;
 pub mod ratelimit;
+pub mod records;
 pub mod request_head;
 pub mod sendq;
 pub mod server;

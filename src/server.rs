@@ -26,6 +26,7 @@ use crate::notify::{self, Notifier};
 use crate::privacy::hours::Hours;
 use crate::privacy::pause::Pauses;
 use crate::privacy::MaskBook;
+use crate::records::Records;
 use crate::shutdown::ShutdownTrigger;
 use crate::source;
 use crate::store::{Store, StoreSettings};
@@ -184,6 +185,35 @@ impl Server {
         uses_generated.then(|| self.config.storage.state_dir.join(codes::GENERATED_FILE))
     }
 
+    /// Where families, link tokens and sessions change: this node's database,
+    /// or on a clustered node the cluster's shared state, which this node then
+    /// follows (it waits a few seconds for its first read of it, so that it
+    /// does not serve a family revoked while it was away).
+    async fn records(&self, trigger: &ShutdownTrigger) -> Records {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            use crate::cluster::state::{SharedState, FIRST_SYNC_LIMIT};
+            let replica = crate::records::Replica::new(self.store.clone(), self.access.clone());
+            let shared = SharedState::new(cluster.clone(), replica, self.config.access.session_ttl);
+            shared.spawn(trigger.subscribe());
+            crate::cluster::audit::spawn(
+                cluster.clone(),
+                self.store.clone(),
+                self.config.storage.audit_days,
+                trigger,
+            );
+            if !shared.first_sync(FIRST_SYNC_LIMIT).await {
+                tracing::warn!(
+                    "the cluster's shared state could not be read yet; serving with this node's \
+                     copy until it can (admin changes fail until then)"
+                );
+            }
+            return Records::shared(self.store.clone(), self.access.clone(), shared);
+        }
+        let _ = trigger;
+        Records::local(self.store.clone(), self.access.clone())
+    }
+
     /// Serves until `stop` completes, then shuts everything down.
     pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let trigger = ShutdownTrigger::new();
@@ -198,6 +228,7 @@ impl Server {
         );
         let fed = source::spawn(&self.config, &self.hub, trigger.subscribe())?;
         let chat = Arc::new(self.chat_rooms());
+        let records = self.records(&trigger).await;
         let pushes = self.pushes.spawn(&self.hub, &trigger.subscribe())?;
         let heartbeats: Vec<_> = fed
             .iter()
@@ -247,6 +278,7 @@ impl Server {
             ws: ws_ctx.clone(),
             access: self.access.clone(),
             store: self.store.clone(),
+            records,
             hours: self.hours.clone(),
             pauses,
             http_port: self.http_addr.port(),

@@ -343,6 +343,20 @@ impl Access {
         self.codes.reading().is_some()
     }
 
+    /// The fingerprint a session of `role` (and `family`) must carry to be in
+    /// force now: its family's code, or its role's (all zero with access control
+    /// off). `None` when the family does not exist.
+    pub fn code_in_force(&self, role: Role, family: Option<&str>) -> Option<[u8; 32]> {
+        match family {
+            Some(id) => self.families.get(id).map(|f| f.code_hash),
+            None => Some(
+                self.current_codes()
+                    .map(|c| c.fingerprint(role))
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
     fn current_codes(&self) -> Option<Arc<AccessCodes>> {
         self.codes.reading().clone()
     }
@@ -756,11 +770,12 @@ impl Access {
         format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
     }
 
-    /// Ends the session named in a `Cookie` header, if any.
-    pub fn logout(&self, cookie: Option<&str>) -> bool {
-        cookie
-            .and_then(|c| cookie_value(c, SESSION_COOKIE))
-            .is_some_and(|t| self.sessions.end(t))
+    /// Ends the session named in a `Cookie` header, if any; returns its key.
+    pub fn logout(&self, cookie: Option<&str>) -> Option<[u8; 32]> {
+        let token = cookie.and_then(|c| cookie_value(c, SESSION_COOKIE))?;
+        self.sessions
+            .end(token)
+            .then(|| sessions::session_key(token))
     }
 
     /// Whether a browser request from `origin` may act on us. No `Origin` header
@@ -897,7 +912,7 @@ mod tests {
             (who.role, who.name.as_ref().map(DisplayName::as_str)),
             (Role::Viewer, Some("Ana"))
         );
-        assert!(a.logout(Some(&cookie)));
+        assert!(a.logout(Some(&cookie)).is_some());
         assert!(
             a.authenticate(peer(), Some(&cookie), None).is_err(),
             "logged-out cookie refused"

@@ -88,6 +88,17 @@ fn unix(at: SystemTime) -> i64 {
 /// the most. Every successful login makes a session, so anyone with a code could
 /// otherwise log everybody else out (staff included) just by logging in 10,000
 /// times; this way such a script only pushes out its own code's sessions.
+fn stored_of(key: [u8; 32], s: &Session) -> StoredSession {
+    StoredSession {
+        key,
+        role: s.role.as_str().to_owned(),
+        name: s.name.to_string(),
+        family: s.family.clone(),
+        code: s.fingerprint,
+        expires: unix(s.expires),
+    }
+}
+
 fn make_room(sessions: &mut HashMap<[u8; 32], Arc<Session>>) -> Option<([u8; 32], Arc<Session>)> {
     let mut held: HashMap<(Role, Option<&str>), usize> = HashMap::new();
     for s in sessions.values() {
@@ -103,6 +114,37 @@ fn make_room(sessions: &mut HashMap<[u8; 32], Arc<Session>>) -> Option<([u8; 32]
         .min_by_key(|(_, s)| s.expires)
         .map(|(k, _)| *k)?;
     sessions.remove(&oldest).map(|s| (oldest, s))
+}
+
+/// The role a stored session names, if it is one.
+fn role_of(role: &str) -> Option<Role> {
+    match role {
+        "viewer" => Some(Role::Viewer),
+        "staff" => Some(Role::Staff),
+        "admin" => Some(Role::Admin),
+        _ => None,
+    }
+}
+
+/// A stored session as a live one; `None` for a record that no longer parses.
+fn from_stored(s: &StoredSession) -> Option<Session> {
+    let role = role_of(&s.role)?;
+    let name = DisplayName::parse(&s.name).ok()?;
+    Some(Session {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        role,
+        family: s.family.clone(),
+        name,
+        csrf: csrf_for(&s.key),
+        expires: UNIX_EPOCH + Duration::from_secs(u64::try_from(s.expires).unwrap_or(0)),
+        fingerprint: s.code,
+        ended: watch::Sender::new(false),
+    })
+}
+
+/// The SHA-256 of a session's token: its key in the database and the cluster.
+pub fn session_key(token: &str) -> [u8; 32] {
+    key(token)
 }
 
 impl SessionStore {
@@ -128,31 +170,14 @@ impl SessionStore {
             Vec::new()
         });
         for s in stored {
-            let expires = UNIX_EPOCH + Duration::from_secs(u64::try_from(s.expires).unwrap_or(0));
-            let role = match s.role.as_str() {
-                "viewer" => Role::Viewer,
-                "staff" => Role::Staff,
-                "admin" => Role::Admin,
-                _ => continue,
-            };
-            let Ok(name) = DisplayName::parse(&s.name) else {
-                continue;
-            };
-            if Some(s.code) != current_code(role, s.family.as_deref()) {
+            let current = role_of(&s.role).and_then(|role| current_code(role, s.family.as_deref()));
+            if current != Some(s.code) {
                 store.delete_session(s.key);
                 continue;
             }
-            let session = Session {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                role,
-                family: s.family,
-                name,
-                csrf: csrf_for(&s.key),
-                expires,
-                fingerprint: s.code,
-                ended: watch::Sender::new(false),
-            };
-            sessions.insert(s.key, Arc::new(session));
+            if let Some(session) = from_stored(&s) {
+                sessions.insert(s.key, Arc::new(session));
+            }
         }
         if !sessions.is_empty() {
             tracing::info!(sessions = sessions.len(), "restored login sessions");
@@ -205,14 +230,7 @@ impl SessionStore {
         sessions.insert(key, session.clone());
         drop(sessions);
         if let Some(store) = &self.store {
-            store.put_session(StoredSession {
-                key,
-                role: session.role.as_str().to_owned(),
-                name: session.name.to_string(),
-                family: session.family.clone(),
-                code: session.fingerprint,
-                expires: unix(session.expires),
-            });
+            store.put_session(stored_of(key, &session));
         }
         Ok((token, session))
     }
@@ -225,7 +243,12 @@ impl SessionStore {
 
     /// Logout: the token stops working and its sockets close.
     pub fn end(&self, token: &str) -> bool {
-        let key = key(token);
+        self.end_key(key(token))
+    }
+
+    /// [`SessionStore::end`] by the SHA-256 of the token: a logout on another
+    /// node of a cluster.
+    pub fn end_key(&self, key: [u8; 32]) -> bool {
         let removed = self.sessions.locked().remove(&key);
         let Some(session) = removed else {
             return false;
@@ -235,6 +258,80 @@ impl SessionStore {
             store.delete_session(key);
         }
         true
+    }
+
+    /// The session of `token` as stored: what a cluster shares of it.
+    pub fn stored(&self, token: &str) -> Option<StoredSession> {
+        let key = key(token);
+        let sessions = self.sessions.locked();
+        sessions.get(&key).map(|s| stored_of(key, s))
+    }
+
+    /// Every session not ended, as stored (what a node seeds a cluster with).
+    pub fn all_stored(&self) -> Vec<StoredSession> {
+        let sessions = self.sessions.locked();
+        sessions
+            .iter()
+            .filter(|(_, s)| !s.is_ended())
+            .map(|(k, s)| stored_of(*k, s))
+            .collect()
+    }
+
+    /// The keys of a family's sessions.
+    pub fn keys_of_family(&self, family: &str) -> Vec<[u8; 32]> {
+        let sessions = self.sessions.locked();
+        sessions
+            .iter()
+            .filter(|(_, s)| s.family.as_deref() == Some(family))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Takes in a session made on another node of a cluster, if it was made with
+    /// `current` (the code of its role or family in force here) and is not
+    /// expired; saved to the database too. Returns whether it is in force here.
+    /// A session already known is left as it is.
+    pub fn adopt(&self, s: &StoredSession, current: Option<[u8; 32]>) -> bool {
+        if current != Some(s.code) {
+            return false;
+        }
+        let Some(session) = from_stored(s) else {
+            return false;
+        };
+        if session.is_ended() {
+            return false;
+        }
+        let mut sessions = self.sessions.locked();
+        if sessions.contains_key(&s.key) {
+            return true;
+        }
+        sessions.insert(s.key, Arc::new(session));
+        drop(sessions);
+        if let Some(store) = &self.store {
+            store.put_session(s.clone());
+        }
+        true
+    }
+
+    /// Ends every session whose key is not in `keep` (a cluster's sessions
+    /// replace a node's own); returns how many ended.
+    pub fn retain_keys(&self, keep: &std::collections::HashSet<[u8; 32]>) -> usize {
+        let mut gone = Vec::new();
+        self.sessions.locked().retain(|k, s| {
+            if keep.contains(k) {
+                true
+            } else {
+                s.ended.send_replace(true);
+                gone.push(*k);
+                false
+            }
+        });
+        if let Some(store) = &self.store {
+            for key in &gone {
+                store.delete_session(*key);
+            }
+        }
+        gone.len()
     }
 
     /// Ends every session of `role` made with a role code (its code changed);

@@ -19,9 +19,11 @@
 //! tries the servers that greet first; users of the connection follow
 //! [`Cluster::connections`] and take the new client from [`Cluster::client`].
 
+pub mod audit;
 pub mod chat;
 pub mod demand;
 pub mod frames;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

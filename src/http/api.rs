@@ -24,8 +24,9 @@
 //! | `GET /api/tokens` | 200, every link token (never the secret) |
 //! | `DELETE /api/tokens/ID` | 204; the token stops at once and its sockets close |
 //!
-//! Every change is written to the database first and applied in memory only
-//! once committed, so a failed write changes nothing. A browser session must
+//! Every change is written to the database first (on a node of a cluster, to
+//! the cluster's shared state: see `records`) and applied in memory only once
+//! committed, so a failed write changes nothing. A browser session must
 //! send the `X-CSRF-Token` its page got from `/config.json` with each change (a
 //! cross-site form cannot set a header); HTTP Basic clients need none. Bad input
 //! is a 400 whose JSON names the field.
@@ -229,10 +230,9 @@ fn create_family(body: &str, ctx: &HttpContext) -> Reply {
         code_hash,
     };
     let family = change.apply_to(&blank);
-    if let Err(e) = ctx.store.create_family(&family) {
+    if let Err(e) = ctx.records.create_family(&family) {
         return storage_failed(e);
     }
-    ctx.access.families.insert(family.clone());
     tracing::info!(family = %family.id, rooms = ?family.rooms, "family added");
     let mut answer = family_json(&family, 0);
     answer["code"] = code.into();
@@ -247,13 +247,11 @@ fn edit_family(id: &str, body: &str, ctx: &HttpContext) -> Reply {
     let Some(current) = ctx.access.families.get(id) else {
         return not_found(id);
     };
-    match ctx.store.update_family(id, change.clone()) {
-        Ok(Some(_)) => {}
+    let edited = match ctx.records.update_family(&current, change) {
+        Ok(Some(edited)) => edited,
         Ok(None) => return not_found(id),
         Err(e) => return storage_failed(e),
-    }
-    let edited = change.apply_to(&current);
-    ctx.access.families.update(edited.clone());
+    };
     tracing::info!(family = %id, rooms = ?edited.rooms, "family changed");
     let watching = ctx
         .access
@@ -362,13 +360,11 @@ fn revoke_family(id: &str, ctx: &HttpContext) -> Reply {
     if ctx.access.families.get(id).is_none() {
         return not_found(id);
     }
-    match ctx.store.delete_family(id) {
-        Ok(true) => {}
-        Ok(false) => return not_found(id),
+    let sessions = match ctx.records.delete_family(id) {
+        Ok(Some(sessions)) => sessions,
+        Ok(None) => return not_found(id),
         Err(e) => return storage_failed(e),
-    }
-    ctx.access.families.remove(id);
-    let sessions = ctx.access.sessions.end_family(id);
+    };
     tracing::info!(family = %id, sessions, "family revoked");
     tiny_http::Response::new(
         tiny_http::StatusCode(204),
@@ -387,13 +383,11 @@ fn rotate_code(id: &str, ctx: &HttpContext) -> Reply {
         Ok(made) => made,
         Err(e) => return storage_failed(e),
     };
-    match ctx.store.set_family_code(id, hash) {
-        Ok(true) => {}
-        Ok(false) => return not_found(id),
+    let sessions = match ctx.records.rotate_code(id, hash) {
+        Ok(Some(sessions)) => sessions,
+        Ok(None) => return not_found(id),
         Err(e) => return storage_failed(e),
-    }
-    ctx.access.families.rotate_code(id, hash);
-    let sessions = ctx.access.sessions.end_family(id);
+    };
     tracing::info!(family = %id, sessions, "family code rotated");
     json(200, &serde_json::json!({ "code": code }))
 }
@@ -446,10 +440,9 @@ fn create_token(body: &str, ctx: &HttpContext) -> Reply {
         last_used: None,
         hash,
     };
-    if let Err(e) = ctx.store.create_token(&token) {
+    if let Err(e) = ctx.records.create_token(&token) {
         return storage_failed(e);
     }
-    ctx.access.tokens.insert(token.clone());
     tracing::info!(token = %token.id, name = %token.name, scope = token.scope.as_str(), rooms = ?token.rooms, "link token made");
     let mut answer = serde_json::json!(token);
     answer["token"] = secret.into();
@@ -463,12 +456,11 @@ fn revoke_token(id: &str, ctx: &HttpContext) -> Reply {
     if ctx.access.tokens.get(id).is_none() {
         return unknown();
     }
-    match ctx.store.delete_token(id) {
+    match ctx.records.delete_token(id) {
         Ok(true) => {}
         Ok(false) => return unknown(),
         Err(e) => return storage_failed(e),
     }
-    ctx.access.tokens.remove(id);
     tracing::info!(token = %id, "link token revoked");
     no_content()
 }
@@ -489,10 +481,18 @@ fn audit(req: &Incoming, ctx: &HttpContext) -> Reply {
     if since > until {
         return error(400, "since: must not be after until", Some("since"));
     }
-    let records = match ctx.store.audit(since, until) {
+    #[allow(unused_mut)]
+    let mut records = match ctx.store.audit(since, until) {
         Ok(records) => records,
         Err(e) => return storage_failed(e),
     };
+    // A clustered node's log holds every node's rows: name this node on its own.
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &ctx.cluster {
+        for record in &mut records {
+            record.node.get_or_insert_with(|| cluster.node().to_owned());
+        }
+    }
     let csv = super::query_param(req.query, "format") == Some("csv")
         || req
             .accept

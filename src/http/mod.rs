@@ -50,6 +50,8 @@ pub struct HttpContext {
     pub access: Arc<Access>,
     /// The database: families, the viewing log.
     pub store: crate::store::Store,
+    /// Where families, link tokens and sessions change (SQLite, or the cluster).
+    pub records: crate::records::Records,
     /// Each room's opening hours, which the admin API reads and sets.
     pub hours: Arc<crate::privacy::hours::Hours>,
     /// The teachers' pauses in force.
@@ -428,6 +430,12 @@ fn login(req: &Incoming, body: &str, ctx: &HttpContext) -> Reply {
     });
     match outcome {
         Ok((token, session)) => {
+            // In a cluster the parent's next request may land on another node.
+            if let Err(e) = ctx.records.session_started(&token) {
+                tracing::error!(peer = %req.peer, error = %e, "login refused: the session cannot be shared with the cluster");
+                ctx.access.sessions.end(&token);
+                return redirect("/login?error=busy");
+            }
             tracing::info!(peer = %req.peer, role = session.role.as_str(), "login");
             redirect("/").with_header(header("Set-Cookie", &ctx.access.session_cookie(&token)))
         }
@@ -448,7 +456,8 @@ fn logout(req: &Incoming, ctx: &HttpContext) -> Reply {
     if !same_origin_post(req, ctx) {
         return text(403, "cross-site form posts are not accepted\n");
     }
-    if ctx.access.logout(req.cookie.as_deref()) {
+    if let Some(key) = ctx.access.logout(req.cookie.as_deref()) {
+        ctx.records.session_ended(key);
         tracing::info!(peer = %req.peer, "logout");
     }
     redirect("/login").with_header(header("Set-Cookie", &ctx.access.clear_cookie()))

@@ -1,7 +1,8 @@
 //! The viewing log as CSV for a spreadsheet: RFC 4180 (comma-separated, CRLF line
 //! ends, fields with a comma, quote or line break quoted, quotes doubled), with the
 //! header `family,name,role,stream,start,end,address,family_name,kind,until,resumed_by`
-//! (`kind` is `watch` or `pause`; the last two are a pause's).
+//! (`kind` is `watch` or `pause`; the last two are a pause's). A clustered
+//! node's log adds a last column, `node`: the relay the viewer watched on.
 //!
 //! Times are ISO 8601 in UTC (`2026-11-22T08:30:05Z`), which spreadsheets read as
 //! dates, rather than UNIX seconds; `end` is empty while the viewer still watches.
@@ -18,7 +19,14 @@ const HEADER: &str =
 
 pub fn audit_csv(records: &[ViewRecord]) -> String {
     let mut out = String::with_capacity(HEADER.len() + records.len() * 96);
-    out.push_str(HEADER);
+    let clustered = records.iter().any(|r| r.node.is_some());
+    match clustered {
+        false => out.push_str(HEADER),
+        true => {
+            out.push_str(HEADER.trim_end());
+            out.push_str(",node\r\n");
+        }
+    }
     for r in records {
         let fields = [
             field(r.family.as_deref().unwrap_or("")),
@@ -34,6 +42,10 @@ pub fn audit_csv(records: &[ViewRecord]) -> String {
             field(r.resumed_by.as_deref().unwrap_or("")),
         ];
         out.push_str(&fields.join(","));
+        if clustered {
+            out.push(',');
+            out.push_str(&field(r.node.as_deref().unwrap_or("")));
+        }
         out.push_str("\r\n");
     }
     out
@@ -107,6 +119,7 @@ mod tests {
             kind: "watch".into(),
             until: None,
             resumed_by: None,
+            node: None,
         };
         let formula = ViewRecord {
             name: Some("=HYPERLINK(\"http://x\")".into()),
@@ -133,5 +146,29 @@ mod tests {
              ,\"'=HYPERLINK(\"\"http://x\"\")\",viewer,sala-1,2026-11-28T08:30:05Z,2026-11-28T08:31:05Z,192.0.2.7,,watch,,\r\n\
              ,Ana,staff,sala-1,2026-11-28T08:30:05Z,2026-11-28T08:31:05Z,192.0.2.7,,pause,2026-11-28T08:40:05Z,Luis\r\n"
         );
+    }
+
+    #[test]
+    fn a_clustered_log_names_each_rows_node_in_a_last_column() {
+        let row = |node: &str| ViewRecord {
+            id: ViewId(1),
+            family: None,
+            name: Some("Ana".into()),
+            role: "staff".into(),
+            stream: "camera".into(),
+            start: 1_795_854_605,
+            end: None,
+            address: "192.0.2.7".into(),
+            family_name: None,
+            kind: "watch".into(),
+            until: None,
+            resumed_by: None,
+            node: Some(node.into()),
+        };
+        let csv = audit_csv(&[row("relay-1"), row("relay-2")]);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(lines[0].ends_with(",resumed_by,node"), "{}", lines[0]);
+        assert!(lines[1].ends_with(",,relay-1"), "{}", lines[1]);
+        assert!(lines[2].ends_with(",,relay-2"), "{}", lines[2]);
     }
 }

@@ -73,7 +73,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     SCHEDULES_4,
     PAUSES_5,
     LINK_TOKENS_6,
+    VIEWING_NODES_7,
 ];
+
+/// In a cluster every node's viewing log holds every node's rows (see
+/// `cluster::audit`): a row another node logged names that node and its id
+/// there, so the same row heard twice is one row. `node` is NULL for this
+/// node's own rows.
+const VIEWING_NODES_7: &str = r#"
+ALTER TABLE viewing ADD COLUMN node TEXT;
+ALTER TABLE viewing ADD COLUMN origin_id INTEGER;
+CREATE UNIQUE INDEX viewing_origin ON viewing (node, origin_id) WHERE node IS NOT NULL;
+"#;
 
 /// The viewing log keeps the family's name as it was, so a report still says who
 /// watched after the family is removed.

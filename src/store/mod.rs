@@ -174,6 +174,45 @@ pub struct ViewRecord {
     pub until: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed_by: Option<String>,
+    /// In a cluster, the node the viewer watched on (`None`: this node; the
+    /// admin API names it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// A change to the viewing log as a cluster's nodes tell each other of it:
+/// a row opened (a viewing or a pause), or closed. `id` is the row's id on the
+/// node that logged it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum AuditEvent {
+    Open {
+        id: i64,
+        kind: String,
+        family: Option<String>,
+        family_name: Option<String>,
+        name: Option<String>,
+        role: String,
+        stream: String,
+        start: i64,
+        address: String,
+        until: Option<i64>,
+    },
+    Close {
+        id: i64,
+        end: i64,
+        resumed_by: Option<String>,
+    },
+}
+
+/// Who hears of this node's viewing-log changes (a cluster's publisher); it
+/// must not block.
+struct AuditTap(Box<dyn Fn(AuditEvent) + Send + Sync>);
+
+impl fmt::Debug for AuditTap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditTap")
+    }
 }
 
 /// How the store keeps itself tidy.
@@ -285,6 +324,10 @@ struct Inner {
     /// The id the next viewing session gets; seeded from the log at open.
     next_view: AtomicI64,
     shared: Arc<Shared>,
+    audit_tap: std::sync::OnceLock<AuditTap>,
+    /// Rows closed at open that an unclean stop had left open, until a
+    /// cluster's publisher takes them.
+    leftovers: Mutex<Vec<(i64, i64)>>,
 }
 
 impl Drop for Inner {
@@ -330,6 +373,8 @@ impl Store {
                 reader: opened.reader,
                 next_view: AtomicI64::new(opened.last_view_id + 1),
                 shared,
+                audit_tap: std::sync::OnceLock::new(),
+                leftovers: Mutex::new(opened.leftovers),
             }),
         })
     }
@@ -523,34 +568,117 @@ impl Store {
 
     /// Starts a row of the viewing log (queued) and returns its id at once.
     pub fn audit_open(&self, start: ViewStart) -> ViewId {
-        let id = ViewId(self.inner.next_view.fetch_add(1, Ordering::Relaxed));
-        self.queue(Write::AuditOpen(id, start, "watch"));
-        id
+        self.open_view(start, "watch")
     }
 
     /// Starts a row of kind `token` (queued): a viewing through a link token,
     /// whose `name` is the token's name.
     pub fn audit_open_token(&self, start: ViewStart) -> ViewId {
+        self.open_view(start, "token")
+    }
+
+    fn open_view(&self, start: ViewStart, kind: &'static str) -> ViewId {
         let id = ViewId(self.inner.next_view.fetch_add(1, Ordering::Relaxed));
-        self.queue(Write::AuditOpen(id, start, "token"));
+        self.tell(|| AuditEvent::Open {
+            id: id.0,
+            kind: kind.to_owned(),
+            family: start.family.clone(),
+            family_name: start.family_name.clone(),
+            name: start.name.clone(),
+            role: start.role.clone(),
+            stream: start.stream.clone(),
+            start: start.start,
+            address: start.address.clone(),
+            until: None,
+        });
+        self.queue(Write::AuditOpen(id, start, kind));
         id
     }
 
     /// Ends a row of the viewing log at `end` (queued).
     pub fn audit_close(&self, id: ViewId, end: i64) {
+        self.tell(|| AuditEvent::Close {
+            id: id.0,
+            end,
+            resumed_by: None,
+        });
         self.queue(Write::AuditClose(id, end));
     }
 
     /// Starts a pause's row of the log (queued) and returns its id at once.
     pub fn pause_open(&self, start: PauseStart) -> ViewId {
         let id = ViewId(self.inner.next_view.fetch_add(1, Ordering::Relaxed));
+        self.tell(|| AuditEvent::Open {
+            id: id.0,
+            kind: "pause".to_owned(),
+            family: None,
+            family_name: None,
+            name: start.name.clone(),
+            role: start.role.clone(),
+            stream: start.stream.clone(),
+            start: start.start,
+            address: start.address.clone(),
+            until: Some(start.until),
+        });
         self.queue(Write::PauseOpen(id, start));
         id
     }
 
     /// Ends a pause's row at `end` (queued); `resumed_by` is who resumed it early.
     pub fn pause_close(&self, id: ViewId, end: i64, resumed_by: Option<String>) {
+        self.tell(|| AuditEvent::Close {
+            id: id.0,
+            end,
+            resumed_by: resumed_by.clone(),
+        });
         self.queue(Write::PauseClose(id, end, resumed_by));
+    }
+
+    /// Has `tap` told of every row this node opens or closes in the viewing log
+    /// from now on (a cluster shares them); it must not block. Once per store.
+    pub fn tap_audit(&self, tap: impl Fn(AuditEvent) + Send + Sync + 'static) {
+        let _ = self.inner.audit_tap.set(AuditTap(Box::new(tap)));
+    }
+
+    /// The closes of the rows an unclean stop had left open (closed at open),
+    /// once: a cluster's other nodes heard them open.
+    pub fn take_leftover_closes(&self) -> Vec<AuditEvent> {
+        std::mem::take(&mut *self.inner.leftovers.locked())
+            .into_iter()
+            .map(|(id, end)| AuditEvent::Close {
+                id,
+                end,
+                resumed_by: None,
+            })
+            .collect()
+    }
+
+    fn tell(&self, event: impl FnOnce() -> AuditEvent) {
+        if let Some(tap) = self.inner.audit_tap.get() {
+            (tap.0)(event());
+        }
+    }
+
+    /// Adds rows other nodes of a cluster logged, `(node, event)`, and records
+    /// that the cluster's log was read up to `seq`, in one transaction
+    /// (acknowledged). The same event twice changes nothing.
+    pub fn ingest_audit(
+        &self,
+        events: Vec<(String, AuditEvent)>,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let first = self
+            .inner
+            .next_view
+            .fetch_add(events.len() as i64, Ordering::Relaxed);
+        self.acknowledged("the cluster's viewing log", move |c| {
+            sqlite::ingest_audit(c, first, &events, seq).map_err(StoreError::from)
+        })
+    }
+
+    /// How far the cluster's viewing log was read into this database (0: not yet).
+    pub fn audit_seq(&self) -> Result<u64, StoreError> {
+        self.read(sqlite::audit_seq)
     }
 
     /// The pauses not yet ended in the log: those that were running when the

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    migrate, unix_now, Family, FamilyChange, OpenPause, PauseStart, SessionsOf, StoreError,
-    StoreSettings, StoredSession, ViewId, ViewRecord, ViewStart, WriteStats, DB_FILE, QUEUE,
+    migrate, unix_now, AuditEvent, Family, FamilyChange, OpenPause, PauseStart, SessionsOf,
+    StoreError, StoreSettings, StoredSession, ViewId, ViewRecord, ViewStart, WriteStats, DB_FILE,
+    QUEUE,
 };
 use crate::auth::tokens::{LinkToken, Scope};
 use crate::sync::Locked;
@@ -40,6 +41,9 @@ pub(super) struct Opened {
     /// The writer's own connection for a store in memory.
     pub reader: Arc<Mutex<Connection>>,
     pub last_view_id: i64,
+    /// The viewing-log rows this open closed, left open by an unclean stop:
+    /// `(id, end)`, for a cluster's other nodes.
+    pub leftovers: Vec<(i64, i64)>,
 }
 
 /// Opens `kindercam.db` in `state_dir` read-write for the writer and read-only for
@@ -91,9 +95,10 @@ pub(super) fn open_file(state_dir: &Path, settings: &StoreSettings) -> Result<Op
     if let Err(e) = migrate::import_json(&mut writer, state_dir, now) {
         tracing::error!(database = %label, error = %e, "cannot import the old JSON state files; they are kept for the next start");
     }
-    if let Err(e) = close_leftovers(&mut writer, now, settings.audit_days) {
+    let leftovers = close_leftovers(&mut writer, now, settings.audit_days).unwrap_or_else(|e| {
         tracing::error!(database = %label, error = %e, "cannot tidy the database at start");
-    }
+        Vec::new()
+    });
     let last_view_id = last_view_id(&writer)?;
 
     let reader = Connection::open_with_flags(
@@ -107,6 +112,7 @@ pub(super) fn open_file(state_dir: &Path, settings: &StoreSettings) -> Result<Op
         writer: Arc::new(Mutex::new(writer)),
         reader: Arc::new(Mutex::new(reader)),
         last_view_id,
+        leftovers,
     })
 }
 
@@ -116,7 +122,7 @@ pub(super) fn open_memory(settings: &StoreSettings) -> Result<Opened, StoreError
     let mut conn = Connection::open_in_memory()?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate::migrate(&mut conn, migrate::MIGRATIONS)?;
-    close_leftovers(&mut conn, unix_now(), settings.audit_days)?;
+    let leftovers = close_leftovers(&mut conn, unix_now(), settings.audit_days)?;
     let conn = Arc::new(Mutex::new(conn));
     Ok(Opened {
         path: None,
@@ -124,19 +130,32 @@ pub(super) fn open_memory(settings: &StoreSettings) -> Result<Opened, StoreError
         writer: conn.clone(),
         reader: conn,
         last_view_id: 0,
+        leftovers,
     })
 }
 
 /// At open: ends the viewing sessions a crash or power cut left open, and prunes.
-fn close_leftovers(conn: &mut Connection, now: i64, audit_days: u32) -> rusqlite::Result<()> {
+fn close_leftovers(
+    conn: &mut Connection,
+    now: i64,
+    audit_days: u32,
+) -> rusqlite::Result<Vec<(i64, i64)>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // This node's own rows only: another node's (in a cluster) is closed by it.
+    let left = tx
+        .prepare(
+            r#"SELECT id, max(start, ?1) FROM viewing
+               WHERE "end" IS NULL AND kind != 'pause' AND node IS NULL"#,
+        )?
+        .query_map([now], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(i64, i64)>>>()?;
     // The daemon stopped without closing these rows, and when each viewer really
     // left is unknown (the time of the last commit before the crash is not kept).
     // Every one of them had left by now, so the row ends at this start: the log
     // may show a viewer for longer than they watched, never shorter.
     // A pause is not a viewer: it goes on across the restart (see `privacy::pause`).
     let closed = tx.execute(
-        r#"UPDATE viewing SET "end" = max(start, ?1) WHERE "end" IS NULL AND kind = 'watch'"#,
+        r#"UPDATE viewing SET "end" = max(start, ?1) WHERE "end" IS NULL AND kind != 'pause' AND node IS NULL"#,
         [now],
     )?;
     if closed > 0 {
@@ -146,7 +165,8 @@ fn close_leftovers(conn: &mut Connection, now: i64, audit_days: u32) -> rusqlite
         );
     }
     prune(&tx, now, audit_days)?;
-    tx.commit()
+    tx.commit()?;
+    Ok(left)
 }
 
 fn last_view_id(conn: &Connection) -> rusqlite::Result<i64> {
@@ -830,6 +850,78 @@ pub(super) fn set_schedule(
     Ok(())
 }
 
+/// The `meta` key keeping how far the cluster's viewing log was read.
+const AUDIT_SEQ: &str = "cluster_audit_seq";
+
+pub(super) fn ingest_audit(
+    c: &Connection,
+    first_id: i64,
+    events: &[(String, AuditEvent)],
+    seq: u64,
+) -> rusqlite::Result<()> {
+    for (i, (node, event)) in events.iter().enumerate() {
+        match event {
+            AuditEvent::Open {
+                id,
+                kind,
+                family,
+                family_name,
+                name,
+                role,
+                stream,
+                start,
+                address,
+                until,
+            } => {
+                c.prepare_cached(
+                    r#"INSERT OR IGNORE INTO viewing (id, family, name, role, stream, start, "end",
+                           address, family_name, kind, until, node, origin_id)
+                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?9, ?10, ?11, ?12)"#,
+                )?
+                .execute(params![
+                    first_id + i as i64,
+                    family,
+                    name,
+                    role,
+                    stream,
+                    start,
+                    address,
+                    family_name,
+                    kind,
+                    until,
+                    node,
+                    id
+                ])?;
+            }
+            AuditEvent::Close {
+                id,
+                end,
+                resumed_by,
+            } => {
+                c.prepare_cached(
+                    r#"UPDATE viewing SET "end" = max(start, ?3), resumed_by = coalesce(?4, resumed_by)
+                       WHERE node = ?1 AND origin_id = ?2 AND "end" IS NULL"#,
+                )?
+                .execute(params![node, id, end, resumed_by])?;
+            }
+        }
+    }
+    c.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+        .execute(params![AUDIT_SEQ, seq.to_string()])?;
+    Ok(())
+}
+
+pub(super) fn audit_seq(c: &Connection) -> rusqlite::Result<u64> {
+    let value: Option<String> = c
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [AUDIT_SEQ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
 pub(super) fn sessions(c: &Connection, now: i64) -> rusqlite::Result<Vec<StoredSession>> {
     c.prepare_cached(
         "SELECT key, role, name, family, code, expires FROM sessions WHERE expires > ?1",
@@ -853,12 +945,12 @@ pub(super) fn audit(c: &Connection, since: i64, until: i64) -> rusqlite::Result<
         // those days' rows, not the whole log (left to itself, SQLite walks the
         // index on start to save the sort, reading every row before `until`).
         r#"SELECT id, family, name, role, stream, start, "end", address, family_name,
-                  kind, until, resumed_by
+                  kind, until, resumed_by, node
            FROM viewing INDEXED BY viewing_end
            WHERE "end" >= ?1 AND start <= ?2
            UNION ALL
            SELECT id, family, name, role, stream, start, "end", address, family_name,
-                  kind, until, resumed_by
+                  kind, until, resumed_by, node
            FROM viewing INDEXED BY viewing_end
            WHERE "end" IS NULL AND start <= ?2
            ORDER BY start, id"#,
@@ -877,6 +969,7 @@ pub(super) fn audit(c: &Connection, since: i64, until: i64) -> rusqlite::Result<
             kind: row.get(9)?,
             until: row.get(10)?,
             resumed_by: row.get(11)?,
+            node: row.get(12)?,
         })
     })?
     .collect()
@@ -885,7 +978,7 @@ pub(super) fn audit(c: &Connection, since: i64, until: i64) -> rusqlite::Result<
 pub(super) fn open_pauses(c: &Connection) -> rusqlite::Result<Vec<OpenPause>> {
     c.prepare_cached(
         r#"SELECT id, stream, coalesce(name, role), start, until FROM viewing
-           WHERE kind = 'pause' AND "end" IS NULL ORDER BY start, id"#,
+           WHERE kind = 'pause' AND "end" IS NULL AND node IS NULL ORDER BY start, id"#,
     )?
     .query_map([], |row| {
         Ok(OpenPause {

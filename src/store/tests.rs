@@ -245,3 +245,125 @@ fn stream_masks_survive_a_reopen_and_a_damaged_one_masks_everything() {
     assert!(stored["hall"].is_empty());
     assert_eq!(stored["yard"], Mask::full(), "fails closed");
 }
+
+/// Another node's viewing-log changes, heard twice (a reconnect replays them),
+/// make one row, closed, naming that node; its open pause is not restored here.
+#[test]
+fn other_nodes_rows_are_ingested_once_and_their_pauses_stay_theirs() {
+    let store = Store::in_memory(StoreSettings::default()).unwrap();
+    let open = |id, kind: &str| AuditEvent::Open {
+        id,
+        kind: kind.into(),
+        family: Some("f1".into()),
+        family_name: Some("Pérez".into()),
+        name: Some("Ana".into()),
+        role: "viewer".into(),
+        stream: "camera".into(),
+        start: 1000,
+        address: "192.0.2.7".into(),
+        until: (kind == "pause").then_some(2000),
+    };
+    let close = AuditEvent::Close {
+        id: 7,
+        end: 1060,
+        resumed_by: None,
+    };
+    let events = vec![
+        ("relay-2".to_owned(), open(7, "watch")),
+        ("relay-2".to_owned(), open(8, "pause")),
+        ("relay-2".to_owned(), close.clone()),
+    ];
+    store.ingest_audit(events.clone(), 3).unwrap();
+    store.ingest_audit(events, 3).unwrap();
+    // The same id from another node is another row.
+    store
+        .ingest_audit(vec![("relay-3".to_owned(), open(7, "watch"))], 4)
+        .unwrap();
+    let mine = store.audit_open(ViewStart {
+        family: None,
+        family_name: None,
+        name: Some("Luis".into()),
+        role: "staff".into(),
+        stream: "camera".into(),
+        start: 1001,
+        address: "127.0.0.1".into(),
+    });
+    store.flush().unwrap();
+    let rows = store.audit(0, i64::MAX).unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let watched: Vec<_> = rows
+        .iter()
+        .filter(|r| r.node.as_deref() == Some("relay-2") && r.kind == "watch")
+        .collect();
+    assert_eq!(watched.len(), 1);
+    assert_eq!(watched[0].end, Some(1060));
+    let own = rows.iter().find(|r| r.id == mine).unwrap();
+    assert_eq!(own.node, None, "this node's own row");
+    assert_eq!(store.audit_seq().unwrap(), 4);
+    assert!(
+        store.open_pauses().unwrap().is_empty(),
+        "another node's pause is not restored here"
+    );
+}
+
+/// Rows an unclean stop left open (a viewing, a link token's) are closed at
+/// the next open, and their closes are handed once to a cluster's publisher;
+/// another node's open row and this node's pause stay open.
+#[test]
+fn rows_left_open_are_closed_at_open_and_their_closes_handed_over_once() {
+    let dir = TempDir::new("leftovers");
+    let start = |name: &str| ViewStart {
+        family: None,
+        family_name: None,
+        name: Some(name.into()),
+        role: "staff".into(),
+        stream: "camera".into(),
+        start: 1000,
+        address: "127.0.0.1".into(),
+    };
+    let (watched, token) = {
+        let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+        let ids = (
+            store.audit_open(start("Ana")),
+            store.audit_open_token(start("Home Assistant")),
+        );
+        store
+            .ingest_audit(
+                vec![(
+                    "relay-2".to_owned(),
+                    AuditEvent::Open {
+                        id: 1,
+                        kind: "watch".into(),
+                        family: None,
+                        family_name: None,
+                        name: Some("Luis".into()),
+                        role: "staff".into(),
+                        stream: "camera".into(),
+                        start: 1000,
+                        address: "192.0.2.7".into(),
+                        until: None,
+                    },
+                )],
+                1,
+            )
+            .unwrap();
+        store.flush().unwrap();
+        ids
+    };
+    let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+    let closes = store.take_leftover_closes();
+    let mut closed: Vec<i64> = closes
+        .iter()
+        .map(|c| match c {
+            AuditEvent::Close { id, .. } => *id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    closed.sort();
+    assert_eq!(closed, [watched.get(), token.get()]);
+    assert!(store.take_leftover_closes().is_empty(), "handed over once");
+    let rows = store.audit(0, i64::MAX).unwrap();
+    let open: Vec<_> = rows.iter().filter(|r| r.end.is_none()).collect();
+    assert_eq!(open.len(), 1, "{rows:?}");
+    assert_eq!(open[0].node.as_deref(), Some("relay-2"));
+}
