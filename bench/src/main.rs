@@ -13,6 +13,7 @@
 
 #![recursion_limit = "256"]
 
+mod cluster;
 mod daemon;
 mod login;
 mod procfs;
@@ -114,6 +115,7 @@ const USAGE: &str =
     "usage: kindercam-bench --kindercam PATH [--cases SPEC] [--warmup-s 3] [--window-s 15]
        [--interval-ms 100] [--client-threads 1] [--json OUT.json] [--markdown OUT.md]
        kindercam-bench login --help   (logins and handshakes, see bench/login.sh)
+       kindercam-bench cluster --help (two relays on NATS fed by a pushing camera, bench/cluster.sh)
 SPEC: space- or semicolon-separated FEED-FORMAT:N,N,... with FEED upload|pattern and
 FORMAT text|binary|mjpeg (MJPEG over HTTP, kindercam only), e.g. \"upload-text:0,10,100,500;pattern-binary:500\"";
 
@@ -224,8 +226,10 @@ fn main() {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("login") {
-        return login::main(std::env::args().skip(2));
+    match std::env::args().nth(1).as_deref() {
+        Some("login") => return login::main(std::env::args().skip(2)),
+        Some("cluster") => return cluster::main(std::env::args().skip(2)),
+        _ => {}
     }
     let opts = parse_args()?;
     let nofile = procfs::raise_nofile_limit();
