@@ -43,7 +43,7 @@ pub struct NatsCluster {
     routes: String,
     dir: TempDir,
     /// This cluster's turn; the next one starts when it is dropped.
-    _turn: OwnedMutexGuard<()>,
+    _turn: Option<OwnedMutexGuard<()>>,
 }
 
 /// Whose turn it is to run a cluster.
@@ -82,36 +82,70 @@ impl NatsCluster {
     /// when nats-server is missing outside CI (the caller skips its test).
     pub async fn start(n: usize) -> Option<NatsCluster> {
         let binary = nats_server()?;
-        let turn = TURN.clone().lock_owned().await;
-        let dir = TempDir::new("nats");
-        let mut nodes: Vec<NatsNode> = (1..=n)
-            .map(|i| NatsNode {
-                name: format!("n{i}"),
-                port: free_port(),
-                monitor: free_port(),
-                cluster_port: free_port(),
-                store: dir.path().join(format!("n{i}")),
-                log: dir.path().join(format!("n{i}.log")),
-                child: None,
-                stopped: false,
-            })
-            .collect();
-        let routes = nodes
-            .iter()
-            .map(|node| format!("nats://127.0.0.1:{}", node.cluster_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        for node in &mut nodes {
-            node.spawn(&binary, &routes);
+        let mut turn = Some(TURN.clone().lock_owned().await);
+        // The ports are the kernel's free ones, let go for the servers to bind:
+        // another process may take one in between, and that node then exits at
+        // once ("address already in use"). Such a start is tried again on new
+        // ports, up to three times.
+        for attempt in 1..=3 {
+            let dir = TempDir::new("nats");
+            let mut nodes: Vec<NatsNode> = (1..=n)
+                .map(|i| NatsNode {
+                    name: format!("n{i}"),
+                    port: free_port(),
+                    monitor: free_port(),
+                    cluster_port: free_port(),
+                    store: dir.path().join(format!("n{i}")),
+                    log: dir.path().join(format!("n{i}.log")),
+                    child: None,
+                    stopped: false,
+                })
+                .collect();
+            let routes = nodes
+                .iter()
+                .map(|node| format!("nats://127.0.0.1:{}", node.cluster_port))
+                .collect::<Vec<_>>()
+                .join(",");
+            for node in &mut nodes {
+                node.spawn(&binary, &routes);
+            }
+            let mut cluster = NatsCluster {
+                nodes,
+                routes,
+                dir,
+                _turn: turn.take(),
+            };
+            if attempt == 3 || !cluster.lost_a_node_at_start().await {
+                cluster.wait_ready().await;
+                return Some(cluster);
+            }
+            eprintln!("a NATS node exited at start (port taken?); starting again on new ports");
+            // Keep the turn; dropping the failed cluster kills its other nodes.
+            turn = cluster._turn.take();
         }
-        let cluster = NatsCluster {
-            nodes,
-            routes,
-            dir,
-            _turn: turn,
-        };
-        cluster.wait_ready().await;
-        Some(cluster)
+        unreachable!("the third attempt returns")
+    }
+
+    /// Whether a node exited while the cluster came up (within its ready limit).
+    async fn lost_a_node_at_start(&mut self) -> bool {
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            for node in &mut self.nodes {
+                if let Some(child) = node.child.as_mut() {
+                    if child.try_wait().ok().flatten().is_some() {
+                        return true;
+                    }
+                }
+            }
+            let mut ready = true;
+            for node in &self.nodes {
+                ready &= node.has_meta_leader().await;
+            }
+            if ready || Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Every node's client URL, comma-separated, for `--nats`.
