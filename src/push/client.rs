@@ -196,7 +196,10 @@ impl Dialer {
             } else {
                 Box::new(tcp)
             };
-            let mut request = with_query(url.as_str(), "gate=1")
+            // `demand=1` in every case: a push token asks for it by itself, but a
+            // relay with `--auth off` (on loopback) knows no token and would
+            // never say it has viewers.
+            let mut request = with_query(&with_query(url.as_str(), "gate=1"), "demand=1")
                 .into_client_request()
                 .map_err(|e| Failure::Handshake {
                     detail: e.to_string(),
