@@ -67,18 +67,26 @@ impl Rooms {
 
     /// A relay's rooms on a NATS cluster: history and messages in the chat
     /// stream, which a task sets up as soon as JetStream answers (see
-    /// `cluster/chat.rs`). `js` gives the node's current JetStream context;
-    /// `node` names this node. Call it inside the Tokio runtime.
+    /// `cluster/chat.rs`). `js` gives the node's current JetStream context,
+    /// `connections` changes when the node's NATS client is replaced (rooms
+    /// then read on the new one); `node` names this node. Call it inside the
+    /// Tokio runtime.
     #[cfg(feature = "cluster")]
     pub fn clustered(
         js: crate::cluster::chat::JetStreamSource,
+        connections: crate::cluster::chat::Connections,
         node: &str,
         history_len: usize,
     ) -> Rooms {
         Rooms {
             rooms: Mutex::new(BTreeMap::new()),
             history_len,
-            backend: Backend::Cluster(crate::cluster::chat::ChatLink::open(js, node, history_len)),
+            backend: Backend::Cluster(crate::cluster::chat::ChatLink::open(
+                js,
+                connections,
+                node,
+                history_len,
+            )),
             posted: Arc::default(),
         }
     }

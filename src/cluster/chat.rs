@@ -21,8 +21,10 @@
 //!   see their own post only when it comes back this way, so every node shows the
 //!   stream's order, and a message's id is its stream sequence, the same on every
 //!   node. The task checks the consumer's sequence numbers itself; on a gap, a
-//!   missed heartbeat or an error it makes a new consumer starting after the last
-//!   message it delivered: nothing is skipped and nothing delivered twice.
+//!   missed heartbeat, an error, or the node's NATS client being replaced
+//!   (`Cluster::connections`) it makes a new consumer, on the current client,
+//!   starting after the last message it delivered: nothing is skipped and
+//!   nothing delivered twice.
 //! - **Moderation**: a delete removes the message from the stream (so no history
 //!   read later shows it) and then tells every node on the `.ctl` subject; a mute
 //!   names the message whose author it silences, and the time it ends.
@@ -77,6 +79,9 @@ const MAX_MESSAGE_BYTES: i32 = 16 * 1024;
 /// publish and consumer must use the new one.
 pub type JetStreamSource = Arc<dyn Fn() -> jetstream::Context + Send + Sync>;
 
+/// Changes each time the node's NATS client is replaced (`Cluster::connections`).
+pub type Connections = tokio::sync::watch::Receiver<u64>;
+
 /// What goes into the stream, as JSON. Clients never see it: each node turns a
 /// post into the protocol's `usermsg` with the stream sequence as its id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +124,7 @@ impl std::fmt::Display for PublishFailed {
 /// One node's link to the chat stream, shared by all its rooms.
 pub struct ChatLink {
     js: JetStreamSource,
+    connections: Connections,
     node: String,
     /// Random per process: message ids of a restarted node never repeat old ones.
     boot: u64,
@@ -143,7 +149,12 @@ impl ChatLink {
     /// whose NATS is not up yet starts anyway; until the stream is there, posts
     /// wait (and fail after [`PUBLISH_PATIENCE`]) and rooms wait for history.
     /// Call it inside the Tokio runtime.
-    pub fn open(js: JetStreamSource, node: &str, history_len: usize) -> Arc<ChatLink> {
+    pub fn open(
+        js: JetStreamSource,
+        connections: Connections,
+        node: &str,
+        history_len: usize,
+    ) -> Arc<ChatLink> {
         let mut boot = [0u8; 8];
         if let Err(e) = getrandom::fill(&mut boot) {
             // Ids stay unique per node for the run; only a restart within the
@@ -155,6 +166,7 @@ impl ChatLink {
         runtime.spawn(set_up(js.clone(), history_len));
         Arc::new(ChatLink {
             js,
+            connections,
             node: node.to_owned(),
             boot: u64::from_le_bytes(boot),
             next_id: AtomicU64::new(1),
@@ -379,6 +391,9 @@ async fn deliver(
 ) -> Interrupted {
     let broken =
         |what: &str, e: &dyn std::fmt::Display| Interrupted::Broken(format!("{what}: {e}"));
+    // Seen before taking the client: a replacement from now on ends this consumer.
+    let mut connections = link.connections.clone();
+    connections.mark_unchanged();
     let js = (link.js)();
     let stream = match js.get_stream_no_info(STREAM).await {
         Ok(stream) => stream,
@@ -409,11 +424,11 @@ async fn deliver(
         .max_messages_per_batch(256)
         .heartbeat(HEARTBEAT)
         .expires(PULL_EXPIRES)
-        .messages()
-        .await;
-    let mut messages = match messages {
-        Ok(messages) => messages,
-        Err(e) => return broken("cannot pull chat messages", &e),
+        .messages();
+    let mut messages = match tokio::time::timeout(ATTEMPT_TIMEOUT, messages).await {
+        Ok(Ok(messages)) => messages,
+        Ok(Err(e)) => return broken("cannot pull chat messages", &e),
+        Err(_) => return Interrupted::Broken("no answer pulling chat messages".into()),
     };
     *started = true;
     if *last > 0 {
@@ -427,7 +442,15 @@ async fn deliver(
     }
     let mut expected = 1u64;
     loop {
-        let message = match messages.next().await {
+        let next = tokio::select! {
+            next = messages.next() => next,
+            replaced = connections.changed() => match replaced {
+                Ok(()) => return Interrupted::Broken("the NATS client was replaced".into()),
+                // The cluster is gone (shutdown): only the consumer can end this.
+                Err(_) => messages.next().await,
+            },
+        };
+        let message = match next {
             Some(Ok(message)) => message,
             Some(Err(e)) => return broken("chat consumer failed", &e),
             None => return Interrupted::Broken("the chat consumer ended".into()),

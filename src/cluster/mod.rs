@@ -18,6 +18,9 @@
 //! greets new connections at once, the probe replaces it by a new client that
 //! tries the servers that greet first; users of the connection follow
 //! [`Cluster::connections`] and take the new client from [`Cluster::client`].
+//! The servers looked at are the configured ones and those the cluster
+//! announced (`connect_urls`): a relay given one `--nats` server that then
+//! goes silent must still find the others.
 
 pub mod audit;
 pub mod chat;
@@ -404,6 +407,18 @@ async fn greets(url: &ServerAddr) -> bool {
         .unwrap_or(false)
 }
 
+/// Adds to `known` the servers a server announced (`connect_urls`, as
+/// `host:port`) that it does not hold yet; unreadable ones are left out.
+fn learn(known: &mut Vec<ServerAddr>, announced: &[String]) {
+    for url in announced {
+        match url.parse::<ServerAddr>() {
+            Ok(addr) if !known.contains(&addr) => known.push(addr),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(url, error = %e, "an announced NATS server that is not one"),
+        }
+    }
+}
+
 /// For a client that has been without a connection for [`STUCK_AFTER`]: when
 /// some server greets new connections at once, the client's (re)connect is
 /// stuck on a silent one, and a new client should try the servers that greet
@@ -429,6 +444,7 @@ async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut probe = Probe {
         generation: cluster.connections(),
+        known: cluster.inner.urls.clone(),
         cluster,
         echo: None,
         misses: 0,
@@ -449,6 +465,8 @@ async fn probe(cluster: Cluster, mut shutdown: Shutdown) {
 struct Probe {
     cluster: Cluster,
     generation: watch::Receiver<u64>,
+    /// The configured servers, then those the cluster announced since.
+    known: Vec<ServerAddr>,
     echo: Option<Echo>,
     /// Round trips missed in a row on the current connection.
     misses: u32,
@@ -470,6 +488,7 @@ impl Probe {
         let connected = client.connection_state() == State::Connected;
         if connected {
             self.unconnected_since = None;
+            learn(&mut self.known, &client.server_info().connect_urls);
         } else {
             self.unconnected_since.get_or_insert_with(Instant::now);
         }
@@ -508,7 +527,7 @@ impl Probe {
             .is_some_and(|at| at.elapsed() >= STUCK_AFTER);
         if stuck {
             let spread = inner.node.bytes().map(usize::from).sum::<usize>();
-            if let Some(urls) = unstick(&inner.urls, spread).await {
+            if let Some(urls) = unstick(&self.known, spread).await {
                 tracing::warn!(
                     node = %inner.node,
                     "the NATS client is stuck on a server that does not answer; starting a new one"
@@ -558,6 +577,23 @@ mod tests {
             }
         });
         format!("nats://127.0.0.1:{port}").parse().unwrap()
+    }
+
+    #[test]
+    fn the_servers_a_cluster_announces_are_kept_once_after_the_configured_ones() {
+        let configured: ServerAddr = "nats://127.0.0.1:4222".parse().unwrap();
+        let mut known = vec![configured.clone()];
+        let announced = ["127.0.0.1:4222", "127.0.0.1:4223", "127.0.0.1:4224"].map(String::from);
+        learn(&mut known, &announced);
+        learn(&mut known, &announced[1..]);
+        let want: Vec<ServerAddr> = ["nats://127.0.0.1:4222", "127.0.0.1:4223", "127.0.0.1:4224"]
+            .iter()
+            .map(|u| u.parse().unwrap())
+            .collect();
+        assert_eq!(
+            known, want,
+            "a silent configured server is not the only one tried"
+        );
     }
 
     #[tokio::test]
