@@ -29,9 +29,10 @@ ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 mkdir -p "$here/results"
 run=("$work/kindercam-bench" cluster --kindercam "$work/kindercam"
      --json "$here/results/cluster-latest.json" --markdown "$here/results/cluster-latest.md" "$@")
-# As in run.sh: SCHED_FIFO (root) so neighbours on a shared machine cannot delay
-# a wake-up; every process the bench starts inherits it.
-if [ "${BENCH_SCHED:-fifo}" = fifo ] && [ "$(id -u)" = 0 ] && command -v chrt >/dev/null; then
+# Normal priority by default, unlike run.sh: here the bench, two relays, three NATS
+# servers and a camera share two cores at full load, and SCHED_FIFO for all of them
+# starves everything else on the machine (BENCH_SCHED=fifo to ask for it anyway).
+if [ "${BENCH_SCHED:-normal}" = fifo ] && [ "$(id -u)" = 0 ] && command -v chrt >/dev/null; then
   chrt -f 10 "${run[@]}"
 else
   "${run[@]}"
