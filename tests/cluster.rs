@@ -545,3 +545,91 @@ async fn a_relay_starts_without_nats_reports_it_down_and_joins_when_it_comes() {
     eprintln!("joined {took:?} after the cluster was ready");
     relay.stop().await;
 }
+
+/// The relay a camera's pusher is connected to now (`/stats.json`'s `pushes`).
+async fn pushing_to(camera: &TestServer) -> Option<String> {
+    camera.stats().await["pushes"][0]["connected"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The whole chain of issue 13: a camera pushes to relay 1 (relay 2 its
+/// failover), the relays share frames and demand on NATS. The camera stays
+/// closed while nobody watches anywhere, opens for a viewer on relay 2 (whose
+/// demand reaches the Pi through NATS, relay 1 and the push link), and when
+/// relay 1 goes away the camera pushes to relay 2 and its viewer resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushing_camera_opens_for_a_viewer_on_the_other_relay_and_fails_over_to_it() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (r1, r2) = two_relays(&nats, &[]).await;
+    let (url1, url2) = (r1.ws_url("/upload/aula-1"), r2.ws_url("/upload/aula-1"));
+    let camera = start(&[
+        "--source",
+        "test-pattern",
+        "--interval-ms",
+        "100",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--push-to",
+        &format!("camera={url1}"),
+        "--push-to",
+        &format!("camera={url2}"),
+    ])
+    .await;
+    poll_until(
+        "the camera pushes to relay 1",
+        WAIT,
+        Duration::from_millis(50),
+        || async { pushing_to(&camera).await.filter(|u| *u == url1) },
+    )
+    .await;
+    let idle = settles(
+        "the camera idles",
+        Duration::from_millis(1500),
+        WAIT,
+        || async { hub_frames(&camera, "camera").await },
+    )
+    .await;
+    assert_eq!(idle, 0, "the camera ran while no relay had a viewer");
+
+    // A viewer on relay 2, which the camera does not push to.
+    let mut viewer = r2.connect("/video/aula-1?format=binary&meta=1").await;
+    frames(&mut viewer, 3).await;
+    assert!(
+        hub_frames(&camera, "camera").await >= 3,
+        "the frames came from the camera"
+    );
+
+    // Relay 1 goes away: the camera moves to relay 2, and its viewer resumes.
+    r1.stop().await;
+    let gone = Instant::now();
+    poll_until(
+        "the camera pushes to relay 2",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async { pushing_to(&camera).await.filter(|u| *u == url2) },
+    )
+    .await;
+    // Frames already on their way when relay 1 stopped may still come; wait
+    // for one that the camera took after it moved.
+    let moved_at = hub_frames(&camera, "camera").await;
+    loop {
+        let left = Duration::from_secs(10).saturating_sub(gone.elapsed());
+        next_seen(&mut viewer, left)
+            .await
+            .unwrap_or_else(|| panic!("no frame on relay 2 within 10 s of relay 1 going away"));
+        if hub_frames(&camera, "camera").await > moved_at + 1 {
+            break;
+        }
+    }
+    eprintln!(
+        "the viewer on relay 2 had frames again {:?} after relay 1 went away",
+        gone.elapsed()
+    );
+    camera.stop().await;
+    r2.stop().await;
+}
