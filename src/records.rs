@@ -97,6 +97,18 @@ impl Records {
         }
     }
 
+    /// Whether this node follows the cluster's records: always on a single
+    /// node; in a cluster, once it has read the buckets (`/healthz` says so as
+    /// `cluster.shared_state`). Until then a revocation made on another relay
+    /// reaches this one only when it has.
+    pub fn following(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if let Some(shared) = &self.shared {
+            return shared.is_synced();
+        }
+        true
+    }
+
     pub fn clustered(&self) -> bool {
         #[cfg(feature = "cluster")]
         return self.shared.is_some();

@@ -55,8 +55,11 @@ async fn healthz_until(
 
 /// How long a relay may take to be healthy again after losing its server: a
 /// new connection takes milliseconds, but when the lost server led JetStream's
-/// meta group the others must elect a new leader first (5-8 s with 2.9.10).
-const RECOVERY: Duration = Duration::from_secs(20);
+/// meta group the others must elect a new leader first (5-8 s with 2.9.10),
+/// and with the chat stream and the shared-state buckets (R3 each) also
+/// electing, a loaded 2-core machine has taken over 20 s. Not a promise of the
+/// issue's (those are the 3 s and 5 s asserted below and in the frame tests).
+const RECOVERY: Duration = Duration::from_secs(30);
 
 fn healthy(status: u16, body: &Value) -> bool {
     status == 200 && body["cluster"]["nats"] == "connected" && body["cluster"]["jetstream"] == true

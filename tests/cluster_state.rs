@@ -53,13 +53,16 @@ async fn relay_on(urls: &str, node: &str, extra: &[&str]) -> TestServer {
 
 /// Waits until the relay's link to NATS and JetStream is up.
 async fn joined(server: &TestServer) {
+    // Healthy means: on NATS, with JetStream, and following the shared state
+    // (a relay that has not read the buckets yet would miss a revocation).
     poll_until(
-        "the relay joined NATS",
-        WAIT,
+        "the relay joined NATS and read the shared state",
+        Duration::from_secs(30),
         Duration::from_millis(50),
         || async {
             let body = server.get("/healthz").await.json();
-            (body["cluster"]["jetstream"] == true).then_some(())
+            (body["cluster"]["jetstream"] == true && body["cluster"]["shared_state"] == true)
+                .then_some(())
         },
     )
     .await;

@@ -236,6 +236,9 @@ pub(super) fn replicas(cluster: &Cluster) -> usize {
         .clamp(1, 3)
 }
 
+/// How long a bucket's creation is waited for before looking for it again.
+const CREATE_LIMIT: Duration = Duration::from_secs(3);
+
 /// Opens bucket `name`, creating it if no node has yet; another node creating
 /// it at the same moment is fine.
 async fn bucket(
@@ -269,7 +272,13 @@ async fn bucket(
         },
         ..Default::default()
     };
-    match js.create_stream(config).await {
+    // Bounded: on a cluster still placing its first replicated streams the
+    // answer can take 10 s, and meanwhile this node would not follow the
+    // buckets. The bucket is looked for again below either way.
+    match tokio::time::timeout(CREATE_LIMIT, js.create_stream(config))
+        .await
+        .unwrap_or_else(|_| Err(jetstream::context::CreateStreamErrorKind::TimedOut.into()))
+    {
         Ok(_) => {
             tracing::info!(bucket = name, replicas, "created a shared-state bucket");
             js.get_key_value(name)
@@ -323,6 +332,12 @@ impl SharedState {
     /// Follows the buckets until shutdown.
     pub fn spawn(self: &Arc<Self>, shutdown: Shutdown) {
         tokio::spawn(follow(self.clone(), shutdown));
+    }
+
+    /// Whether this node has read the buckets once and follows them: until it
+    /// has, a revocation made on another node would not reach it.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
     }
 
     /// Waits, at most `limit`, for this node's first read of the buckets.

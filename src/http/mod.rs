@@ -502,6 +502,9 @@ fn healthz(ctx: &HttpContext) -> (u16, serde_json::Value) {
             body["status"] = "cluster down".into();
             return (503, body);
         }
+        // Whether this relay has read the shared families, tokens and
+        // sessions and follows them (see "Shared state in a cluster").
+        body["cluster"]["shared_state"] = ctx.records.following().into();
     }
     (200, body)
 }
