@@ -12,12 +12,15 @@
 //! admin API, logins) wait for JetStream's acknowledgement, so an answer means
 //! the change is in the cluster; without NATS they fail clearly.
 //!
-//! A follower task per node: when it (re)connects it reads every bucket's
-//! current content (an ordered consumer delivering the last value of each key),
+//! A follower task per bucket and node: when it (re)connects it reads the
+//! bucket's current content (an ordered consumer delivering the last value of each key),
 //! replaces this node's families, tokens and sessions with it (or, when a
 //! bucket was never written, seeds it from this node's database: that is how a
 //! single node's data moves into a cluster), then applies each change as it
-//! comes. A revocation reaches the registries, whose signals close that
+//! comes. The buckets are followed each on its own: after an outage JetStream
+//! elects a leader for each separately, and families must not wait for the
+//! tokens' leader (sessions do wait for families: a session belongs to one).
+//! A revocation reaches the registries, whose signals close that
 //! family's or token's sockets, in milliseconds. After an outage, or when the
 //! connection's client is replaced, it reads everything again, so a change
 //! missed meanwhile still applies. Nothing on the frame path waits for any of
@@ -199,28 +202,15 @@ enum Kind {
 impl Kind {
     const ALL: [Kind; 3] = [Kind::Families, Kind::Tokens, Kind::Sessions];
 
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn bucket(self) -> &'static str {
         match self {
             Kind::Families => FAMILIES,
             Kind::Tokens => TOKENS,
             Kind::Sessions => SESSIONS,
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Buckets {
-    families: kv::Store,
-    tokens: kv::Store,
-    sessions: kv::Store,
-}
-
-impl Buckets {
-    fn of(&self, kind: Kind) -> &kv::Store {
-        match kind {
-            Kind::Families => &self.families,
-            Kind::Tokens => &self.tokens,
-            Kind::Sessions => &self.sessions,
         }
     }
 }
@@ -303,16 +293,17 @@ pub struct SharedState {
     cluster: Cluster,
     runtime: tokio::runtime::Handle,
     session_ttl: Duration,
-    /// The buckets on the client of generation `.0`.
-    buckets: Mutex<Option<(u64, Buckets)>>,
+    /// Each bucket (by [`Kind::index`]) on the client of generation `.0`.
+    buckets: Mutex<[Option<(u64, kv::Store)>; 3]>,
     replica: Replica,
     /// The bucket revision last applied here, by `bucket/key`: a change older
     /// than what this node already applied (its own write's echo arriving
     /// after a later write) is skipped. `u64::MAX` marks a key this node
     /// deleted itself. Emptied at each full read.
     applied: Mutex<HashMap<String, u64>>,
-    /// Whether this node has read the buckets since it (re)connected.
-    synced: watch::Sender<bool>,
+    /// Whether this node has read each bucket (by [`Kind::index`]) since it
+    /// (re)connected, and follows it.
+    synced: watch::Sender<[bool; 3]>,
 }
 
 impl SharedState {
@@ -322,10 +313,10 @@ impl SharedState {
             cluster,
             runtime: tokio::runtime::Handle::current(),
             session_ttl,
-            buckets: Mutex::new(None),
+            buckets: Mutex::new([None, None, None]),
             replica,
             applied: Mutex::new(HashMap::new()),
-            synced: watch::Sender::new(false),
+            synced: watch::Sender::new([false; 3]),
         })
     }
 
@@ -337,35 +328,35 @@ impl SharedState {
     /// Whether this node has read the buckets once and follows them: until it
     /// has, a revocation made on another node would not reach it.
     pub fn is_synced(&self) -> bool {
-        *self.synced.borrow()
+        self.synced.borrow().iter().all(|s| *s)
     }
 
     /// Waits, at most `limit`, for this node's first read of the buckets.
     pub async fn first_sync(&self, limit: Duration) -> bool {
         let mut synced = self.synced.subscribe();
-        tokio::time::timeout(limit, synced.wait_for(|s| *s))
+        tokio::time::timeout(limit, synced.wait_for(|s| s.iter().all(|s| *s)))
             .await
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// The buckets on the current client, opened (or created) once per client.
-    async fn buckets(&self) -> Result<Buckets, String> {
+    /// A bucket on the current client, opened (or created) once per client.
+    /// Each on its own: after an outage JetStream elects each bucket's leader
+    /// separately, and one still without a leader must not hold up the others.
+    async fn bucket(&self, kind: Kind) -> Result<kv::Store, String> {
         let generation = *self.cluster.connections().borrow();
-        if let Some((at, buckets)) = self.buckets.locked().as_ref() {
+        if let Some((at, store)) = self.buckets.locked()[kind.index()].as_ref() {
             if *at == generation {
-                return Ok(buckets.clone());
+                return Ok(store.clone());
             }
         }
         let js = self.cluster.jetstream();
-        let replicas = replicas(&self.cluster);
-        let forever = Duration::ZERO;
-        let buckets = Buckets {
-            families: bucket(&js, FAMILIES, forever, replicas).await?,
-            tokens: bucket(&js, TOKENS, forever, replicas).await?,
-            sessions: bucket(&js, SESSIONS, self.session_ttl, replicas).await?,
+        let max_age = match kind {
+            Kind::Sessions => self.session_ttl,
+            Kind::Families | Kind::Tokens => Duration::ZERO,
         };
-        *self.buckets.locked() = Some((generation, buckets.clone()));
-        Ok(buckets)
+        let store = bucket(&js, kind.bucket(), max_age, replicas(&self.cluster)).await?;
+        self.buckets.locked()[kind.index()] = Some((generation, store.clone()));
+        Ok(store)
     }
 
     /// Runs `work` on the node's runtime and waits for it, at most
@@ -420,9 +411,9 @@ impl SharedState {
             value: Some(value.clone()),
         };
         let revision = self.call(what, async move {
-            let buckets = state.buckets().await?;
-            buckets
-                .of(kind)
+            state
+                .bucket(kind)
+                .await?
                 .create(&key, value)
                 .await
                 .map_err(|e| e.to_string())
@@ -442,10 +433,9 @@ impl SharedState {
         let state = self.handle();
         let id = id.to_owned();
         let done = self.call("changing the family", async move {
-            let buckets = state.buckets().await?;
+            let families = state.bucket(Kind::Families).await?;
             for _ in 0..5 {
-                let entry = buckets
-                    .families
+                let entry = families
                     .entry(id.clone())
                     .await
                     .map_err(|e| e.to_string())?;
@@ -454,8 +444,7 @@ impl SharedState {
                 };
                 let current = family_of(&entry.value).map_err(|e| e.to_string())?;
                 let edited = edit(&current);
-                match buckets
-                    .families
+                match families
                     .update(&id, family_value(&edited), entry.revision)
                     .await
                 {
@@ -502,9 +491,9 @@ impl SharedState {
             value: Some(value.clone()),
         };
         let revision = self.call("sharing the login", async move {
-            let buckets = state.buckets().await?;
-            buckets
-                .sessions
+            state
+                .bucket(Kind::Sessions)
+                .await?
                 .put(&key, value)
                 .await
                 .map_err(|e| e.to_string())
@@ -523,13 +512,9 @@ impl SharedState {
         let state = self.handle();
         self.runtime.spawn(async move {
             let work = async {
-                let buckets = state.buckets().await?;
+                let sessions = state.bucket(Kind::Sessions).await?;
                 for key in &keys {
-                    buckets
-                        .sessions
-                        .delete(hex(key))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    sessions.delete(hex(key)).await.map_err(|e| e.to_string())?;
                 }
                 Ok::<_, String>(())
             };
@@ -549,9 +534,9 @@ impl SharedState {
             value: None,
         };
         self.call(what, async move {
-            let buckets = state.buckets().await?;
-            buckets
-                .of(kind)
+            state
+                .bucket(kind)
+                .await?
                 .delete(&key)
                 .await
                 .map_err(|e| e.to_string())
@@ -753,8 +738,24 @@ enum Stopped {
     Again(String),
 }
 
-async fn follow(state: Arc<SharedState>, mut shutdown: Shutdown) {
+/// Follows every bucket, each in its own task.
+async fn follow(state: Arc<SharedState>, shutdown: Shutdown) {
+    for kind in Kind::ALL {
+        tokio::spawn(follow_bucket(state.clone(), kind, shutdown.clone()));
+    }
+}
+
+/// Marks bucket `kind` as read (and followed) or not.
+fn set_synced(state: &SharedState, kind: Kind, synced: bool) {
+    state.synced.send_if_modified(|all| {
+        let was = std::mem::replace(&mut all[kind.index()], synced);
+        was != synced
+    });
+}
+
+async fn follow_bucket(state: Arc<SharedState>, kind: Kind, mut shutdown: Shutdown) {
     let mut health = state.cluster.watch_health();
+    let mut synced = state.synced.subscribe();
     loop {
         // A healthy link first: JetStream answers.
         loop {
@@ -766,17 +767,26 @@ async fn follow(state: Arc<SharedState>, mut shutdown: Shutdown) {
                 changed = health.changed() => if changed.is_err() { return },
             }
         }
+        // A session belongs to a family: sessions are read once families are.
+        if kind == Kind::Sessions {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                read = synced.wait_for(|s| s[Kind::Families.index()]) => if read.is_err() { return },
+            }
+        }
         // Any await on NATS (a request waits for its time-out) gives way to shutdown.
         let mut stop = shutdown.clone();
         let stopped = tokio::select! {
             _ = stop.wait() => Stopped::Shutdown,
-            stopped = sync_and_follow(&state, &mut health, &mut shutdown) => stopped,
+            stopped = sync_and_follow(&state, kind, &mut health, &mut shutdown) => stopped,
         };
+        set_synced(&state, kind, false);
         match stopped {
             Stopped::Shutdown => return,
-            Stopped::Again(why) => {
-                tracing::warn!(node = %state.cluster.node(), %why, "shared state: reading the cluster's buckets again")
-            }
+            Stopped::Again(why) => tracing::warn!(
+                node = %state.cluster.node(), bucket = kind.bucket(), %why,
+                "shared state: reading the cluster's bucket again"
+            ),
         }
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -787,24 +797,20 @@ async fn follow(state: Arc<SharedState>, mut shutdown: Shutdown) {
 
 async fn sync_and_follow(
     state: &Arc<SharedState>,
+    kind: Kind,
     health: &mut watch::Receiver<super::Health>,
     shutdown: &mut Shutdown,
 ) -> Stopped {
     let mut generation = state.cluster.connections();
     generation.mark_unchanged();
-    let feeds = tokio::select! {
+    let (prefix, mut feed) = tokio::select! {
         _ = shutdown.wait() => return Stopped::Shutdown,
-        read = read_all(state) => match read {
-            Ok(feeds) => feeds,
+        read = read_bucket(state, kind) => match read {
+            Ok(read) => read,
             Err(why) => return Stopped::Again(why),
         },
     };
-    state.synced.send_replace(true);
-    let mut all =
-        futures_util::stream::select_all(feeds.into_iter().map(|(kind, prefix, feed)| {
-            feed.map(move |message| (kind, prefix.clone(), message))
-                .boxed()
-        }));
+    set_synced(state, kind, true);
     let mut was_down = false;
     loop {
         tokio::select! {
@@ -821,10 +827,10 @@ async fn sync_and_follow(
                     return Stopped::Again("NATS is back after an outage".into());
                 }
             }
-            next = all.next() => match next {
-                None => return Stopped::Again("the buckets' feed ended".into()),
-                Some((_, _, Err(e))) => return Stopped::Again(format!("the buckets' feed failed: {e}")),
-                Some((kind, prefix, Ok(message))) => {
+            next = feed.next() => match next {
+                None => return Stopped::Again("the bucket's feed ended".into()),
+                Some(Err(e)) => return Stopped::Again(format!("the bucket's feed failed: {e}")),
+                Some(Ok(message)) => {
                     let Some(change) = change_of(&prefix, &message) else { continue };
                     let revision = match message.info() {
                         Ok(info) => info.stream_sequence,
@@ -841,42 +847,43 @@ async fn sync_and_follow(
     }
 }
 
-/// Reads every bucket (seeding those never written) and replaces this node's
-/// records with their content; returns the feeds of what changes next.
-async fn read_all(state: &Arc<SharedState>) -> Result<Vec<(Kind, String, Feed)>, String> {
-    let buckets = state.buckets().await?;
+/// Reads bucket `kind` (seeding it if it was never written) and replaces this
+/// node's records of that kind with its content; returns the bucket's key
+/// prefix and the feed of what changes next.
+async fn read_bucket(state: &Arc<SharedState>, kind: Kind) -> Result<(String, Feed), String> {
+    let bucket = state.bucket(kind).await?;
     let client = state.cluster.client();
-    state.applied.locked().clear();
-    let mut feeds = Vec::with_capacity(Kind::ALL.len());
-    // Families before sessions: a session belongs to a family.
-    for kind in Kind::ALL {
-        let bucket = buckets.of(kind).clone();
-        let info = bucket
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| format!("cannot read {}: {e}", kind.bucket()))?;
-        if info.state.last_sequence == 0 {
-            let seeded = seed(&bucket, kind, &state.replica).await?;
-            if seeded > 0 {
-                tracing::info!(
-                    bucket = kind.bucket(),
-                    seeded,
-                    "the cluster's bucket was empty: seeded it from this node's database"
-                );
-            }
+    let info = bucket
+        .stream
+        .get_info()
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", kind.bucket()))?;
+    if info.state.last_sequence == 0 {
+        let seeded = seed(&bucket, kind, &state.replica).await?;
+        if seeded > 0 {
+            tracing::info!(
+                bucket = kind.bucket(),
+                seeded,
+                "the cluster's bucket was empty: seeded it from this node's database"
+            );
         }
-        let (content, feed) = read(&bucket, &client).await?;
-        let replacing = state.clone();
-        let (present, gone) =
-            tokio::task::spawn_blocking(move || replace_with(&replacing, kind, &content))
-                .await
-                .map_err(|e| e.to_string())?;
-        tracing::info!(
-            node = %state.cluster.node(), bucket = kind.bucket(), records = present,
-            local_only_removed = gone, "read the cluster's shared state"
-        );
-        feeds.push((kind, bucket.prefix.clone(), feed));
     }
-    Ok(feeds)
+    let (content, feed) = read(&bucket, &client).await?;
+    let replacing = state.clone();
+    let (present, gone) = tokio::task::spawn_blocking(move || {
+        // What this node applied of this bucket is read again from it.
+        let own = format!("{}/", kind.bucket());
+        replacing
+            .applied
+            .locked()
+            .retain(|key, _| !key.starts_with(&own));
+        replace_with(&replacing, kind, &content)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    tracing::info!(
+        node = %state.cluster.node(), bucket = kind.bucket(), records = present,
+        local_only_removed = gone, "read the cluster's shared state"
+    );
+    Ok((bucket.prefix.clone(), feed))
 }
