@@ -212,3 +212,57 @@ async fn stalled_viewers_do_not_delay_others_and_memory_stays_bounded() {
     drop(stalled);
     server.stop().await;
 }
+
+/// A viewer whose socket is full (it stopped reading mid-frame) and then says
+/// goodbye is gone within seconds: its close cannot follow half a frame, but it
+/// must not wait the stall limit (30 s) meant for a reader that is merely slow.
+/// Until it is gone it counts as watching, in `/stats.json` and the viewing log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_viewer_that_says_goodbye_leaves_at_once() {
+    let server = start(&[
+        "--interval-ms",
+        "20",
+        "--width",
+        "1280",
+        "--height",
+        "720",
+        "--quality",
+        "95",
+    ])
+    .await;
+    let mut socket = raw_upgrade(server.ws, "/video", Some(8 * 1024)).await;
+    let stalled = common::poll_until(
+        "the viewer blocked mid-frame",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            let s = camera_stats(&server).await;
+            let frame = frame_message_bytes(s["frame_bytes"].as_u64()?);
+            (num(&s, "viewers") == 1 && num(&s, "pending_bytes_total") >= frame * 95 / 100)
+                .then_some(s)
+        },
+    )
+    .await;
+    eprintln!("stalled: {stalled}");
+
+    // A masked close frame, code 1000, as a client sends it.
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let code = 1000u16.to_be_bytes();
+    let mut close = vec![0x88, 0x80 | 2];
+    close.extend_from_slice(&mask);
+    close.extend(code.iter().zip(mask).map(|(b, m)| b ^ m));
+    tokio::io::AsyncWriteExt::write_all(&mut socket, &close)
+        .await
+        .expect("write the close frame");
+    let said = Instant::now();
+    common::poll_until(
+        "the viewer gone after its close",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async { (num(&camera_stats(&server).await, "viewers") == 0).then_some(()) },
+    )
+    .await;
+    eprintln!("a stalled viewer left {:?} after its close", said.elapsed());
+    drop(socket);
+    server.stop().await;
+}

@@ -481,8 +481,17 @@ impl Fanout {
                     return;
                 };
                 if let Some(seat) = self.seat(id) {
-                    seat.last_heard = Instant::now();
+                    let now = Instant::now();
+                    let leaving = matches!(control, Control::Close(..));
+                    seat.last_heard = now;
                     seat.control(control);
+                    if leaving {
+                        // The client said goodbye: a frame half written may
+                        // hold our close frame back, but only for CLOSE_LIMIT,
+                        // not the stall limit meant for a reader that is slow.
+                        let by = now + CLOSE_LIMIT;
+                        seat.due = Some(seat.due.map_or(by, |due| due.min(by)));
+                    }
                     self.give_turn(i);
                 }
             }

@@ -273,8 +273,14 @@ impl Seat {
                     if out.is_frame {
                         self.viewer.stats.outgoing.begin(out.total());
                     }
-                    self.due
-                        .get_or_insert(view.now + crate::ws::SEND_STALL_LIMIT);
+                    // A close frame (`closing` is set as it is queued) gets
+                    // CLOSE_LIMIT to go out; anything else the stall limit.
+                    let limit = if self.closing {
+                        crate::ws::CLOSE_LIMIT
+                    } else {
+                        crate::ws::SEND_STALL_LIMIT
+                    };
+                    self.due.get_or_insert(view.now + limit);
                     self.out = Some(out);
                 }
                 Next::Nothing => return Turn::Stays,
@@ -449,8 +455,14 @@ impl Seat {
                 }
                 Room::Unsent => {
                     self.waiting_room = true;
-                    self.due
-                        .get_or_insert(view.now + crate::ws::SEND_STALL_LIMIT);
+                    // A close frame (`closing` is set as it is queued) gets
+                    // CLOSE_LIMIT to go out; anything else the stall limit.
+                    let limit = if self.closing {
+                        crate::ws::CLOSE_LIMIT
+                    } else {
+                        crate::ws::SEND_STALL_LIMIT
+                    };
+                    self.due.get_or_insert(view.now + limit);
                     match self.outlet.poll_drained(cx) {
                         Poll::Ready(Ok(())) => self.drained = true,
                         Poll::Ready(Err(_)) => return Poll::Ready(false),
@@ -460,8 +472,14 @@ impl Seat {
                 Room::InFlight(wait) => {
                     self.waiting_room = true;
                     self.drained = false;
-                    self.due
-                        .get_or_insert(view.now + crate::ws::SEND_STALL_LIMIT);
+                    // A close frame (`closing` is set as it is queued) gets
+                    // CLOSE_LIMIT to go out; anything else the stall limit.
+                    let limit = if self.closing {
+                        crate::ws::CLOSE_LIMIT
+                    } else {
+                        crate::ws::SEND_STALL_LIMIT
+                    };
+                    self.due.get_or_insert(view.now + limit);
                     let at = view.now + wait;
                     if self.timer_at.is_none_or(|t| at < t) {
                         self.timer_at = Some(at);
