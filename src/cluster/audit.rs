@@ -23,6 +23,7 @@ use async_nats::jetstream::stream;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
+use super::follow::{self, Link, Stopped};
 use super::Cluster;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{AuditEvent, Store};
@@ -172,53 +173,23 @@ async fn publish(
     }
 }
 
-enum Stopped {
-    Shutdown,
-    Again(String),
+async fn ingest(cluster: Cluster, store: Store, max_age: Duration, shutdown: Shutdown) {
+    let what = "the cluster's viewing log".to_owned();
+    follow::follow(cluster.clone(), what, shutdown, |link| {
+        ingest_once(&cluster, &store, max_age, link)
+    })
+    .await
 }
 
-async fn ingest(cluster: Cluster, store: Store, max_age: Duration, mut shutdown: Shutdown) {
-    let mut health = cluster.watch_health();
-    loop {
-        loop {
-            if health.borrow_and_update().ok() {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                changed = health.changed() => if changed.is_err() { return },
-            }
-        }
-        // Any await on NATS (a request waits for its time-out) gives way to shutdown.
-        let mut stop = shutdown.clone();
-        let stopped = tokio::select! {
-            _ = stop.wait() => Stopped::Shutdown,
-            stopped = ingest_once(&cluster, &store, max_age, &mut health, &mut shutdown) => stopped,
-        };
-        match stopped {
-            Stopped::Shutdown => return,
-            Stopped::Again(why) => {
-                tracing::warn!(node = %cluster.node(), %why, "the cluster's viewing log: reading it again")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(RETRY_EVERY) => {}
-        }
-    }
-}
-
+/// One pass: reads the log from where this node stopped, then follows it.
 async fn ingest_once(
     cluster: &Cluster,
     store: &Store,
     max_age: Duration,
-    health: &mut tokio::sync::watch::Receiver<super::Health>,
-    shutdown: &mut Shutdown,
+    mut link: Link,
 ) -> Stopped {
-    let mut generation = cluster.connections();
-    generation.mark_unchanged();
     let stream = tokio::select! {
-        _ = shutdown.wait() => return Stopped::Shutdown,
+        stopped = link.stale() => return stopped,
         found = audit_stream(cluster, max_age) => match found {
             Ok(stream) => stream,
             Err(why) => return Stopped::Again(why),
@@ -261,23 +232,9 @@ async fn ingest_once(
         Err(e) => return Stopped::Again(format!("cannot follow {STREAM}: {e}")),
     };
     let node = cluster.node().to_owned();
-    let mut was_down = false;
     loop {
         let first = tokio::select! {
-            _ = shutdown.wait() => return Stopped::Shutdown,
-            _ = generation.changed() => return Stopped::Again("the NATS client was replaced".into()),
-            changed = health.changed() => {
-                if changed.is_err() {
-                    return Stopped::Shutdown;
-                }
-                let ok = health.borrow_and_update().ok();
-                if !ok {
-                    was_down = true;
-                } else if was_down {
-                    return Stopped::Again("NATS is back after an outage".into());
-                }
-                continue;
-            }
+            stopped = link.stale() => return stopped,
             next = feed.next() => next,
         };
         let mut batch = vec![first];

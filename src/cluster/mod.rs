@@ -25,6 +25,7 @@
 pub mod audit;
 pub mod chat;
 pub mod demand;
+mod follow;
 pub mod frames;
 pub mod state;
 

@@ -36,6 +36,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+use super::follow::{self, Link, Stopped};
 use super::Cluster;
 use crate::auth::families::{Family, FieldError};
 use crate::auth::tokens::{LinkToken, Scope};
@@ -54,8 +55,6 @@ const WRITE_LIMIT: Duration = Duration::from_secs(5);
 const READ_LIMIT: Duration = Duration::from_secs(10);
 /// How long a node waits at start for its first sync before serving anyway.
 pub const FIRST_SYNC_LIMIT: Duration = Duration::from_secs(5);
-/// Between attempts to follow the buckets after a failure.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 // ---- the records as the buckets keep them ------------------------------------
 
@@ -731,17 +730,25 @@ async fn read(
     Ok((content, feed))
 }
 
-/// Why following stopped.
-enum Stopped {
-    Shutdown,
-    /// Read everything again, for this reason.
-    Again(String),
-}
-
 /// Follows every bucket, each in its own task.
 async fn follow(state: Arc<SharedState>, shutdown: Shutdown) {
     for kind in Kind::ALL {
-        tokio::spawn(follow_bucket(state.clone(), kind, shutdown.clone()));
+        let state = state.clone();
+        let what = format!("shared state {}", kind.bucket());
+        let cluster = state.cluster.clone();
+        tokio::spawn(follow::follow(
+            cluster,
+            what,
+            shutdown.clone(),
+            move |link| {
+                let state = state.clone();
+                async move {
+                    let stopped = sync_and_follow(&state, kind, link).await;
+                    set_synced(&state, kind, false);
+                    stopped
+                }
+            },
+        ));
     }
 }
 
@@ -753,80 +760,27 @@ fn set_synced(state: &SharedState, kind: Kind, synced: bool) {
     });
 }
 
-async fn follow_bucket(state: Arc<SharedState>, kind: Kind, mut shutdown: Shutdown) {
-    let mut health = state.cluster.watch_health();
-    let mut synced = state.synced.subscribe();
-    loop {
-        // A healthy link first: JetStream answers.
-        loop {
-            if health.borrow_and_update().ok() {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                changed = health.changed() => if changed.is_err() { return },
-            }
-        }
-        // A session belongs to a family: sessions are read once families are.
-        if kind == Kind::Sessions {
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                read = synced.wait_for(|s| s[Kind::Families.index()]) => if read.is_err() { return },
-            }
-        }
-        // Any await on NATS (a request waits for its time-out) gives way to shutdown.
-        let mut stop = shutdown.clone();
-        let stopped = tokio::select! {
-            _ = stop.wait() => Stopped::Shutdown,
-            stopped = sync_and_follow(&state, kind, &mut health, &mut shutdown) => stopped,
-        };
-        set_synced(&state, kind, false);
-        match stopped {
-            Stopped::Shutdown => return,
-            Stopped::Again(why) => tracing::warn!(
-                node = %state.cluster.node(), bucket = kind.bucket(), %why,
-                "shared state: reading the cluster's bucket again"
-            ),
-        }
+/// One pass: reads bucket `kind`, then applies its changes.
+async fn sync_and_follow(state: &Arc<SharedState>, kind: Kind, mut link: Link) -> Stopped {
+    // A session belongs to a family: sessions are read once families are.
+    if kind == Kind::Sessions {
+        let mut synced = state.synced.subscribe();
         tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(RETRY_EVERY) => {}
+            stopped = link.stale() => return stopped,
+            read = synced.wait_for(|s| s[Kind::Families.index()]) => if read.is_err() { return Stopped::Shutdown },
         }
     }
-}
-
-async fn sync_and_follow(
-    state: &Arc<SharedState>,
-    kind: Kind,
-    health: &mut watch::Receiver<super::Health>,
-    shutdown: &mut Shutdown,
-) -> Stopped {
-    let mut generation = state.cluster.connections();
-    generation.mark_unchanged();
     let (prefix, mut feed) = tokio::select! {
-        _ = shutdown.wait() => return Stopped::Shutdown,
+        stopped = link.stale() => return stopped,
         read = read_bucket(state, kind) => match read {
             Ok(read) => read,
             Err(why) => return Stopped::Again(why),
         },
     };
     set_synced(state, kind, true);
-    let mut was_down = false;
     loop {
         tokio::select! {
-            _ = shutdown.wait() => return Stopped::Shutdown,
-            _ = generation.changed() => return Stopped::Again("the NATS client was replaced".into()),
-            changed = health.changed() => {
-                if changed.is_err() {
-                    return Stopped::Shutdown;
-                }
-                let ok = health.borrow_and_update().ok();
-                if !ok {
-                    was_down = true;
-                } else if was_down {
-                    return Stopped::Again("NATS is back after an outage".into());
-                }
-            }
+            stopped = link.stale() => return stopped,
             next = feed.next() => match next {
                 None => return Stopped::Again("the bucket's feed ended".into()),
                 Some(Err(e)) => return Stopped::Again(format!("the bucket's feed failed: {e}")),
