@@ -11,12 +11,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::daemon::{clean_command, Daemon};
 use common::{basic_auth, http_request, poll_until, recv_within, TempDir, Ws, WAIT};
 use kindercam::privacy::Mask;
 use serde_json::{json, Value};
@@ -24,112 +21,20 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kindercam");
 const STAFF: &str = "teachers-1357";
 const VIEWER: &str = "parents-2468";
 const ADMIN: &str = "director-9753";
 /// The corner the camera masks: the test pattern is a bright bar there.
 const CORNER: &str = r#"[{"x":0,"y":0,"w":0.25,"h":0.25}]"#;
 
-/// A kindercam binary; killed (SIGKILL) on drop.
-struct Node {
-    child: Child,
-    http: SocketAddr,
-    ws: SocketAddr,
-    /// Its output lines (the log and any error) with when each was read.
-    log: Arc<Mutex<Vec<(Instant, String)>>>,
-    _state: TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on loopback with `args`, access control off unless they
-/// turn it on, logging at info; learns its ports from its start line.
-fn node(args: &[&str]) -> Node {
-    let state = TempDir::new("push-node");
-    let mut child = clean_command()
-        .env("KINDERCAM_LOG", "info")
-        .env("KINDERCAM_AUTH", "off")
-        .args(["--http-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"])
-        .args(["--state-dir", state.path().to_str().unwrap()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kindercam");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().unwrap();
-    let lines = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            lines.lock().unwrap().push((Instant::now(), line));
-        }
-    });
-    // The log goes to stdout, after the start line.
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let lines = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            lines.lock().unwrap().push((Instant::now(), line.clone()));
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + WAIT;
-    let (http, ws) = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!(
-                "kindercam {args:?} printed no start line within {WAIT:?}; log:\n{}",
-                text_of(&log)
-            );
-        });
-        if let Some(ports) = start_line(&line) {
-            break ports;
-        }
-    };
-    Node {
-        child,
-        http,
-        ws,
-        log,
-        _state: state,
-    }
-}
-
-fn text_of(log: &Mutex<Vec<(Instant, String)>>) -> String {
-    log.lock()
-        .unwrap()
-        .iter()
-        .map(|(_, l)| l.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// "kindercam: open http://127.0.0.1:PORT/ in a browser (WebSocket on 127.0.0.1:PORT)"
-fn start_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let rest = line.split("http://").nth(1)?;
-    let http = rest.split('/').next()?.parse().ok()?;
-    let ws = line
-        .split("WebSocket on ")
-        .nth(1)?
-        .trim_end_matches(')')
-        .parse()
-        .ok()?;
-    Some((http, ws))
+/// A kindercam binary logging at info, access control off unless `args` turn
+/// it on; killed (SIGKILL) on drop.
+fn node(args: &[&str]) -> Daemon {
+    Daemon::start("info", args)
 }
 
 /// A relay with access control on and the three codes.
-fn relay(extra: &[&str]) -> Node {
+fn relay(extra: &[&str]) -> Daemon {
     let mut args = vec![
         "--auth",
         "on",
@@ -145,7 +50,7 @@ fn relay(extra: &[&str]) -> Node {
 }
 
 /// A camera node: the test pattern at 320x240, every 100 ms, on demand.
-fn camera(extra: &[&str]) -> Node {
+fn camera(extra: &[&str]) -> Daemon {
     let mut args = vec![
         "--source",
         "test-pattern",
@@ -160,7 +65,7 @@ fn camera(extra: &[&str]) -> Node {
     node(&args)
 }
 
-impl Node {
+impl Daemon {
     fn upload_url(&self, stream: &str) -> String {
         format!("ws://{}/upload/{stream}", self.ws)
     }
@@ -200,17 +105,6 @@ impl Node {
             },
         )
         .await
-    }
-
-    /// Log lines containing `text`, with when each was read.
-    fn lines_with(&self, text: &str) -> Vec<(Instant, String)> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, l)| l.contains(text))
-            .cloned()
-            .collect()
     }
 
     /// Waits for `n` log lines containing `text`.
@@ -292,7 +186,7 @@ fn masked(jpeg: &[u8], json: &str) -> bool {
 }
 
 /// The camera makes no frame over `span`: it is closed.
-async fn assert_idle(camera: &Node, span: Duration, what: &str) {
+async fn assert_idle(camera: &Daemon, span: Duration, what: &str) {
     let before = camera.frames_published().await;
     tokio::time::sleep(span).await;
     let after = camera.frames_published().await;
@@ -301,7 +195,7 @@ async fn assert_idle(camera: &Node, span: Duration, what: &str) {
 
 /// Waits until the camera stops making frames (it idles 5 s after the last
 /// demand): two readings a second apart that agree.
-async fn until_idle(camera: &Node, what: &str) {
+async fn until_idle(camera: &Daemon, what: &str) {
     let limit = WAIT + Duration::from_secs(5);
     let deadline = Instant::now() + limit;
     let mut last = camera.frames_published().await;
@@ -527,17 +421,6 @@ async fn wss_to_a_private_ca_works_with_push_ca_and_is_logged_as_unknown_ca_with
     let trusting = camera(&["--push-to", &url, "--push-ca", cert_pem.to_str().unwrap()]);
     trusting.until_pushing(&url, 0).await;
     assert!(trusting.lines_with("push failed").is_empty());
-}
-
-/// The binary with none of the caller's `KINDERCAM_*` variables.
-fn clean_command() -> Command {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("KINDERCAM_") {
-            command.env_remove(key);
-        }
-    }
-    command
 }
 
 #[tokio::test]

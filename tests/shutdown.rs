@@ -3,114 +3,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::{quiet_command, Daemon};
 use common::{expect_close, recv_frame, recv_json, TempDir, Ws, WAIT};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kindercam");
-
-/// A running binary; killed on drop if a test fails half-way.
-struct Daemon {
-    child: Child,
-    http: SocketAddr,
-    ws: SocketAddr,
-    state: TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The binary with a clean environment: no `KINDERCAM_*` variables from the
-/// caller's shell, logs at warn, and no login needed (allowed on loopback).
-fn kindercam_command() -> Command {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("KINDERCAM_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("KINDERCAM_LOG", "warn")
-        .env("KINDERCAM_AUTH", "off");
-    command
-}
-
-/// Starts the binary on loopback port 0 and learns both ports from its start line.
+/// The binary on loopback, logging at warn, access control off unless `extra`
+/// turns it on.
 fn spawn_daemon(extra: &[&str]) -> Daemon {
-    let state = TempDir::new("daemon");
-    let mut command = kindercam_command();
-    let mut child = command
-        .args(["--http-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"])
-        .args(["--state-dir", state.path().to_str().unwrap()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start kindercam");
-    // Read stdout on a thread so the wait for the start line has a deadline.
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + WAIT;
-    let (http, ws) = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("kindercam printed no start line within {WAIT:?}");
-        });
-        if let Some(ports) = parse_start_line(&line) {
-            break ports;
-        }
-    };
-    Daemon {
-        child,
-        http,
-        ws,
-        state,
-    }
-}
-
-/// "kindercam: open http://127.0.0.1:PORT/ in a browser (WebSocket on 127.0.0.1:PORT)"
-fn parse_start_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let rest = line.split("http://").nth(1)?;
-    let http = rest.split('/').next()?.parse().ok()?;
-    let ws = line
-        .split("WebSocket on ")
-        .nth(1)?
-        .trim_end_matches(')')
-        .parse()
-        .ok()?;
-    Some((http, ws))
-}
-
-/// Waits for the process to exit, at most `limit`.
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    Daemon::start("warn", extra)
 }
 
 async fn connect(addr: SocketAddr, path: &str) -> Ws {
@@ -156,7 +60,7 @@ async fn signal_closes_everything_with_1001(signal: &str) {
     assert_eq!(video_code, 1001, "video close code after SIG{signal}");
 
     let (exit, daemon) = tokio::task::spawn_blocking(move || {
-        let exit = wait_exit(&mut daemon.child, WAIT);
+        let exit = daemon.wait_exit(WAIT);
         (exit, daemon)
     })
     .await
@@ -189,7 +93,7 @@ async fn sigint_closes_sockets_with_1001_and_exits_0() {
 
 #[test]
 fn bad_config_is_refused_at_start_with_the_reason() {
-    let out = kindercam_command()
+    let out = quiet_command()
         .args(["--quality", "0", "--http-listen", "127.0.0.1:0"])
         .args(["--ws-listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
@@ -205,7 +109,7 @@ fn bad_config_is_refused_at_start_with_the_reason() {
 
 #[test]
 fn help_documents_every_flag() {
-    let mut child = kindercam_command()
+    let mut child = quiet_command()
         .arg("--help")
         .stdout(Stdio::piped())
         .spawn()
@@ -370,7 +274,7 @@ async fn changing_a_code_and_reloading_ends_that_roles_sessions_and_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_hashed_by_hash_code_works_from_the_config_file() {
     use std::io::Write;
-    let mut child = kindercam_command()
+    let mut child = quiet_command()
         .arg("hash-code")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -431,7 +335,7 @@ fn list_devices_exits_1_when_there_is_no_usable_camera() {
         eprintln!("this machine has V4L2 devices; the VM tests cover --list-devices with one");
         return;
     }
-    let out = kindercam_command()
+    let out = quiet_command()
         .arg("--list-devices")
         .stdin(Stdio::null())
         .output()
