@@ -24,6 +24,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::daemon::{self, Daemon};
+use crate::flags;
 use crate::procfs::{self, CpuTicks};
 use crate::viewer::{self, Keying, ViewerOutcome};
 
@@ -58,23 +59,13 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
         json_out: None,
         markdown_out: None,
     };
-    let mut args = args.peekable();
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let secs =
-            |v: &str| -> anyhow::Result<Duration> { Ok(Duration::from_secs_f64(v.parse()?)) };
+    for (flag, value) in flags::pairs(args, USAGE)? {
         match flag.as_str() {
             "--kindercam" => o.kindercam = value.into(),
             "--nats-server" => o.nats_server = value.into(),
             "--viewers" => o.viewers = value.parse()?,
-            "--warmup-s" => o.warmup = secs(&value)?,
-            "--window-s" => o.window = secs(&value)?,
+            "--warmup-s" => o.warmup = flags::secs(&value)?,
+            "--window-s" => o.window = flags::secs(&value)?,
             "--interval-ms" => o.interval = Duration::from_millis(value.parse()?),
             "--json" => o.json_out = Some(value.into()),
             "--markdown" => o.markdown_out = Some(value.into()),

@@ -132,15 +132,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
         json_out: None,
         markdown_out: None,
     };
-    let mut args = args;
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+    for (flag, value) in crate::flags::pairs(args, USAGE)? {
         match flag.as_str() {
             "--setup" => o.setups.push(parse_setup(&value)?),
             "--rounds" => o.rounds = value.parse().context("--rounds")?,

@@ -15,6 +15,7 @@
 
 mod cluster;
 mod daemon;
+mod flags;
 mod login;
 mod procfs;
 mod source;
@@ -168,22 +169,12 @@ fn parse_args() -> anyhow::Result<Options> {
         markdown_out: None,
         extra_daemon_args: Vec::new(),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let secs =
-            |v: &str| -> anyhow::Result<Duration> { Ok(Duration::from_secs_f64(v.parse()?)) };
+    for (flag, value) in flags::pairs(std::env::args().skip(1), USAGE)? {
         match flag.as_str() {
             "--kindercam" => o.kindercam = value.into(),
             "--cases" => o.cases = parse_cases(&value)?,
-            "--warmup-s" => o.warmup = secs(&value)?,
-            "--window-s" => o.window = secs(&value)?,
+            "--warmup-s" => o.warmup = flags::secs(&value)?,
+            "--window-s" => o.window = flags::secs(&value)?,
             "--interval-ms" => o.interval = Duration::from_millis(value.parse()?),
             "--client-threads" => o.client_threads = value.parse()?,
             "--json" => o.json_out = Some(value.into()),
