@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::nats::NatsCluster;
 use common::{
-    basic_auth, recv_within, send_json, start, ws_with, TestServer, Ws, ADMIN_CODE, STAFF_CODE,
-    VIEWER_CODE,
+    basic_auth, http_request, poll_until, recv_within, send_json, start, ws_with, TestServer, Ws,
+    ADMIN_CODE, STAFF_CODE, VIEWER_CODE,
 };
 use futures_util::future::join_all;
 use serde_json::{json, Value};
@@ -65,9 +65,14 @@ async fn relay(nats: &NatsCluster, first: usize, node: &str) -> TestServer {
 /// A chat client on `server` with `code`; returns it with the user messages of
 /// its history replay (up to its welcome), as `(id, message)`.
 async fn join(server: &TestServer, code: &str) -> (Ws, Vec<(u64, String)>) {
-    let mut ws = ws_with(server, "/chat", &[("Authorization", basic_auth(code))])
+    let ws = ws_with(server, "/chat", &[("Authorization", basic_auth(code))])
         .await
         .expect("the chat socket opens");
+    history(ws).await
+}
+
+/// Reads a chat socket's history replay, up to its welcome.
+async fn history(mut ws: Ws) -> (Ws, Vec<(u64, String)>) {
     let mut history = Vec::new();
     loop {
         let m = next_json(&mut ws, "the history and welcome").await;
@@ -317,6 +322,81 @@ async fn chat_on_either_relay_reaches_every_client_on_both_in_one_order() {
         "the chat stream has three replicas"
     );
     assert_eq!(info.config.duplicate_window, Duration::from_secs(120));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A parent muted by staff stays muted whichever relay its page reconnects
+/// through: the mute follows the login session, which the cluster shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_muted_through_one_relay_is_muted_through_the_other_too() {
+    let Some(nats) = nats_cluster().await else {
+        return;
+    };
+    let (a, b) = tokio::join!(relay(&nats, 0, "relay-a"), relay(&nats, 1, "relay-b"));
+    // A relay just started shares no login until JetStream has its sessions
+    // bucket; until then the login page says "busy".
+    let cookie = poll_until(
+        "a login on relay a",
+        PATIENCE,
+        Duration::from_millis(100),
+        || async {
+            let body = format!("name=Ana&code={VIEWER_CODE}");
+            let reply = http_request(a.http, "POST", "/login", &[], &body).await;
+            let cookie = reply.header("Set-Cookie")?;
+            Some(cookie.split(';').next().unwrap().to_owned())
+        },
+    )
+    .await;
+    let on_a = ws_with(&a, "/chat", &[("Cookie", cookie.clone())])
+        .await
+        .expect("the parent's chat opens on relay a");
+    let (mut on_a, _) = history(on_a).await;
+    send_json(&mut on_a, &json!({"name": "Ana", "message": "hola"})).await;
+    let (id, _) = posts(&mut on_a, 1).await[0].clone();
+
+    // Staff on relay b mutes her; relay b has applied it once it says so.
+    let (mut teacher, _) = join(&b, STAFF_CODE).await;
+    send_json(
+        &mut teacher,
+        &json!({"type": "mute", "id": id, "minutes": 5}),
+    )
+    .await;
+    loop {
+        let m = next_json(&mut teacher, "the mute notice").await;
+        if m["event"] == "mute" {
+            break;
+        }
+    }
+    // Her page reconnects through relay b, with the same session (once it has
+    // reached relay b), and her next message is refused there too.
+    let on_b = poll_until(
+        "the session works on relay b",
+        PATIENCE,
+        Duration::from_millis(50),
+        || async {
+            ws_with(&b, "/chat", &[("Cookie", cookie.clone())])
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let (mut on_b, _) = history(on_b).await;
+    send_json(&mut on_b, &json!({"name": "Ana", "message": "otra vez"})).await;
+    let refused = loop {
+        let Some(Message::Text(text)) = recv_within(&mut on_b, PATIENCE).await else {
+            panic!("no answer to a muted parent's message on relay b");
+        };
+        let m: Value = serde_json::from_str(&text).unwrap();
+        assert_ne!(
+            m["type"], "usermsg",
+            "a muted parent's message went out: {m}"
+        );
+        if m["type"] == "error" {
+            break m;
+        }
+    };
+    assert_eq!(refused["code"], "muted", "{refused}");
     a.stop().await;
     b.stop().await;
 }

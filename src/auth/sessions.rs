@@ -13,7 +13,6 @@
 //! disk) is logged by the store and the session still works until the next restart.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,11 +27,12 @@ use crate::sync::Locked;
 /// Sessions kept at most; the oldest is dropped to make room.
 const MAX_SESSIONS: usize = 10_000;
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
 #[derive(Debug)]
 pub struct Session {
-    /// Unique for the daemon's lifetime; chat moderation mutes by it.
+    /// Derived from the token's hash ([`id_for`]): the same on every node of a
+    /// cluster and across restarts, so that a chat mute follows the login
+    /// wherever it posts. Chat moderation mutes by it; a family's device count
+    /// counts it once.
     pub id: u64,
     pub role: Role,
     /// The family whose code opened it; `None` for a role's code.
@@ -69,6 +69,18 @@ pub struct SessionStore {
 
 fn key(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// A session's [`Session::id`]: 62 bits of a hash of the token's hash, so it
+/// reveals nothing of either, and stays clear of the ids from `1 << 62` up that
+/// connections without a session get.
+fn id_for(key: &[u8; 32]) -> u64 {
+    let digest = Sha256::new()
+        .chain_update(b"kindercam session id\0")
+        .chain_update(key)
+        .finalize();
+    let bytes: [u8; 8] = digest[..8].try_into().expect("8 of 32 bytes");
+    u64::from_be_bytes(bytes) & ((1 << 62) - 1)
 }
 
 fn csrf_for(key: &[u8; 32]) -> String {
@@ -131,7 +143,7 @@ fn from_stored(s: &StoredSession) -> Option<Session> {
     let role = role_of(&s.role)?;
     let name = DisplayName::parse(&s.name).ok()?;
     Some(Session {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        id: id_for(&s.key),
         role,
         family: s.family.clone(),
         name,
@@ -205,7 +217,7 @@ impl SessionStore {
             .encode(super::codes::random_bytes::<32>()?);
         let key = key(&token);
         let session = Arc::new(Session {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: id_for(&key),
             role,
             family,
             name,

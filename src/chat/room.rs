@@ -262,6 +262,7 @@ impl ChatRoom {
                 message: message.to_owned(),
                 color: color.to_owned(),
                 staff,
+                void_after_ms: None,
             };
             let posted = self.posted.clone();
             return Some(self.publishing(vec![wire], move || {
@@ -331,6 +332,7 @@ impl ChatRoom {
                 message,
                 color,
                 staff,
+                ..
             } => {
                 let mut history = self.history.locked();
                 let text = Outgoing::Usermsg {

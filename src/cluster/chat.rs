@@ -60,6 +60,9 @@ pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(15);
 /// How long setting up the chat stream waits for the cluster to have room for
 /// [`REPLICAS`] before it settles for fewer (servers may still be joining).
 const REPLICA_PATIENCE: Duration = Duration::from_secs(10);
+/// How long after [`PUBLISH_PATIENCE`] an attempt made before it may still be
+/// acknowledged (no attempt starts after it).
+const ACK_GRACE: Duration = Duration::from_secs(1);
 /// One publish attempt's wait for the stream's acknowledgement.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The delivery consumer's idle heartbeat: two missed ones (about 2 s) and the
@@ -88,7 +91,7 @@ pub type Connections = tokio::sync::watch::Receiver<u64>;
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum Wire {
     Post {
-        /// Who posted, for muting: `<node>/s/<session>` or `<node>/c/<connection>`.
+        /// Who posted, for muting: `s/<session>` or `<node>/c/<connection>`.
         author: String,
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,11 +100,31 @@ pub(crate) enum Wire {
         color: String,
         #[serde(default)]
         staff: bool,
+        /// When its author stops waiting (Unix milliseconds): a copy the
+        /// stream stores later (one a NATS client kept through an outage and
+        /// sent when it reconnected) is void, because its author was told it
+        /// failed. Set as it is published.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        void_after_ms: Option<u64>,
     },
     /// Staff deleted message `id` (a stream sequence).
     Delete { id: u64 },
     /// Staff muted the author of message `id` until `until_ms` (Unix milliseconds).
     Mute { id: u64, until_ms: u64 },
+}
+
+impl Wire {
+    /// Whether a copy the stream stored at `stored_ms` (its clock, Unix
+    /// milliseconds) came after its author stopped waiting.
+    fn is_void(&self, stored_ms: u64) -> bool {
+        match self {
+            Wire::Post {
+                void_after_ms: Some(until),
+                ..
+            } => stored_ms > *until,
+            _ => false,
+        }
+    }
 }
 
 /// A post or command that did not reach the stream in time.
@@ -201,7 +224,11 @@ impl ChatLink {
             Wire::Post { .. } => format!("kindercam.chat.{room}.msg"),
             Wire::Delete { .. } | Wire::Mute { .. } => format!("kindercam.chat.{room}.ctl"),
         };
-        let payload = Bytes::from(serde_json::to_vec(wire).expect("chat wire always serialises"));
+        let mut wire = wire.clone();
+        if let Wire::Post { void_after_ms, .. } = &mut wire {
+            *void_after_ms = Some(unix_ms(SystemTime::now()) + PUBLISH_PATIENCE.as_millis() as u64);
+        }
+        let payload = Bytes::from(serde_json::to_vec(&wire).expect("chat wire always serialises"));
         let id = format!(
             "{}-{:016x}-{}",
             self.node,
@@ -227,7 +254,10 @@ impl ChatLink {
                     _ => e.to_string(),
                 })
             };
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // The last attempt's acknowledgement may come a little after the
+            // deadline: the copy it confirms was stored in time.
+            let left =
+                (deadline + ACK_GRACE).saturating_duration_since(tokio::time::Instant::now());
             let why = match tokio::time::timeout(ATTEMPT_TIMEOUT.min(left), attempt).await {
                 Ok(Ok(ack)) => {
                     if attempts > 1 {
@@ -301,33 +331,33 @@ impl ChatLink {
     }
 }
 
-/// `<node>/s/<session>` or `<node>/c/<connection>`: whom a post is from, for
-/// muting, unique across the cluster.
+/// `s/<session>` or `<node>/c/<connection>`: whom a post is from, for muting,
+/// unique across the cluster. A login session's id is the same on every node
+/// (it comes from the session's token), so a mute follows a logged-in parent
+/// to whichever relay it posts through; a connection without a session is
+/// somebody only on its own node.
 fn author_key(node: &str, author: Author) -> String {
     match author {
-        Author::Session(id) => format!("{node}/s/{id}"),
+        Author::Session(id) => format!("s/{id}"),
         Author::Connection(id) => format!("{node}/c/{id}"),
         // Never a local member's (only posts from elsewhere are keyed so).
         Author::Elsewhere(id) => format!("{node}/x/{id}"),
     }
 }
 
-/// The author `key` names, as node `node` knows it: one of its own members,
-/// or somebody on another node, whom no member here matches.
+/// The author `key` names, as node `node` knows it: a login session (the same
+/// everywhere), one of this node's connections, or somebody on another node,
+/// whom no member here matches.
 fn author_from_key(node: &str, key: &str) -> Author {
+    if let Some(id) = key.strip_prefix("s/").and_then(|id| id.parse().ok()) {
+        return Author::Session(id);
+    }
     let local = key
         .strip_prefix(node)
-        .and_then(|rest| rest.strip_prefix('/'));
-    let parsed = local.and_then(|rest| {
-        let (kind, id) = rest.split_once('/')?;
-        let id = id.parse().ok()?;
-        match kind {
-            "s" => Some(Author::Session(id)),
-            "c" => Some(Author::Connection(id)),
-            _ => None,
-        }
-    });
-    parsed.unwrap_or_else(|| {
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.strip_prefix("c/"))
+        .and_then(|id| id.parse().ok());
+    local.map(Author::Connection).unwrap_or_else(|| {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
@@ -455,8 +485,13 @@ async fn deliver(
             Some(Err(e)) => return broken("chat consumer failed", &e),
             None => return Interrupted::Broken("the chat consumer ended".into()),
         };
-        let (sequence, delivered, pending) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.consumer_sequence, info.pending),
+        let (sequence, delivered, pending, stored_ms) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                info.consumer_sequence,
+                info.pending,
+                u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+            ),
             Err(e) => return broken("a chat message without its sequence", &e),
         };
         // A consumer numbers what it delivers 1, 2, 3...: a gap means a message
@@ -474,6 +509,11 @@ async fn deliver(
         if sequence > *last {
             *last = sequence;
             match serde_json::from_slice::<Wire>(&message.payload) {
+                Ok(wire) if wire.is_void(stored_ms) => tracing::info!(
+                    room = room.name(),
+                    sequence,
+                    "a chat post the stream took after its author was told it failed; not shown"
+                ),
                 Ok(wire) => room.deliver(link, sequence, wire),
                 Err(e) => tracing::warn!(
                     room = room.name(),
@@ -654,27 +694,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_mute_reaches_the_author_on_its_own_node_and_nobody_elsewhere() {
-        for author in [Author::Session(7), Author::Connection(9)] {
-            let key = author_key("relay-a", author);
-            assert_eq!(author_from_key("relay-a", &key), author, "{key}");
-            let there = author_from_key("relay-b", &key);
-            assert!(
-                matches!(there, Author::Elsewhere(_)),
-                "{key} on relay-b: {there:?}"
-            );
-            assert_ne!(
-                author_from_key("relay-b", &key),
-                author_from_key("relay-b", &author_key("relay-c", author)),
-                "two nodes' session 7 are two people"
+    fn a_mute_reaches_a_login_on_every_node_and_a_connection_on_its_own() {
+        // A login session is the same person on every node.
+        let key = author_key("relay-a", Author::Session(7));
+        for node in ["relay-a", "relay-b"] {
+            assert_eq!(
+                author_from_key(node, &key),
+                Author::Session(7),
+                "{key} on {node}"
             );
         }
+        // A connection without a session is somebody on its own node only.
+        let key = author_key("relay-a", Author::Connection(9));
+        assert_eq!(author_from_key("relay-a", &key), Author::Connection(9));
+        let there = author_from_key("relay-b", &key);
+        assert!(
+            matches!(there, Author::Elsewhere(_)),
+            "{key} on relay-b: {there:?}"
+        );
+        assert_ne!(
+            there,
+            author_from_key("relay-b", &author_key("relay-c", Author::Connection(9))),
+            "two nodes' connection 9 are two people"
+        );
         // A node whose name starts like another's does not claim its members.
-        let key = author_key("relay-a2", Author::Session(7));
+        let key = author_key("relay-a2", Author::Connection(9));
         assert!(matches!(
             author_from_key("relay-a", &key),
             Author::Elsewhere(_)
         ));
+    }
+
+    #[test]
+    fn a_post_stored_after_its_author_gave_up_is_void() {
+        let post = |void_after_ms| Wire::Post {
+            author: "s/7".into(),
+            name: "Ana".into(),
+            family: None,
+            message: "hola".into(),
+            color: "1f77b4".into(),
+            staff: false,
+            void_after_ms,
+        };
+        let until = 1_800_000_000_000;
+        assert!(!post(Some(until)).is_void(until - 5_000), "stored in time");
+        assert!(!post(Some(until)).is_void(until), "stored at the deadline");
+        assert!(post(Some(until)).is_void(until + 1), "stored after it");
+        // Posts of nodes from before the deadline existed always count.
+        assert!(!post(None).is_void(until + 60_000));
+        let mute = Wire::Mute { id: 3, until_ms: 0 };
+        assert!(!mute.is_void(until), "commands are never void");
     }
 
     #[test]
@@ -686,6 +755,7 @@ mod tests {
             message: "hola".into(),
             color: "1f77b4".into(),
             staff: false,
+            void_after_ms: None,
         };
         let text = serde_json::to_string(&post).unwrap();
         assert_eq!(
