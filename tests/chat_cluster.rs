@@ -104,6 +104,21 @@ async fn next_json(ws: &mut Ws, what: &str) -> Value {
     value
 }
 
+/// The next error a socket is sent, in answer to `what`; a user message
+/// first (`what` went out) fails the test.
+async fn next_error(ws: &mut Ws, what: &str) -> Value {
+    loop {
+        let Some(Message::Text(text)) = recv_within(ws, PATIENCE).await else {
+            panic!("no answer to {what} within {PATIENCE:?}");
+        };
+        let m: Value = serde_json::from_str(&text).unwrap();
+        assert_ne!(m["type"], "usermsg", "{what} went out: {m}");
+        if m["type"] == "error" {
+            return m;
+        }
+    }
+}
+
 /// Reads user messages until `n` have arrived; returns them as `(id, message)`.
 async fn posts(ws: &mut Ws, n: usize) -> Vec<(u64, String)> {
     let mut got = Vec::new();
@@ -296,19 +311,7 @@ async fn chat_on_either_relay_reaches_every_client_on_both_in_one_order() {
     let deadline = Instant::now() + PATIENCE;
     let refused = loop {
         send_json(&mut clients[3], &json!({"name": "b2", "message": "again"})).await;
-        let refused = loop {
-            let Some(Message::Text(text)) = recv_within(&mut clients[3], PATIENCE).await else {
-                panic!("no answer to a muted author's message");
-            };
-            let m: Value = serde_json::from_str(&text).unwrap();
-            assert_ne!(
-                m["type"], "usermsg",
-                "a muted author's message went out: {m}"
-            );
-            if m["type"] == "error" {
-                break m;
-            }
-        };
+        let refused = next_error(&mut clients[3], "a muted author's message").await;
         if refused["code"] != "rate_limited" || Instant::now() > deadline {
             break refused;
         }
@@ -383,19 +386,7 @@ async fn a_parent_muted_through_one_relay_is_muted_through_the_other_too() {
     .await;
     let (mut on_b, _) = history(on_b).await;
     send_json(&mut on_b, &json!({"name": "Ana", "message": "otra vez"})).await;
-    let refused = loop {
-        let Some(Message::Text(text)) = recv_within(&mut on_b, PATIENCE).await else {
-            panic!("no answer to a muted parent's message on relay b");
-        };
-        let m: Value = serde_json::from_str(&text).unwrap();
-        assert_ne!(
-            m["type"], "usermsg",
-            "a muted parent's message went out: {m}"
-        );
-        if m["type"] == "error" {
-            break m;
-        }
-    };
+    let refused = next_error(&mut on_b, "a muted parent's message on relay b").await;
     assert_eq!(refused["code"], "muted", "{refused}");
     a.stop().await;
     b.stop().await;

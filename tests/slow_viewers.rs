@@ -72,14 +72,9 @@ impl Bound {
     }
 }
 
-async fn camera_stats(server: &TestServer) -> Value {
-    server.stream_stats("camera").await.expect("camera stream")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_viewers_do_not_delay_others_and_memory_stays_bounded() {
-    // Large frames at a short interval, so stalled sockets fill up quickly.
-    let server = start(&[
+/// Large frames at a short interval, so a socket nobody reads fills up quickly.
+async fn start_large_and_fast() -> TestServer {
+    start(&[
         "--interval-ms",
         "20",
         "--width",
@@ -89,7 +84,16 @@ async fn stalled_viewers_do_not_delay_others_and_memory_stays_bounded() {
         "--quality",
         "95",
     ])
-    .await;
+    .await
+}
+
+async fn camera_stats(server: &TestServer) -> Value {
+    server.stream_stats("camera").await.expect("camera stream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_viewers_do_not_delay_others_and_memory_stays_bounded() {
+    let server = start_large_and_fast().await;
     let mut healthy = server.connect("/video").await;
     let (first, _) = recv_frame(&mut healthy).await;
     assert_eq!(jpeg_size(&decode_data_url(&first)), (1280, 720));
@@ -219,17 +223,7 @@ async fn stalled_viewers_do_not_delay_others_and_memory_stays_bounded() {
 /// Until it is gone it counts as watching, in `/stats.json` and the viewing log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_viewer_that_says_goodbye_leaves_at_once() {
-    let server = start(&[
-        "--interval-ms",
-        "20",
-        "--width",
-        "1280",
-        "--height",
-        "720",
-        "--quality",
-        "95",
-    ])
-    .await;
+    let server = start_large_and_fast().await;
     let mut socket = raw_upgrade(server.ws, "/video", Some(8 * 1024)).await;
     let stalled = common::poll_until(
         "the viewer blocked mid-frame",
