@@ -1267,15 +1267,20 @@ async function main() {
       for (const page of [ana, beto]) {
         await until(page, 'connected', () => document.getElementById('message_box').textContent.includes('Connected!'));
       }
-      await ana.fill('#name', 'Ana');
-      await ana.fill('#message', 'hola desde el prototipo');
-      await ana.click('#send-btn');
+      // The prototype's page empties its message field on every message it
+      // receives (presence updates too): a user who types and clicks while one
+      // arrives sends nothing. Typing and clicking in one task keeps the test
+      // from racing them, through the page's own send code.
+      const say = (page, name, message) => page.evaluate(([name, message]) => {
+        document.getElementById('name').value = name;
+        document.getElementById('message').value = message;
+        document.getElementById('send-btn').click();
+      }, [name, message]);
+      await say(ana, 'Ana', 'hola desde el prototipo');
       await until(beto, "Ana's message", () =>
         [...document.querySelectorAll('#message_box .user_message')].some((e) => e.textContent === 'hola desde el prototipo'),
       );
-      await beto.fill('#name', 'Beto');
-      await beto.fill('#message', 'bienvenida');
-      await beto.click('#send-btn');
+      await say(beto, 'Beto', 'bienvenida');
       await until(ana, "Beto's reply", () =>
         [...document.querySelectorAll('#message_box .user_message')].some((e) => e.textContent === 'bienvenida'),
       );
