@@ -281,15 +281,15 @@ impl ChatRoom {
         }
         .to_text();
         if self.history_len > 0 {
-            if history.len() == self.history_len {
-                history.pop_front();
-            }
-            history.push_back(Posted {
-                id,
-                author,
-                name: name.to_owned(),
-                text: text.clone(),
-            });
+            self.keep(
+                &mut history,
+                Posted {
+                    id,
+                    author,
+                    name: name.to_owned(),
+                    text: text.clone(),
+                },
+            );
             if let Some(store) = &self.store {
                 store.chat_append(&self.name, id, &text, self.history_len);
             }
@@ -320,6 +320,14 @@ impl ChatRoom {
         }))
     }
 
+    /// Keeps `posted` in the replayed history, the oldest going when it is full.
+    fn keep(&self, history: &mut VecDeque<Posted>, posted: Posted) {
+        if history.len() == self.history_len {
+            history.pop_front();
+        }
+        history.push_back(posted);
+    }
+
     /// Takes in what the cluster's stream delivered for this room, in the
     /// stream's order: `id` is its stream sequence.
     #[cfg(feature = "cluster")]
@@ -345,15 +353,16 @@ impl ChatRoom {
                 }
                 .to_text();
                 if self.history_len > 0 {
-                    if history.len() == self.history_len {
-                        history.pop_front();
-                    }
-                    history.push_back(Posted {
-                        id,
-                        author: link.author_from_key(&author),
-                        name,
-                        text: text.clone(),
-                    });
+                    let author = link.author_from_key(&author);
+                    self.keep(
+                        &mut history,
+                        Posted {
+                            id,
+                            author,
+                            name,
+                            text: text.clone(),
+                        },
+                    );
                 }
                 let _ = self.tx.send(text);
             }
