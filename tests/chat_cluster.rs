@@ -392,16 +392,13 @@ async fn a_parent_muted_through_one_relay_is_muted_through_the_other_too() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_a_nats_server_loses_no_chat_message_and_it_rejoins() {
-    let Some(mut nats) = nats_cluster().await else {
-        return;
-    };
-    // Relay b makes the stream; relay a sits on the server that leads it, the
-    // one whose loss hurts most: its own connection and the stream's leader go.
-    let b = relay(&nats, 1, "relay-b").await;
-    let (mut reader_b, _) = join(&b, VIEWER_CODE).await;
-    let leader = stream_info(&nats, 1)
+/// Relay b, which makes the stream, then relay a on the server that leads it
+/// (the one whose loss hurts most: a's connection and the stream's leader go
+/// together); returns them, that server's index, and a reader on each.
+async fn relays_beside_the_leader(nats: &NatsCluster) -> (TestServer, TestServer, usize, Ws, Ws) {
+    let b = relay(nats, 1, "relay-b").await;
+    let (reader_b, _) = join(&b, VIEWER_CODE).await;
+    let leader = stream_info(nats, 1)
         .await
         .cluster
         .and_then(|c| c.leader)
@@ -411,8 +408,19 @@ async fn killing_a_nats_server_loses_no_chat_message_and_it_rejoins() {
         .iter()
         .position(|n| n.name == leader)
         .expect("the leader is one of ours");
-    let a = relay(&nats, victim, "relay-a").await;
-    let (mut reader_a, _) = join(&a, VIEWER_CODE).await;
+    let a = relay(nats, victim, "relay-a").await;
+    let (reader_a, _) = join(&a, VIEWER_CODE).await;
+    (a, b, victim, reader_a, reader_b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_nats_server_loses_no_chat_message_and_it_rejoins() {
+    let Some(mut nats) = nats_cluster().await else {
+        return;
+    };
+    // Relay b makes the stream; relay a sits on the server that leads it, the
+    // one whose loss hurts most: its own connection and the stream's leader go.
+    let (a, b, victim, mut reader_a, mut reader_b) = relays_beside_the_leader(&nats).await;
 
     // Some chat before, then the kill, then more while the cluster recovers.
     let (mut before, _) = join(&a, VIEWER_CODE).await;
@@ -543,20 +551,7 @@ async fn a_silent_nats_server_delays_chat_but_loses_nothing() {
     };
     // As in the kill test, relay a sits on the server leading the stream; this
     // time that server stops answering without closing anything (SIGSTOP).
-    let b = relay(&nats, 1, "relay-b").await;
-    let (mut reader_b, _) = join(&b, VIEWER_CODE).await;
-    let leader = stream_info(&nats, 1)
-        .await
-        .cluster
-        .and_then(|c| c.leader)
-        .expect("the stream has a leader");
-    let victim = nats
-        .nodes
-        .iter()
-        .position(|n| n.name == leader)
-        .expect("the leader is one of ours");
-    let a = relay(&nats, victim, "relay-a").await;
-    let (mut reader_a, _) = join(&a, VIEWER_CODE).await;
+    let (a, b, victim, mut reader_a, mut reader_b) = relays_beside_the_leader(&nats).await;
     let mut posters = Vec::new();
     for server in [&a, &b] {
         posters.push(join(server, VIEWER_CODE).await.0);
