@@ -569,4 +569,46 @@ mod tests {
         );
         assert_eq!(pick_node(Path::new("/dev/video0"), Some(&cam), &[]), None);
     }
+
+    // What a driver answers is read, never a panic: the Pi builds abort on a panic
+    // (scripts/cross-build), and the v4l crate panicked on these (vendor/v4l/KINDERCAM.md).
+
+    #[test]
+    fn a_camera_with_a_non_utf8_name_is_read_and_usable() {
+        // SAFETY: a plain C struct of integers and byte arrays; all zeroes is valid.
+        let mut raw: v4l::v4l_sys::v4l2_capability = unsafe { std::mem::zeroed() };
+        raw.driver[..8].copy_from_slice(b"uvcvideo");
+        // "Caméra" in Latin-1, as some cheap webcams report their name.
+        raw.card[..6].copy_from_slice(b"Cam\xe9ra");
+        raw.bus_info[..5].copy_from_slice(b"usb-1");
+        raw.device_caps = v4l::v4l_sys::V4L2_CAP_VIDEO_CAPTURE | v4l::v4l_sys::V4L2_CAP_STREAMING;
+        let caps = v4l::Capabilities::from(raw);
+        assert!(is_capture(&caps));
+        let identity = Identity::of(&caps);
+        assert_eq!(identity.driver, "uvcvideo");
+        assert_eq!(identity.card, "Cam\u{fffd}ra");
+        assert!(identity.matches(&Identity::of(&v4l::Capabilities::from(raw))));
+    }
+
+    #[test]
+    fn a_format_with_values_from_a_newer_kernel_is_read() {
+        // SAFETY: as above.
+        let mut raw: v4l::v4l_sys::v4l2_pix_format = unsafe { std::mem::zeroed() };
+        raw.width = 640;
+        raw.height = 480;
+        raw.pixelformat = u32::from_le_bytes(*b"MJPG");
+        raw.field = 99;
+        raw.colorspace = 250;
+        raw.quantization = 77;
+        raw.xfer_func = 66;
+        let format = Format::from(raw);
+        assert_eq!((format.width, format.height), (640, 480));
+        assert_eq!(format.fourcc, FourCC::new(b"MJPG"));
+    }
+
+    #[test]
+    fn a_device_path_with_a_nul_byte_is_an_error() {
+        let err = Device::with_path("/dev/vid\0eo0").err().expect("an error");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
 }
