@@ -18,6 +18,7 @@ pub mod chat;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
+pub mod dct;
 pub mod decode;
 pub mod devices;
 pub mod encode;

@@ -12,19 +12,15 @@
 //! the MCUs the encoder's 4:2:0 (or greyscale) output has.
 
 use std::borrow::Cow;
-use std::ffi::CStr;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use turbojpeg_sys as tj;
 
 use super::{Mask, PixelRect};
+pub use crate::dct::MAX_PIXELS;
+use crate::dct::{handle_error, read_header, Handle, Header, HeaderError};
 use crate::encode::RawFormat;
-
-/// Frames with more pixels than this are refused before libjpeg-turbo allocates
-/// their coefficients (a 4K camera frame has 8.3 M): a hostile upload's header
-/// could otherwise claim 65535 x 65535.
-pub const MAX_PIXELS: usize = 4096 * 2304;
 
 /// Why a frame could not be masked; the caller drops it and counts the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,140 +49,13 @@ impl fmt::Display for MaskFrameError {
 
 impl std::error::Error for MaskFrameError {}
 
-/// What the transform needs from the JPEG's headers, read here rather than trusted
-/// to libjpeg-turbo's defaults: the quantizer of each component's DC coefficient.
-#[derive(Debug, Clone, Copy, Default)]
-struct Component {
-    h: usize,
-    v: usize,
-    table: usize,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Header {
-    width: usize,
-    height: usize,
-    components: Vec<Component>,
-    /// DC quantizer of tables 0-3, as defined by the last DQT before the first scan.
-    dc_quant: [Option<u16>; 4],
-}
-
-impl Header {
-    fn max_samp(&self) -> (usize, usize) {
-        let h = self.components.iter().map(|c| c.h).max().unwrap_or(1);
-        let v = self.components.iter().map(|c| c.v).max().unwrap_or(1);
-        (h, v)
+impl From<HeaderError> for MaskFrameError {
+    fn from(e: HeaderError) -> MaskFrameError {
+        match e {
+            HeaderError::Corrupt(why) => MaskFrameError::Corrupt(why),
+            HeaderError::Unsupported(why) => MaskFrameError::Unsupported(why),
+        }
     }
-}
-
-/// Reads SOF and DQT up to the first SOS. Refuses what libjpeg-turbo's transform
-/// would read differently or what cannot be made black by setting coefficients.
-fn read_header(data: &[u8], header: &mut Header) -> Result<(), MaskFrameError> {
-    let corrupt = |why: &str| MaskFrameError::Corrupt(why.to_owned());
-    let unsupported = |why: String| MaskFrameError::Unsupported(why);
-    if data.len() < 4 || data[0] != 0xFF || data[1] != 0xD8 {
-        return Err(corrupt("no SOI marker"));
-    }
-    header.components.clear();
-    header.dc_quant = [None; 4];
-    let mut seen_sof = false;
-    let mut pos = 2;
-    loop {
-        if data.get(pos) != Some(&0xFF) {
-            return Err(corrupt("a segment is cut off or garbage between segments"));
-        }
-        while data.get(pos) == Some(&0xFF) {
-            pos += 1;
-        }
-        let Some(&marker) = data.get(pos) else {
-            return Err(corrupt("cut off before the first scan"));
-        };
-        pos += 1;
-        match marker {
-            0x01 | 0xD0..=0xD7 => continue,
-            0xD8 | 0xD9 => return Err(corrupt("no scan")),
-            _ => {}
-        }
-        let len = match data.get(pos..pos + 2) {
-            Some(b) => usize::from(u16::from_be_bytes([b[0], b[1]])),
-            None => return Err(corrupt("cut off in a segment's length")),
-        };
-        if len < 2 || pos + len > data.len() {
-            return Err(corrupt("a segment is cut off"));
-        }
-        let seg = &data[pos + 2..pos + len];
-        match marker {
-            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                if seen_sof {
-                    return Err(corrupt("two frame headers"));
-                }
-                seen_sof = true;
-                if matches!(marker, 0xC3 | 0xC7 | 0xCB | 0xCF) {
-                    return Err(unsupported("lossless JPEG".into()));
-                }
-                if seg.len() < 6 {
-                    return Err(corrupt("short frame header"));
-                }
-                if seg[0] != 8 {
-                    return Err(unsupported(format!("{}-bit samples", seg[0])));
-                }
-                header.height = usize::from(u16::from_be_bytes([seg[1], seg[2]]));
-                header.width = usize::from(u16::from_be_bytes([seg[3], seg[4]]));
-                let n = usize::from(seg[5]);
-                if header.width == 0 || header.height == 0 {
-                    return Err(corrupt("zero width or height"));
-                }
-                if header.width * header.height > MAX_PIXELS {
-                    return Err(unsupported(format!(
-                        "{}x{} is larger than {MAX_PIXELS} pixels",
-                        header.width, header.height
-                    )));
-                }
-                if n != 1 && n != 3 {
-                    return Err(unsupported(format!("{n} components (CMYK?)")));
-                }
-                if seg.len() < 6 + 3 * n {
-                    return Err(corrupt("short frame header"));
-                }
-                for c in seg[6..6 + 3 * n].chunks_exact(3) {
-                    let (h, v, table) = (usize::from(c[1] >> 4), usize::from(c[1] & 15), c[2]);
-                    if !(1..=4).contains(&h) || !(1..=4).contains(&v) || table > 3 {
-                        return Err(corrupt("bad sampling factor or table number"));
-                    }
-                    header.components.push(Component {
-                        h,
-                        v,
-                        table: usize::from(table),
-                    });
-                }
-            }
-            // DQT: one or more tables of 64 entries, 8 or 16 bits each.
-            0xDB => {
-                let mut t = seg;
-                while let Some((&pq_tq, rest)) = t.split_first() {
-                    let (precision, id) = (pq_tq >> 4, usize::from(pq_tq & 15));
-                    let size = if precision == 0 { 64 } else { 128 };
-                    if precision > 1 || id > 3 || rest.len() < size {
-                        return Err(corrupt("bad quantization table"));
-                    }
-                    let dc = if precision == 0 {
-                        u16::from(rest[0])
-                    } else {
-                        u16::from_be_bytes([rest[0], rest[1]])
-                    };
-                    header.dc_quant[id] = Some(dc);
-                    t = &rest[size..];
-                }
-            }
-            0xDA => break,
-            _ => {}
-        }
-        pos += len;
-    }
-    if !seen_sof {
-        return Err(corrupt("no frame header before the scan"));
-    }
-    Ok(())
 }
 
 /// One rectangle in MCUs, `x0..x1` by `y0..y1`.
@@ -218,16 +87,6 @@ struct Plan<'a> {
     rects: &'a [McuRect],
     /// Set when the callback saw something it did not expect.
     mismatch: bool,
-}
-
-/// A `tjhandle` set up for transforms; not thread-safe, so owned by one masker.
-struct Handle(tj::tjhandle);
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        // SAFETY: the handle came from tj3Init and is destroyed once, here.
-        unsafe { tj::tj3Destroy(self.0) }
-    }
 }
 
 /// Masks JPEG frames in the DCT domain. One per stream, moved into the blocking
@@ -332,17 +191,18 @@ impl JpegMasker {
             mismatch: false,
         };
         for (i, c) in hdr.components.iter().enumerate() {
-            let q = hdr.dc_quant[c.table].ok_or_else(|| {
+            let q = hdr.quant[c.table].ok_or_else(|| {
                 MaskFrameError::Corrupt(format!("no quantization table {}", c.table))
-            })?;
+            })?[0];
             let dc = if i == 0 || all_black_dc {
                 black_dc(q)?
             } else {
                 0
             };
+            let (blocks_w, blocks_h) = hdr.blocks(c);
             plan.planes[i] = Plane {
-                blocks_w: (hdr.width * c.h).div_ceil(mcu_w),
-                blocks_h: (hdr.height * c.v).div_ceil(mcu_h),
+                blocks_w,
+                blocks_h,
                 h: c.h,
                 v: c.v,
                 dc,
@@ -441,13 +301,6 @@ fn black_dc(q: u16) -> Result<i16, MaskFrameError> {
         return Err(MaskFrameError::Unsupported(format!("DC quantizer {q}")));
     }
     Ok(-(1024u16.div_ceil(q) as i16))
-}
-
-fn handle_error(handle: &Handle) -> String {
-    // SAFETY: tj3GetErrorStr returns a NUL-terminated string owned by the instance.
-    unsafe { CStr::from_ptr(tj::tj3GetErrorStr(handle.0)) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// libjpeg-turbo's `customFilter`: called once per block row of each component
