@@ -3,6 +3,9 @@
 //! from planes), the same compression from ready-made planes (libjpeg-turbo alone,
 //! the practical limit of this step), and MJPEG pass-through (checking the frame,
 //! adding Huffman tables when missing, and the base64 data URL every frame gets).
+//! Then the small variant for weak links (`?size=small`): `shrink::Shrinker`, which
+//! works on the DCT coefficients, beside how it was made before, libjpeg-turbo's
+//! half-size decode and an RGB encode at the same quality.
 //!
 //! When libjpeg-turbo's own `tjbench` is installed (Debian: libjpeg-turbo-progs)
 //! it is run on the same picture and size for comparison.
@@ -20,6 +23,8 @@ use std::process::Command;
 use kindercam::encode::{Encoder, RawFormat, RawImage};
 use kindercam::frame::Frame;
 use kindercam::mjpeg;
+use kindercam::shrink::{Shrinker, SMALL_QUALITY};
+use turbojpeg::{Decompressor, Image, PixelFormat, ScalingFactor};
 
 mod common;
 use common::{picture, time_it, to_yuyv};
@@ -93,6 +98,7 @@ fn main() {
         "pass-thru ms",
         "+dht ms"
     );
+    let mut small = Vec::new();
     for (w, h) in [(640usize, 480usize), (1280, 720)] {
         let rgb = picture(w, h);
         let yuyv = to_yuyv(&rgb, w, h);
@@ -180,5 +186,54 @@ fn main() {
             jpeg.len(),
             ppm.display()
         );
+        small.push(small_row(secs, &jpeg, w, h));
     }
+    println!();
+    println!(
+        "{:<11} {:>16} {:>14} {:>12} {:>12}",
+        "small of", "shrink ms", "bytes", "decode ms", "bytes"
+    );
+    for row in small {
+        println!("{row}");
+    }
+}
+
+/// The small variant of `jpeg` (w x h): the shrinker, then the half-size decode
+/// and encode it replaced, in turn in the same run.
+fn small_row(secs: f64, jpeg: &[u8], w: usize, h: usize) -> String {
+    let mut shrinker = Shrinker::new().expect("shrinker");
+    let ours = shrinker.shrink(jpeg).expect("shrink").jpeg.len();
+    let shrink_ms = time_it(secs, || {
+        black_box(shrinker.shrink(black_box(jpeg)).unwrap());
+    });
+    let half = ScalingFactor::ONE_HALF;
+    let mut decoder = Decompressor::new().expect("decompressor");
+    decoder.set_scaling_factor(half).expect("scale");
+    let mut enc = Encoder::new(SMALL_QUALITY).expect("encoder");
+    let mut rgb = Vec::new();
+    let mut decode_small = |jpeg: &[u8]| {
+        let size = decoder.read_header(jpeg).unwrap().scaled(half);
+        rgb.resize(size.width * size.height * 3, 0);
+        let image = Image {
+            pixels: &mut rgb[..],
+            width: size.width,
+            pitch: size.width * 3,
+            height: size.height,
+            format: PixelFormat::RGB,
+        };
+        decoder.decompress(jpeg, image).unwrap();
+        enc.encode_rgb(&rgb, size.width, size.height).unwrap()
+    };
+    let theirs = decode_small(jpeg).len();
+    let decode_ms = time_it(secs, || {
+        black_box(decode_small(black_box(jpeg)));
+    });
+    format!(
+        "{:<11} {:>16.3} {:>14} {:>12.3} {:>12}",
+        format!("{w}x{h}"),
+        shrink_ms,
+        ours,
+        decode_ms,
+        theirs
+    )
 }
