@@ -236,6 +236,18 @@ mod tests {
         }
     }
 
+    /// Waits until the stream's demand is `n`, as the camera would see it.
+    async fn demand_becomes(stream: &Stream, n: usize) {
+        let mut watch = stream.demand_watch();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while watch.current() != n {
+                watch.changed().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("demand stayed at {}, not {n}", stream.demand_count()));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn demand_opens_the_stream_frames_wait_for_acks_and_a_silent_relay_is_left() {
         let hub = Hub::new();
@@ -267,6 +279,8 @@ mod tests {
             .send(said(r#"{"type":"demand","viewers":0}"#))
             .await
             .unwrap();
+        // It was 0 before the message too: with the clock paused, this returns
+        // once every task is idle, the message read.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(stream.demand_count(), 0);
         stream.publish(frame(1));
@@ -276,8 +290,8 @@ mod tests {
             .send(said(r#"{"type":"demand","viewers":3}"#))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(stream.demand_count(), 1, "the push is one viewer here");
+        // The push is one viewer here.
+        demand_becomes(&stream, 1).await;
         stream.publish(frame(2));
         assert_eq!(next_frame(&mut relay).await[0], 2);
         stream.publish(frame(3));
@@ -285,6 +299,8 @@ mod tests {
         // Two unanswered: the next frames wait, and only the newest goes.
         stream.publish(frame(4));
         stream.publish(frame(5));
+        // The clock is paused: this returns once every task is idle, so the
+        // session has seen both frames (and sent neither) before the ack comes.
         tokio::time::sleep(Duration::from_millis(100)).await;
         relay
             .send(said(r#"{"type":"ack","frames":1}"#))
@@ -309,8 +325,7 @@ mod tests {
             .send(said(r#"{"type":"demand","viewers":0}"#))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(stream.demand_count(), 0);
+        demand_becomes(&stream, 0).await;
 
         // The relay goes silent (reads nothing, answers no ping): left after 15 s.
         let (ended, status) = tokio::time::timeout(Duration::from_secs(60), session)
