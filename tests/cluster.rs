@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::daemon::SMALL_CAMERA;
 use common::nats::NatsCluster;
 use common::*;
 use futures_util::SinkExt;
@@ -568,21 +569,10 @@ async fn a_pushing_camera_opens_for_a_viewer_on_the_other_relay_and_fails_over_t
     };
     let (r1, r2) = two_relays(&nats, &[]).await;
     let (url1, url2) = (r1.ws_url("/upload/aula-1"), r2.ws_url("/upload/aula-1"));
-    let camera = start(&[
-        "--source",
-        "test-pattern",
-        "--interval-ms",
-        "100",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--push-to",
-        &format!("camera={url1}"),
-        "--push-to",
-        &format!("camera={url2}"),
-    ])
-    .await;
+    let (push1, push2) = (format!("camera={url1}"), format!("camera={url2}"));
+    let mut args = SMALL_CAMERA.to_vec();
+    args.extend(["--push-to", &push1, "--push-to", &push2]);
+    let camera = start(&args).await;
     poll_until(
         "the camera pushes to relay 1",
         WAIT,

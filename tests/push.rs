@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{clean_command, Daemon};
+use common::daemon::{clean_command, Daemon, SMALL_CAMERA};
 use common::{basic_auth, http_request, poll_until, recv_within, TempDir, Ws, WAIT};
 use kindercam::privacy::Mask;
 use serde_json::{json, Value};
@@ -49,18 +49,9 @@ fn relay(extra: &[&str]) -> Daemon {
     node(&args)
 }
 
-/// A camera node: the test pattern at 320x240, every 100 ms, on demand.
+/// A camera node (`SMALL_CAMERA`).
 fn camera(extra: &[&str]) -> Daemon {
-    let mut args = vec![
-        "--source",
-        "test-pattern",
-        "--interval-ms",
-        "100",
-        "--width",
-        "320",
-        "--height",
-        "240",
-    ];
+    let mut args = SMALL_CAMERA.to_vec();
     args.extend_from_slice(extra);
     node(&args)
 }

@@ -237,28 +237,15 @@ async fn run(o: &Options, work_dir: &Path) -> anyhow::Result<serde_json::Value> 
             .await
             .context("relay not healthy")?;
     }
-    let interval_ms = o.interval.as_millis().to_string();
-    let camera_args: Vec<String> = [
-        "--auth",
-        "off",
-        "--source",
-        "test-pattern",
-        "--interval-ms",
-        &interval_ms,
-        "--width",
-        "640",
-        "--height",
-        "480",
-        "--quality",
-        "75",
-        "--push-to",
-        &format!("camera=ws://{}/upload/{STREAM}", relay1.ws),
-        "--push-to",
-        &format!("camera=ws://{}/upload/{STREAM}", relay2.ws),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut camera_args = daemon::test_pattern(o.interval.as_millis(), 640, 480);
+    camera_args.extend([
+        "--auth".to_string(),
+        "off".to_string(),
+        "--push-to".to_string(),
+        format!("camera=ws://{}/upload/{STREAM}", relay1.ws),
+        "--push-to".to_string(),
+        format!("camera=ws://{}/upload/{STREAM}", relay2.ws),
+    ]);
     let camera = Daemon::start(&o.kindercam, &camera_args, work_dir, "camera")?;
     let rss_idle_camera = procfs::status_field(&camera.pid_str(), "VmRSS").unwrap_or(0);
 

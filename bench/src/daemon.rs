@@ -150,6 +150,27 @@ impl Drop for Daemon {
     }
 }
 
+/// The daemon's own camera: the test pattern at `width` x `height`, a frame every
+/// `interval_ms`, JPEG quality 75 (the default, said so the figures do not move
+/// with it).
+pub fn test_pattern(interval_ms: u128, width: u32, height: u32) -> Vec<String> {
+    [
+        "--source",
+        "test-pattern",
+        "--interval-ms",
+        &interval_ms.to_string(),
+        "--width",
+        &width.to_string(),
+        "--height",
+        &height.to_string(),
+        "--quality",
+        "75",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// GET a JSON document from the daemon's HTTP server.
 pub async fn get_json(http: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
     let fetch = async {

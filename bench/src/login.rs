@@ -252,25 +252,10 @@ async fn run_setup(setup: &Setup, opts: &Options, dir: &Path) -> anyhow::Result<
             &dir.join(format!("state-{}", setup.label)),
         )?;
     }
-    let mut args: Vec<String> = [
-        "--viewer-code",
-        VIEWER_CODE,
-        "--staff-code",
-        STAFF_CODE,
-        // The camera's test pattern runs while /video has viewers: keep it small and
-        // slow, so the window holds the handshakes' cost, not the encoder's.
-        "--source",
-        "test-pattern",
-        "--interval-ms",
-        "5000",
-        "--width",
-        "320",
-        "--height",
-        "240",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // The camera's test pattern runs while /video has viewers: keep it small and
+    // slow, so the window holds the handshakes' cost, not the encoder's.
+    let mut args = daemon::test_pattern(5000, 320, 240);
+    args.extend(["--viewer-code", VIEWER_CODE, "--staff-code", STAFF_CODE].map(String::from));
     args.extend(setup.extra_args.iter().cloned());
     let t0 = Instant::now();
     let mut d = Daemon::start(&setup.bin, &args, dir, &setup.label)?;

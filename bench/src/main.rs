@@ -319,22 +319,7 @@ async fn run_case(
     frames: Arc<SourceFrames>,
     work_dir: &std::path::Path,
 ) -> anyhow::Result<serde_json::Value> {
-    let interval_ms = opts.interval.as_millis().to_string();
-    let mut args: Vec<String> = [
-        "--source",
-        "test-pattern",
-        "--interval-ms",
-        &interval_ms,
-        "--width",
-        "640",
-        "--height",
-        "480",
-        "--quality",
-        "75",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = daemon::test_pattern(opts.interval.as_millis(), 640, 480);
     args.extend(opts.extra_daemon_args.iter().cloned());
     let mut d = Daemon::start(&opts.kindercam, &args, work_dir, &case.label())?;
     let pid = d.pid_str();

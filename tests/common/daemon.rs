@@ -13,6 +13,19 @@ use super::{TempDir, WAIT};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kindercam");
 
+/// A camera node's source: the test pattern at 320x240, a frame every 100 ms,
+/// opened only while somebody wants it.
+pub const SMALL_CAMERA: [&str; 8] = [
+    "--source",
+    "test-pattern",
+    "--interval-ms",
+    "100",
+    "--width",
+    "320",
+    "--height",
+    "240",
+];
+
 /// The binary with none of the caller's `KINDERCAM_*` variables (a developer's
 /// shell must not change what a test sees).
 pub fn clean_command() -> Command {
