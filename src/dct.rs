@@ -213,6 +213,56 @@ pub fn handle_error(handle: &Handle) -> String {
         .into_owned()
 }
 
+/// What one `customFilter` call of libjpeg-turbo's transform hands over: one
+/// block row of one component (`array.y` is the row's offset in the component
+/// plane, in pixels; `array.w` the plane's width), `coeffs` pointing at its
+/// blocks of 64 coefficients in natural order.
+pub enum BlockRow<'a> {
+    /// Row `row` of the plane, and its blocks.
+    Row(usize, &'a mut [i16]),
+    /// A row past the plane's height (padding of the last iMCU row): not part
+    /// of the picture.
+    Padding,
+    /// The regions do not describe a plane of the size the headers gave:
+    /// libjpeg-turbo read the frame differently.
+    Mismatch,
+}
+
+/// Checks a `customFilter` call's regions against a plane of `blocks_w` by
+/// `blocks_h` blocks and gives the row it carries.
+///
+/// # Safety
+/// `coeffs`, `array` and `plane` must be what libjpeg-turbo passed to the
+/// filter, and the slice must not outlive the call.
+pub unsafe fn block_row<'a>(
+    coeffs: *mut libc::c_short,
+    array: tj::tjregion,
+    plane: tj::tjregion,
+    (blocks_w, blocks_h): (usize, usize),
+) -> BlockRow<'a> {
+    let (Ok(w), Ok(h), Ok(y), Ok(aw), Ok(ah)) = (
+        usize::try_from(plane.w),
+        usize::try_from(plane.h),
+        usize::try_from(array.y),
+        usize::try_from(array.w),
+        usize::try_from(array.h),
+    ) else {
+        return BlockRow::Mismatch;
+    };
+    if w != blocks_w * 8 || h != blocks_h * 8 || aw != w || ah != 8 || array.x != 0 {
+        return BlockRow::Mismatch;
+    }
+    let row = y / 8;
+    if row >= blocks_h {
+        return BlockRow::Padding;
+    }
+    // SAFETY: libjpeg-turbo hands over one row of `blocks_w` blocks (checked
+    // against the plane's width above), 64 coefficients each.
+    BlockRow::Row(row, unsafe {
+        std::slice::from_raw_parts_mut(coeffs, blocks_w * 64)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use turbojpeg::{Compressor, Image, PixelFormat, Subsamp, YuvPlanesImage};
 use turbojpeg_sys as tj;
 
-use crate::dct::{handle_error, read_header, Handle, Header, MAX_PIXELS};
+use crate::dct::{block_row, handle_error, read_header, BlockRow, Handle, Header, MAX_PIXELS};
 
 /// The quality small frames are encoded at: a weak link needs bytes more than
 /// detail. At half the size this keeps a small frame near a quarter of the full
@@ -392,11 +392,8 @@ fn idct4(block: &[i16], quant: &[f32; 16], basis: &Basis, out: &mut [u8], stride
     }
 }
 
-/// libjpeg-turbo's `customFilter`: called once per block row of each component
-/// (`array.y` is the row's offset in the component plane, in pixels; `array.w`
-/// the plane's width), with `coeffs` pointing at that row's blocks of 64
-/// coefficients in natural order. Rows past the plane's height (padding of the
-/// last iMCU row) are skipped.
+/// libjpeg-turbo's `customFilter`, once per block row of each component
+/// ([`BlockRow`]). Rows past the plane's height are skipped.
 unsafe extern "C" fn filter(
     coeffs: *mut libc::c_short,
     array: tj::tjregion,
@@ -417,28 +414,17 @@ unsafe extern "C" fn filter(
             plan.mismatch = true;
             return -1;
         };
-        let (Ok(w), Ok(h), Ok(y), Ok(aw), Ok(ah)) = (
-            usize::try_from(plane.w),
-            usize::try_from(plane.h),
-            usize::try_from(array.y),
-            usize::try_from(array.w),
-            usize::try_from(array.h),
-        ) else {
-            plan.mismatch = true;
-            return -1;
-        };
-        if w != p.blocks_w * 8 || h != p.blocks_h * 8 || aw != w || ah != 8 || array.x != 0 {
-            plan.mismatch = true;
-            return -1;
-        }
-        let row = y / 8;
-        if row >= p.blocks_h {
-            return 0;
-        }
+        // SAFETY: the filter's own arguments, used during the call only.
+        let (row, blocks) =
+            match unsafe { block_row(coeffs, array, plane, (p.blocks_w, p.blocks_h)) } {
+                BlockRow::Row(row, blocks) => (row, blocks),
+                BlockRow::Padding => return 0,
+                BlockRow::Mismatch => {
+                    plan.mismatch = true;
+                    return -1;
+                }
+            };
         p.rows_seen += 1;
-        // SAFETY: libjpeg-turbo hands over one row of `blocks_w` blocks (checked
-        // against the plane's width above), 64 coefficients each.
-        let blocks = unsafe { std::slice::from_raw_parts(coeffs, p.blocks_w * 64) };
         let stride = p.stride();
         let out = &mut p.pixels[row * 4 * stride..(row + 1) * 4 * stride];
         for (b, block) in blocks.chunks_exact(64).enumerate() {

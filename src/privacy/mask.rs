@@ -19,7 +19,7 @@ use turbojpeg_sys as tj;
 
 use super::{Mask, PixelRect};
 pub use crate::dct::MAX_PIXELS;
-use crate::dct::{handle_error, read_header, Handle, Header, HeaderError};
+use crate::dct::{block_row, handle_error, read_header, BlockRow, Handle, Header, HeaderError};
 use crate::encode::RawFormat;
 
 /// Why a frame could not be masked; the caller drops it and counts the reason.
@@ -303,11 +303,9 @@ fn black_dc(q: u16) -> Result<i16, MaskFrameError> {
     Ok(-(1024u16.div_ceil(q) as i16))
 }
 
-/// libjpeg-turbo's `customFilter`: called once per block row of each component
-/// (`array.y` is the row's offset in the component plane, in pixels; `array.w`
-/// the plane's width), with `coeffs` pointing at that row's blocks of 64
-/// coefficients. Rows past the plane's height (padding of the last iMCU row) are
-/// not encoded and are left alone.
+/// libjpeg-turbo's `customFilter`, once per block row of each component
+/// ([`BlockRow`]). Rows past the plane's height are not encoded and are left
+/// alone.
 unsafe extern "C" fn filter(
     coeffs: *mut libc::c_short,
     array: tj::tjregion,
@@ -328,28 +326,17 @@ unsafe extern "C" fn filter(
             plan.mismatch = true;
             return -1;
         };
-        let (Ok(w), Ok(h), Ok(y), Ok(aw), Ok(ah)) = (
-            usize::try_from(plane.w),
-            usize::try_from(plane.h),
-            usize::try_from(array.y),
-            usize::try_from(array.w),
-            usize::try_from(array.h),
-        ) else {
-            plan.mismatch = true;
-            return -1;
-        };
-        if w != p.blocks_w * 8 || h != p.blocks_h * 8 || aw != w || ah != 8 || array.x != 0 {
-            plan.mismatch = true;
-            return -1;
-        }
-        let row = y / 8;
-        if row >= p.blocks_h {
-            return 0;
-        }
+        // SAFETY: the filter's own arguments, used during the call only.
+        let (row, blocks) =
+            match unsafe { block_row(coeffs, array, plane, (p.blocks_w, p.blocks_h)) } {
+                BlockRow::Row(row, blocks) => (row, blocks),
+                BlockRow::Padding => return 0,
+                BlockRow::Mismatch => {
+                    plan.mismatch = true;
+                    return -1;
+                }
+            };
         p.rows_seen += 1;
-        // SAFETY: libjpeg-turbo hands over one row of `blocks_w` blocks (checked
-        // against the plane's width above), 64 coefficients each.
-        let blocks = unsafe { std::slice::from_raw_parts_mut(coeffs, p.blocks_w * 64) };
         for r in plan.rects {
             if !(r.y0 * p.v..r.y1 * p.v).contains(&row) {
                 continue;
