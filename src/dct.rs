@@ -7,6 +7,7 @@
 
 use std::ffi::CStr;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use turbojpeg_sys as tj;
 
@@ -217,7 +218,7 @@ pub fn handle_error(handle: &Handle) -> String {
 /// block row of one component (`array.y` is the row's offset in the component
 /// plane, in pixels; `array.w` the plane's width), `coeffs` pointing at its
 /// blocks of 64 coefficients in natural order.
-pub enum BlockRow<'a> {
+enum BlockRow<'a> {
     /// Row `row` of the plane, and its blocks.
     Row(usize, &'a mut [i16]),
     /// A row past the plane's height (padding of the last iMCU row): not part
@@ -234,7 +235,7 @@ pub enum BlockRow<'a> {
 /// # Safety
 /// `coeffs`, `array` and `plane` must be what libjpeg-turbo passed to the
 /// filter, and the slice must not outlive the call.
-pub unsafe fn block_row<'a>(
+unsafe fn block_row<'a>(
     coeffs: *mut libc::c_short,
     array: tj::tjregion,
     plane: tj::tjregion,
@@ -261,6 +262,84 @@ pub unsafe fn block_row<'a>(
     BlockRow::Row(row, unsafe {
         std::slice::from_raw_parts_mut(coeffs, blocks_w * 64)
     })
+}
+
+/// What works on the coefficients during a transform: the masker rewrites
+/// them, the shrinker reads them. Set as `tjtransform::data`, with
+/// [`filter::<Self>`](filter) as the `customFilter`.
+pub trait BlockFilter {
+    /// Component `c`'s size in blocks, as the headers gave it; `None` when the
+    /// frame has no such component.
+    fn blocks(&self, c: usize) -> Option<(usize, usize)>;
+    /// Row `row` of component `c`: `blocks_w` blocks of 64 coefficients in
+    /// natural order. Every row of the picture comes once; padding rows do not.
+    fn row(&mut self, c: usize, row: usize, blocks: &mut [i16]);
+    /// libjpeg-turbo read the frame's layout differently from the headers:
+    /// the result must not be used.
+    fn mismatch(&mut self);
+}
+
+/// The transform that hands `f` every block and leaves the coefficients where
+/// they are (`TJXOP_NONE`, no cropping), without the source's markers; with
+/// `output` false, no JPEG is written at all. `f` must outlive its use.
+pub fn transform<F: BlockFilter>(f: &mut F, output: bool) -> tj::tjtransform {
+    let options = if output {
+        tj::TJXOPT_COPYNONE
+    } else {
+        tj::TJXOPT_COPYNONE | tj::TJXOPT_NOOUTPUT
+    };
+    tj::tjtransform {
+        r: tj::tjregion {
+            x: 0,
+            y: 0,
+            w: 0,
+            h: 0,
+        },
+        op: tj::TJXOP_TJXOP_NONE as libc::c_int,
+        options: options as libc::c_int,
+        data: (f as *mut F).cast(),
+        customFilter: Some(filter::<F>),
+    }
+}
+
+/// libjpeg-turbo's `customFilter` for a [`BlockFilter`] `F`: called once per
+/// block row of each component, checks what it is handed and passes the row on.
+///
+/// # Safety
+/// `transform.data` must point at an `F` that outlives the transform call.
+pub unsafe extern "C" fn filter<F: BlockFilter>(
+    coeffs: *mut libc::c_short,
+    array: tj::tjregion,
+    plane: tj::tjregion,
+    component: libc::c_int,
+    _transform_id: libc::c_int,
+    transform: *mut tj::tjtransform,
+) -> libc::c_int {
+    // A panic must not unwind into C.
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `data` is the `F` the caller set and keeps alive (see above).
+        let f = unsafe { &mut *((*transform).data as *mut F) };
+        let Some((c, size)) = usize::try_from(component)
+            .ok()
+            .and_then(|c| Some((c, f.blocks(c)?)))
+        else {
+            f.mismatch();
+            return -1;
+        };
+        // SAFETY: the filter's own arguments, used during this call only.
+        match unsafe { block_row(coeffs, array, plane, size) } {
+            BlockRow::Row(row, blocks) => {
+                f.row(c, row, blocks);
+                0
+            }
+            BlockRow::Padding => 0,
+            BlockRow::Mismatch => {
+                f.mismatch();
+                -1
+            }
+        }
+    }))
+    .unwrap_or(-1)
 }
 
 #[cfg(test)]

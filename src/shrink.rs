@@ -15,13 +15,11 @@
 //! bytes, as with the full frame. Deriving it from the masked JPEG means the small
 //! picture can never show what the mask hides.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use anyhow::{bail, Context};
 use turbojpeg::{Compressor, Image, PixelFormat, Subsamp, YuvPlanesImage};
 use turbojpeg_sys as tj;
 
-use crate::dct::{block_row, handle_error, read_header, BlockRow, Handle, Header, MAX_PIXELS};
+use crate::dct::{handle_error, read_header, transform, BlockFilter, Handle, Header, MAX_PIXELS};
 
 /// The quality small frames are encoded at: a weak link needs bytes more than
 /// detail. At half the size this keeps a small frame near a quarter of the full
@@ -208,19 +206,8 @@ impl Shrinker {
             basis: &self.basis,
             mismatch: false,
         };
-        let transform = tj::tjtransform {
-            r: tj::tjregion {
-                x: 0,
-                y: 0,
-                w: 0,
-                h: 0,
-            },
-            op: tj::TJXOP_TJXOP_NONE as libc::c_int,
-            // Only the filter's reading: no JPEG is written.
-            options: (tj::TJXOPT_NOOUTPUT | tj::TJXOPT_COPYNONE) as libc::c_int,
-            data: (&mut plan as *mut Plan).cast(),
-            customFilter: Some(filter),
-        };
+        // Only the filter's reading: no JPEG is written.
+        let transform = transform(&mut plan, false);
         let mut out: *mut u8 = std::ptr::null_mut();
         let mut size: tj::size_t = 0;
         // SAFETY: the header has been read on this handle; `plan` (behind
@@ -392,47 +379,26 @@ fn idct4(block: &[i16], quant: &[f32; 16], basis: &Basis, out: &mut [u8], stride
     }
 }
 
-/// libjpeg-turbo's `customFilter`, once per block row of each component
-/// ([`BlockRow`]). Rows past the plane's height are skipped.
-unsafe extern "C" fn filter(
-    coeffs: *mut libc::c_short,
-    array: tj::tjregion,
-    plane: tj::tjregion,
-    component: libc::c_int,
-    _transform_id: libc::c_int,
-    transform: *mut tj::tjtransform,
-) -> libc::c_int {
-    // A panic must not unwind into C.
-    catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `data` is the `Plan` that `read_planes` set and keeps alive
-        // during the call.
-        let plan = unsafe { &mut *((*transform).data as *mut Plan) };
-        let Some(p) = usize::try_from(component)
-            .ok()
-            .and_then(|c| plan.planes.get_mut(c))
-        else {
-            plan.mismatch = true;
-            return -1;
-        };
-        // SAFETY: the filter's own arguments, used during the call only.
-        let (row, blocks) =
-            match unsafe { block_row(coeffs, array, plane, (p.blocks_w, p.blocks_h)) } {
-                BlockRow::Row(row, blocks) => (row, blocks),
-                BlockRow::Padding => return 0,
-                BlockRow::Mismatch => {
-                    plan.mismatch = true;
-                    return -1;
-                }
-            };
+impl BlockFilter for Plan<'_> {
+    fn blocks(&self, c: usize) -> Option<(usize, usize)> {
+        let p = self.planes.get(c)?;
+        Some((p.blocks_w, p.blocks_h))
+    }
+
+    /// Each block of the row, at half size, into the plane's four pixel rows.
+    fn row(&mut self, c: usize, row: usize, blocks: &mut [i16]) {
+        let p = &mut self.planes[c];
         p.rows_seen += 1;
         let stride = p.stride();
         let out = &mut p.pixels[row * 4 * stride..(row + 1) * 4 * stride];
         for (b, block) in blocks.chunks_exact(64).enumerate() {
-            idct4(block, &p.quant, plan.basis, out, stride, b * 4);
+            idct4(block, &p.quant, self.basis, out, stride, b * 4);
         }
-        0
-    }))
-    .unwrap_or(-1)
+    }
+
+    fn mismatch(&mut self) {
+        self.mismatch = true;
+    }
 }
 
 #[cfg(test)]

@@ -13,13 +13,12 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use turbojpeg_sys as tj;
 
 use super::{Mask, PixelRect};
 pub use crate::dct::MAX_PIXELS;
-use crate::dct::{block_row, handle_error, read_header, BlockRow, Handle, Header, HeaderError};
+use crate::dct::{handle_error, read_header, transform, BlockFilter, Handle, Header, HeaderError};
 use crate::encode::RawFormat;
 
 /// Why a frame could not be masked; the caller drops it and counts the reason.
@@ -220,18 +219,7 @@ impl JpegMasker {
         }));
         plan.rects = &self.mcus;
 
-        let transform = tj::tjtransform {
-            r: tj::tjregion {
-                x: 0,
-                y: 0,
-                w: 0,
-                h: 0,
-            },
-            op: tj::TJXOP_TJXOP_NONE as libc::c_int,
-            options: tj::TJXOPT_COPYNONE as libc::c_int,
-            data: (&mut plan as *mut Plan).cast(),
-            customFilter: Some(filter),
-        };
+        let transform = transform(&mut plan, true);
         // SAFETY: the header has been read on this handle; `transform` is valid.
         let need = unsafe { tj::tj3TransformBufSize(self.handle.0, &transform) } as usize;
         if need == 0 {
@@ -303,41 +291,17 @@ fn black_dc(q: u16) -> Result<i16, MaskFrameError> {
     Ok(-(1024u16.div_ceil(q) as i16))
 }
 
-/// libjpeg-turbo's `customFilter`, once per block row of each component
-/// ([`BlockRow`]). Rows past the plane's height are not encoded and are left
-/// alone.
-unsafe extern "C" fn filter(
-    coeffs: *mut libc::c_short,
-    array: tj::tjregion,
-    plane: tj::tjregion,
-    component: libc::c_int,
-    _transform_id: libc::c_int,
-    transform: *mut tj::tjtransform,
-) -> libc::c_int {
-    // A panic must not unwind into C.
-    catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `data` is the `Plan` that `mask` set and keeps alive during the call.
-        let plan = unsafe { &mut *((*transform).data as *mut Plan) };
-        let Some(p) = usize::try_from(component)
-            .ok()
-            .filter(|&c| c < plan.count)
-            .map(|c| &mut plan.planes[c])
-        else {
-            plan.mismatch = true;
-            return -1;
-        };
-        // SAFETY: the filter's own arguments, used during the call only.
-        let (row, blocks) =
-            match unsafe { block_row(coeffs, array, plane, (p.blocks_w, p.blocks_h)) } {
-                BlockRow::Row(row, blocks) => (row, blocks),
-                BlockRow::Padding => return 0,
-                BlockRow::Mismatch => {
-                    plan.mismatch = true;
-                    return -1;
-                }
-            };
+impl BlockFilter for Plan<'_> {
+    fn blocks(&self, c: usize) -> Option<(usize, usize)> {
+        let p = self.planes[..self.count].get(c)?;
+        Some((p.blocks_w, p.blocks_h))
+    }
+
+    /// Every block of the row under a rectangle: flat black.
+    fn row(&mut self, c: usize, row: usize, blocks: &mut [i16]) {
+        let p = &mut self.planes[c];
         p.rows_seen += 1;
-        for r in plan.rects {
+        for r in self.rects {
             if !(r.y0 * p.v..r.y1 * p.v).contains(&row) {
                 continue;
             }
@@ -350,9 +314,11 @@ unsafe extern "C" fn filter(
                 block[0] = p.dc;
             }
         }
-        0
-    }))
-    .unwrap_or(-1)
+    }
+
+    fn mismatch(&mut self) {
+        self.mismatch = true;
+    }
 }
 
 /// Burns `mask` into a raw frame in place, before it is encoded: Y 0 and U, V 128
