@@ -37,15 +37,21 @@ pub enum HeadError {
 /// Reads until the blank line that ends a request head, refusing heads over `max` bytes.
 pub async fn read<S: AsyncRead + Unpin>(conn: &mut S, max: usize) -> Result<Head, HeadError> {
     let mut bytes = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 2048];
     loop {
-        let n = conn.read(&mut chunk).await.map_err(|_| HeadError::Closed)?;
-        if n == 0 {
-            return Err(HeadError::Closed);
+        // Read straight into the vector's spare room: a buffer on the stack would
+        // be part of every connection task's future (2 KB each).
+        if bytes.capacity() - bytes.len() < 512 {
+            bytes.reserve(2048);
         }
         // The blank line may straddle two reads.
         let from = bytes.len().saturating_sub(3);
-        bytes.extend_from_slice(&chunk[..n]);
+        let n = conn
+            .read_buf(&mut bytes)
+            .await
+            .map_err(|_| HeadError::Closed)?;
+        if n == 0 {
+            return Err(HeadError::Closed);
+        }
         if let Some(pos) = bytes[from..].windows(4).position(|w| w == b"\r\n\r\n") {
             let len = from + pos + 4;
             if len > max {

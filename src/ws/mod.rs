@@ -205,7 +205,8 @@ async fn handle(
     shutdown: Shutdown,
 ) {
     let limit = ctx.config.limits.handshake_timeout;
-    let Ok(mut conn) = Conn::establish(socket, ctx.tls.as_ref(), limit).await else {
+    // Boxed: the TLS handshake's state is large and over once the connection is up.
+    let Ok(mut conn) = Box::pin(Conn::establish(socket, ctx.tls.as_ref(), limit)).await else {
         tracing::info!(%peer, "TLS handshake failed");
         ctx.refused(Refused::Tls);
         return;
@@ -337,14 +338,14 @@ async fn handle(
             let ws_config = ctx.tungstenite_config(limits.max_chat_bytes);
             let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config)).await;
             let family = ctx.access.family_name(&principal);
-            chat::serve(
+            Box::pin(chat::serve(
                 ws,
                 &room,
                 limits.max_chat_bytes,
                 principal,
                 family,
                 shutdown,
-            )
+            ))
             .await;
         }
         Route::Video {
@@ -402,7 +403,9 @@ async fn handle(
             // A push token is a kindercam camera pushing: it acts on demand.
             let pusher = matches!(&principal.account,
                 auth::Account::Token(t) if t.scope == auth::tokens::Scope::Push);
-            upload::serve(
+            // Boxed, like the other routes' sessions: inline, the largest of them
+            // would size every connection's task, a viewer's handshake too.
+            Box::pin(upload::serve(
                 ws,
                 &ctx.hub,
                 &stream,
@@ -413,7 +416,7 @@ async fn handle(
                     tell_demand: demand || pusher,
                 },
                 shutdown,
-            )
+            ))
             .await;
         }
         Route::Prototype => {
@@ -442,7 +445,7 @@ async fn handle(
                 client_ip(peer),
             );
             ctx.access.seen(&principal);
-            prototype::serve(ws, relay, presence, shutdown).await;
+            Box::pin(prototype::serve(ws, relay, presence, shutdown)).await;
         }
     }
     tracing::info!(%peer, "WebSocket closed");
