@@ -411,7 +411,7 @@ impl Store {
 
     /// Queues a write; never blocks. A full queue drops it (counted and logged).
     fn queue(&self, write: Write) {
-        match self.inner.tx.try_send(Op::Write(write)) {
+        match self.inner.tx.try_send(Op::Write(Box::new(write))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.inner.shared.dropped("the write queue is full"),
             Err(TrySendError::Disconnected(_)) => {

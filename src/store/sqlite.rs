@@ -186,7 +186,9 @@ fn prune(conn: &Connection, now: i64, audit_days: u32) -> rusqlite::Result<(usiz
 
 /// What the writer thread is asked to do.
 pub(super) enum Op {
-    Write(Write),
+    /// Boxed: the queue holds its whole capacity of `Op`s from the start, and
+    /// a write inline made each 176 bytes (0.7 MB of memory for 4096 of them).
+    Write(Box<Write>),
     Ack(Ack),
     /// Answered once everything queued before it is committed.
     Flush(SyncSender<()>),
@@ -554,7 +556,7 @@ impl Writer {
         let mut pending = Vec::new();
         for op in batch {
             match op {
-                Op::Write(write) => pending.push(write),
+                Op::Write(write) => pending.push(*write),
                 Op::Ack(ack) => {
                     self.commit(&mut pending);
                     self.acknowledge(ack);
