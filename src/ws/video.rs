@@ -150,9 +150,14 @@ impl Viewer {
         let (stream, told) = match feed {
             Feed::Ready(stream) => (Some(stream), None),
             Feed::Awaited { hub, name } => {
-                let stream =
-                    Box::pin(await_stream(&hub, &name, &mut writer, &mut next, &mut shutdown))
-                        .await;
+                let stream = Box::pin(await_stream(
+                    &hub,
+                    &name,
+                    &mut writer,
+                    &mut next,
+                    &mut shutdown,
+                ))
+                .await;
                 (stream, Some(StreamStatus::Waiting))
             }
         };
