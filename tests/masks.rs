@@ -243,6 +243,11 @@ async fn the_test_pattern_is_masked_from_the_file_for_every_kind_of_viewer() {
     );
     all_masked("snapshot", MIDDLE, &snapshots(&server, "camera", 3).await);
     assert_eq!(stream_stat(&server, "camera", "masks").await, 1);
+    assert_eq!(
+        stream_stat(&server, "camera", "frames_dropped").await,
+        0,
+        "every frame could be masked"
+    );
     // The API's change applies from the next frame; [] removes the mask.
     put_masks(&server, "camera", CORNER).await;
     // The frame the hub holds is masked again at once: a viewer joining before
@@ -258,7 +263,14 @@ async fn the_test_pattern_is_masked_from_the_file_for_every_kind_of_viewer() {
     put_masks(&server, "camera", "[]").await;
     until_frame(&server, "/video", CORNER, false).await;
     assert_eq!(stream_stat(&server, "camera", "masks").await, 0);
-    assert_eq!(stream_stat(&server, "camera", "frames_dropped").await, 0);
+    // A frame being encoded under the old mask as it changes is dropped, never
+    // sent (`Stream::publish`): at most one per change. Under qemu, where an
+    // encode takes a good part of the frame interval, that happens.
+    let dropped = stream_stat(&server, "camera", "frames_dropped").await;
+    assert!(
+        dropped <= 2,
+        "{dropped} frames dropped across two mask changes"
+    );
     drop((text, binary));
     server.stop().await;
 }
