@@ -26,17 +26,18 @@ use tokio_tungstenite::tungstenite::Message;
 /// stream leader, the consumer made again) takes seconds, not tens of them.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Logs what the relays do when `KINDERCAM_TEST_LOG` names a filter
-/// (`kindercam=debug`), for looking into a failure.
+/// Logs what the relays do, at `info` or at the filter `KINDERCAM_TEST_LOG`
+/// names (`kindercam=debug`): libtest captures it, and shows it only for a
+/// test that fails (output capture follows the runtime's threads).
 fn log_if_asked() {
     use tracing_subscriber::prelude::*;
-    if let Ok(filter) = std::env::var("KINDERCAM_TEST_LOG") {
-        let targets: tracing_subscriber::filter::Targets = filter.parse().expect("a log filter");
-        let _ = tracing_subscriber::registry()
-            .with(tracing_subscriber::fmt::layer().with_test_writer())
-            .with(targets)
-            .try_init();
-    }
+    let filter =
+        std::env::var("KINDERCAM_TEST_LOG").unwrap_or_else(|_| "kindercam=info".to_owned());
+    let targets: tracing_subscriber::filter::Targets = filter.parse().expect("a log filter");
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_test_writer())
+        .with(targets)
+        .try_init();
 }
 
 /// A relay started with `--nats` naming server `first` of the cluster (it
@@ -129,6 +130,38 @@ async fn posts(ws: &mut Ws, n: usize) -> Vec<(u64, String)> {
         }
     }
     got
+}
+
+/// Reads `n` user messages on each reader, like [`posts`]; an error sent to
+/// any of `posters` meanwhile (a post refused, `not_sent`) fails the test with
+/// it, so that a lost post is told apart from a late delivery.
+async fn posts_unless_refused(
+    readers: [&mut Ws; 2],
+    posters: &mut [Ws],
+    n: usize,
+) -> Vec<Vec<(u64, String)>> {
+    let refusals = posters.iter_mut().map(|ws| {
+        Box::pin(async move {
+            loop {
+                match recv_within(ws, PATIENCE * 4).await {
+                    Some(Message::Text(text)) => {
+                        let m: Value = serde_json::from_str(&text).unwrap();
+                        if m["type"] == "error" {
+                            return m;
+                        }
+                    }
+                    Some(_) => {}
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        })
+    });
+    tokio::select! {
+        seen = join_all(readers.map(|ws| posts(ws, n))) => seen,
+        (refused, _, _) = futures_util::future::select_all(refusals) => {
+            panic!("a post was refused while readers waited for {n}: {refused}")
+        }
+    }
 }
 
 /// Sends `count` messages `"{who}-{i}"` (within the chat's burst of 5).
@@ -442,7 +475,7 @@ async fn killing_a_nats_server_loses_no_chat_message_and_it_rejoins() {
             .map(|(ws, who)| say(ws, who, 5)),
     )
     .await;
-    let seen = join_all([&mut reader_a, &mut reader_b].map(|ws| posts(ws, 20))).await;
+    let seen = posts_unless_refused([&mut reader_a, &mut reader_b], &mut posters, 20).await;
     let recovered = killed.elapsed();
     assert_one_order(&seen, &expected(&authors, 5));
     eprintln!(
@@ -567,7 +600,7 @@ async fn a_silent_nats_server_delays_chat_but_loses_nothing() {
             .map(|(ws, who)| say(ws, who, 5)),
     )
     .await;
-    let seen = join_all([&mut reader_a, &mut reader_b].map(|ws| posts(ws, 10))).await;
+    let seen = posts_unless_refused([&mut reader_a, &mut reader_b], &mut posters, 10).await;
     eprintln!(
         "10 messages posted while the leading server was silent arrived on both relays {:?} after it stopped",
         paused.elapsed()

@@ -53,10 +53,12 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// comes back (it replays only the history length to members).
 pub const KEPT_PER_ROOM: usize = 1000;
 /// How long a post may take, retries included, before its author is told.
-/// When the server leading the stream dies, the others elect a new leader in
-/// about 5-8 s (nats-server 2.9, measured by tests/chat_cluster.rs); posts
-/// wait that out rather than fail.
-pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(15);
+/// When the server leading the stream dies or hangs, a follower waits 4-9 s
+/// for it before it campaigns (nats-server 2.9's election timeout), and a
+/// split vote takes a second round: tests/chat_cluster.rs measured 5-8 s on an
+/// idle machine and 13.4 s on a loaded one. Posts wait that out rather than
+/// fail: one full timeout, a second round, and the time to answer.
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(20);
 /// How long setting up the chat stream waits for the cluster to have room for
 /// [`REPLICAS`] before it settles for fewer (servers may still be joining).
 const REPLICA_PATIENCE: Duration = Duration::from_secs(10);
@@ -65,6 +67,14 @@ const REPLICA_PATIENCE: Duration = Duration::from_secs(10);
 const ACK_GRACE: Duration = Duration::from_secs(1);
 /// One publish attempt's wait for the stream's acknowledgement.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one request to make a delivery consumer may take. While the
+/// cluster recovers from a server that stopped answering, a request may hang:
+/// the cluster may have placed the consumer on that server, or be slow to
+/// carry it out. So the relay does not wait on one request: it asks again,
+/// under a new name, every [`ATTEMPT_TIMEOUT`] while the earlier requests are
+/// still pending, and takes the first consumer made (tests/chat_cluster.rs saw
+/// a first request hang for 10 s and a fresh one answer within 2 s).
+const MAKE_PATIENCE: Duration = Duration::from_secs(12);
 /// The delivery consumer's idle heartbeat: two missed ones (about 2 s) and the
 /// task makes a new consumer (its server died, or the link to it).
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -262,6 +272,7 @@ impl ChatLink {
                 Ok(Ok(ack)) => {
                     if attempts > 1 {
                         tracing::info!(
+                            node = self.node,
                             room,
                             attempts,
                             duplicate = ack.duplicate,
@@ -274,10 +285,10 @@ impl ChatLink {
                 Err(_) => "no acknowledgement from the stream in time".to_owned(),
             };
             if tokio::time::Instant::now() + pause >= deadline {
-                tracing::warn!(room, attempts, error = %why, "chat message not saved: NATS did not take it");
+                tracing::warn!(node = self.node, room, attempts, error = %why, "chat message not saved: NATS did not take it");
                 return Err(PublishFailed { why });
             }
-            tracing::debug!(room, attempts, error = %why, "chat publish failed; retrying with the same id");
+            tracing::debug!(node = self.node, room, attempts, error = %why, "chat publish failed; retrying with the same id");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
         }
@@ -321,6 +332,16 @@ impl ChatLink {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// A delivery consumer's name, unique to this process (the node's name may
+    /// hold characters a consumer name may not).
+    fn consumer_name(&self) -> String {
+        format!(
+            "kc_chat_{:016x}_{}",
+            self.boot,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Starts the task that feeds `room` from the stream; it ends when the room
@@ -389,13 +410,13 @@ async fn follow(link: Arc<ChatLink>, room: String, target: Weak<ChatRoom>) {
             // A room opened as the relay starts may find no stream yet (the
             // set-up task says so if that lasts).
             Interrupted::Broken(why) if last == 0 && !started => {
-                tracing::debug!(room, error = %why, "chat delivery not started yet");
+                tracing::debug!(node = link.node, room, error = %why, "chat delivery not started yet");
             }
             Interrupted::Broken(why) if started || !failing => {
-                tracing::warn!(room, error = %why, last, "chat delivery interrupted; resuming after the last message");
+                tracing::warn!(node = link.node, room, error = %why, last, "chat delivery interrupted; resuming after the last message");
             }
             Interrupted::Broken(why) => {
-                tracing::debug!(room, error = %why, "chat delivery still interrupted");
+                tracing::debug!(node = link.node, room, error = %why, "chat delivery still interrupted");
             }
         }
         if started {
@@ -407,6 +428,52 @@ async fn follow(link: Arc<ChatLink>, room: String, target: Weak<ChatRoom>) {
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A delivery consumer made by whichever of several requests the cluster
+/// answers first: a new one, named by `config`, every [`ATTEMPT_TIMEOUT`] while
+/// earlier ones are pending, for [`MAKE_PATIENCE`] less one interval (so at
+/// most 6 requests, each waiting at most [`MAKE_PATIENCE`]). The consumers of
+/// requests answered later go unused, and the server removes them after
+/// [`CONSUMER_INACTIVE`].
+async fn make_consumer(
+    link: &ChatLink,
+    config: impl Fn() -> consumer::pull::Config,
+) -> Result<consumer::PullConsumer, String> {
+    use futures_util::stream::FuturesUnordered;
+    let mut pending = FuturesUnordered::new();
+    let mut why = String::from("no answer making a chat consumer");
+    let mut next = tokio::time::Instant::now();
+    let last_request = next + MAKE_PATIENCE - ATTEMPT_TIMEOUT;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= next && now <= last_request {
+            // On the current client: the one before may have been replaced.
+            let mut js = (link.js)();
+            // This request's own deadline bounds it, not the context's 5 s.
+            js.set_timeout(MAKE_PATIENCE + Duration::from_secs(1));
+            let config = config();
+            pending.push(tokio::time::timeout(MAKE_PATIENCE, async move {
+                let stream = js.get_stream_no_info(STREAM).await?;
+                stream
+                    .create_consumer(config)
+                    .await
+                    .map_err(async_nats::Error::from)
+            }));
+            next = now + ATTEMPT_TIMEOUT;
+        }
+        if pending.is_empty() && now > last_request {
+            return Err(why);
+        }
+        tokio::select! {
+            Some(made) = pending.next() => match made {
+                Ok(Ok(consumer)) => return Ok(consumer),
+                Ok(Err(e)) => why = format!("cannot make a chat consumer: {e}"),
+                Err(_) => {}
+            },
+            () = tokio::time::sleep_until(next), if now <= last_request => {}
+        }
     }
 }
 
@@ -424,12 +491,8 @@ async fn deliver(
     // Seen before taking the client: a replacement from now on ends this consumer.
     let mut connections = link.connections.clone();
     connections.mark_unchanged();
-    let js = (link.js)();
-    let stream = match js.get_stream_no_info(STREAM).await {
-        Ok(stream) => stream,
-        Err(e) => return broken("cannot find the chat stream", &e),
-    };
-    let config = consumer::pull::Config {
+    let config = |name: String| consumer::pull::Config {
+        name: Some(name),
         filter_subject: filter.to_owned(),
         deliver_policy: match *last {
             0 => consumer::DeliverPolicy::All,
@@ -443,11 +506,9 @@ async fn deliver(
         inactive_threshold: CONSUMER_INACTIVE,
         ..Default::default()
     };
-    let made = tokio::time::timeout(ATTEMPT_TIMEOUT, stream.create_consumer(config)).await;
-    let consumer = match made {
-        Ok(Ok(consumer)) => consumer,
-        Ok(Err(e)) => return broken("cannot make a chat consumer", &e),
-        Err(_) => return Interrupted::Broken("no answer making a chat consumer".into()),
+    let consumer = match make_consumer(link, || config(link.consumer_name())).await {
+        Ok(consumer) => consumer,
+        Err(why) => return Interrupted::Broken(why),
     };
     let messages = consumer
         .stream()
@@ -455,14 +516,14 @@ async fn deliver(
         .heartbeat(HEARTBEAT)
         .expires(PULL_EXPIRES)
         .messages();
-    let mut messages = match tokio::time::timeout(ATTEMPT_TIMEOUT, messages).await {
+    let mut messages = match tokio::time::timeout(ATTEMPT_TIMEOUT * 2, messages).await {
         Ok(Ok(messages)) => messages,
         Ok(Err(e)) => return broken("cannot pull chat messages", &e),
         Err(_) => return Interrupted::Broken("no answer pulling chat messages".into()),
     };
     *started = true;
     if *last > 0 {
-        tracing::info!(filter, last, "chat delivery resumed");
+        tracing::info!(node = link.node, filter, last, "chat delivery resumed");
     }
     if consumer.cached_info().num_pending == 0 {
         match target.upgrade() {

@@ -329,6 +329,14 @@ impl NatsNode {
 
 impl Drop for NatsCluster {
     fn drop(&mut self) {
+        // A failing test shows what the servers did (libtest prints a failing
+        // test's output only).
+        if std::thread::panicking() {
+            eprintln!(
+                "the NATS servers' logs, as the test failed:\n{}",
+                self.logs()
+            );
+        }
         for node in &mut self.nodes {
             if node.stopped {
                 node.signal(libc::SIGCONT);
