@@ -68,12 +68,15 @@ const ACK_GRACE: Duration = Duration::from_secs(1);
 /// One publish attempt's wait for the stream's acknowledgement.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one request to make a delivery consumer may take. While the
-/// cluster recovers from a server that stopped answering, a request may hang:
-/// the cluster may have placed the consumer on that server, or be slow to
-/// carry it out. So the relay does not wait on one request: it asks again,
-/// under a new name, every [`ATTEMPT_TIMEOUT`] while the earlier requests are
-/// still pending, and takes the first consumer made (tests/chat_cluster.rs saw
-/// a first request hang for 10 s and a fresh one answer within 2 s).
+/// cluster recovers from a server that stopped answering, a request may go
+/// unanswered for good: tests/chat_cluster.rs saw requests sent while a new
+/// metadata leader was being elected, and requests on a NATS client replaced
+/// meanwhile, time out after 10 s and more, while a fresh request on the
+/// current client was answered in 0.2 s (a consumer placed on the silent
+/// server would also never answer). So the relay does not wait on one request:
+/// it asks again, under a new name and on the current client, every
+/// [`ATTEMPT_TIMEOUT`] while the earlier requests are still pending, and takes
+/// the first consumer made.
 const MAKE_PATIENCE: Duration = Duration::from_secs(12);
 /// The delivery consumer's idle heartbeat: two missed ones (about 2 s) and the
 /// task makes a new consumer (its server died, or the link to it).
