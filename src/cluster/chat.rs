@@ -38,6 +38,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::hedge::Hedge;
 use crate::chat::room::{Author, ChatRoom};
 
 /// The stream that holds every room's chat.
@@ -67,7 +68,7 @@ const REPLICA_PATIENCE: Duration = Duration::from_secs(10);
 const ACK_GRACE: Duration = Duration::from_secs(1);
 /// One publish attempt's wait for the stream's acknowledgement.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one request to make a delivery consumer may take. While the
+/// How a delivery consumer is asked for. While the
 /// cluster recovers from a server that stopped answering, a request may go
 /// unanswered for good: tests/chat_cluster.rs saw requests sent while a new
 /// metadata leader was being elected, and requests on a NATS client replaced
@@ -76,8 +77,11 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// server would also never answer). So the relay does not wait on one request:
 /// it asks again, under a new name and on the current client, every
 /// [`ATTEMPT_TIMEOUT`] while the earlier requests are still pending, and takes
-/// the first consumer made.
-const MAKE_PATIENCE: Duration = Duration::from_secs(12);
+/// the first consumer made (at most 6 requests, each waiting at most 12 s).
+const MAKE: Hedge = Hedge {
+    every: ATTEMPT_TIMEOUT,
+    patience: Duration::from_secs(12),
+};
 /// The delivery consumer's idle heartbeat: two missed ones (about 2 s) and the
 /// task makes a new consumer (its server died, or the link to it).
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -435,49 +439,31 @@ async fn follow(link: Arc<ChatLink>, room: String, target: Weak<ChatRoom>) {
 }
 
 /// A delivery consumer made by whichever of several requests the cluster
-/// answers first: a new one, named by `config`, every [`ATTEMPT_TIMEOUT`] while
-/// earlier ones are pending, for [`MAKE_PATIENCE`] less one interval (so at
-/// most 6 requests, each waiting at most [`MAKE_PATIENCE`]). The consumers of
-/// requests answered later go unused, and the server removes them after
-/// [`CONSUMER_INACTIVE`].
+/// answers first ([`MAKE`]): each under a new name from `config`, on the
+/// current client. The consumers of requests answered later go unused, and the
+/// server removes them after [`CONSUMER_INACTIVE`].
 async fn make_consumer(
     link: &ChatLink,
     config: impl Fn() -> consumer::pull::Config,
 ) -> Result<consumer::PullConsumer, String> {
-    use futures_util::stream::FuturesUnordered;
-    let mut pending = FuturesUnordered::new();
-    let mut why = String::from("no answer making a chat consumer");
-    let mut next = tokio::time::Instant::now();
-    let last_request = next + MAKE_PATIENCE - ATTEMPT_TIMEOUT;
-    loop {
-        let now = tokio::time::Instant::now();
-        if now >= next && now <= last_request {
-            // On the current client: the one before may have been replaced.
-            let mut js = (link.js)();
-            // This request's own deadline bounds it, not the context's 5 s.
-            js.set_timeout(MAKE_PATIENCE + Duration::from_secs(1));
-            let config = config();
-            pending.push(tokio::time::timeout(MAKE_PATIENCE, async move {
-                let stream = js.get_stream_no_info(STREAM).await?;
-                stream
-                    .create_consumer(config)
-                    .await
-                    .map_err(async_nats::Error::from)
-            }));
-            next = now + ATTEMPT_TIMEOUT;
+    MAKE.first("making a chat consumer", || {
+        // On the current client: the one before may have been replaced.
+        let mut js = (link.js)();
+        // This request's own deadline bounds it, not the context's 5 s.
+        js.set_timeout(MAKE.patience + Duration::from_secs(1));
+        let config = config();
+        async move {
+            let stream = js
+                .get_stream_no_info(STREAM)
+                .await
+                .map_err(|e| format!("cannot make a chat consumer: {e}"))?;
+            stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| format!("cannot make a chat consumer: {e}"))
         }
-        if pending.is_empty() && now > last_request {
-            return Err(why);
-        }
-        tokio::select! {
-            Some(made) = pending.next() => match made {
-                Ok(Ok(consumer)) => return Ok(consumer),
-                Ok(Err(e)) => why = format!("cannot make a chat consumer: {e}"),
-                Err(_) => {}
-            },
-            () = tokio::time::sleep_until(next), if now <= last_request => {}
-        }
-    }
+    })
+    .await
 }
 
 /// Makes one consumer starting after `last` and hands its messages to the room

@@ -27,6 +27,7 @@ pub mod chat;
 pub mod demand;
 mod follow;
 pub mod frames;
+mod hedge;
 pub mod state;
 
 use std::collections::BTreeMap;
