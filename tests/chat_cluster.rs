@@ -201,27 +201,9 @@ async fn nats_cluster() -> Option<NatsCluster> {
     unreachable!("the last attempt returns or panics")
 }
 
-/// The chat stream as server `i` reports it, once it exists and has a leader
-/// (a relay sets it up in the background as it starts).
+/// The chat stream as server `i` reports it, once it exists and has a leader.
 async fn stream_info(nats: &NatsCluster, i: usize) -> async_nats::jetstream::stream::Info {
-    let url = format!("nats://127.0.0.1:{}", nats.nodes[i].port);
-    let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(mut stream) = js.get_stream("KINDERCAM_CHAT").await {
-            if let Ok(info) = stream.info().await {
-                if info.cluster.as_ref().is_some_and(|c| c.leader.is_some()) {
-                    return info.clone();
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no chat stream with a leader within {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    nats.stream_info(i, "KINDERCAM_CHAT", PATIENCE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,16 +381,7 @@ async fn a_parent_muted_through_one_relay_is_muted_through_the_other_too() {
 async fn relays_beside_the_leader(nats: &NatsCluster) -> (TestServer, TestServer, usize, Ws, Ws) {
     let b = relay(nats, 1, "relay-b").await;
     let (reader_b, _) = join(&b, VIEWER_CODE).await;
-    let leader = stream_info(nats, 1)
-        .await
-        .cluster
-        .and_then(|c| c.leader)
-        .expect("the stream has a leader");
-    let victim = nats
-        .nodes
-        .iter()
-        .position(|n| n.name == leader)
-        .expect("the leader is one of ours");
+    let victim = nats.leader_of(1, "KINDERCAM_CHAT", PATIENCE).await;
     let a = relay(nats, victim, "relay-a").await;
     let (reader_a, _) = join(&a, VIEWER_CODE).await;
     (a, b, victim, reader_a, reader_b)

@@ -37,6 +37,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::follow::{self, Link, Stopped};
+use super::hedge::Hedge;
 use super::Cluster;
 use crate::auth::families::{Family, FieldError};
 use crate::auth::tokens::{LinkToken, Scope};
@@ -53,6 +54,14 @@ pub const SESSIONS: &str = "kindercam_sessions";
 const WRITE_LIMIT: Duration = Duration::from_secs(5);
 /// How long reading a bucket's content may take.
 const READ_LIMIT: Duration = Duration::from_secs(10);
+/// How a bucket is opened for reading (`hedge`): after a NATS server went
+/// silent, a request sent before the cluster elected new leaders, or on a
+/// client replaced since, may never be answered; a fresh one every 2 s on the
+/// current client is, once the cluster has recovered.
+const OPEN: Hedge = Hedge {
+    every: Duration::from_secs(2),
+    patience: Duration::from_secs(12),
+};
 /// How long a node waits at start for its first sync before serving anyway.
 pub const FIRST_SYNC_LIMIT: Duration = Duration::from_secs(5);
 
@@ -689,12 +698,9 @@ async fn seed(bucket: &kv::Store, kind: Kind, replica: &Replica) -> Result<usize
 
 type Feed = push::Ordered;
 
-/// A bucket's content now (the last change of every key) and the feed of the
-/// changes after it.
-async fn read(
-    bucket: &kv::Store,
-    client: &async_nats::Client,
-) -> Result<(Vec<(Change, u64)>, Feed), String> {
+/// The feed of a bucket's content now (the last change of every key), then of
+/// the changes after it; with how many of the first are waiting.
+async fn open_feed(bucket: &kv::Store, client: &async_nats::Client) -> Result<(u64, Feed), String> {
     let consumer = bucket
         .stream
         .create_consumer(push::OrderedConfig {
@@ -707,11 +713,20 @@ async fn read(
         })
         .await
         .map_err(|e| format!("cannot follow {}: {e}", bucket.name))?;
-    let mut pending = consumer.cached_info().num_pending;
-    let mut feed = consumer
+    let pending = consumer.cached_info().num_pending;
+    let feed = consumer
         .messages()
         .await
         .map_err(|e| format!("cannot follow {}: {e}", bucket.name))?;
+    Ok((pending, feed))
+}
+
+/// Reads a bucket's content off the start of its feed (`pending` changes).
+async fn read_content(
+    bucket: &kv::Store,
+    mut pending: u64,
+    feed: &mut Feed,
+) -> Result<Vec<(Change, u64)>, String> {
     let mut content = Vec::new();
     while pending > 0 {
         let message = match tokio::time::timeout(READ_LIMIT, feed.next()).await {
@@ -727,7 +742,7 @@ async fn read(
             content.push((change, revision));
         }
     }
-    Ok((content, feed))
+    Ok(content)
 }
 
 /// Follows every bucket, each in its own task.
@@ -805,24 +820,13 @@ async fn sync_and_follow(state: &Arc<SharedState>, kind: Kind, mut link: Link) -
 /// node's records of that kind with its content; returns the bucket's key
 /// prefix and the feed of what changes next.
 async fn read_bucket(state: &Arc<SharedState>, kind: Kind) -> Result<(String, Feed), String> {
-    let bucket = state.bucket(kind).await?;
-    let client = state.cluster.client();
-    let info = bucket
-        .stream
-        .get_info()
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", kind.bucket()))?;
-    if info.state.last_sequence == 0 {
-        let seeded = seed(&bucket, kind, &state.replica).await?;
-        if seeded > 0 {
-            tracing::info!(
-                bucket = kind.bucket(),
-                seeded,
-                "the cluster's bucket was empty: seeded it from this node's database"
-            );
-        }
-    }
-    let (content, feed) = read(&bucket, &client).await?;
+    let (bucket, pending, mut feed) = OPEN
+        .first(&format!("opening {}", kind.bucket()), || {
+            let state = state.clone();
+            async move { open_bucket(&state, kind).await }
+        })
+        .await?;
+    let content = read_content(&bucket, pending, &mut feed).await?;
     let replacing = state.clone();
     let (present, gone) = tokio::task::spawn_blocking(move || {
         // What this node applied of this bucket is read again from it.
@@ -840,4 +844,32 @@ async fn read_bucket(state: &Arc<SharedState>, kind: Kind) -> Result<(String, Fe
         local_only_removed = gone, "read the cluster's shared state"
     );
     Ok((bucket.prefix.clone(), feed))
+}
+
+/// Opens bucket `kind` on the current client, seeds it if it was never
+/// written, and starts its feed: the requests before its content arrives.
+async fn open_bucket(
+    state: &Arc<SharedState>,
+    kind: Kind,
+) -> Result<(kv::Store, u64, Feed), String> {
+    let bucket = state.bucket(kind).await?;
+    let client = state.cluster.client();
+    let info = bucket
+        .stream
+        .get_info()
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", kind.bucket()))?;
+    if info.state.last_sequence == 0 {
+        // Two requests seeding at once is fine: a record is created once.
+        let seeded = seed(&bucket, kind, &state.replica).await?;
+        if seeded > 0 {
+            tracing::info!(
+                bucket = kind.bucket(),
+                seeded,
+                "the cluster's bucket was empty: seeded it from this node's database"
+            );
+        }
+    }
+    let (pending, feed) = open_feed(&bucket, &client).await?;
+    Ok((bucket, pending, feed))
 }

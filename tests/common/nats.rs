@@ -345,3 +345,45 @@ impl Drop for NatsCluster {
         }
     }
 }
+
+#[cfg(feature = "cluster")]
+impl NatsCluster {
+    /// Stream `stream` as node `i` reports it, once it exists and has a leader
+    /// (a relay sets its streams up in the background as it starts); panics
+    /// after `limit`.
+    pub async fn stream_info(
+        &self,
+        i: usize,
+        stream: &str,
+        limit: Duration,
+    ) -> async_nats::jetstream::stream::Info {
+        let url = format!("nats://127.0.0.1:{}", self.nodes[i].port);
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(mut found) = js.get_stream(stream).await {
+                if let Ok(info) = found.info().await {
+                    if info.cluster.as_ref().is_some_and(|c| c.leader.is_some()) {
+                        return info.clone();
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stream {stream} with a leader within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The node leading stream `stream`, as node `i` reports it.
+    pub async fn leader_of(&self, i: usize, stream: &str, limit: Duration) -> usize {
+        let info = self.stream_info(i, stream, limit).await;
+        let leader = info.cluster.and_then(|c| c.leader).expect("a leader");
+        self.nodes
+            .iter()
+            .position(|n| n.name == leader)
+            .expect("the leader is one of ours")
+    }
+}
