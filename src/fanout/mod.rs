@@ -427,13 +427,15 @@ impl Fanout {
         }
     }
 
-    /// Once a second: drop viewers that stalled or went silent, ping the quiet.
+    /// Once a second: bring the viewers' counters up to date, drop viewers that
+    /// stalled or went silent, ping the quiet.
     fn sweep(&mut self, now: Instant) {
         let mut dead = Vec::new();
         let mut ping = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(slot) = slot else { continue };
             let seat = &mut slot.seat;
+            seat.publish_counts();
             if seat.due.is_some_and(|due| now >= due) {
                 dead.push(i);
             } else if seat.pings() && now >= seat.next_ping {

@@ -85,6 +85,8 @@ pub struct Out {
     /// Write calls so far (the send queue's trust in a socket ends when a frame
     /// needs more than one).
     pub writes: u32,
+    /// A frame `/stats.json` follows (it waited for the socket).
+    pub shown: bool,
 }
 
 impl Out {
@@ -98,6 +100,7 @@ impl Out {
             done: 0,
             is_frame,
             writes: 0,
+            shown: false,
         }
     }
 

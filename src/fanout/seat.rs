@@ -122,6 +122,12 @@ pub struct Seat {
     pub gate_news: bool,
     /// A close frame is going out: the seat leaves once it has.
     closing: bool,
+    /// Frames and their bytes written since they were last added to the
+    /// viewer's shared counters ([`Seat::publish_counts`], once a second and
+    /// when the seat leaves): those counters are one more cache line per
+    /// viewer, which the kernel's copying of every frame has long evicted by
+    /// the viewer's next turn.
+    unpublished: (u64, u64),
     /// Until when the socket must take what this viewer is owed; a peer that
     /// takes nothing for that long is gone.
     pub due: Option<Instant>,
@@ -178,6 +184,7 @@ impl Seat {
             want: true,
             gate_news: follows_gate,
             closing: false,
+            unpublished: (0, 0),
             due: None,
             room_granted: false,
             waiting_room: false,
@@ -223,6 +230,17 @@ impl Seat {
         self.controls.push_back(control);
     }
 
+    /// Adds the frames written since the last call to the viewer's counters
+    /// (`/stats.json`, `/metrics`).
+    pub fn publish_counts(&mut self) {
+        let (frames, bytes) = std::mem::take(&mut self.unpublished);
+        if frames > 0 {
+            let stats = &self.viewer.stats;
+            stats.frames_sent.fetch_add(frames, Ordering::Relaxed);
+            stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
     /// Whether a frame is partly written: the socket cannot take a close frame
     /// now without corrupting the stream.
     pub fn mid_frame(&self) -> bool {
@@ -247,19 +265,31 @@ impl Seat {
     fn write_owed(&mut self, cx: &mut Context<'_>, view: &View<'_>) -> Turn {
         loop {
             if let Some(out) = &mut self.out {
-                let outgoing = out.is_frame.then_some(&self.viewer.stats.outgoing);
+                // `/stats.json` follows a frame once it waits for the socket:
+                // one written whole in its first turn never waited.
+                let outgoing = out.shown.then_some(&self.viewer.stats.outgoing);
                 let flush = self.outlet.buffers();
                 let direct = self.direct_fd;
                 match out.poll_write(&mut *self.outlet, cx, outgoing, flush, direct) {
-                    Poll::Pending => return Turn::Stays,
+                    Poll::Pending => {
+                        if out.is_frame && !out.shown {
+                            let outgoing = &self.viewer.stats.outgoing;
+                            outgoing.begin(out.total());
+                            outgoing.written(out.left());
+                            out.shown = true;
+                        }
+                        return Turn::Stays;
+                    }
                     Poll::Ready(Err(_)) => return Turn::Leaves,
                     Poll::Ready(Ok(())) => {
                         let out = self.out.take().expect("written above");
                         self.due = None;
                         if out.is_frame {
-                            let stats = &self.viewer.stats;
-                            stats.outgoing.end();
-                            stats.frame_sent(out.total());
+                            if out.shown {
+                                self.viewer.stats.outgoing.end();
+                            }
+                            self.unpublished.0 += 1;
+                            self.unpublished.1 += out.total() as u64;
                             self.trust.wrote(out.writes);
                         }
                         if self.closing {
@@ -270,9 +300,6 @@ impl Seat {
             }
             match self.next(cx, view) {
                 Next::Send(out) => {
-                    if out.is_frame {
-                        self.viewer.stats.outgoing.begin(out.total());
-                    }
                     // A close frame (`closing` is set as it is queued) gets
                     // CLOSE_LIMIT to go out; anything else the stall limit.
                     let limit = if self.closing {
@@ -379,7 +406,8 @@ impl Seat {
             self.last_seq = snapshot.seq;
             return Next::Nothing;
         }
-        if self.last_seq != 0 && snapshot.seq > self.last_seq {
+        if self.last_seq != 0 && snapshot.seq > self.last_seq + 1 {
+            // Rare (a viewer that was not ready), and told at once.
             self.viewer
                 .stats
                 .frames_skipped
@@ -554,6 +582,8 @@ impl Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
+        // Before the viewer's guard adds its counts to the stream's departed.
+        self.publish_counts();
         // Before the socket closes: the stats stop asking about this fd.
         self.viewer.forget_socket();
     }
