@@ -19,13 +19,14 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
-/// How often to ask again, and how long to wait in all.
+/// How often to ask again, and how long each request waits.
 #[derive(Debug, Clone, Copy)]
 pub struct Hedge {
     /// A new request this long after the last one, while none has succeeded.
     pub every: Duration,
     /// Each request waits at most this long; none is made after `patience`
-    /// less one interval, so there are at most `patience / every` of them.
+    /// less one interval, so there are at most `patience / every` of them, and
+    /// the last may wait until almost twice `patience` after the first.
     pub patience: Duration,
 }
 
@@ -38,8 +39,9 @@ impl Hedge {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, String>>,
     {
+        debug_assert!(self.every > Duration::ZERO, "a hedge needs an interval");
         let mut pending = FuturesUnordered::new();
-        let mut why = format!("no answer {what} within {:?}", self.patience);
+        let mut why = format!("no answer {what}: each request waited {:?}", self.patience);
         let mut next = Instant::now();
         let last_request = next + self.patience.saturating_sub(self.every);
         let mut made = 0u32;
@@ -55,7 +57,9 @@ impl Hedge {
                 return Err(why);
             }
             tokio::select! {
-                Some(answer) = pending.next() => match answer {
+                // An answer that is there wins over asking once more.
+                biased;
+                Some(answer) = pending.next(), if !pending.is_empty() => match answer {
                     Ok(Ok(value)) => return Ok(value),
                     Ok(Err(e)) => why = e,
                     Err(_) => {}
@@ -164,7 +168,7 @@ mod tests {
             HEDGE.first("reading a bucket", std::future::pending).await;
         assert_eq!(
             silent,
-            Err("no answer reading a bucket within 12s".to_owned())
+            Err("no answer reading a bucket: each request waited 12s".to_owned())
         );
     }
 }

@@ -57,7 +57,8 @@ const READ_LIMIT: Duration = Duration::from_secs(10);
 /// How a bucket is opened for reading (`hedge`): after a NATS server went
 /// silent, a request sent before the cluster elected new leaders, or on a
 /// client replaced since, may never be answered; a fresh one every 2 s on the
-/// current client is, once the cluster has recovered.
+/// current client is, once the cluster has recovered. (Each JetStream request
+/// also ends at the client's own 5 s time-out; the ones made after it go on.)
 const OPEN: Hedge = Hedge {
     every: Duration::from_secs(2),
     patience: Duration::from_secs(12),
@@ -818,12 +819,41 @@ async fn sync_and_follow(state: &Arc<SharedState>, kind: Kind, mut link: Link) -
 
 /// Reads bucket `kind` (seeding it if it was never written) and replaces this
 /// node's records of that kind with its content; returns the bucket's key
-/// prefix and the feed of what changes next.
+/// prefix and the feed of what changes next. The requests before the content
+/// arrives are hedged ([`OPEN`]), all but the seeding.
 async fn read_bucket(state: &Arc<SharedState>, kind: Kind) -> Result<(String, Feed), String> {
-    let (bucket, pending, mut feed) = OPEN
+    let (bucket, written) = OPEN
         .first(&format!("opening {}", kind.bucket()), || {
             let state = state.clone();
-            async move { open_bucket(&state, kind).await }
+            async move {
+                let bucket = state.bucket(kind).await?;
+                let info = bucket
+                    .stream
+                    .get_info()
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", kind.bucket()))?;
+                Ok((bucket, info.state.last_sequence > 0))
+            }
+        })
+        .await?;
+    if !written {
+        // Once, and never cut off by a hedged request's time-out: a bucket
+        // left with part of this node's records would have the read below drop
+        // the rest here.
+        let seeded = seed(&bucket, kind, &state.replica).await?;
+        if seeded > 0 {
+            tracing::info!(
+                bucket = kind.bucket(),
+                seeded,
+                "the cluster's bucket was empty: seeded it from this node's database"
+            );
+        }
+    }
+    let (pending, mut feed) = OPEN
+        .first(&format!("following {}", kind.bucket()), || {
+            let bucket = bucket.clone();
+            let client = state.cluster.client();
+            async move { open_feed(&bucket, &client).await }
         })
         .await?;
     let content = read_content(&bucket, pending, &mut feed).await?;
@@ -844,32 +874,4 @@ async fn read_bucket(state: &Arc<SharedState>, kind: Kind) -> Result<(String, Fe
         local_only_removed = gone, "read the cluster's shared state"
     );
     Ok((bucket.prefix.clone(), feed))
-}
-
-/// Opens bucket `kind` on the current client, seeds it if it was never
-/// written, and starts its feed: the requests before its content arrives.
-async fn open_bucket(
-    state: &Arc<SharedState>,
-    kind: Kind,
-) -> Result<(kv::Store, u64, Feed), String> {
-    let bucket = state.bucket(kind).await?;
-    let client = state.cluster.client();
-    let info = bucket
-        .stream
-        .get_info()
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", kind.bucket()))?;
-    if info.state.last_sequence == 0 {
-        // Two requests seeding at once is fine: a record is created once.
-        let seeded = seed(&bucket, kind, &state.replica).await?;
-        if seeded > 0 {
-            tracing::info!(
-                bucket = kind.bucket(),
-                seeded,
-                "the cluster's bucket was empty: seeded it from this node's database"
-            );
-        }
-    }
-    let (pending, feed) = open_feed(&bucket, &client).await?;
-    Ok((bucket, pending, feed))
 }
