@@ -542,24 +542,6 @@ const THROUGH_SILENCE: Duration = Duration::from_secs(40);
 /// took 4.5 and 8.2 s.
 const REVOCATION_AFTER_SILENCE: Duration = Duration::from_secs(10);
 
-/// The close code `ws` gets within `limit` (pictures before it are skipped).
-async fn closed_within(ws: &mut Ws, limit: Duration) -> u16 {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Err(_) => panic!("no close frame within {limit:?}"),
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                return frame.map_or(1005, |f| u16::from(f.code));
-            }
-            Ok(Some(Ok(_))) => continue,
-            Ok(other) => panic!("the socket ended without a close frame: {other:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_reaches_a_relay_whose_nats_server_went_silent() {
     let Some(mut nats) = NatsCluster::start(3).await else {
@@ -604,7 +586,7 @@ async fn a_revocation_reaches_a_relay_whose_nats_server_went_silent() {
         "revocation accepted on relay 2 {:?} after the bucket's leader went silent",
         revoked - paused
     );
-    let code_seen = closed_within(&mut socket, REVOCATION_AFTER_SILENCE * time_scale()).await;
+    let code_seen = expect_close_within(&mut socket, REVOCATION_AFTER_SILENCE * time_scale()).await;
     eprintln!(
         "relay 1's socket closed {:?} after the revocation ({:?} after the silence)",
         revoked.elapsed(),

@@ -354,11 +354,16 @@ pub fn assert_status(text: &str) -> Value {
 /// Reads until a close frame arrives and returns its code; data messages on the
 /// way are skipped (other clients may still be chatting).
 pub async fn expect_close(ws: &mut Ws) -> u16 {
-    let deadline = Instant::now() + WAIT;
+    expect_close_within(ws, WAIT).await
+}
+
+/// [`expect_close`], waiting at most `limit`.
+pub async fn expect_close_within(ws: &mut Ws, limit: Duration) -> u16 {
+    let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, ws.next()).await {
-            Err(_) => panic!("no close frame within {WAIT:?}"),
+            Err(_) => panic!("no close frame within {limit:?}"),
             Ok(Some(Ok(Message::Close(frame)))) => {
                 return frame.map(|f: CloseFrame| u16::from(f.code)).unwrap_or(1005)
             }
