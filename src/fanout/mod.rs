@@ -300,15 +300,6 @@ impl Fanout {
     async fn run(mut self, mut shutdown: Shutdown) {
         let mut sweep_at = Instant::now() + SWEEP_EVERY;
         loop {
-            // Here, not only when the timer branch is chosen: under load the
-            // branches above it may be ready on every pass, and the sweep
-            // (stalled viewers, pings, the viewers' counters) must not wait.
-            let now = Instant::now();
-            self.fire_timers(now);
-            if now >= sweep_at {
-                self.sweep(now);
-                sweep_at = now + SWEEP_EVERY;
-            }
             let wake_at = self
                 .timers
                 .peek()
@@ -336,8 +327,14 @@ impl Fanout {
                     });
                 }
                 _ = self.hall.rung() => self.answer_bells(),
-                // Timers and the sweep run at the top of the loop.
-                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = tokio::time::sleep_until(wake_at) => {
+                    let now = Instant::now();
+                    self.fire_timers(now);
+                    if now >= sweep_at {
+                        self.sweep(now);
+                        sweep_at = now + SWEEP_EVERY;
+                    }
+                }
             }
         }
         self.close_all(shutdown.goodbye()).await;
