@@ -253,8 +253,10 @@ impl Seat {
         let turn = self.write_owed(cx, view);
         // An MJPEG repeat still to come needs a timer: the one that brought this
         // turn (a queue on the path draining) may have been set before it, and
-        // has just fired.
-        if let Some(at) = self.repeat_at {
+        // has just fired. A repeat already due waits for the socket instead (its
+        // bell, or the send queue's timer, brings the seat back): a timer for a
+        // time gone by would fire again at once, for ever.
+        if let Some(at) = self.repeat_at.filter(|at| *at > view.now) {
             if self.timer_at.is_none_or(|t| at < t) {
                 self.timer_at = Some(at);
             }
