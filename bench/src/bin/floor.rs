@@ -26,6 +26,10 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// (Linux 4.14), for measuring what it changes; completions are read off each
 /// socket's error queue.
 static ZEROCOPY: AtomicBool = AtomicBool::new(false);
+/// `FLOOR_SPLICE=1`: each frame is written once into a pipe, and each viewer
+/// gets it by `tee` into a scratch pipe and `splice` to its socket: the socket
+/// takes references to the pipe's pages instead of a copy of the frame.
+static SPLICE: AtomicBool = AtomicBool::new(false);
 /// `SO_ZEROCOPY` (not in every libc crate version).
 const SO_ZEROCOPY: libc::c_int = 60;
 const MSG_ZEROCOPY: libc::c_int = 0x4000000;
@@ -50,6 +54,38 @@ struct Wire {
     header: [u8; 10],
     header_len: usize,
     payload: Arc<Vec<u8>>,
+    /// With `FLOOR_SPLICE`: a pipe (read end, write end) holding header and payload.
+    pipe: Option<(RawFd, RawFd)>,
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        if let Some((r, w)) = self.pipe {
+            // SAFETY: fds this wire owns.
+            unsafe {
+                libc::close(r);
+                libc::close(w);
+            }
+        }
+    }
+}
+
+/// A non-blocking pipe able to hold `size` bytes.
+fn big_pipe(size: usize) -> Option<(RawFd, RawFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: plain syscalls on fds we own.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) != 0 {
+            return None;
+        }
+        if (libc::fcntl(fds[1], libc::F_SETPIPE_SZ, size.max(4096) as libc::c_int) as usize) < size
+        {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            return None;
+        }
+    }
+    Some((fds[0], fds[1]))
 }
 
 impl Wire {
@@ -69,11 +105,38 @@ impl Wire {
             header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
             10
         };
-        Wire {
+        let mut wire = Wire {
             header,
             header_len,
             payload,
+            pipe: None,
+        };
+        if SPLICE.load(Ordering::Relaxed) {
+            if let Some((r, w)) = big_pipe(wire.total()) {
+                let iov = [
+                    libc::iovec {
+                        iov_base: wire.header.as_ptr() as *mut _,
+                        iov_len: wire.header_len,
+                    },
+                    libc::iovec {
+                        iov_base: wire.payload.as_ptr() as *mut _,
+                        iov_len: wire.payload.len(),
+                    },
+                ];
+                // SAFETY: iovecs into buffers alive for the call.
+                let n = unsafe { libc::writev(w, iov.as_ptr(), 2) };
+                wire.pipe = Some((r, w));
+                if n as usize != wire.total() {
+                    wire.pipe = None;
+                    // SAFETY: fds we own.
+                    unsafe {
+                        libc::close(r);
+                        libc::close(w);
+                    }
+                }
+            }
         }
+        wire
     }
 
     fn total(&self) -> usize {
@@ -109,6 +172,9 @@ struct Latest {
 }
 
 struct Floor {
+    /// With `FLOOR_SPLICE`: the scratch pipe a frame is teed into, and /dev/null
+    /// for what a socket did not take.
+    scratch: Option<(RawFd, RawFd, RawFd)>,
     /// Recent frames, kept while zerocopy sends may still reference them.
     kept: std::collections::VecDeque<Arc<Wire>>,
     zerocopy_completions: u64,
@@ -162,7 +228,18 @@ fn main() -> io::Result<()> {
         ws.local_addr()?
     );
     io::stdout().flush()?;
+    SPLICE.store(
+        std::env::var("FLOOR_SPLICE").is_ok_and(|v| v == "1"),
+        Ordering::Relaxed,
+    );
+    let scratch = SPLICE.load(Ordering::Relaxed).then(|| {
+        let (r, w) = big_pipe(1 << 20).expect("a 1 MiB pipe");
+        // SAFETY: plain syscall.
+        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        (r, w, null)
+    });
     let mut floor = Floor {
+        scratch,
         kept: Default::default(),
         zerocopy_completions: 0,
         conns: HashMap::new(),
@@ -533,6 +610,55 @@ impl Floor {
             return;
         };
         let fd = sock.as_raw_fd();
+        if let (Some((wire, done)), Some((sr, sw, null))) = (pending.as_mut(), self.scratch) {
+            if let (0, Some((pr, _))) = (*done, wire.pipe) {
+                let total = wire.total();
+                // SAFETY: plain syscalls on fds this floor and the wire own.
+                let m = unsafe {
+                    let t = libc::tee(pr, sw, total, libc::SPLICE_F_NONBLOCK);
+                    if t as usize == total {
+                        let m = libc::splice(
+                            sr,
+                            std::ptr::null_mut(),
+                            fd,
+                            std::ptr::null_mut(),
+                            total,
+                            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+                        );
+                        let m = m.max(0) as usize;
+                        if m < total {
+                            libc::splice(
+                                sr,
+                                std::ptr::null_mut(),
+                                null,
+                                std::ptr::null_mut(),
+                                total - m,
+                                libc::SPLICE_F_NONBLOCK,
+                            );
+                        }
+                        m
+                    } else {
+                        if t > 0 {
+                            libc::splice(
+                                sr,
+                                std::ptr::null_mut(),
+                                null,
+                                std::ptr::null_mut(),
+                                t as usize,
+                                libc::SPLICE_F_NONBLOCK,
+                            );
+                        }
+                        0
+                    }
+                };
+                *done = m;
+                if m == total {
+                    *pending = None;
+                    *sent += 1;
+                    return;
+                }
+            }
+        }
         while let Some((wire, done)) = pending {
             let total = wire.total();
             let head = &wire.header[..wire.header_len];
