@@ -241,6 +241,9 @@ pub struct ViewerStats {
     pub frames_skipped: AtomicU64,
     /// Bytes of the frames (and their meta) sent, counted per whole frame.
     pub bytes_sent: AtomicU64,
+    /// Frames that went to the socket from the fan-out's pipe, not copied
+    /// (`fanout::splice`).
+    pub frames_spliced: AtomicU64,
 }
 
 impl ViewerStats {
@@ -251,6 +254,7 @@ impl ViewerStats {
             frames_sent: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            frames_spliced: AtomicU64::new(0),
         }
     }
 
@@ -268,6 +272,7 @@ struct DepartedViewers {
     frames_sent: AtomicU64,
     frames_skipped: AtomicU64,
     bytes_sent: AtomicU64,
+    frames_spliced: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -590,6 +595,10 @@ impl Stream {
                 .iter()
                 .map(|v| v.frames_skipped.load(Ordering::Relaxed))
                 .sum(),
+            frames_spliced: viewers
+                .iter()
+                .map(|v| v.frames_spliced.load(Ordering::Relaxed))
+                .sum(),
         }
     }
 }
@@ -601,16 +610,18 @@ impl Stream {
         let viewers = self.viewers.locked();
         let mut by_transport = [0u64; Transport::ALL.len()];
         let departed = &self.departed;
-        let (mut sent, mut skipped, mut bytes) = (
+        let (mut sent, mut skipped, mut bytes, mut spliced) = (
             departed.frames_sent.load(Ordering::Relaxed),
             departed.frames_skipped.load(Ordering::Relaxed),
             departed.bytes_sent.load(Ordering::Relaxed),
+            departed.frames_spliced.load(Ordering::Relaxed),
         );
         for v in viewers.iter() {
             by_transport[v.transport as usize] += 1;
             sent += v.frames_sent.load(Ordering::Relaxed);
             skipped += v.frames_skipped.load(Ordering::Relaxed);
             bytes += v.bytes_sent.load(Ordering::Relaxed);
+            spliced += v.frames_spliced.load(Ordering::Relaxed);
         }
         drop(viewers);
         StreamCounters {
@@ -621,6 +632,7 @@ impl Stream {
             frames_sent: sent,
             frames_skipped: skipped,
             bytes_sent: bytes,
+            frames_spliced: spliced,
         }
     }
 }
@@ -637,6 +649,7 @@ pub struct StreamCounters {
     pub frames_sent: u64,
     pub frames_skipped: u64,
     pub bytes_sent: u64,
+    pub frames_spliced: u64,
 }
 
 /// One stream's figures for `/stats.json` and `/healthz`.
@@ -667,6 +680,9 @@ pub struct StreamStats {
     /// Sent and skipped over the viewers connected now.
     pub frames_sent: u64,
     pub frames_skipped: u64,
+    /// Of `frames_sent`, those the kernel took from the fan-out's pipe by
+    /// reference instead of copying them (`fanout::splice`).
+    pub frames_spliced: u64,
 }
 
 /// A stream's effective demand as it changes; see [`Stream::demand_watch`].
@@ -750,6 +766,7 @@ impl Drop for ViewerGuard {
             (&mine.frames_sent, &departed.frames_sent),
             (&mine.frames_skipped, &departed.frames_skipped),
             (&mine.bytes_sent, &departed.bytes_sent),
+            (&mine.frames_spliced, &departed.frames_spliced),
         ];
         for (from, to) in moved {
             to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);

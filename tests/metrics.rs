@@ -166,6 +166,11 @@ async fn counters_move_as_frames_flow_and_the_text_passes_promtool() {
         ),
         Some(0.0)
     );
+    // One viewer: its frames are copied, none taken from a pipe (tests/zero_copy.rs).
+    assert_eq!(
+        sample(&during, "kindercam_frames_spliced_total{stream=\"camera\"}"),
+        Some(0.0)
+    );
     let encode_sum = sample(
         &during,
         "kindercam_encode_duration_seconds_sum{stream=\"camera\"}",

@@ -943,6 +943,59 @@ async fn upload(ws: &mut Ws, jpeg: &[u8]) {
     assert_eq!(reply["type"], "ack", "{reply}");
 }
 
+/// Several clients of one stream: each part's JPEG is the uploaded one byte for
+/// byte, while most of them went from the fan-out's pipe by reference
+/// (`src/fanout/splice.rs`; WebSocket forms: tests/zero_copy.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_taken_from_the_pipe_by_reference_are_exact() {
+    let server = start(&[]).await;
+    let mut uploader = server.connect("/upload/x").await;
+    let mut previous = noisy_jpeg(640, 480, 99);
+    upload(&mut uploader, &previous).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut s = get(server.http, "/stream.mjpg?stream=x", &[]).await;
+        assert_stream_head(&s);
+        assert!(
+            s.part().await.jpeg == previous,
+            "the frame the stream holds"
+        );
+        clients.push(s);
+    }
+    const FRAMES: u64 = 5;
+    for seed in 0..FRAMES as u32 {
+        let jpeg = noisy_jpeg(640, 480, seed);
+        upload(&mut uploader, &jpeg).await;
+        for s in &mut clients {
+            // A slow machine may see the last frame repeated first (a still
+            // stream's once-a-second repeat), never anything else.
+            loop {
+                let part = s.part().await;
+                if part.jpeg == jpeg {
+                    break;
+                }
+                assert!(part.jpeg == previous, "frame {seed}: a part's JPEG differs");
+            }
+        }
+        previous = jpeg;
+    }
+    let stats = poll_until(
+        "the parts counted",
+        WAIT,
+        Duration::from_millis(50),
+        || async {
+            server
+                .stream_stats("x")
+                .await
+                .filter(|s| s["frames_sent"].as_u64() >= Some(4 * (FRAMES + 1)))
+        },
+    )
+    .await;
+    let spliced = stats["frames_spliced"].as_u64().unwrap();
+    assert!(spliced >= 3 * FRAMES, "parts taken by reference: {spliced}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_pause_a_family_never_gets_a_picture_taken_during_it() {
     // A still stream: a phone's broadcast, one upload at a time.

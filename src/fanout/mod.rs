@@ -25,6 +25,7 @@
 mod bell;
 pub mod out;
 mod seat;
+mod splice;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -50,6 +51,7 @@ use crate::ws::CLOSE_LIMIT;
 use bell::{Bell, Hall};
 pub use seat::{Control, Framing, Wants, BOUNDARY};
 use seat::{Seat, Turn, View};
+use splice::Splicer;
 
 /// What the fan-out needs of a viewer's socket: to write and flush it, its fd
 /// for the send queue's questions, and to wait until the kernel drained it.
@@ -272,6 +274,8 @@ struct Fanout {
     /// (when, slot, seat id): seats to look at again when a queue on their path
     /// should have drained.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// The current frame's messages in pipes (`splice`).
+    splicer: Splicer,
 }
 
 impl Fanout {
@@ -282,6 +286,8 @@ impl Fanout {
     ) -> Fanout {
         let snapshot = frames.borrow_and_update().clone();
         let gate = gate_rx.borrow_and_update().clone();
+        let splicer = Splicer::default();
+        splicer.new_frame(snapshot.frame.as_ref());
         Fanout {
             frames,
             gate_rx,
@@ -294,6 +300,7 @@ impl Fanout {
             hall: Arc::new(Hall::default()),
             rung: Vec::new(),
             timers: BinaryHeap::new(),
+            splicer,
         }
     }
 
@@ -314,6 +321,7 @@ impl Fanout {
                 changed = self.frames.changed() => {
                     if changed.is_err() { return; }
                     self.snapshot = self.frames.borrow_and_update().clone();
+                    self.splicer.new_frame(self.snapshot.frame.as_ref());
                     self.for_each(|seat| { seat.want = true; true });
                 }
                 changed = self.gate_rx.changed() => {
@@ -371,6 +379,7 @@ impl Fanout {
             snapshot: &self.snapshot,
             gate: &self.gate,
             now: Instant::now(),
+            splicer: &self.splicer,
         };
         let mut leaving = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
@@ -389,6 +398,7 @@ impl Fanout {
             snapshot: &self.snapshot,
             gate: &self.gate,
             now: Instant::now(),
+            splicer: &self.splicer,
         };
         let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return;

@@ -16,6 +16,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWrite;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::splice::{Spliceable, Splicer};
 use crate::frame::Frame;
 use crate::sendq::Outgoing;
 
@@ -87,6 +88,11 @@ pub struct Out {
     pub writes: u32,
     /// A frame `/stats.json` follows (it waited for the socket).
     pub shown: bool,
+    /// A frame message every viewer of its form gets alike: it may start by
+    /// splice from the fan-out's pipe (`splice`).
+    pub spliceable: Option<Spliceable>,
+    /// Its first bytes went by splice.
+    pub spliced: bool,
 }
 
 impl Out {
@@ -101,6 +107,8 @@ impl Out {
             is_frame,
             writes: 0,
             shown: false,
+            spliceable: None,
+            spliced: false,
         }
     }
 
@@ -159,6 +167,8 @@ impl Out {
     /// only when the kernel refuses does the write go through `w`, which then
     /// clears the runtime's stale readiness and arms the waker. A socket that
     /// keeps up so costs one system call per message and nothing else.
+    /// With `splicer` too, a spliceable message's first write goes by splice
+    /// from its pipe where it has one (`splice`), and the rest by `writev`.
     pub fn poll_write<W: AsyncWrite + Unpin + ?Sized>(
         &mut self,
         w: &mut W,
@@ -166,8 +176,10 @@ impl Out {
         outgoing: Option<&Outgoing>,
         flush: bool,
         direct: Option<std::os::fd::RawFd>,
+        splicer: Option<&Splicer>,
     ) -> Poll<io::Result<()>> {
         let mut direct = direct;
+        let mut splicer = splicer.zip(self.spliceable).filter(|_| self.done == 0);
         while self.done < self.total {
             let mut slices = [IoSlice::new(&[]); PIECES_MAX];
             let mut n = 0;
@@ -184,6 +196,21 @@ impl Out {
                 slices[n] = IoSlice::new(&bytes[skip..]);
                 skip = 0;
                 n += 1;
+            }
+            if let (Some((splicer, what)), Some(fd)) = (splicer.take(), direct) {
+                match splicer.send(what, &slices[..n], self.total, fd) {
+                    Some(0) => {}
+                    Some(written) => {
+                        self.spliced = true;
+                        self.writes += 1;
+                        self.done += written;
+                        if let Some(o) = outgoing {
+                            o.written(self.left());
+                        }
+                        continue;
+                    }
+                    None => {}
+                }
             }
             let written = match direct.map(|fd| writev(fd, &slices[..n])) {
                 Some(Ok(written)) => written,
@@ -269,7 +296,7 @@ mod tests {
 
     async fn write_all(out: &mut Out) -> Vec<u8> {
         let mut sink = Vec::new();
-        poll_fn(|cx| out.poll_write(&mut sink, cx, None, true, None))
+        poll_fn(|cx| out.poll_write(&mut sink, cx, None, true, None, None))
             .await
             .unwrap();
         sink
@@ -342,7 +369,7 @@ mod tests {
             step: 333,
             calls: 0,
         };
-        poll_fn(|cx| out.poll_write(&mut w, cx, Some(&outgoing), true, None))
+        poll_fn(|cx| out.poll_write(&mut w, cx, Some(&outgoing), true, None, None))
             .await
             .unwrap();
         let mut expected = b"--part\r\n".to_vec();

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::out::{self, Body, Out, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use super::splice::{Form, Spliceable, Splicer};
 use super::Outlet;
 use crate::frame::Frame;
 use crate::hub::{Audience, GateState, SmallGuard, Snapshot, StreamStatus, ViewerGuard};
@@ -78,6 +79,8 @@ pub struct View<'a> {
     pub snapshot: &'a Snapshot,
     pub gate: &'a GateState,
     pub now: Instant,
+    /// The current frame's messages in pipes, for plain sockets (`splice`).
+    pub splicer: &'a Splicer,
 }
 
 /// What choosing a seat's next message came to. (`Out` inline, not boxed: it is
@@ -127,7 +130,7 @@ pub struct Seat {
     /// when the seat leaves): those counters are one more cache line per
     /// viewer, which the kernel's copying of every frame has long evicted by
     /// the viewer's next turn.
-    unpublished: (u64, u64),
+    unpublished: (u64, u64, u64),
     /// Until when the socket must take what this viewer is owed; a peer that
     /// takes nothing for that long is gone.
     pub due: Option<Instant>,
@@ -184,7 +187,7 @@ impl Seat {
             want: true,
             gate_news: follows_gate,
             closing: false,
-            unpublished: (0, 0),
+            unpublished: (0, 0, 0),
             due: None,
             room_granted: false,
             waiting_room: false,
@@ -233,11 +236,14 @@ impl Seat {
     /// Adds the frames written since the last call to the viewer's counters
     /// (`/stats.json`, `/metrics`).
     pub fn publish_counts(&mut self) {
-        let (frames, bytes) = std::mem::take(&mut self.unpublished);
+        let (frames, bytes, spliced) = std::mem::take(&mut self.unpublished);
         if frames > 0 {
             let stats = &self.viewer.stats;
             stats.frames_sent.fetch_add(frames, Ordering::Relaxed);
             stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+            if spliced > 0 {
+                stats.frames_spliced.fetch_add(spliced, Ordering::Relaxed);
+            }
         }
     }
 
@@ -272,7 +278,8 @@ impl Seat {
                 let outgoing = out.shown.then_some(&self.viewer.stats.outgoing);
                 let flush = self.outlet.buffers();
                 let direct = self.direct_fd;
-                match out.poll_write(&mut *self.outlet, cx, outgoing, flush, direct) {
+                let splicer = Some(view.splicer);
+                match out.poll_write(&mut *self.outlet, cx, outgoing, flush, direct, splicer) {
                     Poll::Pending => {
                         if out.is_frame && !out.shown {
                             let outgoing = &self.viewer.stats.outgoing;
@@ -292,6 +299,7 @@ impl Seat {
                             }
                             self.unpublished.0 += 1;
                             self.unpublished.1 += out.total() as u64;
+                            self.unpublished.2 += u64::from(out.spliced);
                             self.trust.wrote(out.writes);
                         }
                         if self.closing {
@@ -438,9 +446,19 @@ impl Seat {
                 Some(s) if small => (Body::SmallJpeg(frame.clone()), s.jpeg.len()),
                 _ => (Body::Jpeg(frame.clone()), frame.jpeg.len()),
             };
-            return mjpeg_out(body, len, frame.captured_unix_ms);
+            let mut out = mjpeg_out(body, len, frame.captured_unix_ms);
+            out.spliceable = Some(Spliceable::of(Form::new(2, small, false), frame));
+            return out;
         }
         let mut out = Out::new(true);
+        let framing = match self.wants.framing {
+            Framing::WsText => 0,
+            _ => 1,
+        };
+        out.spliceable = Some(Spliceable::of(
+            Form::new(framing, small, self.wants.meta),
+            frame,
+        ));
         if self.wants.meta {
             out.ws(OP_TEXT, Body::Meta(frame.clone()));
         }

@@ -32,7 +32,7 @@ struct StreamCounter {
     read: fn(&StreamCounters) -> u64,
 }
 
-const COUNTERS: [StreamCounter; 5] = [
+const COUNTERS: [StreamCounter; 6] = [
     StreamCounter {
         name: "kindercam_frames_published",
         help: "Frames published to the stream by its source",
@@ -50,6 +50,12 @@ const COUNTERS: [StreamCounter; 5] = [
         help: "Frames a viewer never got because a newer one replaced them first, summed over viewers",
         unit: None,
         read: |c| c.frames_skipped,
+    },
+    StreamCounter {
+        name: "kindercam_frames_spliced",
+        help: "Frames the kernel took from the fan-out's pipe by reference instead of a copy per viewer, summed over viewers",
+        unit: None,
+        read: |c| c.frames_spliced,
     },
     StreamCounter {
         name: "kindercam_frames_dropped",

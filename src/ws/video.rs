@@ -275,7 +275,7 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, opcode: u8, body: Body) -> io::R
     out.ws(opcode, body);
     match tokio::time::timeout(
         SEND_STALL_LIMIT,
-        std::future::poll_fn(|cx| out.poll_write(w, cx, None, true, None)),
+        std::future::poll_fn(|cx| out.poll_write(w, cx, None, true, None, None)),
     )
     .await
     {

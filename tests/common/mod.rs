@@ -456,6 +456,29 @@ pub fn make_jpeg(width: usize, height: usize, seed: u8) -> Vec<u8> {
         .to_vec()
 }
 
+/// A JPEG of noise: large (about 100 KB at 640x480), as no gradient is.
+pub fn noisy_jpeg(width: usize, height: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let pixels: Vec<u8> = (0..width * height * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    let image = turbojpeg::Image {
+        pixels: pixels.as_slice(),
+        width,
+        pitch: width * 3,
+        height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    turbojpeg::compress(image, 80, turbojpeg::Subsamp::Sub2x2)
+        .expect("encode test JPEG")
+        .to_vec()
+}
+
 /// Median of gaps between consecutive instants.
 pub fn median_gap(times: &[Instant]) -> Duration {
     let mut gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();

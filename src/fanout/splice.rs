@@ -1,0 +1,483 @@
+//! Frames without a copy per viewer: each message a frame makes is written once
+//! into a pipe, and every viewer's socket takes it from there by reference.
+//!
+//! A `writev` of a 50 KB frame to 2000 viewers copies 100 MB a second into
+//! socket buffers at 10 fps; that copy was 43 % of the server's CPU. Here the
+//! fan-out writes a frame's message (the WebSocket or MJPEG headers and the
+//! shared bytes, the same for every viewer of one form) once into a pipe of its
+//! own, and for each viewer `tee`s it into a scratch pipe (page references, no
+//! bytes copied) and `splice`s that into the socket, whose buffers then hold the
+//! pipe's pages. The pages are the kernel's, written once and never again, so
+//! nothing a later frame does can change bytes still on their way.
+//!
+//! Only a plain socket's first write of a frame message of [`SPLICE_MIN`] bytes
+//! or more goes this way, and only from a form's second viewer on (one viewer
+//! would pay the pipe for nothing). Whatever the socket does not take goes out
+//! later with `writev` from the frame's own bytes, as before, and every failure
+//! here (no pipe, a pipe too small, an error) simply leaves the message to
+//! `writev`, which reports a socket's own errors. Measured in BENCHMARKS.md.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use crate::frame::Frame;
+
+/// Messages smaller than this are written with `writev`: two calls (`tee`,
+/// `splice`) where one would do cost more than the copy they save.
+pub const SPLICE_MIN: usize = 16 * 1024;
+/// The most a pipe of an unprivileged process may hold (`/proc/sys/fs/pipe-max-size`'s
+/// default); larger messages go out with `writev`.
+const PIPE_MAX: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+/// Which message a frame makes for a viewer: framing, small variant, meta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Form(u8);
+
+const FORMS: usize = 12;
+
+impl Form {
+    /// `framing` 0-2 (WebSocket text, binary, MJPEG).
+    pub fn new(framing: u8, small: bool, meta: bool) -> Form {
+        debug_assert!(framing < 3);
+        Form(framing * 4 + u8::from(small) * 2 + u8::from(meta))
+    }
+}
+
+/// A message's claim to go out by splice: its form and the frame it is of.
+#[derive(Clone, Copy, Debug)]
+pub struct Spliceable {
+    pub form: Form,
+    /// The frame's address: the message holds the frame, so it cannot be reused.
+    pub frame: usize,
+}
+
+impl Spliceable {
+    pub fn of(form: Form, frame: &Arc<Frame>) -> Spliceable {
+        Spliceable {
+            form,
+            frame: Arc::as_ptr(frame) as usize,
+        }
+    }
+}
+
+/// A non-blocking pipe.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// What it holds at most, in bytes.
+    capacity: usize,
+}
+
+impl Pipe {
+    /// A pipe that holds at least `bytes` written as whole pages.
+    fn holding(bytes: usize) -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into the array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: two fds just made, owned from here on.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut pipe = Pipe {
+            read,
+            write,
+            capacity: 16 * PAGE,
+        };
+        // A message takes a page per 4 KiB and one more where it starts mid-page.
+        let wanted = (bytes.div_ceil(PAGE) + 1) * PAGE;
+        if wanted > pipe.capacity {
+            // SAFETY: plain fcntl on our fd; it rounds up to a power of two pages.
+            let got = unsafe {
+                libc::fcntl(
+                    pipe.write.as_raw_fd(),
+                    libc::F_SETPIPE_SZ,
+                    wanted as libc::c_int,
+                )
+            };
+            if got < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            pipe.capacity = got as usize;
+        }
+        Ok(pipe)
+    }
+}
+
+enum Slot {
+    Unasked,
+    /// One viewer had this form: the next makes the pipe.
+    AskedOnce,
+    Ready {
+        pipe: Pipe,
+        len: usize,
+    },
+    /// No pipe for this message: `writev` it is.
+    Failed,
+}
+
+struct Inner {
+    /// The frame the slots are for (held, so its address stays its own).
+    frame: Option<Arc<Frame>>,
+    slots: [Slot; FORMS],
+    /// Empty between calls; a message is teed in here, then spliced out.
+    scratch: Option<Pipe>,
+    /// Where the part of a message a socket did not take goes.
+    null: Option<OwnedFd>,
+    /// Splice is off for this fan-out (a pipe could not be made at all).
+    off: bool,
+}
+
+/// A stream's frames in pipes, one per form of the current frame; owned by its
+/// fan-out and used only from its task (a `RefCell` because turns borrow it
+/// through the shared view).
+pub struct Splicer {
+    inner: RefCell<Inner>,
+}
+
+impl Default for Splicer {
+    fn default() -> Splicer {
+        Splicer {
+            inner: RefCell::new(Inner {
+                frame: None,
+                slots: std::array::from_fn(|_| Slot::Unasked),
+                scratch: None,
+                null: None,
+                off: false,
+            }),
+        }
+    }
+}
+
+impl Splicer {
+    /// The hub has a new frame: the last one's pipes go (sockets keep the
+    /// pages they still need).
+    pub fn new_frame(&self, frame: Option<&Arc<Frame>>) {
+        let mut inner = self.inner.borrow_mut();
+        inner.frame = frame.cloned();
+        inner.slots = std::array::from_fn(|_| Slot::Unasked);
+    }
+
+    /// Starts `message` (whose bytes `slices` gives, `total` in all) on the
+    /// socket `fd` by splice: the bytes the socket took, or `None` where this
+    /// message is for `writev` (then nothing was written).
+    pub fn send(
+        &self,
+        what: Spliceable,
+        slices: &[io::IoSlice<'_>],
+        total: usize,
+        fd: RawFd,
+    ) -> Option<usize> {
+        if total < SPLICE_MIN || total + PAGE > PIPE_MAX {
+            return None;
+        }
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        if inner.off
+            || inner
+                .frame
+                .as_ref()
+                .is_none_or(|f| Arc::as_ptr(f) as usize != what.frame)
+        {
+            return None;
+        }
+        let slot = &mut inner.slots[what.form.0 as usize];
+        match slot {
+            Slot::Unasked => {
+                *slot = Slot::AskedOnce;
+                return None;
+            }
+            Slot::AskedOnce => match fill(slices, total) {
+                Ok(pipe) => *slot = Slot::Ready { pipe, len: total },
+                Err(e) => {
+                    tracing::debug!(error = %e, "a frame goes out with writev: no pipe for it");
+                    *slot = Slot::Failed;
+                    return None;
+                }
+            },
+            Slot::Ready { .. } => {}
+            Slot::Failed => return None,
+        }
+        let Slot::Ready { pipe, len } = slot else {
+            return None;
+        };
+        if *len != total {
+            return None;
+        }
+        if inner
+            .scratch
+            .as_ref()
+            .is_none_or(|s| s.capacity < pipe.capacity)
+        {
+            match Pipe::holding(total) {
+                Ok(scratch) => inner.scratch = Some(scratch),
+                Err(e) => {
+                    tracing::warn!(error = %e, "frames go out with writev: no scratch pipe");
+                    inner.off = true;
+                    return None;
+                }
+            }
+        }
+        if inner.null.is_none() {
+            match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                Ok(null) => inner.null = Some(null.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "frames go out with writev: no /dev/null");
+                    inner.off = true;
+                    return None;
+                }
+            }
+        }
+        let scratch = inner.scratch.as_ref().expect("made above");
+        let null = inner.null.as_ref().expect("opened above");
+        let (taken, cleared) = splice_once(pipe, scratch, null.as_raw_fd(), total, fd);
+        if !cleared {
+            // Bytes left in the scratch pipe would go out with the next frame:
+            // never. A new pipe next time.
+            inner.scratch = None;
+        }
+        taken
+    }
+}
+
+/// A pipe holding `slices` (`total` bytes).
+fn fill(slices: &[io::IoSlice<'_>], total: usize) -> io::Result<Pipe> {
+    let pipe = Pipe::holding(total)?;
+    let mut done = 0;
+    while done < total {
+        // Only the first call can start mid-slice; the pipe is empty and holds
+        // `total`, so one call takes everything in practice.
+        let mut rest: Vec<io::IoSlice<'_>> = Vec::new();
+        let mut skip = done;
+        for s in slices {
+            if skip >= s.len() {
+                skip -= s.len();
+                continue;
+            }
+            rest.push(io::IoSlice::new(&s[skip..]));
+            skip = 0;
+        }
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the slices outlive the call.
+        let n = unsafe {
+            libc::writev(
+                pipe.write.as_raw_fd(),
+                rest.as_ptr().cast::<libc::iovec>(),
+                rest.len() as libc::c_int,
+            )
+        };
+        if n <= 0 {
+            return Err(if n < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::ErrorKind::WriteZero.into()
+            });
+        }
+        done += n as usize;
+    }
+    Ok(pipe)
+}
+
+/// Tees `total` bytes of `source` into the empty `scratch` and splices them to
+/// `fd`. Returns the bytes the socket took (`None`: leave it to `writev`, which
+/// also reports a socket's error) and whether `scratch` is empty again.
+fn splice_once(
+    source: &Pipe,
+    scratch: &Pipe,
+    null: RawFd,
+    total: usize,
+    fd: RawFd,
+) -> (Option<usize>, bool) {
+    // SAFETY: plain syscalls on fds the pipes own and the caller's socket.
+    let teed = unsafe {
+        libc::tee(
+            source.read.as_raw_fd(),
+            scratch.write.as_raw_fd(),
+            total,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if teed <= 0 {
+        return (None, true);
+    }
+    let teed = teed as usize;
+    let taken = if teed == total {
+        // SAFETY: as above.
+        let n = unsafe {
+            libc::splice(
+                scratch.read.as_raw_fd(),
+                std::ptr::null_mut(),
+                fd,
+                std::ptr::null_mut(),
+                total,
+                libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                Some(0)
+            } else {
+                None
+            }
+        } else {
+            Some(n as usize)
+        }
+    } else {
+        None
+    };
+    let left = teed - taken.unwrap_or(0);
+    (taken, left == 0 || discard(scratch, null, left))
+}
+
+/// Empties `left` bytes out of `pipe` into /dev/null (page references dropped,
+/// nothing copied). Whether it all went.
+fn discard(pipe: &Pipe, null: RawFd, mut left: usize) -> bool {
+    while left > 0 {
+        // SAFETY: plain syscall on fds we own.
+        let n = unsafe {
+            libc::splice(
+                pipe.read.as_raw_fd(),
+                std::ptr::null_mut(),
+                null,
+                std::ptr::null_mut(),
+                left,
+                libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n <= 0 {
+            return false;
+        }
+        left -= n as usize;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{IoSlice, Read};
+    use std::net::{TcpListener, TcpStream};
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        a.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    fn message(n: usize) -> (Vec<u8>, Vec<u8>) {
+        let head = b"\x82\x7f\0\0\0\0\0\0\0\0".to_vec();
+        let body: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+        (head, body)
+    }
+
+    #[test]
+    fn the_second_viewer_of_a_form_gets_the_message_through_a_pipe() {
+        let frame = Arc::new(Frame::from_jpeg(vec![0xFF; 10], 2, 2));
+        let what = Spliceable::of(Form::new(1, false, false), &frame);
+        let splicer = Splicer::default();
+        splicer.new_frame(Some(&frame));
+        let (head, body) = message(100_000);
+        let slices = [IoSlice::new(&head), IoSlice::new(&body)];
+        let total = head.len() + body.len();
+        let (first, _keep1) = pair();
+        assert_eq!(
+            splicer.send(what, &slices, total, first.as_raw_fd()),
+            None,
+            "one viewer: writev"
+        );
+        for _ in 0..3 {
+            let (w, mut r) = pair();
+            let taken = splicer.send(what, &slices, total, w.as_raw_fd());
+            assert_eq!(taken, Some(total), "loopback takes 100 KB at once");
+            drop(w);
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            assert_eq!(got.len(), total);
+            assert!(got[..head.len()] == head[..] && got[head.len()..] == body[..]);
+        }
+    }
+
+    #[test]
+    fn a_socket_that_takes_part_leaves_the_rest_and_the_next_viewer_gets_it_whole() {
+        let frame = Arc::new(Frame::from_jpeg(vec![0xFF; 10], 2, 2));
+        let what = Spliceable::of(Form::new(0, false, false), &frame);
+        let splicer = Splicer::default();
+        splicer.new_frame(Some(&frame));
+        let (head, body) = message(600_000);
+        let slices = [IoSlice::new(&head), IoSlice::new(&body)];
+        let total = head.len() + body.len();
+        let (a, _ra) = pair();
+        assert_eq!(splicer.send(what, &slices, total, a.as_raw_fd()), None);
+        // A socket whose reader reads nothing takes less than 600 KB.
+        let (w, mut r) = pair();
+        // SAFETY: setting a small send buffer on our socket.
+        unsafe {
+            let size: libc::c_int = 4096;
+            libc::setsockopt(
+                w.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let taken = splicer.send(what, &slices, total, w.as_raw_fd()).unwrap();
+        assert!(taken < total, "took {taken} of {total}");
+        // The rest from the message's own bytes, as the fan-out does.
+        let mut all: Vec<u8> = head.iter().chain(&body).copied().collect();
+        let rest = all.split_off(taken);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            got
+        });
+        w.set_nonblocking(false).unwrap();
+        std::io::Write::write_all(&mut &w, &rest).unwrap();
+        drop(w);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), total);
+        assert!(got[..head.len()] == head[..] && got[head.len()..] == body[..]);
+        // The scratch pipe held nothing back for the next viewer.
+        let (w2, mut r2) = pair();
+        assert_eq!(
+            splicer.send(what, &slices, total, w2.as_raw_fd()),
+            Some(total)
+        );
+        drop(w2);
+        let mut got = Vec::new();
+        r2.read_to_end(&mut got).unwrap();
+        assert!(got[..head.len()] == head[..] && got[head.len()..] == body[..]);
+    }
+
+    #[test]
+    fn another_frame_small_messages_and_dead_sockets_are_left_to_writev() {
+        let frame = Arc::new(Frame::from_jpeg(vec![0xFF; 10], 2, 2));
+        let older = Arc::new(Frame::from_jpeg(vec![0xFF; 10], 2, 2));
+        let splicer = Splicer::default();
+        splicer.new_frame(Some(&frame));
+        let (head, body) = message(50_000);
+        let slices = [IoSlice::new(&head), IoSlice::new(&body)];
+        let total = head.len() + body.len();
+        let (w, r) = pair();
+        let stale = Spliceable::of(Form::new(0, false, false), &older);
+        for _ in 0..2 {
+            assert_eq!(splicer.send(stale, &slices, total, w.as_raw_fd()), None);
+        }
+        let what = Spliceable::of(Form::new(0, false, false), &frame);
+        let small = [IoSlice::new(&head[..2]), IoSlice::new(&body[..100])];
+        for _ in 0..2 {
+            assert_eq!(splicer.send(what, &small, 102, w.as_raw_fd()), None);
+        }
+        // A socket whose peer is gone: writev is left to report it.
+        drop(r);
+        // The first send meets the closed peer, which resets the connection.
+        let _ = splicer.send(what, &slices, total, w.as_raw_fd());
+        let left_to_writev =
+            (0..100).any(|_| splicer.send(what, &slices, total, w.as_raw_fd()).is_none());
+        assert!(left_to_writev, "a reset socket is left to writev");
+    }
+}
