@@ -72,6 +72,12 @@ struct Pipe {
 }
 
 impl Pipe {
+    /// The capacity a message of `bytes` needs: a page per 4 KiB and one
+    /// more where it starts mid-page.
+    fn needs(bytes: usize) -> usize {
+        (bytes.div_ceil(PAGE) + 1) * PAGE
+    }
+
     /// A pipe that holds at least `bytes` written as whole pages.
     fn holding(bytes: usize) -> io::Result<Pipe> {
         let mut fds = [0; 2];
@@ -86,8 +92,7 @@ impl Pipe {
             write,
             capacity: 16 * PAGE,
         };
-        // A message takes a page per 4 KiB and one more where it starts mid-page.
-        let wanted = (bytes.div_ceil(PAGE) + 1) * PAGE;
+        let wanted = Pipe::needs(bytes);
         if wanted > pipe.capacity {
             // SAFETY: plain fcntl on our fd; it rounds up to a power of two pages.
             let got = unsafe {
@@ -126,8 +131,6 @@ struct Inner {
     scratch: Option<Pipe>,
     /// Where the part of a message a socket did not take goes.
     null: Option<OwnedFd>,
-    /// Splice is off for this fan-out (a pipe could not be made at all).
-    off: bool,
 }
 
 /// A stream's frames in pipes, one per form of the current frame; owned by its
@@ -145,7 +148,6 @@ impl Default for Splicer {
                 slots: std::array::from_fn(|_| Slot::Unasked),
                 scratch: None,
                 null: None,
-                off: false,
             }),
         }
     }
@@ -175,11 +177,10 @@ impl Splicer {
         }
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
-        if inner.off
-            || inner
-                .frame
-                .as_ref()
-                .is_none_or(|f| Arc::as_ptr(f) as usize != what.frame)
+        if inner
+            .frame
+            .as_ref()
+            .is_none_or(|f| Arc::as_ptr(f) as usize != what.frame)
         {
             return None;
         }
@@ -189,14 +190,20 @@ impl Splicer {
                 *slot = Slot::AskedOnce;
                 return None;
             }
-            Slot::AskedOnce => match fill(slices, total) {
-                Ok(pipe) => *slot = Slot::Ready { pipe, len: total },
-                Err(e) => {
-                    tracing::debug!(error = %e, "a frame goes out with writev: no pipe for it");
-                    *slot = Slot::Failed;
-                    return None;
+            Slot::AskedOnce => {
+                let made = tools(&mut inner.scratch, &mut inner.null, total)
+                    .and_then(|()| fill(slices, total));
+                match made {
+                    Ok(pipe) => *slot = Slot::Ready { pipe, len: total },
+                    Err(e) => {
+                        // Out of fds or pipe pages, most likely: this frame
+                        // goes by writev, the next one tries again.
+                        tracing::debug!(error = %e, "a frame goes out with writev: no pipe for it");
+                        *slot = Slot::Failed;
+                        return None;
+                    }
                 }
-            },
+            }
             Slot::Ready { .. } => {}
             Slot::Failed => return None,
         }
@@ -206,32 +213,12 @@ impl Splicer {
         if *len != total {
             return None;
         }
-        if inner
-            .scratch
-            .as_ref()
-            .is_none_or(|s| s.capacity < pipe.capacity)
-        {
-            match Pipe::holding(total) {
-                Ok(scratch) => inner.scratch = Some(scratch),
-                Err(e) => {
-                    tracing::warn!(error = %e, "frames go out with writev: no scratch pipe");
-                    inner.off = true;
-                    return None;
-                }
-            }
+        if let Err(e) = tools(&mut inner.scratch, &mut inner.null, total) {
+            tracing::debug!(error = %e, "a frame goes out with writev: no scratch pipe");
+            return None;
         }
-        if inner.null.is_none() {
-            match std::fs::OpenOptions::new().write(true).open("/dev/null") {
-                Ok(null) => inner.null = Some(null.into()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "frames go out with writev: no /dev/null");
-                    inner.off = true;
-                    return None;
-                }
-            }
-        }
-        let scratch = inner.scratch.as_ref().expect("made above");
-        let null = inner.null.as_ref().expect("opened above");
+        let scratch = inner.scratch.as_ref().expect("made by tools");
+        let null = inner.null.as_ref().expect("opened by tools");
         let (taken, cleared) = splice_once(pipe, scratch, null.as_raw_fd(), total, fd);
         if !cleared {
             // Bytes left in the scratch pipe would go out with the next frame:
@@ -240,6 +227,23 @@ impl Splicer {
         }
         taken
     }
+}
+
+/// Makes sure of an empty scratch pipe that holds a `total`-byte message, and
+/// of /dev/null.
+fn tools(scratch: &mut Option<Pipe>, null: &mut Option<OwnedFd>, total: usize) -> io::Result<()> {
+    if scratch
+        .as_ref()
+        .is_none_or(|s| s.capacity < Pipe::needs(total))
+    {
+        *scratch = None;
+        *scratch = Some(Pipe::holding(total)?);
+    }
+    if null.is_none() {
+        let file = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        *null = Some(file.into());
+    }
+    Ok(())
 }
 
 /// A pipe holding `slices` (`total` bytes).
