@@ -6,6 +6,7 @@
 #
 #   bench/fanout.sh                 # 100, 500, 2000 viewers, text and binary; 2 rounds; then MJPEG
 #   ROUNDS=1 CASES="upload-text:500" bench/fanout.sh
+#   SPLICE_FLOOR=1 bench/fanout.sh  # also the floor with FLOOR_SPLICE=1 (tee+splice, no copy per viewer)
 #
 # The Node relay needs a writable copy with its dependencies (CI's shared/ is read-only):
 #   cp -r ../shared/peers/node-ws-relay /tmp/ && (cd /tmp/node-ws-relay && npm install)
@@ -42,6 +43,9 @@ for r in $(seq 1 "$rounds"); do
             one kindercam "$work/kindercam" "$kind:$n" "$tag"
             [ -e "$node_relay" ] && one node "$node_relay" "$kind:$n" "$tag"
             one floor "$work/kindercam-floor" "$kind:$n" "$tag"
+            if [ "${SPLICE_FLOOR:-0}" = 1 ]; then
+                (export FLOOR_SPLICE=1; one floor-splice "$work/kindercam-floor" "$kind:$n" "$tag")
+            fi
         done
     done
 done
