@@ -444,14 +444,19 @@ pub fn make_jpeg(width: usize, height: usize, seed: u8) -> Vec<u8> {
         p[1] = (y as u8).wrapping_mul(5);
         p[2] = seed.wrapping_mul(40);
     }
+    rgb_jpeg(&pixels, width, height, 85)
+}
+
+/// `pixels` (RGB, `width` x `height`) as a JPEG at `quality`.
+fn rgb_jpeg(pixels: &[u8], width: usize, height: usize, quality: i32) -> Vec<u8> {
     let image = turbojpeg::Image {
-        pixels: pixels.as_slice(),
+        pixels,
         width,
         pitch: width * 3,
         height,
         format: turbojpeg::PixelFormat::RGB,
     };
-    turbojpeg::compress(image, 85, turbojpeg::Subsamp::Sub2x2)
+    turbojpeg::compress(image, quality, turbojpeg::Subsamp::Sub2x2)
         .expect("encode test JPEG")
         .to_vec()
 }
@@ -467,16 +472,7 @@ pub fn noisy_jpeg(width: usize, height: usize, seed: u32) -> Vec<u8> {
             state as u8
         })
         .collect();
-    let image = turbojpeg::Image {
-        pixels: pixels.as_slice(),
-        width,
-        pitch: width * 3,
-        height,
-        format: turbojpeg::PixelFormat::RGB,
-    };
-    turbojpeg::compress(image, 80, turbojpeg::Subsamp::Sub2x2)
-        .expect("encode test JPEG")
-        .to_vec()
+    rgb_jpeg(&pixels, width, height, 80)
 }
 
 /// Median of gaps between consecutive instants.
