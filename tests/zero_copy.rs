@@ -124,10 +124,11 @@ async fn every_viewer_form_gets_each_frame_exactly_by_reference() {
 
     let x = counters(&server, "x", viewers.len() as u64 * FRAMES).await;
     let spliced = x["frames_spliced"].as_u64().expect("frames_spliced");
-    // The first viewer of each form and frame is copied; its second on are not
-    // (small frames, ~20 KB, too).
+    // The first viewer of each form and frame is copied, the second and third
+    // are not: 2 of 3 for text, binary and meta (small frames, about 20 KB
+    // here, may be too, but need not be over the 16 KiB where splicing starts).
     assert!(
-        spliced >= 2 * 4 * FRAMES,
+        spliced >= 2 * 3 * FRAMES,
         "frames taken by reference: {spliced} of {}",
         x["frames_sent"]
     );
