@@ -89,6 +89,8 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// The longest pause between attempts to make a consumer again.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A room without a working consumer this long is logged at warn, once.
+const DOWN_TOLD_AFTER: Duration = Duration::from_secs(10);
 /// A consumer nobody pulls from (its task gone) is removed by the server after this.
 const CONSUMER_INACTIVE: Duration = Duration::from_secs(30);
 /// A chat message is at most 1000 characters; with the name and JSON, well under this.
@@ -410,9 +412,27 @@ async fn follow(link: Arc<ChatLink>, room: String, target: Weak<ChatRoom>) {
     let mut last = 0u64;
     let mut pause = Duration::from_millis(100);
     let mut failing = false;
+    // Since when this room has had no working consumer, and whether that was
+    // told: a room whose chat stays down is worth a line at warn, with why.
+    let mut down_since: Option<tokio::time::Instant> = None;
+    let mut told_down = false;
     loop {
         let mut started = false;
-        match deliver(&link, &filter, &target, &mut last, &mut started).await {
+        let outcome = deliver(&link, &filter, &target, &mut last, &mut started).await;
+        if started {
+            down_since = None;
+            told_down = false;
+        }
+        let down_for = down_since
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed();
+        if let Interrupted::Broken(why) = &outcome {
+            if down_for >= DOWN_TOLD_AFTER && !told_down {
+                told_down = true;
+                tracing::warn!(node = link.node, room, error = %why, last, down_s = down_for.as_secs(), "chat delivery is still down; trying again");
+            }
+        }
+        match outcome {
             Interrupted::RoomGone => return,
             // A room opened as the relay starts may find no stream yet (the
             // set-up task says so if that lasts).
