@@ -151,7 +151,13 @@ impl Server {
         if let Some(cluster) = &self.cluster {
             let current = cluster.clone();
             let js = std::sync::Arc::new(move || current.jetstream());
-            return Rooms::clustered(js, cluster.connections(), cluster.node(), history);
+            return Rooms::clustered(
+                js,
+                cluster.connections(),
+                cluster.watch_health(),
+                cluster.node(),
+                history,
+            );
         }
         Rooms::new(self.store.clone(), history)
     }

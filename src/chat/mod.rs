@@ -75,6 +75,7 @@ impl Rooms {
     pub fn clustered(
         js: crate::cluster::chat::JetStreamSource,
         connections: crate::cluster::chat::Connections,
+        health: crate::cluster::chat::LinkHealth,
         node: &str,
         history_len: usize,
     ) -> Rooms {
@@ -84,6 +85,7 @@ impl Rooms {
             backend: Backend::Cluster(crate::cluster::chat::ChatLink::open(
                 js,
                 connections,
+                health,
                 node,
                 history_len,
             )),

@@ -104,6 +104,9 @@ pub type JetStreamSource = Arc<dyn Fn() -> jetstream::Context + Send + Sync>;
 /// Changes each time the node's NATS client is replaced (`Cluster::connections`).
 pub type Connections = tokio::sync::watch::Receiver<u64>;
 
+/// The node's link health as its probe finds it (`Cluster::watch_health`).
+pub type LinkHealth = tokio::sync::watch::Receiver<super::Health>;
+
 /// What goes into the stream, as JSON. Clients never see it: each node turns a
 /// post into the protocol's `usermsg` with the stream sequence as its id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +170,11 @@ impl std::fmt::Display for PublishFailed {
 pub struct ChatLink {
     js: JetStreamSource,
     connections: Connections,
+    /// A consumer is made again when NATS is back after an outage: one on a
+    /// server that went silent may neither deliver nor report missed
+    /// heartbeats once the client has reconnected elsewhere (CI saw a relay's
+    /// readers get nothing for 50 s that way).
+    health: LinkHealth,
     node: String,
     /// Random per process: message ids of a restarted node never repeat old ones.
     boot: u64,
@@ -194,6 +202,7 @@ impl ChatLink {
     pub fn open(
         js: JetStreamSource,
         connections: Connections,
+        health: LinkHealth,
         node: &str,
         history_len: usize,
     ) -> Arc<ChatLink> {
@@ -209,6 +218,7 @@ impl ChatLink {
         Arc::new(ChatLink {
             js,
             connections,
+            health,
             node: node.to_owned(),
             boot: u64::from_le_bytes(boot),
             next_id: AtomicU64::new(1),
@@ -500,6 +510,8 @@ async fn deliver(
     // Seen before taking the client: a replacement from now on ends this consumer.
     let mut connections = link.connections.clone();
     connections.mark_unchanged();
+    let mut health = link.health.clone();
+    let mut was_down = !health.borrow_and_update().ok();
     let config = |name: String| consumer::pull::Config {
         name: Some(name),
         filter_subject: filter.to_owned(),
@@ -549,6 +561,18 @@ async fn deliver(
                 // The cluster is gone (shutdown): only the consumer can end this.
                 Err(_) => messages.next().await,
             },
+            changed = health.changed() => {
+                if changed.is_err() {
+                    messages.next().await
+                } else if !health.borrow_and_update().ok() {
+                    was_down = true;
+                    continue;
+                } else if was_down {
+                    return Interrupted::Broken("NATS is back after an outage".into());
+                } else {
+                    continue;
+                }
+            }
         };
         let message = match next {
             Some(Ok(message)) => message,
