@@ -38,6 +38,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::follow::{Link, Stopped};
 use super::hedge::Hedge;
 use crate::chat::room::{Author, ChatRoom};
 
@@ -507,11 +508,9 @@ async fn deliver(
 ) -> Interrupted {
     let broken =
         |what: &str, e: &dyn std::fmt::Display| Interrupted::Broken(format!("{what}: {e}"));
-    // Seen before taking the client: a replacement from now on ends this consumer.
-    let mut connections = link.connections.clone();
-    connections.mark_unchanged();
-    let mut health = link.health.clone();
-    let mut was_down = !health.borrow_and_update().ok();
+    // Seen before taking the client: a replacement from now on, or NATS back
+    // after an outage, ends this consumer (as it ends a shared-state pass).
+    let mut stale = Link::watching(link.health.clone(), link.connections.clone());
     let config = |name: String| consumer::pull::Config {
         name: Some(name),
         filter_subject: filter.to_owned(),
@@ -556,23 +555,11 @@ async fn deliver(
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
-            replaced = connections.changed() => match replaced {
-                Ok(()) => return Interrupted::Broken("the NATS client was replaced".into()),
+            stopped = stale.stale() => match stopped {
+                Stopped::Again(why) => return Interrupted::Broken(why),
                 // The cluster is gone (shutdown): only the consumer can end this.
-                Err(_) => messages.next().await,
+                Stopped::Shutdown => messages.next().await,
             },
-            changed = health.changed() => {
-                if changed.is_err() {
-                    messages.next().await
-                } else if !health.borrow_and_update().ok() {
-                    was_down = true;
-                    continue;
-                } else if was_down {
-                    return Interrupted::Broken("NATS is back after an outage".into());
-                } else {
-                    continue;
-                }
-            }
         };
         let message = match next {
             Some(Ok(message)) => message,

@@ -34,6 +34,21 @@ pub struct Link {
 }
 
 impl Link {
+    /// The link as it is now: a change before this call does not count, and
+    /// a link down now counts as an outage.
+    pub fn watching(
+        mut health: watch::Receiver<Health>,
+        mut generation: watch::Receiver<u64>,
+    ) -> Link {
+        generation.mark_unchanged();
+        let was_down = !health.borrow_and_update().ok();
+        Link {
+            health,
+            generation,
+            was_down,
+        }
+    }
+
     /// Resolves when what the pass follows may be stale: the client was
     /// replaced, or NATS is back after an outage. Never while merely down:
     /// the pass keeps what it has until the link returns.
@@ -78,13 +93,7 @@ where
                 changed = health.changed() => if changed.is_err() { return },
             }
         }
-        let mut generation = cluster.connections();
-        generation.mark_unchanged();
-        let link = Link {
-            health: health.clone(),
-            generation,
-            was_down: false,
-        };
+        let link = Link::watching(health.clone(), cluster.connections());
         let mut stop = shutdown.clone();
         let stopped = tokio::select! {
             _ = stop.wait() => Stopped::Shutdown,
