@@ -243,7 +243,7 @@ impl Out {
 /// One `writev` on a non-blocking socket. A peer that is gone answers EPIPE,
 /// not a signal: Rust's runtime ignores SIGPIPE, as the runtime's own writes
 /// rely on too.
-fn writev(fd: std::os::fd::RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+pub(super) fn writev(fd: std::os::fd::RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and the slices
     // borrow buffers that outlive the call.
     let n = unsafe {

@@ -102,6 +102,15 @@ pub enum Turn {
     Leaves,
 }
 
+/// What a seat wrote since its counts last reached the viewer's shared ones.
+#[derive(Default)]
+struct Unpublished {
+    frames: u64,
+    bytes: u64,
+    /// Of `frames`, those that left from the fan-out's pipe.
+    spliced: u64,
+}
+
 pub struct Seat {
     pub id: u64,
     outlet: Box<dyn Outlet>,
@@ -130,7 +139,7 @@ pub struct Seat {
     /// when the seat leaves): those counters are one more cache line per
     /// viewer, which the kernel's copying of every frame has long evicted by
     /// the viewer's next turn.
-    unpublished: (u64, u64, u64),
+    unpublished: Unpublished,
     /// Until when the socket must take what this viewer is owed; a peer that
     /// takes nothing for that long is gone.
     pub due: Option<Instant>,
@@ -187,7 +196,7 @@ impl Seat {
             want: true,
             gate_news: follows_gate,
             closing: false,
-            unpublished: (0, 0, 0),
+            unpublished: Unpublished::default(),
             due: None,
             room_granted: false,
             waiting_room: false,
@@ -236,13 +245,17 @@ impl Seat {
     /// Adds the frames written since the last call to the viewer's counters
     /// (`/stats.json`, `/metrics`).
     pub fn publish_counts(&mut self) {
-        let (frames, bytes, spliced) = std::mem::take(&mut self.unpublished);
-        if frames > 0 {
+        let counts = std::mem::take(&mut self.unpublished);
+        if counts.frames > 0 {
             let stats = &self.viewer.stats;
-            stats.frames_sent.fetch_add(frames, Ordering::Relaxed);
-            stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-            if spliced > 0 {
-                stats.frames_spliced.fetch_add(spliced, Ordering::Relaxed);
+            stats
+                .frames_sent
+                .fetch_add(counts.frames, Ordering::Relaxed);
+            stats.bytes_sent.fetch_add(counts.bytes, Ordering::Relaxed);
+            if counts.spliced > 0 {
+                stats
+                    .frames_spliced
+                    .fetch_add(counts.spliced, Ordering::Relaxed);
             }
         }
     }
@@ -297,9 +310,9 @@ impl Seat {
                             if out.shown {
                                 self.viewer.stats.outgoing.end();
                             }
-                            self.unpublished.0 += 1;
-                            self.unpublished.1 += out.total() as u64;
-                            self.unpublished.2 += u64::from(out.spliced);
+                            self.unpublished.frames += 1;
+                            self.unpublished.bytes += out.total() as u64;
+                            self.unpublished.spliced += u64::from(out.spliced);
                             self.trust.wrote(out.writes);
                         }
                         if self.closing {
@@ -447,18 +460,15 @@ impl Seat {
                 _ => (Body::Jpeg(frame.clone()), frame.jpeg.len()),
             };
             let mut out = mjpeg_out(body, len, frame.captured_unix_ms);
-            out.spliceable = Some(Spliceable::of(Form::new(2, small, false), frame));
+            out.spliceable = Some(Spliceable::of(
+                Form::new(Framing::Mjpeg, small, false),
+                frame,
+            ));
             return out;
         }
         let mut out = Out::new(true);
-        let framing = match self.wants.framing {
-            Framing::WsText => 0,
-            _ => 1,
-        };
-        out.spliceable = Some(Spliceable::of(
-            Form::new(framing, small, self.wants.meta),
-            frame,
-        ));
+        let form = Form::new(self.wants.framing, small, self.wants.meta);
+        out.spliceable = Some(Spliceable::of(form, frame));
         if self.wants.meta {
             out.ws(OP_TEXT, Body::Meta(frame.clone()));
         }

@@ -22,6 +22,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
+use super::Framing;
 use crate::frame::Frame;
 
 /// Messages smaller than this are written with `writev`: two calls (`tee`,
@@ -39,9 +40,12 @@ pub struct Form(u8);
 const FORMS: usize = 12;
 
 impl Form {
-    /// `framing` 0-2 (WebSocket text, binary, MJPEG).
-    pub fn new(framing: u8, small: bool, meta: bool) -> Form {
-        debug_assert!(framing < 3);
+    pub fn new(framing: Framing, small: bool, meta: bool) -> Form {
+        let framing = match framing {
+            Framing::WsText => 0,
+            Framing::WsBinary => 1,
+            Framing::Mjpeg => 2,
+        };
         Form(framing * 4 + u8::from(small) * 2 + u8::from(meta))
     }
 }
@@ -268,41 +272,16 @@ fn tools(scratch: &mut Option<Pipe>, null: &mut Option<OwnedFd>, total: usize) -
     Ok(())
 }
 
-/// A pipe holding `slices` (`total` bytes).
+/// A pipe holding `slices` (`total` bytes): the pipe is empty and holds
+/// `total`, so one write takes it all or something is wrong.
 fn fill(slices: &[io::IoSlice<'_>], total: usize) -> io::Result<Pipe> {
     let pipe = Pipe::holding(total)?;
-    let mut done = 0;
-    while done < total {
-        // Only the first call can start mid-slice; the pipe is empty and holds
-        // `total`, so one call takes everything in practice.
-        let mut rest: Vec<io::IoSlice<'_>> = Vec::new();
-        let mut skip = done;
-        for s in slices {
-            if skip >= s.len() {
-                skip -= s.len();
-                continue;
-            }
-            rest.push(io::IoSlice::new(&s[skip..]));
-            skip = 0;
-        }
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the slices outlive the call.
-        let n = unsafe {
-            libc::writev(
-                pipe.write.as_raw_fd(),
-                rest.as_ptr().cast::<libc::iovec>(),
-                rest.len() as libc::c_int,
-            )
-        };
-        if n <= 0 {
-            return Err(if n < 0 {
-                io::Error::last_os_error()
-            } else {
-                io::ErrorKind::WriteZero.into()
-            });
-        }
-        done += n as usize;
+    match super::out::writev(pipe.write.as_raw_fd(), slices)? {
+        n if n == total => Ok(pipe),
+        n => Err(io::Error::other(format!(
+            "a pipe took {n} of {total} bytes"
+        ))),
     }
-    Ok(pipe)
 }
 
 /// Tees `total` bytes of the pipe `source` (its read end) into the empty `scratch` and splices them to
@@ -403,7 +382,7 @@ mod tests {
     #[test]
     fn the_second_viewer_of_a_form_gets_the_message_through_a_pipe() {
         let frame = Arc::new(Frame::from_jpeg(vec![0xFF; 10], 2, 2));
-        let what = Spliceable::of(Form::new(1, false, false), &frame);
+        let what = Spliceable::of(Form::new(Framing::WsBinary, false, false), &frame);
         let splicer = Splicer::default();
         splicer.new_frame(Some(&frame));
         let (head, body) = message(100_000);
@@ -445,7 +424,7 @@ mod tests {
     #[test]
     fn a_socket_that_takes_part_leaves_the_rest_and_the_next_viewer_gets_it_whole() {
         let frame = Arc::new(Frame::from_jpeg(vec![0xFF; 10], 2, 2));
-        let what = Spliceable::of(Form::new(0, false, false), &frame);
+        let what = Spliceable::of(Form::new(Framing::WsText, false, false), &frame);
         let splicer = Splicer::default();
         splicer.new_frame(Some(&frame));
         let (head, body) = message(600_000);
@@ -488,11 +467,11 @@ mod tests {
         let slices = [IoSlice::new(&head), IoSlice::new(&body)];
         let total = head.len() + body.len();
         let (w, r) = pair();
-        let stale = Spliceable::of(Form::new(0, false, false), &older);
+        let stale = Spliceable::of(Form::new(Framing::WsText, false, false), &older);
         for _ in 0..2 {
             assert_eq!(splicer.send(stale, &slices, total, w.as_raw_fd()), None);
         }
-        let what = Spliceable::of(Form::new(0, false, false), &frame);
+        let what = Spliceable::of(Form::new(Framing::WsText, false, false), &frame);
         let small = [IoSlice::new(&head[..2]), IoSlice::new(&body[..100])];
         for _ in 0..2 {
             assert_eq!(splicer.send(what, &small, 102, w.as_raw_fd()), None);
